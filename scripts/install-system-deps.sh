@@ -1,0 +1,19 @@
+#!/bin/sh
+# Debian 12 packages sifuse's tests and benchmarks use. Run as root (or via sudo).
+#   fuse3 libfuse2     fusermount3 and the libfuse2 that fuse-native loads
+#   squashfs-tools     mksquashfs/unsquashfs: test fixtures and `sifuse build`
+#   siftool            the SIF reference tool the tests compare against
+#   e2fsprogs fuse2fs  mkfs.ext3/e2fsck/debugfs/resize2fs oracles; fuse2fs is a benchmark peer
+#   xfsprogs           xfs_io -x -c shutdown: leaves ext3 journals needing recovery
+#   squashfuse fuse-overlayfs bubblewrap  peers and the container runtime
+#   debootstrap        a real root filesystem for end-to-end tests
+#   attr acl           setfattr/getfattr for fixtures with xattrs
+set -eu
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+$SUDO apt-get update
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends \
+  fuse3 libfuse2 squashfs-tools siftool e2fsprogs fuse2fs xfsprogs \
+  squashfuse fuse-overlayfs bubblewrap debootstrap attr acl python3 ca-certificates
+# Unprivileged mounts need /dev/fuse readable and writable by everyone (Debian's default is 0666).
+[ -e /dev/fuse ] && $SUDO chmod 666 /dev/fuse || true

@@ -1,0 +1,116 @@
+/**
+ * Error types shared by every engine.
+ *
+ * - FsError carries a POSIX errno name (ENOENT, ENOSPC, ...) and is what the
+ *   FUSE adapter turns into -errno. Engines throw it for conditions a program
+ *   is expected to handle.
+ * - CorruptError: the on-disk bytes are inconsistent (a hostile or damaged
+ *   image). At the FUSE edge this becomes EIO; on the CLI, one line naming the
+ *   file.
+ * - UnsupportedError: valid but not handled here (an unknown compressor, an
+ *   ext4 feature). Nothing is written when it is thrown.
+ * - UsageError: the user asked for something malformed (bad flag values).
+ *
+ * All carry an optional `file` so the CLI can print "FILE: problem".
+ */
+import { constants as osConstants } from 'node:os';
+
+export type ErrnoCode = keyof typeof osConstants.errno;
+
+export function errnoNumber(code: ErrnoCode): number {
+  return osConstants.errno[code];
+}
+
+const DESCRIPTIONS: Partial<Record<ErrnoCode, string>> = {
+  ENOENT: 'no such file or directory',
+  EEXIST: 'file exists',
+  ENOTDIR: 'not a directory',
+  EISDIR: 'is a directory',
+  ENOTEMPTY: 'directory not empty',
+  ENOSPC: 'no space left on device',
+  EROFS: 'read-only file system',
+  EINVAL: 'invalid argument',
+  EIO: 'input/output error',
+  ENAMETOOLONG: 'file name too long',
+  EMLINK: 'too many links',
+  ENODATA: 'no data available',
+  ERANGE: 'numerical result out of range',
+  E2BIG: 'argument list too long',
+  EFBIG: 'file too large',
+  EPERM: 'operation not permitted',
+  EACCES: 'permission denied',
+  EXDEV: 'invalid cross-device link',
+  EBUSY: 'device or resource busy',
+  ELOOP: 'too many levels of symbolic links',
+  EOPNOTSUPP: 'operation not supported',
+  ENOTSUP: 'operation not supported',
+  EDQUOT: 'disk quota exceeded',
+  EAGAIN: 'resource temporarily unavailable',
+  EBADF: 'bad file descriptor',
+};
+
+/** A POSIX error, as a local filesystem would return it. */
+export class FsError extends Error {
+  readonly code: ErrnoCode;
+  readonly errno: number;
+  constructor(code: ErrnoCode, detail?: string) {
+    const what = DESCRIPTIONS[code] ?? code.toLowerCase();
+    super(detail ? `${code}: ${what}, ${detail}` : `${code}: ${what}`);
+    this.name = 'FsError';
+    this.code = code;
+    this.errno = errnoNumber(code);
+  }
+}
+
+/** One-line call sites: `throw withErrno('ENOTEMPTY', 'rmdir /a')`. */
+export function withErrno(code: ErrnoCode, detail?: string): FsError {
+  return new FsError(code, detail);
+}
+
+abstract class FileProblem extends Error {
+  file: string | undefined;
+  constructor(message: string, file?: string) {
+    super(message);
+    this.file = file;
+  }
+  /** The one line the CLI prints: "FILE: message". */
+  describe(): string {
+    return this.file ? `${this.file}: ${this.message}` : this.message;
+  }
+}
+
+/** The image's bytes are inconsistent. Decoders throw this, never loop or over-allocate. */
+export class CorruptError extends FileProblem {
+  constructor(message: string, file?: string) {
+    super(message, file);
+    this.name = 'CorruptError';
+  }
+}
+
+/** A valid image or request that sifuse does not handle. Nothing was written. */
+export class UnsupportedError extends FileProblem {
+  constructor(message: string, file?: string) {
+    super(message, file);
+    this.name = 'UnsupportedError';
+  }
+}
+
+/** Malformed user input (flags, arguments). */
+export class UsageError extends FileProblem {
+  constructor(message: string, file?: string) {
+    super(message, file);
+    this.name = 'UsageError';
+  }
+}
+
+/** Attach a file name to a CorruptError/UnsupportedError raised deep inside a decoder. */
+export function inFile<T>(file: string, fn: () => Promise<T>): Promise<T> {
+  return fn().catch((err: unknown) => {
+    if (err instanceof FileProblem && err.file === undefined) err.file = file;
+    throw err;
+  });
+}
+
+export function isFileProblem(err: unknown): err is CorruptError | UnsupportedError | UsageError {
+  return err instanceof FileProblem;
+}

@@ -1,0 +1,30 @@
+/**
+ * The positional byte I/O every engine reads and writes through.
+ *
+ * An engine never sees a file, only a region: a SIF partition is
+ * [descriptor.offset, descriptor.offset + descriptor.size) of the SIF file, a
+ * raw image is the whole file, a test fixture may be a Buffer. All positions
+ * are relative to the region's start, and no implementation reads or writes a
+ * byte outside it: that is what keeps a hostile image from making the daemon
+ * touch the rest of the SIF.
+ */
+export interface ByteSource {
+  /** Bytes in the region. */
+  readonly size: number;
+  /** A short name for error messages (usually the file path). */
+  readonly name: string;
+  /**
+   * Exactly `length` bytes at `position`; throws CorruptError when any part of
+   * [position, position+length) lies outside the region.
+   */
+  read(position: number, length: number): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+export interface ByteStore extends ByteSource {
+  readonly writable: boolean;
+  /** Writes all of `data` at `position`; throws CorruptError outside the region. */
+  write(position: number, data: Uint8Array): Promise<void>;
+  /** fdatasync: everything written so far is on stable storage. */
+  sync(): Promise<void>;
+}

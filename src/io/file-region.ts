@@ -1,0 +1,116 @@
+import * as fs from 'node:fs';
+import { CorruptError, UsageError } from '../errors.js';
+import type { ByteStore } from './byte-source.js';
+
+export interface FileRegionOptions {
+  /** Start of the region in the file (a SIF partition's offset). Default 0. */
+  offset?: number;
+  /** Length of the region; default: from offset to the end of the file. */
+  length?: number;
+  writable?: boolean;
+}
+
+function readAt(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+
+function writeAt(fd: number, buf: Uint8Array, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.write(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+
+/**
+ * A byte range [offset, offset+length) of a host file. Every read and write is
+ * bounds-checked against the region before it reaches the file, so no decoded
+ * pointer, however hostile, can reach bytes outside it.
+ */
+export class FileRegion implements ByteStore {
+  readonly name: string;
+  readonly offset: number;
+  readonly size: number;
+  readonly writable: boolean;
+  private fd: number;
+
+  private constructor(name: string, fd: number, offset: number, size: number, writable: boolean) {
+    this.name = name;
+    this.fd = fd;
+    this.offset = offset;
+    this.size = size;
+    this.writable = writable;
+  }
+
+  static async open(path: string, options: FileRegionOptions = {}): Promise<FileRegion> {
+    const writable = options.writable ?? false;
+    const fd = await new Promise<number>((resolve, reject) =>
+      fs.open(path, writable ? 'r+' : 'r', (err, n) => (err ? reject(err) : resolve(n))),
+    );
+    try {
+      const st = fs.fstatSync(fd);
+      const offset = options.offset ?? 0;
+      if (!Number.isSafeInteger(offset) || offset < 0 || offset > st.size) {
+        throw new UsageError(`region offset ${offset} lies outside the file (${st.size} bytes)`, path);
+      }
+      const length = options.length ?? st.size - offset;
+      if (!Number.isSafeInteger(length) || length < 0 || offset + length > st.size) {
+        throw new CorruptError(
+          `region ${offset}+${length} extends past the end of the file (${st.size} bytes)`,
+          path,
+        );
+      }
+      return new FileRegion(path, fd, offset, length, writable);
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+  }
+
+  private check(position: number, length: number, what: string): void {
+    if (
+      !Number.isSafeInteger(position) ||
+      !Number.isSafeInteger(length) ||
+      position < 0 ||
+      length < 0 ||
+      position + length > this.size
+    ) {
+      throw new CorruptError(
+        `${what} of ${length} bytes at ${position} lies outside the ${this.size}-byte region`,
+        this.name,
+      );
+    }
+  }
+
+  async read(position: number, length: number): Promise<Buffer> {
+    this.check(position, length, 'read');
+    const buf = Buffer.allocUnsafe(length);
+    let done = 0;
+    while (done < length) {
+      const n = await readAt(this.fd, buf, done, length - done, this.offset + position + done);
+      if (n === 0) throw new CorruptError(`file shrank: read at ${position + done} hit end of file`, this.name);
+      done += n;
+    }
+    return buf;
+  }
+
+  async write(position: number, data: Uint8Array): Promise<void> {
+    if (!this.writable) throw new UsageError('region is opened read-only', this.name);
+    this.check(position, data.length, 'write');
+    let done = 0;
+    while (done < data.length) {
+      done += await writeAt(this.fd, data, done, data.length - done, this.offset + position + done);
+    }
+  }
+
+  sync(): Promise<void> {
+    return new Promise((resolve, reject) => fs.fdatasync(this.fd, (err) => (err ? reject(err) : resolve())));
+  }
+
+  close(): Promise<void> {
+    const fd = this.fd;
+    if (fd < 0) return Promise.resolve();
+    this.fd = -1;
+    return new Promise((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
+  }
+}

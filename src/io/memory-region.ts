@@ -1,0 +1,49 @@
+import { CorruptError } from '../errors.js';
+import type { ByteStore } from './byte-source.js';
+
+/** A region held in memory: fixtures, fuzzing, and the tmpfs-like upper. Same bounds rules as FileRegion. */
+export class MemoryRegion implements ByteStore {
+  readonly name: string;
+  readonly writable: boolean;
+  readonly bytes: Buffer;
+
+  constructor(bytes: Buffer, options: { name?: string; writable?: boolean } = {}) {
+    this.bytes = bytes;
+    this.name = options.name ?? '<memory>';
+    this.writable = options.writable ?? true;
+  }
+
+  get size(): number {
+    return this.bytes.length;
+  }
+
+  private check(position: number, length: number, what: string): void {
+    if (
+      !Number.isSafeInteger(position) ||
+      !Number.isSafeInteger(length) ||
+      position < 0 ||
+      length < 0 ||
+      position + length > this.bytes.length
+    ) {
+      throw new CorruptError(
+        `${what} of ${length} bytes at ${position} lies outside the ${this.bytes.length}-byte region`,
+        this.name,
+      );
+    }
+  }
+
+  async read(position: number, length: number): Promise<Buffer> {
+    this.check(position, length, 'read');
+    return Buffer.from(this.bytes.subarray(position, position + length));
+  }
+
+  async write(position: number, data: Uint8Array): Promise<void> {
+    if (!this.writable) throw new CorruptError('region is read-only', this.name);
+    this.check(position, data.length, 'write');
+    this.bytes.set(data, position);
+  }
+
+  async sync(): Promise<void> {}
+
+  async close(): Promise<void> {}
+}

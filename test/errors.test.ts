@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest';
+import { CorruptError, FsError, withErrno, inFile } from '../src/errors.js';
+import { devMajor, devMinor, makedev, fileTypeOf, S_IFCHR, S_IFDIR } from '../src/engine.js';
+
+describe('errors', () => {
+  it('FsError carries code, errno and a Node-like message', () => {
+    const e = withErrno('ENOTEMPTY', "rmdir '/a'");
+    expect(e).toBeInstanceOf(FsError);
+    expect(e.code).toBe('ENOTEMPTY');
+    expect(e.errno).toBe(39);
+    expect(e.message).toBe("ENOTEMPTY: directory not empty, rmdir '/a'");
+  });
+
+  it('inFile names the image in a decoder error', async () => {
+    await expect(
+      inFile('x.sif', async () => {
+        throw new CorruptError('bad magic');
+      }),
+    ).rejects.toMatchObject({ file: 'x.sif' });
+    const err = await inFile('x.sif', async () => {
+      throw new CorruptError('bad magic');
+    }).catch((e: CorruptError) => e);
+    expect((err as CorruptError).describe()).toBe('x.sif: bad magic');
+  });
+});
+
+describe('device numbers', () => {
+  it('round-trips glibc makedev encoding', () => {
+    expect(makedev(0, 0)).toBe(0);
+    expect(makedev(8, 1)).toBe(0x801);
+    expect(makedev(259, 65536)).toBe(0x10010300);
+    for (const [ma, mi] of [[1, 3], [4095, 0xfffff], [10, 229], [259, 1 << 19]]) {
+      const d = makedev(ma, mi);
+      expect([devMajor(d), devMinor(d)]).toEqual([ma, mi]);
+    }
+  });
+
+  it('decodes file types from st_mode', () => {
+    expect(fileTypeOf(S_IFDIR | 0o755)).toBe('d');
+    expect(fileTypeOf(S_IFCHR)).toBe('c');
+    expect(fileTypeOf(0o777)).toBeNull();
+  });
+});

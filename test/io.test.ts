@@ -1,0 +1,49 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FileRegion } from '../src/io/file-region.js';
+import { MemoryRegion } from '../src/io/memory-region.js';
+import { CorruptError } from '../src/errors.js';
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'sifuse-io-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('FileRegion', () => {
+  it('reads and writes only inside its region', async () => {
+    const path = join(dir, 'r.bin');
+    writeFileSync(path, Buffer.alloc(100, 0xaa));
+    const region = await FileRegion.open(path, { offset: 10, length: 20, writable: true });
+    expect(region.size).toBe(20);
+    await region.write(0, Buffer.from('hello'));
+    expect((await region.read(0, 5)).toString()).toBe('hello');
+    await expect(region.read(15, 6)).rejects.toBeInstanceOf(CorruptError);
+    await expect(region.write(18, Buffer.alloc(3))).rejects.toBeInstanceOf(CorruptError);
+    await expect(region.read(-1, 1)).rejects.toBeInstanceOf(CorruptError);
+    await region.sync();
+    await region.close();
+    const bytes = readFileSync(path);
+    expect(bytes.subarray(10, 15).toString()).toBe('hello');
+    // Bytes outside the region are untouched.
+    expect(bytes.subarray(0, 10).every((b) => b === 0xaa)).toBe(true);
+    expect(bytes.subarray(30).every((b) => b === 0xaa)).toBe(true);
+  });
+
+  it('refuses a region past the end of the file', async () => {
+    const path = join(dir, 's.bin');
+    writeFileSync(path, Buffer.alloc(10));
+    await expect(FileRegion.open(path, { offset: 4, length: 7 })).rejects.toBeInstanceOf(CorruptError);
+  });
+});
+
+describe('MemoryRegion', () => {
+  it('bounds-checks like FileRegion', async () => {
+    const region = new MemoryRegion(Buffer.alloc(8));
+    await region.write(4, Buffer.from([1, 2, 3, 4]));
+    expect([...(await region.read(4, 4))]).toEqual([1, 2, 3, 4]);
+    await expect(region.read(5, 4)).rejects.toBeInstanceOf(CorruptError);
+  });
+});
