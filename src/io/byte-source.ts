@@ -1,3 +1,5 @@
+import { CorruptError } from '../errors.js';
+
 /**
  * The positional byte I/O every engine reads and writes through.
  *
@@ -27,4 +29,20 @@ export interface ByteStore extends ByteSource {
   write(position: number, data: Uint8Array): Promise<void>;
   /** fdatasync: everything written so far is on stable storage. */
   sync(): Promise<void>;
+}
+
+/**
+ * The one bounds check every region implementation applies before touching
+ * its bytes: [position, position+length) must lie inside [0, size).
+ */
+export function checkRange(name: string, size: number, position: number, length: number, what: string): void {
+  if (
+    !Number.isSafeInteger(position) ||
+    !Number.isSafeInteger(length) ||
+    position < 0 ||
+    length < 0 ||
+    position + length > size
+  ) {
+    throw new CorruptError(`${what} of ${length} bytes at ${position} lies outside the ${size}-byte region`, name);
+  }
 }

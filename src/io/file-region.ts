@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { CorruptError, UsageError } from '../errors.js';
-import type { ByteStore } from './byte-source.js';
+import { checkRange, type ByteStore } from './byte-source.js';
 
 export interface FileRegionOptions {
   /** Start of the region in the file (a SIF partition's offset). Default 0. */
@@ -68,19 +68,9 @@ export class FileRegion implements ByteStore {
   }
 
   private check(position: number, length: number, what: string): void {
-    if (
-      !Number.isSafeInteger(position) ||
-      !Number.isSafeInteger(length) ||
-      position < 0 ||
-      length < 0 ||
-      position + length > this.size
-    ) {
-      throw new CorruptError(
-        `${what} of ${length} bytes at ${position} lies outside the ${this.size}-byte region`,
-        this.name,
-      );
-    }
+    checkRange(this.name, this.size, position, length, what);
   }
+
 
   async read(position: number, length: number): Promise<Buffer> {
     this.check(position, length, 'read');

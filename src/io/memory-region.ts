@@ -1,5 +1,5 @@
 import { CorruptError } from '../errors.js';
-import type { ByteStore } from './byte-source.js';
+import { checkRange, type ByteStore } from './byte-source.js';
 
 /** A region held in memory: fixtures, fuzzing, and the tmpfs-like upper. Same bounds rules as FileRegion. */
 export class MemoryRegion implements ByteStore {
@@ -18,19 +18,9 @@ export class MemoryRegion implements ByteStore {
   }
 
   private check(position: number, length: number, what: string): void {
-    if (
-      !Number.isSafeInteger(position) ||
-      !Number.isSafeInteger(length) ||
-      position < 0 ||
-      length < 0 ||
-      position + length > this.bytes.length
-    ) {
-      throw new CorruptError(
-        `${what} of ${length} bytes at ${position} lies outside the ${this.bytes.length}-byte region`,
-        this.name,
-      );
-    }
+    checkRange(this.name, this.bytes.length, position, length, what);
   }
+
 
   async read(position: number, length: number): Promise<Buffer> {
     this.check(position, length, 'read');
