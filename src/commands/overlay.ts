@@ -1,0 +1,274 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { type Command, InvalidArgumentError } from 'commander';
+import { SingleBar } from 'cli-progress';
+import { S_IFDIR } from '../engine.js';
+import { isFileProblem, UsageError } from '../errors.js';
+import { openExt3 } from '../ext3/index.js';
+import { mkfsExt3 } from '../ext3/mkfs.js';
+import { FileRegion } from '../io/file-region.js';
+
+/**
+ * `sifuse overlay create`: a new ext3 overlay image file, as
+ * `apptainer overlay create` makes one (reference/sif-and-apptainer.md B.1),
+ * without mkfs.ext3 or dd: the file is made (sparse, or zero-filled), the
+ * filesystem written in-process (src/ext3/mkfs.ts), then `upper/`, `work/`
+ * and the --create-dir directories made through the ext3 engine. Everything
+ * happens in a temporary file next to the target, renamed into place only
+ * when complete, so a failure or an interrupt leaves nothing behind.
+ */
+
+/** Apptainer's minimum and default size. */
+export const MIN_SIZE_MIB = 64;
+const MiB = 1024 * 1024;
+/** Above this, a fully allocated image shows a progress bar while zero-filling (on a TTY). */
+const PROGRESS_MIN_BYTES = 256 * MiB;
+const ZERO_CHUNK = 4 * MiB;
+
+export interface OverlayCreateOptions {
+  sizeMiB: number;
+  sparse: boolean;
+  createDirs: string[];
+  fakeroot: boolean;
+  /** Owner of upper/, work/ and created directories; default: the caller, or 0:0 with fakeroot. */
+  owner?: { uid: number; gid: number };
+  /** Zero-filling progress (bytes done, total); the CLI draws a bar. */
+  progress?: (done: number, total: number) => void;
+}
+
+function parseSize(value: string): number {
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError('expected a size in MiB (a whole number)');
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n > 16 * 1024 * 1024) throw new InvalidArgumentError('size out of range');
+  return n;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/**
+ * The components of a --create-dir path below upper/, as Apptainer joins it
+ * (an absolute path is taken relative to upper/). A path whose `..` climbs
+ * out of upper/ is refused.
+ */
+export function createDirComponents(dir: string, image: string): string[] {
+  const out: string[] = [];
+  for (const part of dir.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      if (out.length === 0) {
+        throw new UsageError(`--create-dir ${dir}: overlay directory would be created outside of the overlay layout (upper/)`, image);
+      }
+      out.pop();
+      continue;
+    }
+    if (Buffer.byteLength(part) > 255) throw new UsageError(`--create-dir ${dir}: name "${part}" is longer than 255 bytes`, image);
+    out.push(part);
+  }
+  return out;
+}
+
+/** Why an existing target is refused: Apptainer's messages for the cases it tells apart. */
+function describeExisting(image: string): string {
+  let head = Buffer.alloc(0);
+  try {
+    const fd = fs.openSync(image, 'r');
+    try {
+      head = Buffer.alloc(2048);
+      head = head.subarray(0, fs.readSync(fd, head, 0, 2048, 0));
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    // Unreadable or a directory: the plain refusal below says enough.
+  }
+  if (head.includes('SIF_MAGIC')) {
+    return 'is a SIF image; overlay create makes a new overlay image file and does not modify existing files';
+  }
+  if (head.length >= 1082 && head.readUInt16LE(1080) === 0xef53) return 'EXT3 overlay image already exists';
+  return 'already exists';
+}
+
+/** Creates the overlay image `image`; throws (leaving nothing behind) on any failure. */
+export async function createOverlayImage(image: string, opts: OverlayCreateOptions): Promise<void> {
+  if (!Number.isSafeInteger(opts.sizeMiB) || opts.sizeMiB < MIN_SIZE_MIB) {
+    throw new UsageError(`image size must be equal or greater than ${MIN_SIZE_MIB} MiB`, image);
+  }
+  if (fs.existsSync(image) || isDanglingLink(image)) throw new UsageError(describeExisting(image), image);
+  const dirs = opts.createDirs.map((d) => createDirComponents(d, image));
+  const uid = opts.owner?.uid ?? (opts.fakeroot ? 0 : process.getuid?.() ?? 0);
+  const gid = opts.owner?.gid ?? (opts.fakeroot ? 0 : process.getgid?.() ?? 0);
+  // Apptainer makes the layer directories world-writable when the owner's
+  // ids do not fit 16 bits (so they stay usable where ids get squashed).
+  const perm = uid > 65535 || gid > 65535 ? 0o777 : 0o755;
+  const bytes = opts.sizeMiB * MiB;
+
+  const tmp = path.join(path.dirname(image), `.${path.basename(image)}.${randomBytes(4).toString('hex')}.ext3`);
+  let created = false;
+  const cleanup = () => {
+    if (created) fs.rmSync(tmp, { force: true });
+  };
+  const onSignal = (sig: NodeJS.Signals) => {
+    cleanup();
+    process.kill(process.pid, sig);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const fd = fs.openSync(tmp, 'wx', 0o600);
+    created = true;
+    try {
+      fs.fchmodSync(fd, 0o600);
+      if (opts.sparse) {
+        fs.ftruncateSync(fd, bytes);
+      } else {
+        const zeros = Buffer.alloc(ZERO_CHUNK);
+        for (let done = 0; done < bytes; ) {
+          const n = Math.min(ZERO_CHUNK, bytes - done);
+          await writeAll(fd, zeros.subarray(0, n), done);
+          done += n;
+          opts.progress?.(done, bytes);
+        }
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    const store = await FileRegion.open(tmp, { writable: true });
+    try {
+      await mkfsExt3(store);
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+    await store.close();
+
+    const region = await FileRegion.open(tmp, { writable: true });
+    const engine = await openExt3(region, { writable: true }).catch(async (err: unknown) => {
+      await region.close();
+      throw err;
+    });
+    try {
+      const node = { mode: S_IFDIR | perm, uid, gid };
+      const upper = await engine.mkdir(engine.rootId, Buffer.from('upper'), node);
+      await engine.mkdir(engine.rootId, Buffer.from('work'), node);
+      for (const parts of dirs) {
+        let at = upper;
+        for (const part of parts) {
+          const name = Buffer.from(part);
+          at = (await engine.lookup(at, name)) ?? (await engine.mkdir(at, name, node));
+        }
+      }
+    } finally {
+      await engine.close();
+    }
+    // link(2) fails if the target appeared meanwhile: never replace someone's file.
+    try {
+      fs.linkSync(tmp, image);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new UsageError(describeExisting(image), image);
+      throw err;
+    }
+    fs.rmSync(tmp, { force: true });
+    created = false;
+    syncDir(path.dirname(image));
+  } catch (err) {
+    cleanup();
+    throw nameTheImage(err, image, tmp);
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  }
+}
+
+/**
+ * Host I/O errors (no such directory, permission denied, disk full) name the
+ * temporary file; the user only knows the image they asked for.
+ */
+function nameTheImage(err: unknown, image: string, tmp: string): unknown {
+  if (isFileProblem(err)) {
+    if (err.file === tmp || err.file === undefined) err.file = image;
+    return err;
+  }
+  const e = err as NodeJS.ErrnoException;
+  if (e && typeof e.code === 'string') {
+    const what = e.message.replace(/, \w+(?: '[^']*')?$/, '').replace(tmp, image);
+    return new UsageError(`cannot create the image: ${what}`, image);
+  }
+  return err;
+}
+
+function isDanglingLink(p: string): boolean {
+  try {
+    fs.lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function writeAll(fd: number, data: Buffer, position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const step = (off: number) => {
+      if (off >= data.length) return resolve();
+      fs.write(fd, data, off, data.length - off, position + off, (err, n) => (err ? reject(err) : step(off + n)));
+    };
+    step(0);
+  });
+}
+
+function syncDir(dir: string): void {
+  try {
+    const fd = fs.openSync(dir, 'r');
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    // Some filesystems refuse fsync on directories; the rename itself is done.
+  }
+}
+
+interface CreateFlags {
+  size: number;
+  sparse?: boolean;
+  createDir: string[];
+  fakeroot?: boolean;
+}
+
+export function registerOverlayCommands(program: Command): void {
+  const overlay = program.command('overlay').description('Create writable overlay images (like `apptainer overlay`)');
+  overlay
+    .command('create')
+    .description(
+      'create a new ext3 overlay image file with upper/ and work/ (no mkfs.ext3 needed). ' +
+        'Only image files: adding an overlay partition to a SIF comes in a later version, ' +
+        'and an existing file is never modified.',
+    )
+    .argument('<image>', 'path of the new overlay image file')
+    .option('-s, --size <MiB>', `size of the image in MiB (at least ${MIN_SIZE_MIB})`, parseSize, MIN_SIZE_MIB)
+    .option('-S, --sparse', 'create a sparse file (space is allocated as the overlay fills)')
+    .option('--create-dir <dir>', 'also create DIR inside upper/ (repeatable)', collect, [] as string[])
+    .option('-f, --fakeroot', 'make upper/, work/ and created directories owned by root (0:0), for --fakeroot use')
+    .action(async (image: string, flags: CreateFlags) => {
+      const total = flags.size * MiB;
+      const bar =
+        !flags.sparse && total >= PROGRESS_MIN_BYTES && process.stderr.isTTY
+          ? new SingleBar({ format: 'Allocating {bar} {percentage}% | {value}/{total} MiB', stream: process.stderr })
+          : null;
+      bar?.start(flags.size, 0);
+      try {
+        await createOverlayImage(image, {
+          sizeMiB: flags.size,
+          sparse: flags.sparse ?? false,
+          createDirs: flags.createDir,
+          fakeroot: flags.fakeroot ?? false,
+          progress: bar ? (done) => bar.update(Math.floor(done / MiB)) : undefined,
+        });
+      } finally {
+        bar?.stop();
+      }
+    });
+}

@@ -1,0 +1,265 @@
+import { execa } from 'execa';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openExt3 } from '../../src/ext3/index.js';
+import { FileRegion } from '../../src/io/file-region.js';
+
+const SIFUSE = path.resolve('bin/sifuse');
+const isRoot = process.getuid?.() === 0;
+const MiB = 1024 * 1024;
+
+let dir: string;
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sifuse-overlay-'));
+  fs.chmodSync(dir, 0o777);
+});
+afterAll(() => {
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function sifuse(args: string[], opts: { asUser?: number } = {}) {
+  if (opts.asUser !== undefined) {
+    const id = String(opts.asUser);
+    return execa('setpriv', [`--reuid=${id}`, `--regid=${id}`, '--clear-groups', SIFUSE, ...args], { reject: false });
+  }
+  return execa(SIFUSE, args, { reject: false });
+}
+
+async function header(file: string): Promise<string> {
+  return (await execa('dumpe2fs', ['-h', file])).stdout;
+}
+
+/**
+ * dumpe2fs -h minus what differs between any two mkfs runs, and what the
+ * engine's one writable open (to make upper/ and work/) changes as a kernel
+ * mount would: mount count, mount time, journal sequence.
+ */
+function stable(h: string): string {
+  return h
+    .split('\n')
+    .filter((l) => !/UUID|Hash Seed|time|Last checked|created|Lifetime writes|Journal sequence|Mount count/i.test(l))
+    .join('\n');
+}
+
+async function fsckClean(file: string): Promise<void> {
+  const r = await execa('e2fsck', ['-fn', file], { reject: false });
+  expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
+}
+
+/** `ls -ln`-style listing of a directory through debugfs: name -> "mode uid gid". */
+async function debugfsLs(file: string, at: string): Promise<Map<string, string>> {
+  const r = await execa('debugfs', ['-R', `ls -l ${at}`, file]);
+  const out = new Map<string, string>();
+  for (const line of r.stdout.split('\n')) {
+    const m = /^\s*\d+\s+(\d+)\s+\(\d+\)\s+(\d+)\s+(\d+)\s+\d+\s+\S+\s+\S+\s+(.+?)\s*$/.exec(line);
+    if (m && m[4] !== '.' && m[4] !== '..') out.set(m[4]!, `${m[1]} ${m[2]} ${m[3]}`);
+  }
+  return out;
+}
+
+function leftovers(): string[] {
+  return fs.readdirSync(dir).filter((n) => n.endsWith('.ext3'));
+}
+
+describe('sifuse overlay create', () => {
+  it('makes what `apptainer overlay create` makes: mkfs.ext3 -d with upper/ and work/', async () => {
+    const img = path.join(dir, 'default.img');
+    const r = await sifuse(['overlay', 'create', img]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(fs.statSync(img).size).toBe(64 * MiB);
+    expect(fs.statSync(img).mode & 0o777).toBe(0o600);
+    await fsckClean(img);
+
+    // The reference: Apptainer's recipe, mkfs.ext3 -d over a directory holding upper/ and work/.
+    const src = path.join(dir, 'src');
+    fs.mkdirSync(path.join(src, 'upper'), { recursive: true, mode: 0o755 });
+    fs.mkdirSync(path.join(src, 'work'), { mode: 0o755 });
+    const ref = path.join(dir, 'ref.img');
+    fs.writeFileSync(ref, Buffer.alloc(0));
+    fs.truncateSync(ref, 64 * MiB);
+    await execa('mkfs.ext3', ['-q', '-F', '-d', src, ref]);
+    const ours = await header(img);
+    expect(stable(ours)).toBe(stable(await header(ref)));
+    expect(ours).toMatch(/Filesystem features:\s+has_journal ext_attr resize_inode dir_index filetype sparse_super large_file\n/);
+    expect(ours).toMatch(/Block size:\s+1024/);
+    expect(ours).toMatch(/Inode size:\s+256/);
+    expect(ours).toMatch(/Filesystem state:\s+clean/);
+    expect(ours).toMatch(/Journal start:\s+0/);
+
+    const uid = process.getuid!();
+    const gid = process.getgid!();
+    const root = await debugfsLs(img, '/');
+    expect(root.get('upper')).toBe(`40755 ${uid} ${gid}`);
+    expect(root.get('work')).toBe(`40755 ${uid} ${gid}`);
+    expect(root.get('lost+found')).toBe('40700 0 0');
+    expect(leftovers()).toEqual([]);
+    fs.rmSync(ref);
+  });
+
+  it('creates --create-dir paths under upper/, sparse when asked, 0:0 with --fakeroot', async () => {
+    const img = path.join(dir, 'dirs.img');
+    const r = await sifuse([
+      'overlay', 'create', '--sparse', '--size', '100', '--fakeroot',
+      '--create-dir', '/opt/data', '--create-dir', 'a/b/../c', '--create-dir', 'opt',
+    ]
+      .concat([img]));
+    expect(r.exitCode, r.stderr).toBe(0);
+    const st = fs.statSync(img);
+    expect(st.size).toBe(100 * MiB);
+    expect(st.blocks * 512).toBeLessThan(8 * MiB);
+    await fsckClean(img);
+    expect([...(await debugfsLs(img, '/upper')).keys()].sort()).toEqual(['a', 'opt']);
+    expect((await debugfsLs(img, '/upper/opt')).get('data')).toBe('40755 0 0');
+    expect([...(await debugfsLs(img, '/upper/a')).keys()]).toEqual(['c']);
+    expect((await debugfsLs(img, '/')).get('upper')).toBe('40755 0 0');
+  });
+
+  it('allocates the whole file without --sparse, and uses 4 KiB blocks from 512 MiB', async () => {
+    const full = path.join(dir, 'full.img');
+    expect((await sifuse(['overlay', 'create', full])).exitCode).toBe(0);
+    expect(fs.statSync(full).blocks * 512).toBeGreaterThanOrEqual(64 * MiB);
+    const big = path.join(dir, 'big.img');
+    expect((await sifuse(['overlay', 'create', '-S', '-s', '600', big])).exitCode).toBe(0);
+    expect(await header(big)).toMatch(/Block size:\s+4096/);
+    await fsckClean(big);
+    fs.rmSync(full);
+    fs.rmSync(big);
+  });
+
+  it('refuses small sizes, existing targets and escaping --create-dir, leaving nothing behind', async () => {
+    const small = path.join(dir, 'small.img');
+    let r = await sifuse(['overlay', 'create', '--size', '63', small]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr.trim()).toBe(`sifuse: ${small}: image size must be equal or greater than 64 MiB`);
+    expect(fs.existsSync(small)).toBe(false);
+
+    r = await sifuse(['overlay', 'create', '--size', 'lots', small]);
+    expect(r.exitCode).not.toBe(0);
+
+    const existing = path.join(dir, 'existing.img');
+    fs.writeFileSync(existing, '');
+    fs.truncateSync(existing, 8 * MiB);
+    await execa('mkfs.ext3', ['-q', '-F', existing]);
+    const before = fs.readFileSync(existing);
+    r = await sifuse(['overlay', 'create', existing]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain(`${existing}: EXT3 overlay image already exists`);
+    expect(fs.readFileSync(existing).equals(before)).toBe(true);
+
+    const sif = path.join(dir, 'fake.sif');
+    const sifBytes = Buffer.alloc(4096);
+    sifBytes.write('#!/usr/bin/env run-singularity\n', 0);
+    sifBytes.write('SIF_MAGIC', 32);
+    fs.writeFileSync(sif, sifBytes);
+    r = await sifuse(['overlay', 'create', sif]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain(`${sif}: is a SIF image`);
+    expect(fs.readFileSync(sif).equals(sifBytes)).toBe(true);
+
+    const other = path.join(dir, 'notes.txt');
+    fs.writeFileSync(other, 'keep me');
+    r = await sifuse(['overlay', 'create', other]);
+    expect(r.stderr).toContain(`${other}: already exists`);
+    expect(fs.readFileSync(other, 'utf8')).toBe('keep me');
+
+    const esc = path.join(dir, 'escape.img');
+    r = await sifuse(['overlay', 'create', '--create-dir', 'x/../../etc', esc]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain('outside of the overlay layout');
+    expect(fs.existsSync(esc)).toBe(false);
+    expect(leftovers()).toEqual([]);
+
+    r = await sifuse(['overlay', 'create', path.join(dir, 'no-such-dir', 'x.img')]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr.split('\n').filter(Boolean)).toHaveLength(1);
+  });
+
+  it('leaves nothing behind when interrupted', async () => {
+    const img = path.join(dir, 'interrupted.img');
+    const child = execa(SIFUSE, ['overlay', 'create', '--size', '8192', img], { reject: false });
+    // Wait until the temporary file exists (allocation under way), then interrupt.
+    for (let i = 0; i < 2000 && leftovers().length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(leftovers().length).toBe(1);
+    child.kill('SIGINT');
+    const r = await child;
+    expect(r.exitCode === 0).toBe(false);
+    expect(fs.existsSync(img)).toBe(false);
+    expect(leftovers()).toEqual([]);
+  });
+
+  it.runIf(isRoot)('gives the layer to the caller: 0755 for 16-bit ids, 0777 above 65535', async () => {
+    const a = path.join(dir, 'nobody.img');
+    const b = path.join(dir, 'bigid.img');
+    expect((await sifuse(['overlay', 'create', '-S', a], { asUser: 65534 })).exitCode).toBe(0);
+    expect((await sifuse(['overlay', 'create', '-S', b], { asUser: 100000 })).exitCode).toBe(0);
+    expect((await debugfsLs(a, '/')).get('upper')).toBe('40755 65534 65534');
+    expect((await debugfsLs(b, '/')).get('work')).toBe('40777 100000 100000');
+    expect(fs.statSync(a).uid).toBe(65534);
+    const fr = path.join(dir, 'fakeroot.img');
+    expect((await sifuse(['overlay', 'create', '-S', '--fakeroot', fr], { asUser: 100000 })).exitCode).toBe(0);
+    expect((await debugfsLs(fr, '/')).get('upper')).toBe('40755 0 0');
+  });
+  if (!isRoot) console.warn('overlay create: owner tests for other users skipped: they need root (setpriv)');
+
+  it.runIf(isRoot)('fails cleanly on a full disk: one line, nothing left behind (tmpfs, as root)', async () => {
+    const small = fs.mkdtempSync(path.join(os.tmpdir(), 'sifuse-full-'));
+    await execa('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', small]);
+    try {
+      const img = path.join(small, 'full.img');
+      const r = await sifuse(['overlay', 'create', img]);
+      expect(r.exitCode).toBe(1);
+      expect(r.stderr.trim()).toBe(`sifuse: ${img}: cannot create the image: ENOSPC: no space left on device`);
+      expect(fs.readdirSync(small)).toEqual([]);
+    } finally {
+      await execa('umount', [small]);
+      fs.rmSync(small, { recursive: true, force: true });
+    }
+  });
+
+  it.runIf(isRoot)('mounts with the kernel (loop) showing upper/, work/, lost+found and their owners', async () => {
+    const img = path.join(dir, 'kernel.img');
+    const made = await sifuse(['overlay', 'create', '-S', '--fakeroot', '--create-dir', 'opt/data', img]);
+    expect(made.exitCode, made.stderr).toBe(0);
+    const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'sifuse-mnt-'));
+    try {
+      await execa('mount', ['-t', 'ext3', '-o', 'loop', img, mnt]);
+      try {
+        expect(fs.readdirSync(mnt).sort()).toEqual(['lost+found', 'upper', 'work']);
+        const st = fs.statSync(path.join(mnt, 'upper'));
+        expect([st.uid, st.gid, st.mode & 0o7777]).toEqual([0, 0, 0o755]);
+        expect(fs.existsSync(path.join(mnt, 'upper/opt/data'))).toBe(true);
+        fs.writeFileSync(path.join(mnt, 'upper/opt/data/file'), 'written by the kernel');
+      } finally {
+        await execa('umount', [mnt]);
+      }
+      await fsckClean(img);
+    } finally {
+      fs.rmSync(mnt, { recursive: true, force: true });
+    }
+  });
+  if (!isRoot) console.warn('overlay create: kernel loop-mount test skipped: it needs root');
+
+  it('grows with e2fsck -f && resize2fs, and the engine then reads the same content', async () => {
+    const img = path.join(dir, 'grow.img');
+    const r = await sifuse(['overlay', 'create', '-S', '--create-dir', 'keep/me', img]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    fs.truncateSync(img, 256 * MiB);
+    await execa('e2fsck', ['-f', '-y', img], { reject: false });
+    await execa('resize2fs', [img]);
+    await fsckClean(img);
+    expect(await header(img)).toMatch(/Block count:\s+262144/);
+    const engine = await openExt3(await FileRegion.open(img), { writable: false });
+    try {
+      const upper = await engine.lookup(engine.rootId, Buffer.from('upper'));
+      expect(upper).not.toBeNull();
+      const keep = await engine.lookup(upper!, Buffer.from('keep'));
+      const names = (await engine.readdir(keep!)).map((e) => e.name.toString());
+      expect(names).toEqual(['me']);
+      expect((await engine.readdir(engine.rootId)).map((e) => e.name.toString()).sort()).toEqual(['lost+found', 'upper', 'work']);
+    } finally {
+      await engine.close();
+    }
+  });
+});
