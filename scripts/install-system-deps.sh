@@ -14,6 +14,6 @@ SUDO=""
 $SUDO apt-get update
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends \
   fuse3 libfuse2 squashfs-tools siftool e2fsprogs fuse2fs xfsprogs \
-  squashfuse fuse-overlayfs bubblewrap debootstrap attr acl python3 ca-certificates
+  squashfuse fuse-overlayfs bubblewrap debootstrap attr acl xz-utils python3 ca-certificates
 # Unprivileged mounts need /dev/fuse readable and writable by everyone (Debian's default is 0666).
 [ -e /dev/fuse ] && $SUDO chmod 666 /dev/fuse || true

@@ -8,6 +8,8 @@
 import { Command, CommanderError } from 'commander';
 import { FsError, isFileProblem } from './errors.js';
 import { registerSifCommands } from './commands/sif.js';
+import { registerInspectCommands } from './commands/inspect.js';
+import { registerOverlayCommands } from './commands/overlay.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -18,6 +20,8 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerSifCommands(program);
+  registerInspectCommands(program);
+  registerOverlayCommands(program);
   return program;
 }
 

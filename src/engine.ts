@@ -132,7 +132,11 @@ export interface ReadableFs {
   lookup(dir: InodeId, name: Buffer): Promise<InodeId | null>;
   /** All entries of a directory except '.' and '..', in the engine's stable order. */
   readdir(dir: InodeId): Promise<DirEntry[]>;
-  /** Up to `length` bytes at `position` (short only at end of file). EISDIR for directories. */
+  /**
+   * Up to `length` bytes at `position` (short only at end of file). EISDIR for
+   * directories. The Buffer may be a view of the engine's cache: callers must
+   * not modify it.
+   */
   read(id: InodeId, position: number, length: number): Promise<Buffer>;
   /** A symlink's target bytes. EINVAL if not a symlink. */
   readlink(id: InodeId): Promise<Buffer>;

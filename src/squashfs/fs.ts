@@ -1,0 +1,394 @@
+import type { ByteSource } from '../io/byte-source.js';
+import { CorruptError, withErrno } from '../errors.js';
+import { makedev, type DirEntry, type InodeId, type ReadableFs, type Stat, type StatFs } from '../engine.js';
+import { BlockCache } from './cache.js';
+import { decompressorFor, type Decompressor } from './compress/index.js';
+import { decodeCompressorOptions, type CompressorOptions } from './compress/options.js';
+import { lookupInListing, readListing, type DirLimits } from './dir.js';
+import { ExportTable } from './export-table.js';
+import { FileReader, mapBlocks, type BlockMap } from './file.js';
+import { FragmentTable } from './fragment-table.js';
+import { IdTable } from './id-table.js';
+import { inodeCost, readInode, SQUASHFS_INVALID_XATTR, type Inode, type InodeLimits } from './inode.js';
+import { MetadataReader, MissingBlock, SyncMetaCursor, type MetaBlock } from './metablock.js';
+import {
+  decodeSuperblock,
+  FLAG_COMPRESSOR_OPTIONS,
+  METADATA_SIZE,
+  SUPERBLOCK_SIZE,
+  type Superblock,
+} from './superblock.js';
+import { XattrTable, type Xattr } from './xattr.js';
+
+export interface SquashfsOptions {
+  /** Decompressed metadata blocks (inode, directory and other tables). Default 8 MiB. */
+  metadataCacheBytes?: number;
+  /** Decompressed data and fragment blocks. Default 32 MiB. */
+  dataCacheBytes?: number;
+  /** Decoded inodes (with block maps) and xattr lists. Default 4 MiB. */
+  inodeCacheBytes?: number;
+  /** Decoded directory listings. Default 16 MiB (a 100,000-entry directory takes about 12). */
+  listingCacheBytes?: number;
+  /** Blocks decoded ahead of a sequential reader. Default 4. */
+  readAheadBlocks?: number;
+  /** Decompress read-ahead blocks on libuv's thread pool (gzip, xz, lzma, lz4). Default false. */
+  poolReadAhead?: boolean;
+  /**
+   * Lookups in one indexed (large) directory served through its index before
+   * the whole listing is decoded and cached instead. Default 128.
+   */
+  listingAfterLookups?: number;
+}
+
+interface CachedInode {
+  inode: Inode;
+  map: BlockMap | null;
+  /** The Stat built on first getattr; callers get copies. */
+  stat: Stat | null;
+  length: number;
+}
+
+interface CachedListing {
+  entries: DirEntry[];
+  byName: Map<string, DirEntry> | null;
+  length: number;
+}
+
+interface CachedXattrs {
+  xattrs: Xattr[];
+  length: number;
+}
+
+/**
+ * A SquashFS 4.0 filesystem as a ReadableFs.
+ *
+ * InodeId is the 48-bit inode reference (inode-table block << 16 | offset), so
+ * any id the engine hands out can be decoded without a table. Stat.ino is the
+ * inode number stored in the inode (hard links share it).
+ *
+ * Caches (all byte-bounded LRU, see cache.ts): decompressed metadata blocks;
+ * decoded inodes with their block maps; directory listings; xattr lists; and
+ * decompressed data + fragment blocks. A hit costs no I/O and no decompression.
+ */
+export class SquashfsFs implements ReadableFs {
+  readonly name: string;
+  readonly rootId: InodeId;
+  readonly compressorOptions: CompressorOptions | null;
+  private readonly inodes: BlockCache<CachedInode>;
+  private readonly listings: BlockCache<CachedListing>;
+  private readonly xattrCache: BlockCache<CachedXattrs>;
+  private readonly dirLimits: DirLimits;
+  private readonly inodeLimits: InodeLimits;
+  private readonly fileReader: FileReader;
+  /** Lookups served through the index, per directory not yet in the listing cache. */
+  private readonly indexedLookups = new Map<InodeId, number>();
+  private readonly listingAfterLookups: number;
+
+  private constructor(
+    readonly source: ByteSource,
+    readonly superblock: Superblock,
+    readonly decompressor: Decompressor,
+    private readonly meta: MetadataReader,
+    readonly dataCache: BlockCache<Buffer>,
+    readonly metaCache: BlockCache<MetaBlock>,
+    private readonly ids: IdTable,
+    fragments: FragmentTable | null,
+    private readonly xattrs: XattrTable | null,
+    readonly exportTable: ExportTable | null,
+    compressorOptions: CompressorOptions | null,
+    options: SquashfsOptions,
+  ) {
+    const sb = superblock;
+    this.name = source.name;
+    this.rootId = sb.rootInode;
+    this.compressorOptions = compressorOptions;
+    this.inodes = new BlockCache(options.inodeCacheBytes ?? 4 << 20);
+    this.listings = new BlockCache(options.listingCacheBytes ?? 16 << 20);
+    this.xattrCache = new BlockCache(1 << 20);
+    this.listingAfterLookups = options.listingAfterLookups ?? 128;
+    const afterDir = [sb.fragmentTableStart, sb.lookupTableStart, sb.idTableStart, sb.xattrIdTableStart]
+      .filter((p): p is number => p !== null && p > sb.directoryTableStart);
+    this.dirLimits = {
+      directoryTableStart: sb.directoryTableStart,
+      directoryTableEnd: Math.min(sb.bytesUsed, ...afterDir),
+      inodeTableSize: sb.directoryTableStart - sb.inodeTableStart,
+    };
+    this.inodeLimits = {
+      blockSize: sb.blockSize,
+      blockLog: sb.blockLog,
+      imageSize: sb.bytesUsed,
+      directoryTableSize: this.dirLimits.directoryTableEnd - sb.directoryTableStart,
+      inodeTableSize: sb.directoryTableStart - sb.inodeTableStart,
+      fragments: sb.fragments,
+      inodes: sb.inodes,
+    };
+    this.fileReader = new FileReader(source, decompressor, dataCache, fragments, sb.blockSize, {
+      readAheadBlocks: options.readAheadBlocks ?? 4,
+      poolReadAhead: options.poolReadAhead ?? false,
+    });
+  }
+
+  static async open(source: ByteSource, options: SquashfsOptions = {}): Promise<SquashfsFs> {
+    return attachName(source.name, async () => {
+      if (source.size < SUPERBLOCK_SIZE) {
+        throw new CorruptError(`image of ${source.size} bytes is too small for a SquashFS superblock`);
+      }
+      const sb = decodeSuperblock(await source.read(0, SUPERBLOCK_SIZE), source.size);
+      const decompressor = decompressorFor(sb.compression);
+      const metaCache = new BlockCache<MetaBlock>(options.metadataCacheBytes ?? 8 << 20);
+      const meta = new MetadataReader(source, decompressor, metaCache, sb.bytesUsed);
+      let compressorOptions: CompressorOptions | null = null;
+      if (sb.flags & FLAG_COMPRESSOR_OPTIONS) {
+        const block = await meta.block(SUPERBLOCK_SIZE);
+        compressorOptions = decodeCompressorOptions(sb.compression, block.data);
+      }
+      const ids = await IdTable.open(source, meta, sb);
+      const fragments = await FragmentTable.open(source, meta, sb);
+      const xattrs = await XattrTable.open(source, meta, sb);
+      const exportTable = await ExportTable.open(source, meta, sb);
+      const dataCache = new BlockCache<Buffer>(options.dataCacheBytes ?? 32 << 20);
+      const fs = new SquashfsFs(source, sb, decompressor, meta, dataCache, metaCache, ids, fragments, xattrs, exportTable, compressorOptions, options);
+      const root = await fs.inode(fs.rootId);
+      if (root.kind !== 'd') throw new CorruptError('the root inode is not a directory');
+      return fs;
+    });
+  }
+
+  /** Directories whose decoded listing is cached (for tests and stats). */
+  get listingCacheEntries(): number {
+    return this.listings.size;
+  }
+
+  /** The decoded inode for an id (cached). */
+  inode(id: InodeId): Promise<Inode> {
+    return this.cachedInode(id).then((c) => c.inode);
+  }
+
+  private cachedInode(id: InodeId): Promise<CachedInode> {
+    const hit = this.inodes.peek(id);
+    if (hit) return Promise.resolve(hit);
+    return this.inodes.get(id, async () => {
+      if (!Number.isSafeInteger(id) || id < 0 || id >= 2 ** 48) throw new CorruptError(`invalid inode reference ${id}`);
+      const block = Math.floor(id / 65536);
+      const offset = id % 65536;
+      if (block >= this.inodeLimits.inodeTableSize || offset >= METADATA_SIZE) {
+        throw new CorruptError(`inode reference ${block}:${offset} lies outside the inode table`);
+      }
+      const sb = this.superblock;
+      const inode = await this.decodeInode(sb.inodeTableStart + block, offset);
+      const map = inode.kind === 'f' ? mapBlocks(inode, sb.inodeTableStart) : null;
+      return { inode, map, stat: null, length: inodeCost(inode) + (map ? map.byteLength : 0) };
+    });
+  }
+
+  /**
+   * Decodes the inode at (block position, offset): synchronously when its
+   * metadata blocks are cached, else loading what the decoder reports missing
+   * (at least twice as much each round, so even a hostile inode spanning
+   * thousands of blocks takes a few rounds) and decoding again.
+   */
+  private async decodeInode(pos: number, offset: number): Promise<Inode> {
+    const sb = this.superblock;
+    const local = new Map<number, MetaBlock>();
+    for (let round = 0; ; round++) {
+      try {
+        return readInode(new SyncMetaCursor(this.meta, pos, offset, sb.directoryTableStart, local), this.inodeLimits);
+      } catch (err) {
+        if (!(err instanceof MissingBlock)) throw err;
+        if (round >= 40) throw new CorruptError('inode spans too many metadata blocks');
+        let at = err.pos;
+        let want = Math.max(err.bytes, METADATA_SIZE * 2 ** Math.min(round, 16));
+        while (want > 0 && at < sb.directoryTableStart) {
+          const b = local.get(at) ?? (await this.meta.block(at));
+          local.set(at, b);
+          want -= b.data.length;
+          at = b.next;
+        }
+      }
+    }
+  }
+
+  async getattr(id: InodeId): Promise<Stat> {
+    return attachName(this.name, async () => {
+      const c = await this.cachedInode(id);
+      c.stat ??= this.statOf(c.inode);
+      return copyStat(c.stat);
+    });
+  }
+
+  private statOf(inode: Inode): Stat {
+    let size = 0;
+    let blocks = 0;
+    if (inode.kind === 'f') {
+      size = inode.fileSize;
+      // As the kernel reports it (fs/squashfs/inode.c).
+      blocks = Math.ceil((inode.fileSize - inode.sparse) / 512);
+    } else if (inode.kind === 'd') {
+      size = inode.fileSize;
+    } else if (inode.kind === 'l') {
+      size = inode.target.length;
+    }
+    let rdev = 0;
+    if (inode.kind === 'b' || inode.kind === 'c') {
+      // Stored as Linux new_encode_dev(): minor low byte, 12-bit major, rest of minor above.
+      const major = (inode.rdev >>> 8) & 0xfff;
+      const minor = (inode.rdev & 0xff) | ((inode.rdev >>> 12) & 0xfff00);
+      rdev = makedev(major, minor);
+    }
+    return {
+      ino: inode.inodeNumber,
+      mode: inode.mode,
+      nlink: inode.nlink,
+      uid: this.ids.get(inode.uidIndex),
+      gid: this.ids.get(inode.gidIndex),
+      size,
+      blocks,
+      atime: inode.mtime,
+      atimeNsec: 0,
+      mtime: inode.mtime,
+      mtimeNsec: 0,
+      ctime: inode.mtime,
+      ctimeNsec: 0,
+      rdev,
+    };
+  }
+
+  private listing(id: InodeId): Promise<CachedListing> {
+    const hit = this.listings.peek(id);
+    if (hit) return Promise.resolve(hit);
+    return this.listings.get(id, async () => {
+      const inode = await this.inode(id);
+      if (inode.kind !== 'd') throw withErrno('ENOTDIR');
+      const raw = await readListing(this.meta, inode, this.dirLimits);
+      const entries: DirEntry[] = raw.map((e) => ({ name: e.name, id: e.ref, type: e.type }));
+      const length = entries.reduce((n, e) => n + 112 + e.name.length, 0);
+      return { entries, byName: null, length };
+    });
+  }
+
+  async readdir(dir: InodeId): Promise<DirEntry[]> {
+    // Fresh entry objects (the cached ones stay intact whatever the caller
+    // does with them); the name Buffers are shared and must not be modified.
+    return attachName(this.name, async () => (await this.listing(dir)).entries.map((e) => ({ name: e.name, id: e.id, type: e.type })));
+  }
+
+  async lookup(dir: InodeId, name: Buffer): Promise<InodeId | null> {
+    return attachName(this.name, async () => {
+      const cached = this.listings.peek(dir);
+      if (!cached) {
+        const inode = await this.inode(dir);
+        if (inode.kind !== 'd') throw withErrno('ENOTDIR');
+        // Indexed (large) directories: jump through the index rather than
+        // decoding and holding the whole listing, until the directory has
+        // seen enough lookups that decoding it once (then O(1) per name) pays.
+        if (inode.index.length > 0) {
+          const n = (this.indexedLookups.get(dir) ?? 0) + 1;
+          if (n < this.listingAfterLookups) {
+            if (this.indexedLookups.size >= 1024) this.indexedLookups.clear();
+            this.indexedLookups.set(dir, n);
+            const e = await lookupInListing(this.meta, inode, name, this.dirLimits);
+            return e ? e.ref : null;
+          }
+          this.indexedLookups.delete(dir);
+        }
+      }
+      const listing = cached ?? (await this.listing(dir));
+      if (!listing.byName) {
+        listing.byName = new Map();
+        for (const e of listing.entries) listing.byName.set(e.name.toString('latin1'), e);
+      }
+      return listing.byName.get(name.toString('latin1'))?.id ?? null;
+    });
+  }
+
+  async read(id: InodeId, position: number, length: number): Promise<Buffer> {
+    return attachName(this.name, async () => {
+      if (!Number.isSafeInteger(position) || position < 0 || !Number.isSafeInteger(length) || length < 0) {
+        throw withErrno('EINVAL', `read of ${length} bytes at ${position}`);
+      }
+      const c = await this.cachedInode(id);
+      if (c.inode.kind === 'd') throw withErrno('EISDIR');
+      if (c.inode.kind !== 'f') throw withErrno('EINVAL', 'not a regular file');
+      return this.fileReader.read(c.inode, c.map!, position, length);
+    });
+  }
+
+  async readlink(id: InodeId): Promise<Buffer> {
+    return attachName(this.name, async () => {
+      const inode = await this.inode(id);
+      if (inode.kind !== 'l') throw withErrno('EINVAL', 'not a symbolic link');
+      return Buffer.from(inode.target);
+    });
+  }
+
+  private async xattrList(id: InodeId): Promise<Xattr[]> {
+    const inode = await this.inode(id);
+    if (inode.xattr === SQUASHFS_INVALID_XATTR) return [];
+    if (!this.xattrs) throw new CorruptError(`inode ${inode.inodeNumber} has xattrs, but the image has no xattr table`);
+    const table = this.xattrs;
+    const c = await this.xattrCache.get(inode.xattr, async () => {
+      const xattrs = await table.list(inode.xattr);
+      return { xattrs, length: xattrs.reduce((n, x) => n + 64 + x.name.length + x.value.length, 0) };
+    });
+    return c.xattrs;
+  }
+
+  async listxattr(id: InodeId): Promise<string[]> {
+    return attachName(this.name, async () => (await this.xattrList(id)).map((x) => x.name));
+  }
+
+  async getxattr(id: InodeId, name: string): Promise<Buffer | null> {
+    return attachName(this.name, async () => {
+      const x = (await this.xattrList(id)).find((a) => a.name === name);
+      return x ? Buffer.from(x.value) : null;
+    });
+  }
+
+  async statfs(): Promise<StatFs> {
+    const sb = this.superblock;
+    return {
+      bsize: sb.blockSize,
+      frsize: sb.blockSize,
+      blocks: Math.ceil(sb.bytesUsed / sb.blockSize),
+      bfree: 0,
+      bavail: 0,
+      files: sb.inodes,
+      ffree: 0,
+      namemax: 256,
+    };
+  }
+
+  /** The InodeId of inode number `ino`, through the export table (null when the image has none). */
+  async idOfInodeNumber(ino: number): Promise<InodeId | null> {
+    if (!this.exportTable) return null;
+    return attachName(this.name, () => this.exportTable!.refOf(ino));
+  }
+
+  /** Closes the underlying source. */
+  async close(): Promise<void> {
+    this.dataCache.clear();
+    this.metaCache.clear();
+    await this.source.close();
+  }
+}
+
+/** A copy built as a literal: V8's object spread costs microseconds here. */
+function copyStat(s: Stat): Stat {
+  return {
+    ino: s.ino, mode: s.mode, nlink: s.nlink, uid: s.uid, gid: s.gid, size: s.size, blocks: s.blocks,
+    atime: s.atime, atimeNsec: s.atimeNsec, mtime: s.mtime, mtimeNsec: s.mtimeNsec,
+    ctime: s.ctime, ctimeNsec: s.ctimeNsec, rdev: s.rdev,
+  };
+}
+
+/** Names the image in CorruptError/UnsupportedError raised by decoders, which know only bytes. */
+async function attachName<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err && typeof err === 'object' && 'file' in err && (err as { file: unknown }).file === undefined) {
+      (err as { file: string }).file = name;
+    }
+    throw err;
+  }
+}

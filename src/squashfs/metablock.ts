@@ -1,0 +1,193 @@
+import type { ByteSource } from '../io/byte-source.js';
+import { CorruptError } from '../errors.js';
+import type { BlockCache } from './cache.js';
+import type { Decompressor } from './compress/index.js';
+import { METADATA_SIZE } from './superblock.js';
+
+/**
+ * Metadata blocks (inode, directory, fragment, export, id and xattr tables).
+ *
+ *   +--------+---------------------------------+
+ *   | u16 hdr| data (hdr & 0x7fff bytes)       |   hdr & 0x8000: stored uncompressed
+ *   +--------+---------------------------------+
+ *
+ * A table is a run of such blocks; each decompresses to 8 KiB (the last may be
+ * shorter) and a record may straddle two blocks. A position inside a table is
+ * (block, offset): the block's byte position relative to the table start and an
+ * offset into its decompressed data. Walking only ever moves forward
+ * (next = pos + 2 + size), so no chain of blocks can loop.
+ */
+export interface MetaBlock {
+  data: Buffer;
+  /** Absolute position of the block that follows. */
+  next: number;
+  readonly length: number;
+}
+
+export class MetadataReader {
+  constructor(
+    private readonly source: ByteSource,
+    private readonly decompressor: Decompressor,
+    private readonly cache: BlockCache<MetaBlock>,
+    /** Bytes of the filesystem; no metadata block may reach past it. */
+    private readonly limit: number,
+  ) {}
+
+  /** The decompressed block at absolute position `pos` (cached). */
+  block(pos: number): Promise<MetaBlock> {
+    return this.cache.get(pos, () => this.load(pos));
+  }
+
+  peek(pos: number): MetaBlock | undefined {
+    return this.cache.peek(pos);
+  }
+
+  private async load(pos: number): Promise<MetaBlock> {
+    if (!Number.isSafeInteger(pos) || pos < 0 || pos + 2 > this.limit) {
+      throw new CorruptError(`metadata block at ${pos} lies outside the filesystem`);
+    }
+    // One read covers the header and the largest possible block, so a cold
+    // block costs one I/O rather than two.
+    const chunk = await this.source.read(pos, Math.min(2 + METADATA_SIZE, this.limit - pos));
+    const hdr = chunk.readUInt16LE(0);
+    const size = hdr & 0x7fff;
+    const compressed = (hdr & 0x8000) === 0;
+    if (size === 0 || size > METADATA_SIZE) throw new CorruptError(`metadata block at ${pos} has invalid size ${size}`);
+    if (pos + 2 + size > this.limit) throw new CorruptError(`metadata block at ${pos} runs past the end of the filesystem`);
+    // Uncompressed blocks are kept: copy them out so the 8 KiB chunk is not pinned.
+    const raw = compressed ? chunk.subarray(2, 2 + size) : Buffer.from(chunk.subarray(2, 2 + size));
+    let data: Buffer;
+    if (compressed) {
+      try {
+        data = this.decompressor.decompress(raw, METADATA_SIZE);
+      } catch (err) {
+        if (err instanceof CorruptError) err.message = `metadata block at ${pos}: ${err.message}`;
+        throw err;
+      }
+    } else {
+      data = raw;
+    }
+    return { data, next: pos + 2 + size, length: data.length };
+  }
+
+  /**
+   * `length` bytes of a table starting at absolute block position `pos`,
+   * `offset` bytes in, crossing blocks as needed. Returns the bytes and the
+   * position just after them. `end` bounds the table: no block at or past it
+   * is read (the start of the next table, or the end of the filesystem).
+   */
+  async read(pos: number, offset: number, length: number, end: number): Promise<{ bytes: Buffer; pos: number; offset: number }> {
+    let block = await this.blockIn(pos, end);
+    if (offset > block.data.length) throw new CorruptError(`metadata offset ${offset} lies past the end of the block at ${pos}`);
+    // Fast path: the record lies in one block, return a view of it.
+    if (offset + length <= block.data.length) {
+      return { bytes: block.data.subarray(offset, offset + length), pos, offset: offset + length };
+    }
+    const out = Buffer.allocUnsafe(length);
+    let done = 0;
+    // Each round consumes a block that lies strictly after the previous one,
+    // and `length` is bounded by the caller, so this terminates.
+    for (;;) {
+      const n = Math.min(length - done, block.data.length - offset);
+      block.data.copy(out, done, offset, offset + n);
+      done += n;
+      offset += n;
+      if (done === length) return { bytes: out, pos, offset };
+      pos = block.next;
+      offset = 0;
+      block = await this.blockIn(pos, end);
+    }
+  }
+
+  private blockIn(pos: number, end: number): Promise<MetaBlock> {
+    if (pos >= end) return Promise.reject(new CorruptError(`metadata read runs past the end of its table (at ${pos})`));
+    return this.block(pos);
+  }
+}
+
+/**
+ * A forward cursor over one table, for variable-length records (inodes with
+ * block lists, directory listings).
+ */
+export class MetaCursor {
+  constructor(
+    private readonly reader: MetadataReader,
+    public pos: number,
+    public offset: number,
+    private readonly end: number,
+  ) {}
+
+  async take(length: number): Promise<Buffer> {
+    const r = await this.reader.read(this.pos, this.offset, length, this.end);
+    this.pos = r.pos;
+    this.offset = r.offset;
+    return r.bytes;
+  }
+}
+
+/**
+ * Thrown (not an Error: no stack is captured) by SyncMetaCursor when a block
+ * it needs is not decompressed yet: `bytes` more bytes are wanted from the
+ * block at `pos` on.
+ */
+export class MissingBlock {
+  constructor(
+    readonly pos: number,
+    readonly bytes: number,
+  ) {}
+}
+
+/**
+ * A synchronous forward cursor over blocks already decompressed: those in
+ * `local` (loaded for this decode) or in the cache. Decoders run on it without
+ * awaiting per field; see MissingBlock.
+ */
+export class SyncMetaCursor {
+  constructor(
+    private readonly reader: MetadataReader,
+    public pos: number,
+    public offset: number,
+    private readonly end: number,
+    private readonly local: Map<number, MetaBlock>,
+  ) {}
+
+  private blockAt(pos: number, wanted: number): MetaBlock {
+    if (pos >= this.end) throw new CorruptError(`metadata read runs past the end of its table (at ${pos})`);
+    const b = this.local.get(pos) ?? this.reader.peek(pos);
+    if (!b) throw new MissingBlock(pos, wanted);
+    return b;
+  }
+
+  take(length: number): Buffer {
+    let block = this.blockAt(this.pos, length + this.offset);
+    if (this.offset > block.data.length) {
+      throw new CorruptError(`metadata offset ${this.offset} lies past the end of the block at ${this.pos}`);
+    }
+    if (this.offset + length <= block.data.length) {
+      const out = block.data.subarray(this.offset, this.offset + length);
+      this.offset += length;
+      return out;
+    }
+    // Spans blocks: make sure all are at hand before allocating the result.
+    let pos = this.pos;
+    let have = block.data.length - this.offset;
+    while (have < length) {
+      pos = block.next;
+      block = this.blockAt(pos, length - have);
+      have += block.data.length;
+    }
+    const out = Buffer.allocUnsafe(length);
+    let done = 0;
+    block = this.blockAt(this.pos, 0);
+    for (;;) {
+      const n = Math.min(length - done, block.data.length - this.offset);
+      block.data.copy(out, done, this.offset, this.offset + n);
+      done += n;
+      this.offset += n;
+      if (done === length) return out;
+      this.pos = block.next;
+      this.offset = 0;
+      block = this.blockAt(this.pos, 0);
+    }
+  }
+}

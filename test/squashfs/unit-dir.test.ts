@@ -1,0 +1,95 @@
+/**
+ * Large directories: lookups go through the directory index (binary search,
+ * then one bounded scan) without decoding the whole listing, and agree with
+ * readdir for every name, present or absent, including names that sort
+ * between, before and after all entries and names with bytes >= 0x80.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DirInode } from '../../src/squashfs/inode.js';
+import { FileRegion } from '../../src/io/file-region.js';
+import { openSquashfs } from '../../src/squashfs/index.js';
+import { mksquashfs, openFile, removeDir, tempDir } from './unit-fixtures.js';
+
+const COUNT = 8_000;
+let work: string;
+let image: string;
+const names: Buffer[] = [];
+
+beforeAll(() => {
+  work = tempDir('dir');
+  const big = join(work, 'src/big');
+  mkdirSync(big, { recursive: true });
+  for (let i = 0; i < COUNT; i++) {
+    // Varied lengths and a few high bytes, so runs and index spans differ in size.
+    const name = Buffer.concat([Buffer.from(`n${(i * 7919) % COUNT}-${'x'.repeat(i % 37)}`), i % 50 === 0 ? Buffer.from([0xc3, 0xa9, 0xff]) : Buffer.alloc(0)]);
+    names.push(name);
+    writeFileSync(Buffer.concat([Buffer.from(big + '/'), name]), '');
+  }
+  writeFileSync(join(work, 'src/other'), 'x');
+  image = mksquashfs(join(work, 'src'), join(work, 'big.sqfs'), ['-b', '4K']);
+});
+afterAll(() => removeDir(work));
+
+describe('large directories', () => {
+  it('switches from index lookups to a cached listing after many lookups', async () => {
+    const fs = await openSquashfs(await FileRegion.open(image), { listingAfterLookups: 50 });
+    try {
+      const big = (await fs.lookup(fs.rootId, Buffer.from('big')))!;
+      const before = fs.listingCacheEntries; // the root's listing
+      for (const name of names.slice(0, 49)) expect(await fs.lookup(big, name)).not.toBeNull();
+      expect(fs.listingCacheEntries).toBe(before);
+      for (const name of names.slice(49, 300)) expect(await fs.lookup(big, name)).not.toBeNull();
+      expect(fs.listingCacheEntries).toBe(before + 1);
+    } finally {
+      await fs.close();
+    }
+  });
+
+  it('finds every name through the index, before any listing is cached', async () => {
+    const fs = await openSquashfs(await FileRegion.open(image), { listingAfterLookups: Infinity });
+    try {
+      const big = (await fs.lookup(fs.rootId, Buffer.from('big')))!;
+      const before = fs.listingCacheEntries; // the root's listing
+      const inode = (await fs.inode(big)) as DirInode;
+      expect(inode.index.length).toBeGreaterThan(15);
+      const seen = new Set<number>();
+      for (const name of names) {
+        const id = await fs.lookup(big, name);
+        expect(id, name.toString('latin1')).not.toBeNull();
+        seen.add(id!);
+      }
+      expect(seen.size).toBe(COUNT);
+      for (const missing of ['', 'a', 'n', 'n0', 'n1-', 'n5000-xx', 'n9999-', 'zzz', 'n1-' + 'x'.repeat(60)]) {
+        if (missing === '') continue;
+        const isThere = names.some((n) => n.equals(Buffer.from(missing)));
+        expect((await fs.lookup(big, Buffer.from(missing))) !== null, missing).toBe(isThere);
+      }
+      expect(await fs.lookup(big, Buffer.from([0xff, 0xff]))).toBeNull();
+      expect(await fs.lookup(big, Buffer.from([0x00]))).toBeNull();
+      expect(fs.listingCacheEntries).toBe(before);
+    } finally {
+      await fs.close();
+    }
+  });
+
+  it('lists every entry in name order, and cached lookups agree with the index', async () => {
+    const fs = await openFile(image);
+    try {
+      const big = (await fs.lookup(fs.rootId, Buffer.from('big')))!;
+      const before = fs.listingCacheEntries;
+      const viaIndex = await Promise.all(names.slice(0, 500).map((n) => fs.lookup(big, n)));
+      const entries = await fs.readdir(big);
+      expect(entries.length).toBe(COUNT);
+      const sorted = names.slice().sort(Buffer.compare);
+      expect(entries.every((e, i) => e.name.equals(sorted[i]!))).toBe(true);
+      const viaListing = await Promise.all(names.slice(0, 500).map((n) => fs.lookup(big, n)));
+      expect(viaListing).toEqual(viaIndex);
+      expect(fs.listingCacheEntries).toBe(before + 1);
+      for (const e of entries.slice(0, 200)) expect(e.type).toBe('f');
+    } finally {
+      await fs.close();
+    }
+  });
+});
