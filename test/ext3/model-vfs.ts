@@ -1,0 +1,257 @@
+/**
+ * Applies path-level Ops to any WritableFs the way the kernel's VFS (and, for
+ * the engine, the FUSE daemon above it) would: path walking with symlinks
+ * followed in the middle of a path and never at the end, at most 40 of them
+ * (ELOOP), the rename traps (source an ancestor of the target's parent:
+ * EINVAL; target an ancestor of the source's parent: ENOTEMPTY), a rename
+ * between two names of one inode doing nothing, link of a directory (EPERM),
+ * user.* xattrs only on files and directories (EPERM), mkdir dropping
+ * set-id bits, set-group-id directories handing their group (and, to
+ * subdirectories, the bit) to new entries, chown clearing set-user-id (and
+ * set-group-id with group execute) of non-directories, and O_NOFOLLOW opens
+ * (writing a symlink: ELOOP, a directory: EISDIR).
+ *
+ * Everything else (EEXIST, ENOENT of the last name, ENOTDIR/EISDIR/ENOTEMPTY
+ * inside rename, rmdir and unlink, ENAMETOOLONG, xattr flags) is the
+ * filesystem's answer: the model's or the engine's. The same driver runs the
+ * model and the engine; the kernel runs the same Ops with real syscalls in
+ * test/tools/ext3-kernel-ops.py, which validates the model and this driver.
+ */
+import { FsError } from '../../src/errors.js';
+import { S_IFMT, typeBits, type InodeId, type WritableFs } from '../../src/engine.js';
+import { makedev } from '../../src/engine.js';
+import { typeOfMode } from './model.js';
+import { writeData, xattrValue, type Op, type Outcome } from './model-ops.js';
+
+/** Linux PATH_MAX, NUL included. */
+const PATH_MAX = 4096;
+/** Linux MAXSYMLINKS. */
+const MAX_SYMLINKS = 40;
+const S_ISUID = 0o4000;
+const S_ISGID = 0o2000;
+
+class PathError extends Error {
+  constructor(readonly code: string) {
+    super(code);
+  }
+}
+
+interface Resolved {
+  /** Directory inodes from the root to the parent of the last name. */
+  stack: InodeId[];
+  dir: InodeId;
+  name: Buffer;
+  /** The last name's inode, or null when absent. */
+  id: InodeId | null;
+}
+
+export interface VfsOptions {
+  /** The uid/gid new objects get (the caller's). */
+  uid?: number;
+  gid?: number;
+}
+
+export class VfsDriver {
+  constructor(
+    readonly fs: WritableFs,
+    private readonly options: VfsOptions = {},
+  ) {}
+
+  private async type(id: InodeId): Promise<string> {
+    return typeOfMode((await this.fs.getattr(id)).mode);
+  }
+
+  /** Walks `path`, following symlinks except in the last component. */
+  async resolve(path: string): Promise<Resolved> {
+    const root = this.fs.rootId;
+    let stack: InodeId[] = [root];
+    let rest = path.split('/').filter((c) => c.length > 0).map((c) => Buffer.from(c));
+    if (rest.length === 0) throw new PathError('EBUSY');
+    let links = 0;
+    for (;;) {
+      const comp = rest[0]!;
+      rest = rest.slice(1);
+      const dir = stack[stack.length - 1]!;
+      if (comp.equals(Buffer.from('.'))) {
+        if (rest.length === 0) throw new PathError('EINVAL');
+        continue;
+      }
+      if (comp.equals(Buffer.from('..'))) {
+        if (rest.length === 0) throw new PathError('EINVAL');
+        if (stack.length > 1) stack = stack.slice(0, -1);
+        continue;
+      }
+      const id = await this.fs.lookup(dir, comp);
+      if (rest.length === 0) return { stack, dir, name: comp, id };
+      if (id === null) throw new PathError('ENOENT');
+      const t = await this.type(id);
+      if (t === 'l') {
+        if (++links > MAX_SYMLINKS) throw new PathError('ELOOP');
+        const target = (await this.fs.readlink(id)).toString('latin1');
+        if (target.startsWith('/')) stack = [root];
+        const parts = target.split('/').filter((c) => c.length > 0).map((c) => Buffer.from(c, 'latin1'));
+        rest = [...parts, ...rest];
+        continue;
+      }
+      if (t !== 'd') throw new PathError('ENOTDIR');
+      stack = [...stack, id];
+    }
+  }
+
+  private async existing(path: string): Promise<Resolved & { id: InodeId }> {
+    const r = await this.resolve(path);
+    if (r.id === null) throw new PathError('ENOENT');
+    return r as Resolved & { id: InodeId };
+  }
+
+  /** Owner and mode for a new entry in `dir` (inode_init_owner, as root). */
+  private async owner(dir: InodeId, mode: number, isDir: boolean): Promise<{ uid: number; gid: number; mode: number }> {
+    const parent = await this.fs.getattr(dir);
+    const uid = this.options.uid ?? 0;
+    let gid = this.options.gid ?? 0;
+    if (parent.mode & S_ISGID) {
+      gid = parent.gid;
+      if (isDir) mode |= S_ISGID;
+    }
+    return { uid, gid, mode };
+  }
+
+  async apply(op: Op): Promise<Outcome> {
+    return (await this.applyDetailed(op)).outcome;
+  }
+
+  /** The outcome, and for a write the engine answered with fewer bytes than asked, that count. */
+  async applyDetailed(op: Op): Promise<{ outcome: Outcome; short: number | null }> {
+    try {
+      const short = await this.run(op);
+      return { outcome: 'ok', short };
+    } catch (e) {
+      if (e instanceof PathError) return { outcome: e.code, short: null };
+      if (e instanceof FsError) return { outcome: e.code, short: null };
+      throw e;
+    }
+  }
+
+  private async run(op: Op): Promise<number | null> {
+    const fs = this.fs;
+    switch (op.op) {
+      case 'mknod': {
+        const r = await this.resolve(op.path);
+        if (r.id !== null) throw new PathError('EEXIST');
+        const o = await this.owner(r.dir, op.mode & 0o7777, false);
+        const rdev = op.kind === 'c' || op.kind === 'b' ? makedev(op.major, op.minor) : 0;
+        await fs.mknod(r.dir, r.name, { mode: typeBits(op.kind) | o.mode, uid: o.uid, gid: o.gid, rdev });
+        return null;
+      }
+      case 'mkdir': {
+        const r = await this.resolve(op.path);
+        if (r.id !== null) throw new PathError('EEXIST');
+        // vfs_mkdir keeps only the permission and sticky bits.
+        const o = await this.owner(r.dir, op.mode & 0o1777, true);
+        await fs.mkdir(r.dir, r.name, { mode: typeBits('d') | o.mode, uid: o.uid, gid: o.gid });
+        return null;
+      }
+      case 'symlink': {
+        // getname(): the target is a C string of at most PATH_MAX bytes with its NUL.
+        if (Buffer.byteLength(op.target) >= PATH_MAX) throw new PathError('ENAMETOOLONG');
+        const r = await this.resolve(op.path);
+        if (r.id !== null) throw new PathError('EEXIST');
+        const o = await this.owner(r.dir, 0o777, false);
+        await fs.symlink(r.dir, r.name, Buffer.from(op.target), { uid: o.uid, gid: o.gid });
+        return null;
+      }
+      case 'link': {
+        const src = await this.existing(op.from);
+        const dst = await this.resolve(op.path);
+        if (dst.id !== null) throw new PathError('EEXIST');
+        if ((await this.type(src.id)) === 'd') throw new PathError('EPERM');
+        await fs.link(src.id, dst.dir, dst.name);
+        return null;
+      }
+      case 'unlink': {
+        const r = await this.existing(op.path);
+        await fs.unlink(r.dir, r.name);
+        return null;
+      }
+      case 'rmdir': {
+        const r = await this.existing(op.path);
+        await fs.rmdir(r.dir, r.name);
+        return null;
+      }
+      case 'rename': {
+        const from = await this.resolve(op.from);
+        const to = await this.resolve(op.path);
+        if (from.id === null) throw new PathError('ENOENT');
+        // lock_rename's trap: the child of the higher parent on the way to the lower one.
+        let trap: InodeId | null = null;
+        if (from.dir !== to.dir) {
+          const i = to.stack.indexOf(from.dir);
+          const j = from.stack.indexOf(to.dir);
+          if (i >= 0) trap = i + 1 < to.stack.length ? to.stack[i + 1]! : null;
+          else if (j >= 0) trap = j + 1 < from.stack.length ? from.stack[j + 1]! : null;
+        }
+        if (trap !== null && from.id === trap) throw new PathError('EINVAL');
+        if (trap !== null && to.id === trap) throw new PathError('ENOTEMPTY');
+        if (to.id === from.id) return null;
+        await fs.rename(from.dir, from.name, to.dir, to.name);
+        return null;
+      }
+      case 'write':
+      case 'truncate':
+      case 'unlinkopen': {
+        const r = await this.existing(op.path);
+        const t = await this.type(r.id);
+        if (t === 'd') throw new PathError('EISDIR');
+        if (t === 'l') throw new PathError('ELOOP');
+        if (t !== 'f') throw new PathError('SKIPPED');
+        if (op.op === 'write') {
+          const n = await fs.write(r.id, op.offset, writeData(op.seed, op.length));
+          if (!Number.isInteger(n) || n < 0 || n > op.length) throw new Error(`${fs.name}: write returned ${n} for ${op.length} bytes`);
+          if (n < op.length) return n;
+        } else if (op.op === 'truncate') {
+          await fs.truncate(r.id, op.size);
+        } else {
+          await fs.open(r.id);
+          try {
+            await fs.unlink(r.dir, r.name);
+            await fs.write(r.id, op.offset, writeData(op.seed, op.length));
+          } finally {
+            await fs.release(r.id);
+          }
+        }
+        return null;
+      }
+      case 'chmod': {
+        const r = await this.existing(op.path);
+        if ((await this.type(r.id)) === 'l') throw new PathError('SKIPPED');
+        await fs.setattr(r.id, { mode: op.mode & 0o7777 });
+        return null;
+      }
+      case 'chown': {
+        const r = await this.existing(op.path);
+        const st = await fs.getattr(r.id);
+        let mode = st.mode & 0o7777;
+        if ((st.mode & S_IFMT) !== typeBits('d')) {
+          mode &= ~S_ISUID;
+          if (mode & 0o010) mode &= ~S_ISGID;
+        }
+        await fs.setattr(r.id, { uid: op.uid, gid: op.gid, ...(mode !== (st.mode & 0o7777) ? { mode } : {}) });
+        return null;
+      }
+      case 'utimes': {
+        const r = await this.existing(op.path);
+        await fs.setattr(r.id, { atime: { sec: op.atime, nsec: 0 }, mtime: { sec: op.mtime, nsec: op.mtimeNsec } });
+        return null;
+      }
+      case 'setxattr':
+      case 'removexattr': {
+        const r = await this.existing(op.path);
+        const t = await this.type(r.id);
+        if (op.name.startsWith('user.') && t !== 'f' && t !== 'd') throw new PathError('EPERM');
+        if (op.op === 'setxattr') await fs.setxattr(r.id, op.name, xattrValue(op), op.flags === 0 ? undefined : op.flags);
+        else await fs.removexattr(r.id, op.name);
+        return null;
+      }
+    }
+  }
+}
