@@ -7,7 +7,11 @@ interface Lz4Binding {
 }
 
 const require = createRequire(import.meta.url);
-const lz4napi = require('lz4-napi') as Lz4Binding;
+// Loaded on first use: a native addon costs start-up time for images that never need it.
+let loaded: Lz4Binding | undefined;
+function lz4napi(): Lz4Binding {
+  return (loaded ??= require('lz4-napi') as Lz4Binding);
+}
 
 /**
  * lz4 (id 5): a raw LZ4 block (LZ4_compress_default / LZ4_compress_HC, so -Xhc
@@ -33,13 +37,13 @@ export const lz4: Decompressor = {
   name: 'lz4',
   decompress(input: Buffer, maxSize: number): Buffer {
     try {
-      return lz4napi.uncompressSync(framed(input, maxSize));
+      return lz4napi().uncompressSync(framed(input, maxSize));
     } catch (err) {
       throw failure(err, maxSize);
     }
   },
   decompressAsync(input: Buffer, maxSize: number): Promise<Buffer> {
-    return lz4napi.uncompress(framed(input, maxSize)).catch((err: unknown) => {
+    return lz4napi().uncompress(framed(input, maxSize)).catch((err: unknown) => {
       throw failure(err, maxSize);
     });
   },

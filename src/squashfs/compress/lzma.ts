@@ -7,7 +7,11 @@ interface LzmaBinding {
 }
 
 const require = createRequire(import.meta.url);
-const napiLzma = require('@napi-rs/lzma') as LzmaBinding;
+// Loaded on first use: a native addon costs start-up time for images that never need it.
+let loaded: LzmaBinding | undefined;
+function napiLzma(): LzmaBinding {
+  return (loaded ??= require('@napi-rs/lzma') as LzmaBinding);
+}
 
 /**
  * lzma (id 2, legacy; only squashfs-tools reads it, the kernel does not): the
@@ -41,7 +45,7 @@ export const lzma: Decompressor = {
     const declared = checkHeader(input, maxSize);
     let out: Buffer;
     try {
-      out = napiLzma.lzma.decompressSync(input);
+      out = napiLzma().lzma.decompressSync(input);
     } catch (err) {
       throw decodeFailure('lzma', err);
     }
@@ -51,7 +55,7 @@ export const lzma: Decompressor = {
     const declared = checkHeader(input, maxSize);
     let out: Buffer;
     try {
-      out = await napiLzma.lzma.decompress(input);
+      out = await napiLzma().lzma.decompress(input);
     } catch (err) {
       throw decodeFailure('lzma', err);
     }

@@ -6,7 +6,11 @@ interface LzoBinding {
 }
 
 const require = createRequire(import.meta.url);
-const lzoLib = require('lzo') as LzoBinding;
+// Loaded on first use: a native addon costs start-up time for images that never need it.
+let loaded: LzoBinding | undefined;
+function lzoLib(): LzoBinding {
+  return (loaded ??= require('lzo') as LzoBinding);
+}
 
 /**
  * lzo (id 3): an LZO1X block (whichever -Xalgorithm compressed it, all
@@ -18,7 +22,7 @@ export const lzo: Decompressor = {
   name: 'lzo',
   decompress(input: Buffer, maxSize: number): Buffer {
     try {
-      return lzoLib.decompress(input, maxSize);
+      return lzoLib().decompress(input, maxSize);
     } catch (err) {
       const msg = err instanceof Error ? err.message : '';
       if (/OUTPUT_OVERRUN/.test(msg)) throw tooBig('lzo', null, maxSize);

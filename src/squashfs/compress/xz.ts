@@ -18,7 +18,11 @@ interface Lzma2Binding {
 }
 
 const require = createRequire(import.meta.url);
-const napiLzma = require('@napi-rs/lzma') as Lzma2Binding;
+// Loaded on first use: a native addon costs start-up time for images that never need it.
+let loaded: Lzma2Binding | undefined;
+function napiLzma(): Lzma2Binding {
+  return (loaded ??= require('@napi-rs/lzma') as Lzma2Binding);
+}
 
 /*
  * xz (id 4): squashfs-tools' xz_wrapper writes each block as one .xz stream
@@ -297,7 +301,7 @@ export function decodeXzStream(input: Buffer, maxSize: number): Buffer {
   const parts = planXzStream(input, maxSize).map((plan) => {
     let data: Buffer;
     try {
-      data = napiLzma.lzma2.decompressSync(plan.lzma2);
+      data = napiLzma().lzma2.decompressSync(plan.lzma2);
     } catch (err) {
       throw decodeFailure('xz', err);
     }
@@ -311,7 +315,7 @@ export async function decodeXzStreamAsync(input: Buffer, maxSize: number): Promi
   const plans = planXzStream(input, maxSize);
   const parts = await Promise.all(
     plans.map((plan) =>
-      napiLzma.lzma2.decompress(plan.lzma2).then(
+      napiLzma().lzma2.decompress(plan.lzma2).then(
         (data) => finishBlock(plan, data),
         (err: unknown) => {
           throw decodeFailure('xz', err);

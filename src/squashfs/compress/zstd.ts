@@ -8,7 +8,11 @@ interface ZstdBinding {
 }
 
 const require = createRequire(import.meta.url);
-const binding = require('zstd-napi/binding.js') as ZstdBinding;
+// Loaded on first use: a native addon costs start-up time for images that never need it.
+let loaded: ZstdBinding | undefined;
+function binding(): ZstdBinding {
+  return (loaded ??= require('zstd-napi/binding().js') as ZstdBinding);
+}
 
 /**
  * zstd (id 6): one zstd frame per block (squashfs-tools' zstd_wrapper uses
@@ -17,14 +21,17 @@ const binding = require('zstd-napi/binding.js') as ZstdBinding;
  * than growing it. One context is reused: decompression is synchronous, so no
  * two calls share it at once.
  */
-const dctx = new binding.DCtx();
+let context: InstanceType<ZstdBinding['DCtx']> | undefined;
+function dctx(): InstanceType<ZstdBinding['DCtx']> {
+  return (context ??= new (binding().DCtx)());
+}
 
 export const zstd: Decompressor = {
   name: 'zstd',
   decompress(input: Buffer, maxSize: number): Buffer {
     let declared: number | null;
     try {
-      declared = binding.getFrameContentSize(input);
+      declared = binding().getFrameContentSize(input);
     } catch (err) {
       throw decodeFailure('zstd', err);
     }
@@ -32,7 +39,7 @@ export const zstd: Decompressor = {
     const out = Buffer.allocUnsafe(declared ?? maxSize);
     let n: number;
     try {
-      n = dctx.decompress(out, input);
+      n = dctx().decompress(out, input);
     } catch (err) {
       const msg = err instanceof Error ? err.message : '';
       if (/too small/i.test(msg)) throw tooBig('zstd', null, maxSize);
