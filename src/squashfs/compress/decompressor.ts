@@ -1,4 +1,5 @@
-import { CorruptError } from '../../errors.js';
+import { createRequire } from 'node:module';
+import { CorruptError, UnsupportedError } from '../../errors.js';
 
 /**
  * One SquashFS compressor. Every block (metadata or data) is compressed on its
@@ -23,8 +24,8 @@ export interface Decompressor {
 }
 
 /** Wraps a library failure as CorruptError with the compressor's name. */
-export function decodeFailure(name: string, err: unknown): CorruptError {
-  if (err instanceof CorruptError) return err;
+export function decodeFailure(name: string, err: unknown): CorruptError | UnsupportedError {
+  if (err instanceof CorruptError || err instanceof UnsupportedError) return err;
   const detail = err instanceof Error ? err.message : String(err);
   return new CorruptError(`${name} block does not decompress (${detail})`);
 }
@@ -33,4 +34,27 @@ export function decodeFailure(name: string, err: unknown): CorruptError {
 export function tooBig(name: string, size: number | bigint | null, maxSize: number): CorruptError {
   const what = size === null ? 'more than' : `${size} bytes, more than`;
   return new CorruptError(`${name} block expands to ${what} the ${maxSize}-byte limit`);
+}
+
+const require = createRequire(import.meta.url);
+
+/**
+ * A native decompressor package, loaded on first use: each addon costs
+ * start-up time, and most images need only one of them. A package that
+ * cannot load is an installation problem, reported as such (never as a
+ * corrupt image).
+ */
+export function nativeModule<T>(pkg: string): () => T {
+  let loaded: T | undefined;
+  return () => {
+    if (loaded === undefined) {
+      try {
+        loaded = require(pkg) as T;
+      } catch (err) {
+        const detail = err instanceof Error ? err.message.split('\n')[0] : String(err);
+        throw new UnsupportedError(`the decompressor package ${pkg} cannot be loaded (${detail}); run npm ci`);
+      }
+    }
+    return loaded;
+  };
 }

@@ -1,17 +1,11 @@
-import { createRequire } from 'node:module';
-import { decodeFailure, tooBig, type Decompressor } from './decompressor.js';
+import { decodeFailure, tooBig, nativeModule, type Decompressor } from './decompressor.js';
 
 interface Lz4Binding {
   uncompressSync(data: Uint8Array): Buffer;
   uncompress(data: Uint8Array): Promise<Buffer>;
 }
 
-const require = createRequire(import.meta.url);
-// Loaded on first use: a native addon costs start-up time for images that never need it.
-let loaded: Lz4Binding | undefined;
-function lz4napi(): Lz4Binding {
-  return (loaded ??= require('lz4-napi') as Lz4Binding);
-}
+const lz4napi = nativeModule<Lz4Binding>('lz4-napi');
 
 /**
  * lz4 (id 5): a raw LZ4 block (LZ4_compress_default / LZ4_compress_HC, so -Xhc

@@ -1,17 +1,11 @@
-import { createRequire } from 'node:module';
 import { CorruptError } from '../../errors.js';
-import { decodeFailure, tooBig, type Decompressor } from './decompressor.js';
+import { decodeFailure, tooBig, nativeModule, type Decompressor } from './decompressor.js';
 
 interface LzmaBinding {
   lzma: { decompressSync(input: Uint8Array): Buffer; decompress(input: Uint8Array): Promise<Buffer> };
 }
 
-const require = createRequire(import.meta.url);
-// Loaded on first use: a native addon costs start-up time for images that never need it.
-let loaded: LzmaBinding | undefined;
-function napiLzma(): LzmaBinding {
-  return (loaded ??= require('@napi-rs/lzma') as LzmaBinding);
-}
+const napiLzma = nativeModule<LzmaBinding>('@napi-rs/lzma');
 
 /**
  * lzma (id 2, legacy; only squashfs-tools reads it, the kernel does not): the

@@ -1,16 +1,10 @@
-import { createRequire } from 'node:module';
-import { decodeFailure, tooBig, type Decompressor } from './decompressor.js';
+import { decodeFailure, tooBig, nativeModule, type Decompressor } from './decompressor.js';
 
 interface LzoBinding {
   decompress(input: Buffer, length: number): Buffer;
 }
 
-const require = createRequire(import.meta.url);
-// Loaded on first use: a native addon costs start-up time for images that never need it.
-let loaded: LzoBinding | undefined;
-function lzoLib(): LzoBinding {
-  return (loaded ??= require('lzo') as LzoBinding);
-}
+const lzoLib = nativeModule<LzoBinding>('lzo');
 
 /**
  * lzo (id 3): an LZO1X block (whichever -Xalgorithm compressed it, all

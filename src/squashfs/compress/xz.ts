@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { createRequire } from 'node:module';
 import * as zlib from 'node:zlib';
 import { CorruptError, UnsupportedError } from '../../errors.js';
 import {
@@ -11,18 +10,13 @@ import {
   bcjX86Decode,
   deltaDecode,
 } from './bcj.js';
-import { decodeFailure, tooBig, type Decompressor } from './decompressor.js';
+import { decodeFailure, tooBig, nativeModule, type Decompressor } from './decompressor.js';
 
 interface Lzma2Binding {
   lzma2: { decompressSync(input: Uint8Array): Buffer; decompress(input: Uint8Array): Promise<Buffer> };
 }
 
-const require = createRequire(import.meta.url);
-// Loaded on first use: a native addon costs start-up time for images that never need it.
-let loaded: Lzma2Binding | undefined;
-function napiLzma(): Lzma2Binding {
-  return (loaded ??= require('@napi-rs/lzma') as Lzma2Binding);
-}
+const napiLzma = nativeModule<Lzma2Binding>('@napi-rs/lzma');
 
 /*
  * xz (id 4): squashfs-tools' xz_wrapper writes each block as one .xz stream

@@ -1,18 +1,12 @@
-import { createRequire } from 'node:module';
 import { CorruptError } from '../../errors.js';
-import { decodeFailure, tooBig, type Decompressor } from './decompressor.js';
+import { decodeFailure, tooBig, nativeModule, type Decompressor } from './decompressor.js';
 
 interface ZstdBinding {
   DCtx: new () => { decompress(dst: Uint8Array, src: Uint8Array): number };
   getFrameContentSize(src: Uint8Array): number | null;
 }
 
-const require = createRequire(import.meta.url);
-// Loaded on first use: a native addon costs start-up time for images that never need it.
-let loaded: ZstdBinding | undefined;
-function binding(): ZstdBinding {
-  return (loaded ??= require('zstd-napi/binding().js') as ZstdBinding);
-}
+const binding = nativeModule<ZstdBinding>('zstd-napi/binding.js');
 
 /**
  * zstd (id 6): one zstd frame per block (squashfs-tools' zstd_wrapper uses
