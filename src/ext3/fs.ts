@@ -1214,14 +1214,19 @@ export class Ext3Fs implements WritableFs {
     });
   }
 
+  /** Directory `dir` (ENOTDIR if it is none), its entry `name` (ENOENT) and that entry's inode. */
+  private async entryOf(dir: InodeId, name: Buffer) {
+    const parent = await this.live(dir);
+    if (!isDirMode(parent.i_mode)) throw withErrno('ENOTDIR');
+    const idx = await this.dirIndex(dir, parent);
+    const slot = idx.entries.get(nameKey(name));
+    if (!slot) throw withErrno('ENOENT');
+    return { parent, slot, inode: await this.iget(slot.ino) };
+  }
+
   unlink(dir: InodeId, name: Buffer): Promise<void> {
     return this.run(async () => {
-      const parent = await this.live(dir);
-      if (!isDirMode(parent.i_mode)) throw withErrno('ENOTDIR');
-      const idx = await this.dirIndex(dir, parent);
-      const slot = idx.entries.get(nameKey(name));
-      if (!slot) throw withErrno('ENOENT');
-      const inode = await this.iget(slot.ino);
+      const { parent, slot, inode } = await this.entryOf(dir, name);
       if (isDirMode(inode.i_mode)) throw withErrno('EISDIR');
       const t = this.now();
       await this.removeEntry(dir, parent, name);
@@ -1233,12 +1238,7 @@ export class Ext3Fs implements WritableFs {
 
   rmdir(dir: InodeId, name: Buffer): Promise<void> {
     return this.run(async () => {
-      const parent = await this.live(dir);
-      if (!isDirMode(parent.i_mode)) throw withErrno('ENOTDIR');
-      const idx = await this.dirIndex(dir, parent);
-      const slot = idx.entries.get(nameKey(name));
-      if (!slot) throw withErrno('ENOENT');
-      const inode = await this.iget(slot.ino);
+      const { parent, slot, inode } = await this.entryOf(dir, name);
       if (!isDirMode(inode.i_mode)) throw withErrno('ENOTDIR');
       const child = await this.dirIndex(slot.ino, inode);
       if (child.entries.size > 0) throw withErrno('ENOTEMPTY');
