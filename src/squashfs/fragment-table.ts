@@ -1,6 +1,7 @@
 import type { ByteSource } from '../io/byte-source.js';
 import { CorruptError } from '../errors.js';
 import { IndexedTable } from './indexed-table.js';
+import { BLOCK_SIZE_MASK, BLOCK_UNCOMPRESSED } from './inode.js';
 import type { MetadataReader } from './metablock.js';
 import type { Superblock } from './superblock.js';
 
@@ -13,13 +14,14 @@ export interface FragmentEntry {
   compressed: boolean;
 }
 
-export const BLOCK_UNCOMPRESSED = 1 << 24;
-
 export function decodeFragmentEntry(bytes: Buffer, blockSize: number, dataEnd: number): FragmentEntry {
   const startBig = bytes.readBigUInt64LE(0x00);
   const raw = bytes.readUInt32LE(0x08);
-  const size = raw & ~BLOCK_UNCOMPRESSED & 0xffffffff;
-  if (size === 0 || size > blockSize) throw new CorruptError(`fragment block size ${size} is invalid`);
+  const size = raw & BLOCK_SIZE_MASK;
+  // Bits above 24 are unused; set, they would make a size the mask hides.
+  if (size === 0 || size > blockSize || raw >>> 25 !== 0) {
+    throw new CorruptError(`fragment block size entry 0x${raw.toString(16)} is invalid`);
+  }
   if (startBig + BigInt(size) > BigInt(dataEnd)) throw new CorruptError(`fragment block at ${startBig} lies outside the data area`);
   return { start: Number(startBig), size, compressed: (raw & BLOCK_UNCOMPRESSED) === 0 };
 }

@@ -14,6 +14,7 @@ import { manifestLines } from '../../src/inspect/manifest.js';
 import { resolvePath } from '../../src/inspect/path.js';
 import { MemoryRegion } from '../../src/io/memory-region.js';
 import { openSquashfs } from '../../src/squashfs/index.js';
+import { decodeFragmentEntry } from '../../src/squashfs/fragment-table.js';
 import { mksquashfs, openBytes, pseudoRandom, removeDir, setXattr, tempDir, textData } from './unit-fixtures.js';
 
 const NAME = 'hostile.sqfs';
@@ -221,5 +222,16 @@ describe('targeted corruptions', () => {
     const typed = Buffer.from(plainImage);
     typed.writeUInt16LE(15, at);
     expect(((await walkAll(typed)) as Error).message).toMatch(/invalid type 15/);
+  });
+
+  it('refuses a fragment entry whose size has bits set above the uncompressed flag', () => {
+    const entry = Buffer.alloc(16);
+    entry.writeBigUInt64LE(96n, 0x00);
+    entry.writeUInt32LE(100 | (1 << 24), 0x08); // a valid, uncompressed 100-byte fragment
+    expect(decodeFragmentEntry(entry, 4096, 4096)).toEqual({ start: 96, size: 100, compressed: false });
+    for (const bit of [25, 31]) {
+      entry.writeUInt32LE((100 | (1 << bit)) >>> 0, 0x08);
+      expect(() => decodeFragmentEntry(entry, 4096, 4096)).toThrow(CorruptError);
+    }
   });
 });
