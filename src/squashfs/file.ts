@@ -3,7 +3,7 @@ import { CorruptError } from '../errors.js';
 import type { BlockCache } from './cache.js';
 import type { Decompressor } from './compress/index.js';
 import type { FragmentTable } from './fragment-table.js';
-import { SQUASHFS_INVALID_FRAG, type FileInode } from './inode.js';
+import { BLOCK_SIZE_MASK, BLOCK_UNCOMPRESSED, SQUASHFS_INVALID_FRAG, type FileInode } from './inode.js';
 
 /**
  * Regular file contents.
@@ -22,7 +22,6 @@ import { SQUASHFS_INVALID_FRAG, type FileInode } from './inode.js';
  * them decoded.
  */
 
-const BLOCK_UNCOMPRESSED = 1 << 24;
 /**
  * What a sparse block reads as: views of one shared zero buffer (the largest
  * block size), so holes cost neither allocation nor page faults. Like views of
@@ -31,7 +30,6 @@ const BLOCK_UNCOMPRESSED = 1 << 24;
 const ZEROS = Buffer.alloc(1 << 20);
 /** Read-ahead blocks at least this big (compressed) decompress off the main thread. */
 const ASYNC_MIN_BYTES = 16 * 1024;
-const BLOCK_SIZE_MASK = 0xffffff;
 
 export interface FileReaderOptions {
   readAheadBlocks: number;

@@ -1,5 +1,5 @@
 import type { ByteSource } from '../io/byte-source.js';
-import { CorruptError, withErrno } from '../errors.js';
+import { CorruptError, inFile, withErrno } from '../errors.js';
 import { makedev, type DirEntry, type InodeId, type ReadableFs, type Stat, type StatFs } from '../engine.js';
 import { BlockCache } from './cache.js';
 import { decompressorFor, type Decompressor } from './compress/index.js';
@@ -10,7 +10,7 @@ import { FileReader, mapBlocks, type BlockMap } from './file.js';
 import { FragmentTable } from './fragment-table.js';
 import { IdTable } from './id-table.js';
 import { inodeCost, readInode, SQUASHFS_INVALID_XATTR, type Inode, type InodeLimits } from './inode.js';
-import { MetadataReader, MissingBlock, SyncMetaCursor, type MetaBlock } from './metablock.js';
+import { MetadataReader, type MetaBlock } from './metablock.js';
 import {
   decodeSuperblock,
   FLAG_COMPRESSOR_OPTIONS,
@@ -25,7 +25,7 @@ export interface SquashfsOptions {
   metadataCacheBytes?: number;
   /** Decompressed data and fragment blocks. Default 32 MiB. */
   dataCacheBytes?: number;
-  /** Decoded inodes (with block maps) and xattr lists. Default 4 MiB. */
+  /** Decoded inodes (with block maps). Default 4 MiB; xattr lists have their own 1 MiB. */
   inodeCacheBytes?: number;
   /** Decoded directory listings. Default 16 MiB (a 100,000-entry directory takes about 12). */
   listingCacheBytes?: number;
@@ -118,7 +118,7 @@ export class SquashfsFs implements ReadableFs {
       blockLog: sb.blockLog,
       imageSize: sb.bytesUsed,
       directoryTableSize: this.dirLimits.directoryTableEnd - sb.directoryTableStart,
-      inodeTableSize: sb.directoryTableStart - sb.inodeTableStart,
+      inodeTableSize: this.dirLimits.inodeTableSize,
       fragments: sb.fragments,
       inodes: sb.inodes,
     };
@@ -129,7 +129,7 @@ export class SquashfsFs implements ReadableFs {
   }
 
   static async open(source: ByteSource, options: SquashfsOptions = {}): Promise<SquashfsFs> {
-    return attachName(source.name, async () => {
+    return inFile(source.name, async () => {
       if (source.size < SUPERBLOCK_SIZE) {
         throw new CorruptError(`image of ${source.size} bytes is too small for a SquashFS superblock`);
       }
@@ -175,41 +175,19 @@ export class SquashfsFs implements ReadableFs {
         throw new CorruptError(`inode reference ${block}:${offset} lies outside the inode table`);
       }
       const sb = this.superblock;
-      const inode = await this.decodeInode(sb.inodeTableStart + block, offset);
+      const inode = await this.meta.decode(sb.inodeTableStart + block, offset, sb.directoryTableStart, 'inode', (cur) =>
+        readInode(cur, this.inodeLimits),
+      );
       const map = inode.kind === 'f' ? mapBlocks(inode, sb.inodeTableStart) : null;
       return { inode, map, stat: null, length: inodeCost(inode) + (map ? map.byteLength : 0) };
     });
   }
 
-  /**
-   * Decodes the inode at (block position, offset): synchronously when its
-   * metadata blocks are cached, else loading what the decoder reports missing
-   * (at least twice as much each round, so even a hostile inode spanning
-   * thousands of blocks takes a few rounds) and decoding again.
-   */
-  private async decodeInode(pos: number, offset: number): Promise<Inode> {
-    const sb = this.superblock;
-    const local = new Map<number, MetaBlock>();
-    for (let round = 0; ; round++) {
-      try {
-        return readInode(new SyncMetaCursor(this.meta, pos, offset, sb.directoryTableStart, local), this.inodeLimits);
-      } catch (err) {
-        if (!(err instanceof MissingBlock)) throw err;
-        if (round >= 40) throw new CorruptError('inode spans too many metadata blocks');
-        let at = err.pos;
-        let want = Math.max(err.bytes, METADATA_SIZE * 2 ** Math.min(round, 16));
-        while (want > 0 && at < sb.directoryTableStart) {
-          const b = local.get(at) ?? (await this.meta.block(at));
-          local.set(at, b);
-          want -= b.data.length;
-          at = b.next;
-        }
-      }
-    }
-  }
-
-  async getattr(id: InodeId): Promise<Stat> {
-    return attachName(this.name, async () => {
+  getattr(id: InodeId): Promise<Stat> {
+    // Hot path (FUSE getattr): a cached Stat is copied without an async frame.
+    const stat = this.inodes.peek(id)?.stat;
+    if (stat) return Promise.resolve(copyStat(stat));
+    return inFile(this.name, async () => {
       const c = await this.cachedInode(id);
       c.stat ??= this.statOf(c.inode);
       return copyStat(c.stat);
@@ -266,43 +244,38 @@ export class SquashfsFs implements ReadableFs {
     });
   }
 
-  async readdir(dir: InodeId): Promise<DirEntry[]> {
-    // Fresh entry objects (the cached ones stay intact whatever the caller
-    // does with them); the name Buffers are shared and must not be modified.
-    return attachName(this.name, async () => (await this.listing(dir)).entries.map((e) => ({ name: e.name, id: e.id, type: e.type })));
+  readdir(dir: InodeId): Promise<DirEntry[]> {
+    const cached = this.listings.peek(dir);
+    if (cached) return Promise.resolve(copyEntries(cached.entries));
+    return inFile(this.name, async () => copyEntries((await this.listing(dir)).entries));
   }
 
-  async lookup(dir: InodeId, name: Buffer): Promise<InodeId | null> {
-    return attachName(this.name, async () => {
-      const cached = this.listings.peek(dir);
-      if (!cached) {
-        const inode = await this.inode(dir);
-        if (inode.kind !== 'd') throw withErrno('ENOTDIR');
-        // Indexed (large) directories: jump through the index rather than
-        // decoding and holding the whole listing, until the directory has
-        // seen enough lookups that decoding it once (then O(1) per name) pays.
-        if (inode.index.length > 0) {
-          const n = (this.indexedLookups.get(dir) ?? 0) + 1;
-          if (n < this.listingAfterLookups) {
-            if (this.indexedLookups.size >= 1024) this.indexedLookups.clear();
-            this.indexedLookups.set(dir, n);
-            const e = await lookupInListing(this.meta, inode, name, this.dirLimits);
-            return e ? e.ref : null;
-          }
-          this.indexedLookups.delete(dir);
+  lookup(dir: InodeId, name: Buffer): Promise<InodeId | null> {
+    // Hot path (FUSE lookup): a cached listing answers without an async frame.
+    const cached = this.listings.peek(dir);
+    if (cached) return Promise.resolve(findInListing(cached, name));
+    return inFile(this.name, async () => {
+      const inode = await this.inode(dir);
+      if (inode.kind !== 'd') throw withErrno('ENOTDIR');
+      // Indexed (large) directories: jump through the index rather than
+      // decoding and holding the whole listing, until the directory has
+      // seen enough lookups that decoding it once (then O(1) per name) pays.
+      if (inode.index.length > 0) {
+        const n = (this.indexedLookups.get(dir) ?? 0) + 1;
+        if (n < this.listingAfterLookups) {
+          if (this.indexedLookups.size >= 1024) this.indexedLookups.clear();
+          this.indexedLookups.set(dir, n);
+          const e = await lookupInListing(this.meta, inode, name, this.dirLimits);
+          return e ? e.ref : null;
         }
+        this.indexedLookups.delete(dir);
       }
-      const listing = cached ?? (await this.listing(dir));
-      if (!listing.byName) {
-        listing.byName = new Map();
-        for (const e of listing.entries) listing.byName.set(e.name.toString('latin1'), e);
-      }
-      return listing.byName.get(name.toString('latin1'))?.id ?? null;
+      return findInListing(await this.listing(dir), name);
     });
   }
 
   async read(id: InodeId, position: number, length: number): Promise<Buffer> {
-    return attachName(this.name, async () => {
+    return inFile(this.name, async () => {
       if (!Number.isSafeInteger(position) || position < 0 || !Number.isSafeInteger(length) || length < 0) {
         throw withErrno('EINVAL', `read of ${length} bytes at ${position}`);
       }
@@ -314,7 +287,7 @@ export class SquashfsFs implements ReadableFs {
   }
 
   async readlink(id: InodeId): Promise<Buffer> {
-    return attachName(this.name, async () => {
+    return inFile(this.name, async () => {
       const inode = await this.inode(id);
       if (inode.kind !== 'l') throw withErrno('EINVAL', 'not a symbolic link');
       return Buffer.from(inode.target);
@@ -334,11 +307,11 @@ export class SquashfsFs implements ReadableFs {
   }
 
   async listxattr(id: InodeId): Promise<string[]> {
-    return attachName(this.name, async () => (await this.xattrList(id)).map((x) => x.name));
+    return inFile(this.name, async () => (await this.xattrList(id)).map((x) => x.name));
   }
 
   async getxattr(id: InodeId, name: string): Promise<Buffer | null> {
-    return attachName(this.name, async () => {
+    return inFile(this.name, async () => {
       const x = (await this.xattrList(id)).find((a) => a.name === name);
       return x ? Buffer.from(x.value) : null;
     });
@@ -361,7 +334,7 @@ export class SquashfsFs implements ReadableFs {
   /** The InodeId of inode number `ino`, through the export table (null when the image has none). */
   async idOfInodeNumber(ino: number): Promise<InodeId | null> {
     if (!this.exportTable) return null;
-    return attachName(this.name, () => this.exportTable!.refOf(ino));
+    return inFile(this.name, () => this.exportTable!.refOf(ino));
   }
 
   /** Closes the underlying source. */
@@ -381,14 +354,24 @@ function copyStat(s: Stat): Stat {
   };
 }
 
-/** Names the image in CorruptError/UnsupportedError raised by decoders, which know only bytes. */
-async function attachName<T>(name: string, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err && typeof err === 'object' && 'file' in err && (err as { file: unknown }).file === undefined) {
-      (err as { file: string }).file = name;
-    }
-    throw err;
+/**
+ * Fresh entry objects (the cached ones stay intact whatever the caller does
+ * with them); the name Buffers are shared and must not be modified.
+ */
+function copyEntries(entries: DirEntry[]): DirEntry[] {
+  const out = new Array<DirEntry>(entries.length);
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i]!;
+    out[i] = { name: e.name, id: e.id, type: e.type };
   }
+  return out;
+}
+
+/** The id of `name` in a cached listing; the by-name map is built on the first lookup. */
+function findInListing(listing: CachedListing, name: Buffer): InodeId | null {
+  if (!listing.byName) {
+    listing.byName = new Map();
+    for (const e of listing.entries) listing.byName.set(e.name.toString('latin1'), e);
+  }
+  return listing.byName.get(name.toString('latin1'))?.id ?? null;
 }

@@ -72,36 +72,46 @@ export class MetadataReader {
 
   /**
    * `length` bytes of a table starting at absolute block position `pos`,
-   * `offset` bytes in, crossing blocks as needed. Returns the bytes and the
-   * position just after them. `end` bounds the table: no block at or past it
-   * is read (the start of the next table, or the end of the filesystem).
+   * `offset` bytes in, crossing blocks as needed. Returns the bytes (a view of
+   * the cached block when they lie in one) and the position just after them.
+   * `end` bounds the table: no block at or past it is read (the start of the
+   * next table, or the end of the filesystem).
    */
-  async read(pos: number, offset: number, length: number, end: number): Promise<{ bytes: Buffer; pos: number; offset: number }> {
-    let block = await this.blockIn(pos, end);
-    if (offset > block.data.length) throw new CorruptError(`metadata offset ${offset} lies past the end of the block at ${pos}`);
-    // Fast path: the record lies in one block, return a view of it.
-    if (offset + length <= block.data.length) {
-      return { bytes: block.data.subarray(offset, offset + length), pos, offset: offset + length };
-    }
-    const out = Buffer.allocUnsafe(length);
-    let done = 0;
-    // Each round consumes a block that lies strictly after the previous one,
-    // and `length` is bounded by the caller, so this terminates.
-    for (;;) {
-      const n = Math.min(length - done, block.data.length - offset);
-      block.data.copy(out, done, offset, offset + n);
-      done += n;
-      offset += n;
-      if (done === length) return { bytes: out, pos, offset };
-      pos = block.next;
-      offset = 0;
-      block = await this.blockIn(pos, end);
-    }
+  read(pos: number, offset: number, length: number, end: number): Promise<{ bytes: Buffer; pos: number; offset: number }> {
+    return this.decode(pos, offset, end, 'metadata record', (cur) => {
+      const bytes = cur.take(length);
+      return { bytes, pos: cur.pos, offset: cur.offset };
+    });
   }
 
-  private blockIn(pos: number, end: number): Promise<MetaBlock> {
-    if (pos >= end) return Promise.reject(new CorruptError(`metadata read runs past the end of its table (at ${pos})`));
-    return this.block(pos);
+  /**
+   * Runs a synchronous decoder on a cursor at (pos, offset) of a table ending
+   * at `end`: at once when the blocks it touches are cached, else loading
+   * what it reports missing and running it again. The first round loads just
+   * the bytes reported; later rounds at least twice as much each time, so even
+   * a hostile record spanning thousands of blocks takes a few rounds. Blocks
+   * loaded are held for this decode, so cache eviction cannot undo progress.
+   */
+  async decode<T>(pos: number, offset: number, end: number, what: string, decoder: (cur: SyncMetaCursor) => T): Promise<T> {
+    let local: Map<number, MetaBlock> | null = null;
+    for (let round = 0; ; round++) {
+      try {
+        return decoder(new SyncMetaCursor(this, pos, offset, end, local));
+      } catch (err) {
+        if (!(err instanceof MissingBlock)) throw err;
+        if (round >= 40) throw new CorruptError(`${what} spans too many metadata blocks`);
+        local ??= new Map();
+        let at = err.pos;
+        // At least one block, even for a zero-length read at offset 0.
+        let want = Math.max(err.bytes, round === 0 ? 1 : METADATA_SIZE * 2 ** Math.min(round, 16));
+        while (want > 0 && at < end) {
+          const b = local.get(at) ?? (await this.block(at));
+          local.set(at, b);
+          want -= b.data.length;
+          at = b.next;
+        }
+      }
+    }
   }
 }
 
@@ -140,7 +150,7 @@ export class MissingBlock {
 /**
  * A synchronous forward cursor over blocks already decompressed: those in
  * `local` (loaded for this decode) or in the cache. Decoders run on it without
- * awaiting per field; see MissingBlock.
+ * awaiting per field; see MissingBlock and MetadataReader.decode.
  */
 export class SyncMetaCursor {
   constructor(
@@ -148,12 +158,13 @@ export class SyncMetaCursor {
     public pos: number,
     public offset: number,
     private readonly end: number,
-    private readonly local: Map<number, MetaBlock>,
+    /** Blocks loaded for the current decode (MetadataReader.decode), or null. */
+    private readonly local: Map<number, MetaBlock> | null,
   ) {}
 
   private blockAt(pos: number, wanted: number): MetaBlock {
     if (pos >= this.end) throw new CorruptError(`metadata read runs past the end of its table (at ${pos})`);
-    const b = this.local.get(pos) ?? this.reader.peek(pos);
+    const b = this.local?.get(pos) ?? this.reader.peek(pos);
     if (!b) throw new MissingBlock(pos, wanted);
     return b;
   }
