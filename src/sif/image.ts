@@ -196,11 +196,20 @@ export class SifImage {
 
   // ---- edits -------------------------------------------------------------
 
-  /** Edits run one at a time; a caller never sees a half-applied edit. */
-  private serialize<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
+  /**
+   * Edits run one at a time, so a caller never sees a half-applied edit, and
+   * their errors name the file.
+   */
+  private edit<T>(fn: () => Promise<T>): Promise<T> {
+    const named = (): Promise<T> => inFile(this.path, fn);
+    const run = this.queue.then(named, named);
     this.queue = run.catch(() => undefined);
     return run;
+  }
+
+  /** File offset of descriptor slot `slot`. */
+  private slotPos(slot: number): number {
+    return this.hdr.descriptorsOffset + slot * DESCRIPTOR_SIZE;
   }
 
   private requireWritable(): void {
@@ -213,7 +222,7 @@ export class SifImage {
    * does. Returns the new descriptor.
    */
   add(input: AddInput, options: EditOptions = {}): Promise<Descriptor> {
-    return this.serialize(() => inFile(this.path, () => this.addNow(input, options)));
+    return this.edit(() => this.addNow(input, options));
   }
 
   private async addNow(input: AddInput, options: EditOptions): Promise<Descriptor> {
@@ -249,7 +258,7 @@ export class SifImage {
       }
     }
 
-    const slotPos = this.hdr.descriptorsOffset + slot * DESCRIPTOR_SIZE;
+    const slotPos = this.slotPos(slot);
     const saved = await this.saveForRollback(slotPos);
     try {
       // Only OCI objects record a digest (computed while writing, as sylabs/sif does).
@@ -312,7 +321,7 @@ export class SifImage {
    * Deleting the primary partition resets the header arch to "00".
    */
   delete(id: number, options: DeleteOptions = {}): Promise<void> {
-    return this.serialize(() => inFile(this.path, () => this.deleteNow(id, options)));
+    return this.edit(() => this.deleteNow(id, options));
   }
 
   private async deleteNow(id: number, options: DeleteOptions): Promise<void> {
@@ -334,7 +343,7 @@ export class SifImage {
         throw new CorruptError(`object ${id} has a padded size (${r.sizeWithPadding}) larger than the data section`);
       }
     }
-    const slotPos = this.hdr.descriptorsOffset + d.slot * DESCRIPTOR_SIZE;
+    const slotPos = this.slotPos(d.slot);
     const saved = await this.saveForRollback(slotPos);
     try {
       await this.storage.write(slotPos, Buffer.alloc(DESCRIPTOR_SIZE));
@@ -370,7 +379,7 @@ export class SifImage {
    * upstream in 89d461d; the quirk reproduces that byte for byte.
    */
   setPrimary(id: number, options: SetPrimaryOptions = {}): Promise<void> {
-    return this.serialize(() => inFile(this.path, () => this.setPrimaryNow(id, options)));
+    return this.edit(() => this.setPrimaryNow(id, options));
   }
 
   private async setPrimaryNow(id: number, options: SetPrimaryOptions): Promise<void> {
@@ -391,10 +400,10 @@ export class SifImage {
       changed.push([old.slot, { ...old.raw, extra: encodePartitionExtra(op.fsType, PartType.System, oldArch) }]);
     }
     const hdr: SifHeader = { ...this.hdr, arch: archBytes(p.arch), modifiedAt: t };
-    const saved = await this.saveForRollback(...changed.map(([slot]) => this.hdr.descriptorsOffset + slot * DESCRIPTOR_SIZE));
+    const saved = await this.saveForRollback(...changed.map(([slot]) => this.slotPos(slot)));
     try {
       for (const [slot, raw] of changed) {
-        await this.storage.write(this.hdr.descriptorsOffset + slot * DESCRIPTOR_SIZE, encodeDescriptor(raw));
+        await this.storage.write(this.slotPos(slot), encodeDescriptor(raw));
       }
       await this.storage.write(0, encodeHeader(hdr));
       await this.storage.sync();
@@ -740,7 +749,7 @@ export function encodeEmptyImage(o: CreateOptions): Buffer {
   if (!Number.isInteger(descOffset) || descOffset < HEADER_SIZE || descOffset > 1 << 30) {
     throw new UsageError(`invalid descriptor table offset ${descOffset}`);
   }
-  const t = o.deterministic ? ZERO_TIME : checkTime(o.time ?? nowSeconds(), 'time');
+  const t = editTime(o);
   // An explicit ID wins over `deterministic`, as OptCreateWithID after OptCreateDeterministic does.
   const id = o.id !== undefined ? parseUuid(o.id) : o.deterministic ? Buffer.alloc(16) : parseUuid(randomUUID());
   const launchScript = Buffer.alloc(LAUNCH_SCRIPT_SIZE);
