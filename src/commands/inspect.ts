@@ -1,8 +1,8 @@
-import type { Writable } from 'node:stream';
 import { type Command, InvalidArgumentError } from 'commander';
 import { fileTypeOf } from '../engine.js';
 import { FsError, UsageError } from '../errors.js';
 import { openImage } from '../image/index.js';
+import { writeWithBackpressure } from '../io/write-stream.js';
 import { lsLines } from '../inspect/ls.js';
 import { writeManifest } from '../inspect/manifest.js';
 import { normalizePath, resolvePath } from '../inspect/path.js';
@@ -29,10 +29,6 @@ function inImage<T>(image: string, path: string, fn: () => Promise<T>): Promise<
     }
     throw err;
   });
-}
-
-async function write(out: Writable, data: Buffer): Promise<void> {
-  if (!out.write(data)) await new Promise<void>((resolve) => out.once('drain', resolve));
 }
 
 interface CommonOptions {
@@ -72,7 +68,7 @@ export function registerInspectCommands(program: Command): void {
           const shown = Buffer.from(path === '' ? '/' : path);
           const nl = Buffer.from('\n');
           for await (const line of lsLines(fs, id, shown, { long: !!opts.l, recursive: !!opts.R })) {
-            await write(process.stdout, Buffer.concat([line, nl]));
+            await writeWithBackpressure(process.stdout, Buffer.concat([line, nl]));
           }
         });
       } finally {
@@ -97,7 +93,7 @@ export function registerInspectCommands(program: Command): void {
           for (let pos = 0; pos < st.size; ) {
             const chunk = await fs.read(id, pos, Math.min(1 << 20, st.size - pos));
             if (chunk.length === 0) break;
-            await write(process.stdout, chunk);
+            await writeWithBackpressure(process.stdout, chunk);
             pos += chunk.length;
           }
         });

@@ -7,16 +7,14 @@
  */
 import type { Command } from 'commander';
 import { inFile, UsageError } from '../errors.js';
+import { writeWithBackpressure } from '../io/write-stream.js';
 import { SifImage, type AddInput } from '../sif/index.js';
 import { descriptorJson, formatHeader, formatInfo, formatList, headerJson } from '../sif/report.js';
 import { ARCHES, DATA_TYPE_BY_CLI_NUMBER, DataType, HashType, sbomFormatFromName } from '../sif/types.js';
 
+/** Text is latin1: report.ts holds names as their exact bytes. */
 function out(text: string | Buffer): Promise<void> {
-  const b = typeof text === 'string' ? Buffer.from(text, 'latin1') : text;
-  return new Promise((resolve) => {
-    if (process.stdout.write(b)) resolve();
-    else process.stdout.once('drain', () => resolve());
-  });
+  return writeWithBackpressure(process.stdout, typeof text === 'string' ? Buffer.from(text, 'latin1') : text);
 }
 
 function outJson(v: unknown): Promise<void> {

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { devMajor, devMinor, fileTypeOf, type InodeId, type ReadableFs, type Stat } from '../engine.js';
 import { CorruptError, FsError } from '../errors.js';
+import { writeWithBackpressure } from '../io/write-stream.js';
 import { normalizePath, resolvePath } from './path.js';
 
 /**
@@ -166,8 +167,5 @@ async function* walk(fs: ReadableFs, dir: InodeId, prefix: Buffer, seen: Set<Ino
 /** Writes the manifest to a stream, one line at a time, honouring backpressure. */
 export async function writeManifest(fs: ReadableFs, path: string | Buffer, out: Writable): Promise<void> {
   const nl = Buffer.from('\n');
-  for await (const line of manifestLines(fs, path)) {
-    const ok = out.write(Buffer.concat([line, nl]));
-    if (!ok) await new Promise<void>((resolve) => out.once('drain', resolve));
-  }
+  for await (const line of manifestLines(fs, path)) await writeWithBackpressure(out, Buffer.concat([line, nl]));
 }
