@@ -61,8 +61,55 @@ export async function mkfsExt3(image: string, o: MkfsOptions): Promise<void> {
  */
 export async function fsck(image: string): Promise<{ clean: boolean; output: string }> {
   const r = await execa('e2fsck', ['-fn', image], { reject: false, all: true });
-  const output = r.all ?? '';
-  return { clean: r.exitCode === 0 && !/skipping journal recovery/.test(output), output };
+  return fsckVerdict(r.exitCode, r.all ?? '');
+}
+
+function fsckVerdict(code: number | undefined, output: string): { clean: boolean; output: string } {
+  return { clean: code === 0 && !/skipping journal recovery/.test(output), output };
+}
+
+/**
+ * `fsck()` through a long-lived helper (test/tools/ext3-fsck-server.py) that
+ * spawns e2fsck itself: same command, same verdict, without forking the big
+ * test process once per image. Requests are answered in order.
+ */
+export class FsckServer {
+  private proc: ChildProcessWithoutNullStreams;
+  private lines: Interface;
+  private pending: { resolve: (line: string) => void; reject: (e: Error) => void }[] = [];
+  private stderr = '';
+
+  constructor() {
+    this.proc = spawn('python3', [join(TOOLS, 'ext3-fsck-server.py')], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.proc.stderr.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    this.lines = createInterface({ input: this.proc.stdout });
+    this.lines.on('line', (l) => this.pending.shift()?.resolve(l));
+    this.proc.on('exit', () => {
+      for (const p of this.pending.splice(0)) p.reject(new Error(`e2fsck helper exited: ${this.stderr}`));
+    });
+  }
+
+  check(image: string): Promise<{ clean: boolean; output: string }> {
+    return new Promise((resolve, reject) => {
+      if (this.proc.exitCode !== null) return reject(new Error(`e2fsck helper exited: ${this.stderr}`));
+      this.pending.push({
+        resolve: (l) => {
+          const r = JSON.parse(l) as { code: number; output: string };
+          resolve(fsckVerdict(r.code, r.output));
+        },
+        reject,
+      });
+      this.proc.stdin.write(JSON.stringify({ image }) + '\n');
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.proc.exitCode === null) {
+      const exited = new Promise((r) => this.proc.once('exit', r));
+      this.proc.stdin.end();
+      await exited;
+    }
+  }
 }
 
 export async function loopMount(image: string, mountpoint: string): Promise<void> {
