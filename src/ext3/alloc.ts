@@ -27,8 +27,11 @@ export interface AllocContext {
   readonly groups: GroupDesc[];
   readMeta(block: number): Promise<Buffer>;
   writeMeta(block: number): Promise<Buffer>;
-  /** Group descriptor `g` changed: re-encode it into the GDT block. */
-  groupChanged(g: number): Promise<void>;
+  /**
+   * Group descriptor `g` changed: it must reach the GDT block before the next
+   * commit. Returns a promise only when it has I/O to wait for.
+   */
+  groupChanged(g: number): Promise<void> | undefined;
 }
 
 /** First zero bit in [from, to) of `bm`, skipping those `skip` rejects, or -1. */
@@ -104,7 +107,8 @@ export class Allocator {
       w[bit >>> 3] = w[bit >>> 3]! | (1 << (bit & 7));
       gd.bg_free_blocks_count--;
       sb.s_free_blocks_count--;
-      await this.ctx.groupChanged(g);
+      const io = this.ctx.groupChanged(g);
+      if (io) await io;
       return this.groupFirstBlock(g) + bit;
     }
     throw withErrno('ENOSPC');
@@ -126,7 +130,8 @@ export class Allocator {
     gd.bg_free_blocks_count++;
     sb.s_free_blocks_count++;
     this.freedThisTx.add(block);
-    await this.ctx.groupChanged(g);
+    const io = this.ctx.groupChanged(g);
+    if (io) await io;
   }
 
   async allocInode(parentIno: number, isDir: boolean): Promise<number> {
@@ -158,7 +163,8 @@ export class Allocator {
       gd.bg_free_inodes_count--;
       if (isDir) gd.bg_used_dirs_count++;
       sb.s_free_inodes_count--;
-      await this.ctx.groupChanged(g);
+      const io = this.ctx.groupChanged(g);
+      if (io) await io;
       return g * ipg + bit + 1;
     }
     throw withErrno('ENOSPC', 'no free inodes');
@@ -176,6 +182,7 @@ export class Allocator {
     gd.bg_free_inodes_count++;
     if (isDir && gd.bg_used_dirs_count > 0) gd.bg_used_dirs_count--;
     sb.s_free_inodes_count++;
-    await this.ctx.groupChanged(g);
+    const io = this.ctx.groupChanged(g);
+    if (io) await io;
   }
 }

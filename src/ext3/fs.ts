@@ -138,6 +138,8 @@ export interface Ext3Options {
 const DIR_INDEX_CACHE = 4096;
 /** Pending new-block data written early beyond this many bytes. */
 const MAX_PENDING_DATA = 16 * 1024 * 1024;
+/** Bytes per allocation that pending data blocks are carved from. */
+const PENDING_SLAB = 256 * 1024;
 /** Inode-table blocks read at once on a miss. */
 const INODE_READAHEAD = 32;
 /** Decoded inodes kept in memory (their blocks remain cached separately). */
@@ -169,8 +171,11 @@ export class Ext3Fs implements WritableFs {
   private readonly commitIntervalMs: number;
   private journal: Journal | null = null;
   /** Decoded inodes; a changed one is written back into its block when it leaves. */
+  // maxSize with unit sizes, not `max`: lru-cache preallocates `max`-sized
+  // arrays, which cost ~11 ms on every open.
   private readonly inodes = new LRUCache<number, Inode>({
-    max: INODE_CACHE,
+    maxSize: INODE_CACHE,
+    sizeCalculation: () => 1,
     dispose: (inode, ino) => this.writeBackInode(ino, inode),
   });
   /** Inodes changed since the last commit and not yet encoded into their blocks. */
@@ -221,7 +226,7 @@ export class Ext3Fs implements WritableFs {
       groups: this.groups,
       readMeta: (b) => this.cache.read(b),
       writeMeta: (b) => this.cache.write(b),
-      groupChanged: (g) => this.writeGroupDesc(g),
+      groupChanged: (g) => this.groupChanged(g),
     });
     this.io = {
       blockSize: this.blockSize,
@@ -284,12 +289,33 @@ export class Ext3Fs implements WritableFs {
     await this.commit();
   }
 
-  private async writeGroupDesc(g: number): Promise<void> {
-    const byte = g * this.descSize;
-    const blk = this.sb.s_first_data_block + 1 + Math.floor(byte / this.blockSize);
-    const buf = await this.cache.write(blk);
-    encodeGroupDesc(this.groups[g]!, buf, byte % this.blockSize);
+  /**
+   * Group descriptor `g` changed. Its GDT block joins the transaction now
+   * (that may need a read); the descriptor itself is encoded into it once, at
+   * commit (encodeDirtyGroups), however many allocations change it before.
+   */
+  private groupChanged(g: number): Promise<void> | undefined {
+    this.dirtyGroups.add(g);
+    const blk = this.gdtBlockOf(g);
+    if (this.cache.dirty.has(blk)) return undefined;
+    return this.cache.write(blk).then(() => undefined);
   }
+
+  private gdtBlockOf(g: number): number {
+    return this.sb.s_first_data_block + 1 + Math.floor((g * this.descSize) / this.blockSize);
+  }
+
+  /** Encodes the changed group descriptors into their (dirty) GDT blocks; before each commit. */
+  private encodeDirtyGroups(): void {
+    for (const g of this.dirtyGroups) {
+      const buf = this.cache.dirty.get(this.gdtBlockOf(g));
+      if (!buf) throw new CorruptError(`group ${g} changed but its descriptor block left the transaction`);
+      encodeGroupDesc(this.groups[g]!, buf, (g * this.descSize) % this.blockSize);
+    }
+    this.dirtyGroups.clear();
+  }
+
+  private readonly dirtyGroups = new Set<number>();
 
   // ---------------------------------------------------------------- queue, commits
 
@@ -341,6 +367,7 @@ export class Ext3Fs implements WritableFs {
     }
     await this.flushData();
     for (const [ino, inode] of [...this.dirtyInodes]) this.writeBackInode(ino, inode);
+    this.encodeDirtyGroups();
     const sbBlock = Math.floor(SUPERBLOCK_OFFSET / this.blockSize);
     const sbOff = SUPERBLOCK_OFFSET % this.blockSize;
     if (this.cache.dirty.size === 0 && this.revoked.size === 0) {
@@ -433,10 +460,12 @@ export class Ext3Fs implements WritableFs {
   /** Writes the inode into its (dirty) inode-table block. */
   private async iput(ino: number, inode: Inode): Promise<void> {
     const { block } = this.inodeLocation(ino);
-    await this.prefetchInodes(ino, block);
     // The table block joins the transaction now; the inode is encoded into it once, at
     // commit (or when the inode cache lets it go), however often it changes before.
-    await this.cache.write(block);
+    if (!this.cache.dirty.has(block)) {
+      await this.prefetchInodes(ino, block);
+      await this.cache.write(block);
+    }
     if (inode.raw.length !== this.inodeSize) inode.raw = encodeInode(inode, this.inodeSize);
     if (this.inodes.peek(ino) !== inode) this.inodes.set(ino, inode);
     this.dirtyInodes.set(ino, inode);
@@ -997,8 +1026,12 @@ export class Ext3Fs implements WritableFs {
     const bs = this.blockSize;
     const first = Math.floor(position / bs);
     const last = Math.floor((end - 1) / bs);
-    const out = Buffer.alloc(end - position);
     const map = await this.mapMany(inode, first, last - first + 1);
+    if (map.length === 1 && map[0] !== 0 && !this.pendingData.has(map[0]!)) {
+      // One block on disk (every small-file read): its bytes are the answer, no copy.
+      return this.store.read(map[0]! * bs + (position - first * bs), end - position);
+    }
+    const out = Buffer.alloc(end - position);
     let i = 0;
     while (i < map.length) {
       const pbn = map[i]!;
@@ -1355,8 +1388,6 @@ export class Ext3Fs implements WritableFs {
         }
         // Overwrites of blocks already on disk, coalesced into runs of adjacent bytes.
         const runs: { pbn: number; buf: Buffer[]; bytes: number }[] = [];
-        let arena: Buffer | null = null;
-        let arenaUsed = 0;
         for (let i = 0; i < n; i++) {
           const lbn = c + i;
           const bStart = lbn * bs;
@@ -1376,13 +1407,7 @@ export class Ext3Fs implements WritableFs {
             pbn = await this.alloc.allocBlock(goal);
             this.addBlocks(inode, 1 + (await setBlock(this.io, inode, lbn, pbn)));
             // A new block's data waits in memory until the commit (or the pending cap) writes it.
-            // All new blocks of this chunk share one zeroed allocation (far less GC than one each).
-            if (!arena || arenaUsed === arena.length) {
-              arena = Buffer.alloc(bs * holes);
-              arenaUsed = 0;
-            }
-            const block = arena.subarray(arenaUsed, arenaUsed + bs);
-            arenaUsed += bs;
+            const block = this.pendingBlock();
             data.copy(block, from - bStart, from - position, to - position);
             this.pendingData.set(pbn, block);
             this.pendingBytes += bs;
@@ -1409,7 +1434,7 @@ export class Ext3Fs implements WritableFs {
           }
           written = to - position;
         }
-        await this.flushRuns(runs);
+        if (runs.length > 0) await this.flushRuns(runs);
         if (written > 0 && position + written > inode.i_size) inode.i_size = position + written;
         this.stamp(inode, { m: true, c: true }, t);
         await this.iput(id, inode);
@@ -1423,6 +1448,28 @@ export class Ext3Fs implements WritableFs {
       return written;
     });
   }
+
+  /**
+   * A zeroed block-sized buffer for pendingData, carved from a shared slab:
+   * one zero-filled allocation per PENDING_SLAB bytes instead of one per
+   * block or per write (small files), and blocks allocated one after another
+   * usually sit side by side on disk and in the slab, so flushData() writes
+   * such runs without copying them. Pieces are never reused: a piece leaves
+   * pendingData (flushed or freed) and is garbage with it.
+   */
+  private pendingBlock(): Buffer {
+    const bs = this.blockSize;
+    if (this.slab.length - this.slabUsed < bs) {
+      this.slab = Buffer.alloc(Math.max(bs, PENDING_SLAB));
+      this.slabUsed = 0;
+    }
+    const block = this.slab.subarray(this.slabUsed, this.slabUsed + bs);
+    this.slabUsed += bs;
+    return block;
+  }
+
+  private slab: Buffer = Buffer.alloc(0);
+  private slabUsed = 0;
 
   /** Writes pending data blocks, runs of adjacent blocks in one write each. */
   private async flushData(): Promise<void> {
@@ -1441,6 +1488,7 @@ export class Ext3Fs implements WritableFs {
   }
 
   private async flushRuns(runs: { pbn: number; buf: Buffer[]; bytes: number }[]): Promise<void> {
+    if (runs.length === 0) return;
     for (const r of runs) {
       await this.store.write(r.pbn * this.blockSize, r.buf.length === 1 ? r.buf[0]! : Buffer.concat(r.buf));
     }

@@ -196,10 +196,20 @@ export function encodeInodeInto(inode: Inode, buf: Buffer): Buffer {
 
 /** A zeroed inode record of `size` bytes with i_extra_isize set (new inodes). */
 export function emptyInode(size: number, extraIsize: number): Inode {
-  const raw = Buffer.alloc(size);
-  if (size > EXT2_GOOD_OLD_INODE_SIZE) raw.writeUInt16LE(Math.min(extraIsize, size - EXT2_GOOD_OLD_INODE_SIZE), 0x80);
-  return decodeInode(raw, size);
+  // Decoded from a shared template: decodeInode copies `raw` out of it (into Node's
+  // small-buffer pool), so a create costs no zero-filled allocation of its own.
+  const key = size * 0x10000 + extraIsize;
+  let template = emptyTemplates.get(key);
+  if (!template) {
+    template = Buffer.alloc(size);
+    if (size > EXT2_GOOD_OLD_INODE_SIZE) template.writeUInt16LE(Math.min(extraIsize, size - EXT2_GOOD_OLD_INODE_SIZE), 0x80);
+    emptyTemplates.set(key, template);
+  }
+  return decodeInode(template, size);
 }
+
+/** Zeroed inode records by (size, i_extra_isize); never modified once made. */
+const emptyTemplates = new Map<number, Buffer>();
 
 /**
  * Device numbers in i_block (fs/ext4/inode.c ext4_inode_{set,get}_dev): old
