@@ -16,6 +16,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const MODULES = {
   manifest: 'manifest.mjs',
   'ext3-smallfiles': 'ext3-smallfiles.mjs',
+  'ext3-ops': 'ext3-ops.mjs',
 };
 
 const args = process.argv.slice(2);
