@@ -32,7 +32,15 @@ if [ ! -s "$tarball" ]; then
   include=""
   [ "$variant" = python ] && include="--include=python3,python3-numpy"
   # shellcheck disable=SC2086 # $include is one optional word
-  if ! debootstrap --variant=minbase $include bookworm "$work/root" "$mirror" >"$work/log" 2>&1; then
+  # Bounded: a mirror that stalls is as unreachable as one that refuses (the caller's
+  # test hook allows 10 minutes; a normal run takes under 2).
+  status=0
+  timeout "${SIFUSE_DEBOOTSTRAP_TIMEOUT:-420}" debootstrap --variant=minbase $include bookworm "$work/root" "$mirror" >"$work/log" 2>&1 || status=$?
+  if [ "$status" -eq 124 ]; then
+    echo "$0: debootstrap did not finish within ${SIFUSE_DEBOOTSTRAP_TIMEOUT:-420} s: the Debian mirror $mirror is too slow or stalled" >&2
+    exit 3
+  fi
+  if [ "$status" -ne 0 ]; then
     tail -n 5 "$work/log" >&2
     if grep -qiE 'Failed getting release file|Temporary failure|Could not resolve|Connection refused|unable to fetch|Network is unreachable|timed out' "$work/log"; then
       echo "$0: cannot reach the Debian mirror $mirror" >&2
