@@ -1355,13 +1355,19 @@ export class Ext3Fs implements WritableFs {
     });
   }
 
+  /** A live regular file that this engine can change (write, truncate). */
+  private async liveRegularFile(id: InodeId): Promise<Inode> {
+    const inode = await this.live(id);
+    const type = inode.i_mode & S_IFMT;
+    if (type === S_IFDIR) throw withErrno('EISDIR');
+    if (type !== S_IFREG) throw withErrno('EINVAL', 'not a regular file');
+    if (this.usesExtents(inode)) throw withErrno('EROFS', 'extent-mapped files are read-only here');
+    return inode;
+  }
+
   write(id: InodeId, position: number, data: Buffer): Promise<number> {
     return this.run(async () => {
-      const inode = await this.live(id);
-      const type = inode.i_mode & S_IFMT;
-      if (type === S_IFDIR) throw withErrno('EISDIR');
-      if (type !== S_IFREG) throw withErrno('EINVAL', 'not a regular file');
-      if (this.usesExtents(inode)) throw withErrno('EROFS', 'extent-mapped files are read-only here');
+      const inode = await this.liveRegularFile(id);
       if (!Number.isSafeInteger(position) || position < 0) throw withErrno('EINVAL');
       if (data.length === 0) return 0;
       const bs = this.blockSize;
@@ -1497,11 +1503,7 @@ export class Ext3Fs implements WritableFs {
 
   truncate(id: InodeId, size: number): Promise<void> {
     return this.run(async () => {
-      const inode = await this.live(id);
-      const type = inode.i_mode & S_IFMT;
-      if (type === S_IFDIR) throw withErrno('EISDIR');
-      if (type !== S_IFREG) throw withErrno('EINVAL', 'not a regular file');
-      if (this.usesExtents(inode)) throw withErrno('EROFS', 'extent-mapped files are read-only here');
+      const inode = await this.liveRegularFile(id);
       if (!Number.isSafeInteger(size) || size < 0) throw withErrno('EINVAL');
       const bs = this.blockSize;
       if (Math.ceil(size / bs) > this.maxFileBlocks) throw withErrno('EFBIG');
