@@ -20,7 +20,7 @@ import { execa } from 'execa';
 import { closeSync, mkdirSync, openSync, symlinkSync, linkSync, writeFileSync, writeSync, ftruncateSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { hasTool, isRoot, makeTempDir, removeTempDir, skipNote, treeManifest } from '../tools/helpers.js';
-import { loadEngine, openImageFile } from '../tools/ext3-engine.js';
+import { engineManifestLines as engineLines, loadEngine, openImageFile } from '../tools/ext3-engine.js';
 import { diffLines, walkManifest } from './model-manifest.js';
 import { fsck, loopMount, mkfsExt3, unmount } from './model-harness.js';
 
@@ -39,15 +39,6 @@ afterAll(() => removeTempDir(dir));
 const split = (b: Buffer) => b.toString('latin1').split('\n').filter((l) => l.length > 0);
 const GiB = 1024 ** 3;
 const BIG = 4 * GiB + 4096 * 3;
-
-async function engineLines(image: string): Promise<string[]> {
-  const fs = await openImageFile(image, false);
-  try {
-    return (await walkManifest(fs, { exclude: ['/lost+found'] })).map((e) => e.line);
-  } finally {
-    await fs.close();
-  }
-}
 
 async function kernelLines(image: string): Promise<string[]> {
   const mnt = join(dir, 'view');

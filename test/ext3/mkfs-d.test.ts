@@ -26,8 +26,8 @@ import { execa } from 'execa';
 import { lstatSync, unlinkSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { isRoot, makeTempDir, makeTree, removeTempDir, runSifuse, skipNote, treeManifest, withLoopMount } from '../tools/helpers.js';
-import { loadEngine, openImageFile } from '../tools/ext3-engine.js';
-import { diffLines, walkManifest } from './model-manifest.js';
+import { engineManifestLines as engineLines, loadEngine } from '../tools/ext3-engine.js';
+import { diffLines } from './model-manifest.js';
 import { fsck, mkfsExt3 } from './model-harness.js';
 
 const engine = await loadEngine();
@@ -99,15 +99,6 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(() => removeTempDir(dir));
-
-async function engineLines(image: string): Promise<string[]> {
-  const fs = await openImageFile(image, false);
-  try {
-    return (await walkManifest(fs, { exclude: ['/lost+found'] })).map((e) => e.line);
-  } finally {
-    await fs.close();
-  }
-}
 
 const kernelSeen = new Map<string, string[]>();
 

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import type { WritableFs } from '../../src/engine.js';
 import { FileRegion } from '../../src/io/file-region.js';
 import type { ByteStore } from '../../src/io/byte-source.js';
+import { walkManifest } from '../ext3/model-manifest.js';
 import { repoRoot, skipNote } from './helpers.js';
 
 export type OpenExt3 = (store: ByteStore, options: { writable: boolean }) => Promise<WritableFs>;
@@ -46,4 +47,14 @@ export async function engineOrSkipNote(what: string): Promise<boolean> {
   const open = await loadEngine();
   if (!open) skipNote(what, 'the ext3 engine (openExt3 in src/ext3/index.ts) has not landed yet');
   return open !== null;
+}
+
+/** The engine's manifest lines of an image file (lost+found left out), opened read-only. */
+export async function engineManifestLines(image: string): Promise<string[]> {
+  const fs = await openImageFile(image, false);
+  try {
+    return (await walkManifest(fs, { exclude: ['/lost+found'] })).map((e) => e.line);
+  } finally {
+    await fs.close();
+  }
 }
