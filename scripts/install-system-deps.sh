@@ -1,6 +1,9 @@
 #!/bin/sh
 # Debian 12 packages sifuse's tests and benchmarks use. Run as root (or via sudo).
-#   fuse3 libfuse2     fusermount3 and the libfuse2 that fuse-native loads
+#   fuse3 libfuse3-dev pkg-config build-essential
+#                      fusermount3, and what node-gyp needs at `npm ci` to build
+#                      the project's own N-API addon (src/native, binding.gyp)
+#   libfuse2           fuse2fs (a benchmark peer) links it
 #   squashfs-tools     mksquashfs/unsquashfs: test fixtures and `sifuse build`
 #   siftool            the SIF reference tool the tests compare against
 #   e2fsprogs fuse2fs  mkfs.ext3/e2fsck/debugfs/resize2fs oracles; fuse2fs is a benchmark peer
@@ -13,7 +16,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 $SUDO apt-get update
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends \
-  fuse3 libfuse2 squashfs-tools siftool e2fsprogs fuse2fs xfsprogs \
+  fuse3 libfuse3-dev pkg-config build-essential libfuse2 squashfs-tools siftool e2fsprogs fuse2fs xfsprogs \
   squashfuse fuse-overlayfs bubblewrap debootstrap attr acl xz-utils python3 ca-certificates
 # Unprivileged mounts need /dev/fuse readable and writable by everyone (Debian's default is 0666).
 [ -e /dev/fuse ] && $SUDO chmod 666 /dev/fuse || true

@@ -1,22 +1,60 @@
 /**
- * The interface every filesystem engine offers (SquashFS, ext3, and later the
- * memory and directory layers). The overlay (src/layers) and the inspection
- * commands (manifest, ls, cat) are written against this, never against an
- * engine's internals, and the FUSE adapter will sit on the overlay.
+ * The interface every filesystem engine and layer offers (SquashFS, ext3, the
+ * memory and directory layers, and the Overlay itself). The overlay
+ * (src/layers) and the inspection commands (manifest, ls, cat) are written
+ * against this, never against an engine's internals; the FUSE adapter
+ * (src/fuse) sits on the overlay and knows nothing else.
+ *
+ * ID spaces (as squashfuse's ll_inode.c writes its own down):
+ * - `InodeId`: the engine's handle for an object, a JS number below 2^53. The
+ *   SquashFS engine uses the 48-bit inode reference (block << 16 | offset: no
+ *   table needed); ext3 the inode number; MemLayer a counter; DirLayer an
+ *   index into its table of open O_PATH handles; the Overlay a counter of its
+ *   own merged nodes. An id is meaningful only to the engine that issued it.
+ *   Ext3 reuses a number once its inode is freed (nlink 0 and no references),
+ *   so holders keep it alive with `ref` (below).
+ * - `Stat.ino`: st_ino as users see it. Equal for hard links of one engine.
+ *   The Overlay derives it from the layer that holds the object's origin
+ *   (xino: layer index in the high bits), so it is stable across copy-up and
+ *   remount and unique across layers. `Stat.generation` (ext3 i_generation,
+ *   SquashFS 0) tells two lives of one number apart.
+ * - FUSE nodeids are the adapter's own handles (src/fuse): nodeid 1 is the
+ *   root, others map to Overlay InodeIds with a lookup count each; FORGET and
+ *   BATCH_FORGET turn into `unref` when a count reaches zero.
+ *
+ * Lifetimes: `ref(id, n)` / `unref(id, n)` count references held by callers
+ * (kernel lookups, open handles, the overlay's bindings to layer inodes).
+ * They are queued with the engine's mutations. A referenced inode and its
+ * number stay alive: an unlinked one stays on the orphan list (ext3) until its
+ * count drops to 0, then it is freed. `ref` of an inode that is already free
+ * fails with ENOENT (the caller raced an unlink): it never attaches to a later
+ * inode that reuses the number. `lookup` itself takes no reference; a caller
+ * that must bind a name to an inode with no unlink in between serialises its
+ * own namespace operations around lookup + ref (the Overlay does).
  *
  * Conventions:
- * - Objects are addressed by an engine-chosen `InodeId` (a JS number, at most
- *   2^53): the SquashFS engine uses the 48-bit inode reference, ext3 the inode
- *   number. `Stat.ino` is the inode number users see (st_ino).
- * - Names are raw bytes (Buffer): filesystems store bytes, not UTF-8, and
- *   manifests must be byte-exact. Names never contain '/' or NUL and are never
- *   '.' or '..'.
+ * - Names and xattr names are raw bytes (Buffer), decoded nowhere:
+ *   filesystems store bytes, not UTF-8, manifests must be byte-exact and
+ *   copy-up between engines must not rename anything. Names never contain '/'
+ *   or NUL and are never '.' or '..'. An xattr name is the full name with its
+ *   namespace prefix ("user.foo", "security.capability").
  * - "Not here" is a result: `lookup` returns null, `getxattr` returns null.
- *   Errors are FsError (a POSIX code), CorruptError (bad image bytes) or
- *   UnsupportedError.
+ *   Errors are FsError (a POSIX code), CorruptError (bad image bytes),
+ *   UnsupportedError (valid, not handled) or InternalError (an engine bug or
+ *   misuse: never the image's fault). A CorruptError names the image.
  * - Every method is async at the boundary; a cache hit resolves without I/O.
- *   Writable engines serialise their own mutations, so callers may issue
- *   operations concurrently.
+ *
+ * Atomicity and concurrency:
+ * - Writable engines serialise their own mutations (one queue per engine), so
+ *   callers may issue operations concurrently; each mutating call is atomic:
+ *   no other call observes or interleaves with its intermediate state, and a
+ *   crash leaves either all of it or none of it (journaled engines: one call
+ *   never spans two journal commits). Nothing spans calls: a sequence of calls
+ *   (copy-up, a whiteout after an unlink) is the caller's to make safe
+ *   (build in a work directory, then one rename).
+ * - Readers (getattr, lookup, readdir, read, readlink, xattrs) may run beside
+ *   the queue, but never see a namespace change half done: a lookup or readdir
+ *   that overlaps a rename sees the tree before or after it.
  */
 
 export type InodeId = number;
@@ -104,6 +142,14 @@ export interface Stat {
   ctimeNsec: number;
   /** Device number (makedev) for 'c' and 'b', else 0. */
   rdev: number;
+  /** Tells two lives of one inode number apart (ext3 i_generation; 0 where the engine has none). */
+  generation: number;
+}
+
+/** A stretch of a file that holds data (SEEK_DATA..SEEK_HOLE); the gaps between ranges are holes. */
+export interface DataRange {
+  offset: number;
+  length: number;
 }
 
 export interface DirEntry {
@@ -124,27 +170,59 @@ export interface StatFs {
 }
 
 export interface ReadableFs {
-  /** The image this engine reads, for messages. */
+  /** The image (or directory) this engine reads, for messages. */
   readonly name: string;
   readonly rootId: InodeId;
+  /** False for read-only engines and for writable ones opened read-only; writes then fail with EROFS. */
+  readonly writable: boolean;
   getattr(id: InodeId): Promise<Stat>;
-  /** The child `name` of directory `dir`, or null. ENOTDIR if `dir` is not a directory. */
+  /** The child `name` of directory `dir`, or null. ENOTDIR if `dir` is not a directory. Takes no reference. */
   lookup(dir: InodeId, name: Buffer): Promise<InodeId | null>;
-  /** All entries of a directory except '.' and '..', in the engine's stable order. */
-  readdir(dir: InodeId): Promise<DirEntry[]>;
+  /**
+   * All entries of a directory except '.' and '..', in the engine's stable
+   * order, as an immutable snapshot: callers must not modify it, and an engine
+   * may hand out the same array again while the directory is unchanged (so a
+   * caller paging through a 20,000-entry listing takes one snapshot per open
+   * and indexes into it: no copy per page).
+   */
+  readdir(dir: InodeId): Promise<readonly DirEntry[]>;
   /**
    * Up to `length` bytes at `position` (short only at end of file). EISDIR for
    * directories. The Buffer may be a view of the engine's cache: callers must
    * not modify it.
    */
   read(id: InodeId, position: number, length: number): Promise<Buffer>;
+  /**
+   * Where a regular file holds data, sorted and non-overlapping, within its
+   * size; every byte outside the ranges reads as zero. Engines may report a
+   * hole as data (never data as a hole). Copy-up and manifests skip the gaps.
+   */
+  dataRanges(id: InodeId): Promise<DataRange[]>;
   /** A symlink's target bytes. EINVAL if not a symlink. */
   readlink(id: InodeId): Promise<Buffer>;
-  /** Full xattr names (e.g. "user.foo", "security.capability"). */
-  listxattr(id: InodeId): Promise<string[]>;
-  getxattr(id: InodeId, name: string): Promise<Buffer | null>;
+  /** Full xattr names as bytes (e.g. "user.foo", "security.capability"). */
+  listxattr(id: InodeId): Promise<Buffer[]>;
+  getxattr(id: InodeId, name: Buffer): Promise<Buffer | null>;
+  /** Takes `n` references (default 1) on a live inode; ENOENT if it was freed. See "Lifetimes". */
+  ref(id: InodeId, n?: number): Promise<void>;
+  /** Drops `n` references (default 1); the last one frees an unlinked inode. */
+  unref(id: InodeId, n?: number): Promise<void>;
   statfs(): Promise<StatFs>;
   close(): Promise<void>;
+}
+
+/**
+ * rename(2)/renameat2(2) flags. `noreplace` fails with EEXIST when the target
+ * exists; `exchange` swaps two existing entries atomically (ENOENT if either
+ * is missing); `whiteout` leaves a whiteout (char 0/0, owned by uid/gid) at
+ * the source in the same atomic step (the kernel's RENAME_WHITEOUT: no commit
+ * may fall between the rename and the whiteout). `exchange` combines with
+ * neither of the others (EINVAL).
+ */
+export interface RenameFlags {
+  noreplace?: boolean;
+  exchange?: boolean;
+  whiteout?: { uid: number; gid: number };
 }
 
 export interface SetAttr {
@@ -172,28 +250,25 @@ export interface WritableFs extends ReadableFs {
   symlink(dir: InodeId, name: Buffer, target: Buffer, owner: { uid: number; gid: number }): Promise<InodeId>;
   /** A new name for an existing non-directory. */
   link(id: InodeId, dir: InodeId, name: Buffer): Promise<void>;
-  /** Removes a non-directory name. The inode lives on while open (see open/release). */
+  /** Removes a non-directory name. The inode lives on while referenced (see ref/unref). */
   unlink(dir: InodeId, name: Buffer): Promise<void>;
   /** Removes an empty directory (ENOTEMPTY otherwise). */
   rmdir(dir: InodeId, name: Buffer): Promise<void>;
   /**
    * POSIX rename(2): replaces an existing target (a file by a file, an empty
    * directory by a directory), fixes '..' and link counts when a directory
-   * changes parent; EINVAL when moving a directory under itself.
+   * changes parent; EINVAL when moving a directory under itself. `flags` as
+   * renameat2(2) (see RenameFlags).
    */
-  rename(oldDir: InodeId, oldName: Buffer, newDir: InodeId, newName: Buffer): Promise<void>;
+  rename(oldDir: InodeId, oldName: Buffer, newDir: InodeId, newName: Buffer, flags?: RenameFlags): Promise<void>;
   /** Writes all of `data` at `position`, extending the file (holes stay holes). Returns bytes written. */
   write(id: InodeId, position: number, data: Buffer): Promise<number>;
   truncate(id: InodeId, size: number): Promise<void>;
   setattr(id: InodeId, attr: SetAttr): Promise<void>;
   /** flags: 'create' fails with EEXIST, 'replace' fails with ENODATA. */
-  setxattr(id: InodeId, name: string, value: Buffer, flags?: 'create' | 'replace'): Promise<void>;
+  setxattr(id: InodeId, name: Buffer, value: Buffer, flags?: 'create' | 'replace'): Promise<void>;
   /** ENODATA when absent. */
-  removexattr(id: InodeId, name: string): Promise<void>;
-  /** Keeps an inode alive while a handle is open, so unlink of an open file works. */
-  open(id: InodeId): Promise<void>;
-  /** Drops a handle; frees the inode if it was the last and nlink is 0. */
-  release(id: InodeId): Promise<void>;
+  removexattr(id: InodeId, name: Buffer): Promise<void>;
   /** Durability of one file (and, journaled engines: everything committed with it). */
   fsync(id: InodeId, dataOnly: boolean): Promise<void>;
   /** Everything written so far is durable. */

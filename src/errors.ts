@@ -10,6 +10,9 @@
  * - UnsupportedError: valid but not handled here (an unknown compressor, an
  *   ext4 feature). Nothing is written when it is thrown.
  * - UsageError: the user asked for something malformed (bad flag values).
+ * - InternalError: an engine bug or misuse (a closed journal written to, an
+ *   invariant broken). Never the image's fault, so fuzzers can tell the two
+ *   apart; at the FUSE edge it becomes EIO plus a log line.
  *
  * All carry an optional `file` so the CLI can print "FILE: problem".
  */
@@ -103,6 +106,14 @@ export class UsageError extends FileProblem {
   }
 }
 
+/** An engine bug or misuse, not a property of the image. */
+export class InternalError extends FileProblem {
+  constructor(message: string, file?: string) {
+    super(message, file);
+    this.name = 'InternalError';
+  }
+}
+
 /** Attach a file name to a CorruptError/UnsupportedError raised deep inside a decoder. */
 export function inFile<T>(file: string, fn: () => Promise<T>): Promise<T> {
   return fn().catch((err: unknown) => {
@@ -111,6 +122,6 @@ export function inFile<T>(file: string, fn: () => Promise<T>): Promise<T> {
   });
 }
 
-export function isFileProblem(err: unknown): err is CorruptError | UnsupportedError | UsageError {
+export function isFileProblem(err: unknown): err is CorruptError | UnsupportedError | UsageError | InternalError {
   return err instanceof FileProblem;
 }

@@ -40,7 +40,7 @@
 import { LRUCache } from 'lru-cache';
 import { CorruptError, UnsupportedError, withErrno } from '../errors.js';
 import type { ByteStore } from '../io/byte-source.js';
-import type { DirEntry, FileType, InodeId, NewNode, SetAttr, Stat, StatFs, WritableFs } from '../engine.js';
+import type { DataRange, DirEntry, FileType, InodeId, NewNode, RenameFlags, SetAttr, Stat, StatFs, WritableFs } from '../engine.js';
 import { devMajor, devMinor, fileTypeOf, makedev, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../engine.js';
 import { aclChmodDisk, aclDiskToXattr, aclModeOf, aclXattrToDisk } from './acl.js';
 import { Allocator } from './alloc.js';
@@ -928,6 +928,7 @@ export class Ext3Fs implements WritableFs {
       ctime: inode.i_ctime.sec,
       ctimeNsec: inode.i_ctime.nsec,
       rdev,
+      generation: inode.i_generation,
     };
   }
 
@@ -1071,20 +1072,20 @@ export class Ext3Fs implements WritableFs {
     return decodeSlowSymlink(inode, await this.cache.read(pbn));
   }
 
-  async listxattr(id: InodeId): Promise<string[]> {
+  async listxattr(id: InodeId): Promise<Buffer[]> {
     const inode = await this.live(id);
     const { inInode, inBlock } = await this.allXattrs(inode);
-    const out: string[] = [];
+    const out: Buffer[] = [];
     for (const e of [...inInode, ...inBlock]) {
       const n = fullXattrName(e.index, e.name);
-      if (n !== null) out.push(n);
+      if (n !== null) out.push(Buffer.from(n, 'latin1'));
     }
     return out;
   }
 
-  async getxattr(id: InodeId, name: string): Promise<Buffer | null> {
+  async getxattr(id: InodeId, nameBytes: Buffer): Promise<Buffer | null> {
     const inode = await this.live(id);
-    const key = splitXattrName(name);
+    const key = splitXattrName(nameBytes.toString('latin1'));
     if (!key) return null;
     const { inInode, inBlock } = await this.allXattrs(inode);
     const e = [...inInode, ...inBlock].find((x) => x.index === key.index && x.name.equals(key.name));
@@ -1291,7 +1292,10 @@ export class Ext3Fs implements WritableFs {
     else await this.destroy(ino, inode);
   }
 
-  rename(oldDir: InodeId, oldName: Buffer, newDir: InodeId, newName: Buffer): Promise<void> {
+  rename(oldDir: InodeId, oldName: Buffer, newDir: InodeId, newName: Buffer, flags?: RenameFlags): Promise<void> {
+    if (flags && (flags.noreplace || flags.exchange || flags.whiteout)) {
+      return Promise.reject(withErrno('EINVAL', 'rename flags are not supported by the ext3 engine yet'));
+    }
     return this.run(async () => {
       const op = await this.live(oldDir);
       const np = await this.live(newDir);
@@ -1556,7 +1560,8 @@ export class Ext3Fs implements WritableFs {
     await this.storeXattrs(id, inode, all, wasIn);
   }
 
-  setxattr(id: InodeId, name: string, value: Buffer, flags?: 'create' | 'replace'): Promise<void> {
+  setxattr(id: InodeId, nameBytes: Buffer, value: Buffer, flags?: 'create' | 'replace'): Promise<void> {
+    const name = nameBytes.toString('latin1');
     return this.run(async () => {
       const inode = await this.live(id);
       const key = splitXattrName(name);
@@ -1599,7 +1604,8 @@ export class Ext3Fs implements WritableFs {
     });
   }
 
-  removexattr(id: InodeId, name: string): Promise<void> {
+  removexattr(id: InodeId, nameBytes: Buffer): Promise<void> {
+    const name = nameBytes.toString('latin1');
     return this.run(async () => {
       const inode = await this.live(id);
       const key = splitXattrName(name);
@@ -1614,15 +1620,21 @@ export class Ext3Fs implements WritableFs {
     });
   }
 
-  async open(id: InodeId): Promise<void> {
+  async ref(id: InodeId, count = 1): Promise<void> {
     await this.live(id);
-    this.openCount.set(id, (this.openCount.get(id) ?? 0) + 1);
+    this.openCount.set(id, (this.openCount.get(id) ?? 0) + count);
   }
 
-  release(id: InodeId): Promise<void> {
+  /** Whole-file range: a conservative answer the contract allows (holes reported as data). */
+  async dataRanges(id: InodeId): Promise<DataRange[]> {
+    const inode = await this.liveRegularFile(id);
+    return inode.i_size > 0 ? [{ offset: 0, length: inode.i_size }] : [];
+  }
+
+  unref(id: InodeId, count = 1): Promise<void> {
     const n = this.openCount.get(id) ?? 0;
-    if (n > 1) {
-      this.openCount.set(id, n - 1);
+    if (n > count) {
+      this.openCount.set(id, n - count);
       return Promise.resolve();
     }
     this.openCount.delete(id);

@@ -42,7 +42,7 @@ export async function lsEntry(fs: ReadableFs, name: Buffer, id: InodeId): Promis
 }
 
 export async function lsEntries(fs: ReadableFs, dir: InodeId): Promise<LsEntry[]> {
-  const entries: DirEntry[] = (await fs.readdir(dir)).sort((a, b) => Buffer.compare(a.name, b.name));
+  const entries: DirEntry[] = [...(await fs.readdir(dir))].sort((a, b) => Buffer.compare(a.name, b.name));
   const out: LsEntry[] = [];
   for (const e of entries) out.push(await lsEntry(fs, e.name, e.id));
   return out;

@@ -64,16 +64,22 @@ async function contentHash(fs: ReadableFs, id: InodeId, size: number): Promise<s
   return h.digest('hex');
 }
 
-async function xattrField(fs: ReadableFs, id: InodeId): Promise<string> {
-  const names = (await fs.listxattr(id)).slice().sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
-  if (names.length === 0) return '-';
-  const parts: string[] = [];
+/** `-`, or `name=BASE64` pairs sorted by the name's bytes, names escaped as paths are. */
+async function xattrField(fs: ReadableFs, id: InodeId): Promise<Buffer> {
+  const names = (await fs.listxattr(id)).slice().sort(Buffer.compare);
+  if (names.length === 0) return DASH;
+  const parts: Buffer[] = [];
   for (const name of names) {
     const value = await fs.getxattr(id, name);
-    parts.push(`${name}=${(value ?? Buffer.alloc(0)).toString('base64')}`);
+    if (parts.length > 0) parts.push(COMMA);
+    parts.push(escapeManifestField(name), Buffer.from(`=${(value ?? Buffer.alloc(0)).toString('base64')}`));
   }
-  return parts.join(',');
+  return Buffer.concat(parts);
 }
+
+const DASH = Buffer.from('-');
+const TAB = Buffer.from('\t');
+const COMMA = Buffer.from(',');
 
 /** The manifest line (without newline) of one entry. */
 export async function manifestLine(fs: ReadableFs, id: InodeId, path: Buffer, st?: Stat): Promise<Buffer> {
@@ -98,7 +104,8 @@ export async function manifestLine(fs: ReadableFs, id: InodeId, path: Buffer, st
     escapeManifestField(path),
     Buffer.from(`\t${type}\t${mode}\t${s.uid}\t${s.gid}\t${size}\t${s.mtime}\t`),
     typeof data === 'string' ? Buffer.from(data) : data,
-    Buffer.from(`\t${xattrs}`),
+    TAB,
+    xattrs,
   ]);
 }
 

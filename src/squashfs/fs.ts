@@ -1,6 +1,6 @@
 import type { ByteSource } from '../io/byte-source.js';
 import { CorruptError, inFile, withErrno } from '../errors.js';
-import { makedev, type DirEntry, type InodeId, type ReadableFs, type Stat, type StatFs } from '../engine.js';
+import { makedev, S_IFMT, S_IFREG, type DataRange, type DirEntry, type InodeId, type ReadableFs, type Stat, type StatFs } from '../engine.js';
 import { BlockCache } from './cache.js';
 import { decompressorFor, type Decompressor } from './compress/index.js';
 import { decodeCompressorOptions, type CompressorOptions } from './compress/options.js';
@@ -73,6 +73,7 @@ interface CachedXattrs {
 export class SquashfsFs implements ReadableFs {
   readonly name: string;
   readonly rootId: InodeId;
+  readonly writable = false;
   readonly compressorOptions: CompressorOptions | null;
   private readonly inodes: BlockCache<CachedInode>;
   private readonly listings: BlockCache<CachedListing>;
@@ -228,6 +229,7 @@ export class SquashfsFs implements ReadableFs {
       ctime: inode.mtime,
       ctimeNsec: 0,
       rdev,
+      generation: 0,
     };
   }
 
@@ -244,10 +246,11 @@ export class SquashfsFs implements ReadableFs {
     });
   }
 
-  readdir(dir: InodeId): Promise<DirEntry[]> {
+  /** The cached listing itself: an immutable snapshot (ReadableFs.readdir), no copy per call. */
+  readdir(dir: InodeId): Promise<readonly DirEntry[]> {
     const cached = this.listings.peek(dir);
-    if (cached) return Promise.resolve(copyEntries(cached.entries));
-    return inFile(this.name, async () => copyEntries((await this.listing(dir)).entries));
+    if (cached) return Promise.resolve(cached.entries);
+    return inFile(this.name, async () => (await this.listing(dir)).entries);
   }
 
   lookup(dir: InodeId, name: Buffer): Promise<InodeId | null> {
@@ -306,11 +309,12 @@ export class SquashfsFs implements ReadableFs {
     return c.xattrs;
   }
 
-  async listxattr(id: InodeId): Promise<string[]> {
-    return inFile(this.name, async () => (await this.xattrList(id)).map((x) => x.name));
+  async listxattr(id: InodeId): Promise<Buffer[]> {
+    return inFile(this.name, async () => (await this.xattrList(id)).map((x) => Buffer.from(x.name, 'utf8')));
   }
 
-  async getxattr(id: InodeId, name: string): Promise<Buffer | null> {
+  async getxattr(id: InodeId, nameBytes: Buffer): Promise<Buffer | null> {
+    const name = nameBytes.toString('utf8');
     return inFile(this.name, async () => {
       const x = (await this.xattrList(id)).find((a) => a.name === name);
       return x ? Buffer.from(x.value) : null;
@@ -329,6 +333,22 @@ export class SquashfsFs implements ReadableFs {
       ffree: 0,
       namemax: 256,
     };
+  }
+
+  /** Whole-file range: a conservative answer the contract allows (holes reported as data). */
+  async dataRanges(id: InodeId): Promise<DataRange[]> {
+    const st = await this.getattr(id);
+    if ((st.mode & S_IFMT) !== S_IFREG) throw withErrno('EINVAL', 'not a regular file');
+    return st.size > 0 ? [{ offset: 0, length: st.size }] : [];
+  }
+
+  /** A read-only image frees nothing: references need no bookkeeping. */
+  ref(_id: InodeId, _n?: number): Promise<void> {
+    return Promise.resolve();
+  }
+
+  unref(_id: InodeId, _n?: number): Promise<void> {
+    return Promise.resolve();
   }
 
   /** The InodeId of inode number `ino`, through the export table (null when the image has none). */
@@ -350,22 +370,10 @@ function copyStat(s: Stat): Stat {
   return {
     ino: s.ino, mode: s.mode, nlink: s.nlink, uid: s.uid, gid: s.gid, size: s.size, blocks: s.blocks,
     atime: s.atime, atimeNsec: s.atimeNsec, mtime: s.mtime, mtimeNsec: s.mtimeNsec,
-    ctime: s.ctime, ctimeNsec: s.ctimeNsec, rdev: s.rdev,
+    ctime: s.ctime, ctimeNsec: s.ctimeNsec, rdev: s.rdev, generation: s.generation,
   };
 }
 
-/**
- * Fresh entry objects (the cached ones stay intact whatever the caller does
- * with them); the name Buffers are shared and must not be modified.
- */
-function copyEntries(entries: DirEntry[]): DirEntry[] {
-  const out = new Array<DirEntry>(entries.length);
-  for (let i = 0; i < entries.length; i++) {
-    const e = entries[i]!;
-    out[i] = { name: e.name, id: e.id, type: e.type };
-  }
-  return out;
-}
 
 /** The id of `name` in a cached listing; the by-name map is built on the first lookup. */
 function findInListing(listing: CachedListing, name: Buffer): InodeId | null {

@@ -311,7 +311,7 @@ describe('hostile images', () => {
           for (const e of await fs.readdir(root)) {
             if (e.type === 'f') {
               await fs.truncate(e.id, 10);
-              await fs.setxattr(e.id, 'user.x', Buffer.from('y'));
+              await fs.setxattr(e.id, Buffer.from('user.x'), Buffer.from('y'));
             }
             if (e.type === 'd' && e.name.toString() !== 'lost+found') await fs.rename(root, e.name, root, Buffer.from(`r${i}`));
           }

@@ -285,7 +285,7 @@ describe('htree (dir_index) directories', () => {
     expect(fs.stats.htreeLookups).toBe(1);
     expect((await fs.readdir(k)).length).toBe(2000);
     expect((await fs.read(f, 0, 100)).toString()).toBe('1999\n');
-    const acl = (await fs.getxattr((await fs.lookup(k, Buffer.from('kernel-file-1')))!, 'system.posix_acl_access'))!;
+    const acl = (await fs.getxattr((await fs.lookup(k, Buffer.from('kernel-file-1')))!, Buffer.from('system.posix_acl_access')))!;
     // user format: version 2, then 8-byte entries; ACL_USER (2) for uid 1234 with r-x (5)
     expect(acl.readUInt32LE(0)).toBe(2);
     const entries = [];

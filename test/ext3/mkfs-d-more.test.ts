@@ -161,7 +161,7 @@ describe.runIf(engine !== null)('special images read by the engine', () => {
     try {
       const id = await fs.lookup(fs.rootId, Buffer.from('shared-1'));
       expect(id).not.toBeNull();
-      await fs.setxattr(id!, 'user.shared', Buffer.from('changed'));
+      await fs.setxattr(id!, Buffer.from('user.shared'), Buffer.from('changed'));
     } finally {
       await fs.close();
     }

@@ -41,7 +41,7 @@ async function sha256Of(fs: ReadableFs, id: InodeId, size: number): Promise<stri
 }
 
 async function xattrField(fs: ReadableFs, id: InodeId, excludePrefixes: string[]): Promise<string> {
-  const names = (await fs.listxattr(id)).filter((n) => !excludePrefixes.some((p) => n.startsWith(p)));
+  const names = (await fs.listxattr(id)).filter((n) => !excludePrefixes.some((p) => n.toString('latin1').startsWith(p)));
   if (names.length === 0) return '-';
   const pairs: [Buffer, string][] = [];
   for (const name of names) {

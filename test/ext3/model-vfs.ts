@@ -211,12 +211,12 @@ export class VfsDriver {
         } else if (op.op === 'truncate') {
           await fs.truncate(r.id, op.size);
         } else {
-          await fs.open(r.id);
+          await fs.ref(r.id);
           try {
             await fs.unlink(r.dir, r.name);
             await fs.write(r.id, op.offset, writeData(op.seed, op.length));
           } finally {
-            await fs.release(r.id);
+            await fs.unref(r.id);
           }
         }
         return null;
@@ -248,8 +248,8 @@ export class VfsDriver {
         const r = await this.existing(op.path);
         const t = await this.type(r.id);
         if (op.name.startsWith('user.') && t !== 'f' && t !== 'd') throw new PathError('EPERM');
-        if (op.op === 'setxattr') await fs.setxattr(r.id, op.name, xattrValue(op), op.flags === 0 ? undefined : op.flags);
-        else await fs.removexattr(r.id, op.name);
+        if (op.op === 'setxattr') await fs.setxattr(r.id, Buffer.from(op.name, 'latin1'), xattrValue(op), op.flags === 0 ? undefined : op.flags);
+        else await fs.removexattr(r.id, Buffer.from(op.name, 'latin1'));
         return null;
       }
     }

@@ -20,6 +20,7 @@ import {
   S_IFMT,
   fileTypeOf,
   typeBits,
+  type DataRange,
   type DirEntry,
   type FileType,
   type InodeId,
@@ -193,6 +194,7 @@ export class ModelFs implements WritableFs {
       ctime: n.mtime,
       ctimeNsec: 0,
       rdev: n.rdev,
+      generation: 0,
     };
   }
 
@@ -202,7 +204,9 @@ export class ModelFs implements WritableFs {
     return d.entries.get(key(name)) ?? null;
   }
 
-  async readdir(dir: InodeId): Promise<DirEntry[]> {
+  readonly writable = true;
+
+  async readdir(dir: InodeId): Promise<readonly DirEntry[]> {
     const d = this.dirNode(dir, 'readdir');
     return [...d.entries].map(([k, id]) => ({ name: Buffer.from(k, 'latin1'), id, type: this.node(id).type }));
   }
@@ -220,12 +224,13 @@ export class ModelFs implements WritableFs {
     return Buffer.from(n.target);
   }
 
-  async listxattr(id: InodeId): Promise<string[]> {
-    return [...this.node(id).xattrs.keys()];
+  // xattr names are kept as latin1 strings: one char per byte, so the keys are the exact bytes.
+  async listxattr(id: InodeId): Promise<Buffer[]> {
+    return [...this.node(id).xattrs.keys()].map((k) => Buffer.from(k, 'latin1'));
   }
 
-  async getxattr(id: InodeId, name: string): Promise<Buffer | null> {
-    const v = this.node(id).xattrs.get(name);
+  async getxattr(id: InodeId, nameBytes: Buffer): Promise<Buffer | null> {
+    const v = this.node(id).xattrs.get(nameBytes.toString('latin1'));
     return v ? Buffer.from(v) : null;
   }
 
@@ -405,7 +410,8 @@ export class ModelFs implements WritableFs {
     }
   }
 
-  async setxattr(id: InodeId, name: string, value: Buffer, flags?: 'create' | 'replace'): Promise<void> {
+  async setxattr(id: InodeId, nameBytes: Buffer, value: Buffer, flags?: 'create' | 'replace'): Promise<void> {
+    const name = nameBytes.toString('latin1');
     const n = this.node(id);
     const has = n.xattrs.has(name);
     if (flags === 'create' && has) throw err('EEXIST', `setxattr ${name}`);
@@ -413,18 +419,25 @@ export class ModelFs implements WritableFs {
     n.xattrs.set(name, Buffer.from(value));
   }
 
-  async removexattr(id: InodeId, name: string): Promise<void> {
+  async removexattr(id: InodeId, nameBytes: Buffer): Promise<void> {
+    const name = nameBytes.toString('latin1');
     const n = this.node(id);
     if (!n.xattrs.delete(name)) throw err('ENODATA', `removexattr ${name}`);
   }
 
-  async open(id: InodeId): Promise<void> {
-    this.node(id).opens++;
+  async dataRanges(id: InodeId): Promise<DataRange[]> {
+    const n = this.node(id);
+    if (n.type !== 'f') throw err('EINVAL', 'dataRanges');
+    return n.data.length > 0 ? [{ offset: 0, length: n.data.length }] : [];
   }
 
-  async release(id: InodeId): Promise<void> {
+  async ref(id: InodeId, count = 1): Promise<void> {
+    this.node(id).opens += count;
+  }
+
+  async unref(id: InodeId, count = 1): Promise<void> {
     const n = this.node(id);
-    if (n.opens > 0) n.opens--;
+    n.opens = Math.max(0, n.opens - count);
     this.maybeFree(n);
   }
 

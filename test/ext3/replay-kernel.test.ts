@@ -180,13 +180,13 @@ describe.runIf(engine !== null)('journal replay of a crash snapshot of an image 
     };
     await file('keep', 'committed before the crash\n');
     const gone = await file('gone', 'x'.repeat(300_000));
-    await fs.open(gone);
+    await fs.ref(gone);
     await fs.unlink(fs.rootId, Buffer.from('gone'));
     await fs.sync();
     await file('late', 'written after the last commit\n');
     snapshot = join(dir, 'snapshot.img');
     copyFileSync(image, snapshot);
-    await fs.release(gone);
+    await fs.unref(gone);
     await fs.close();
     const clean = await fsck(image);
     if (!clean.clean) throw new Error(`the live image itself is not clean after close:\n${clean.output}`);

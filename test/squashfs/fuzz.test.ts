@@ -250,7 +250,7 @@ async function visit(fs: ReadableFs, id: InodeId, stats: WalkStats): Promise<str
   const st = await attempt(stats, () => fs.getattr(id));
   const names = await attempt(stats, () => fs.listxattr(id));
   for (const name of names ?? []) await attempt(stats, () => fs.getxattr(id, name));
-  await attempt(stats, () => fs.getxattr(id, 'user.absent'));
+  await attempt(stats, () => fs.getxattr(id, Buffer.from('user.absent')));
   if (!st) return undefined;
   const type = (st.mode & 0o170000) >>> 12;
   if (type === 0o12) await attempt(stats, () => fs.readlink(id));
