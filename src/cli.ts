@@ -10,6 +10,7 @@ import { FsError, isFileProblem } from './errors.js';
 import { registerSifCommands } from './commands/sif.js';
 import { registerInspectCommands } from './commands/inspect.js';
 import { registerOverlayCommands } from './commands/overlay.js';
+import { registerBuildCommand } from './commands/build.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
   registerSifCommands(program);
   registerInspectCommands(program);
   registerOverlayCommands(program);
+  registerBuildCommand(program);
   return program;
 }
 

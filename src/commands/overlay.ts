@@ -9,6 +9,7 @@ import { openExt3 } from '../ext3/index.js';
 import { mkfsExt3 } from '../ext3/mkfs.js';
 import { FileRegion } from '../io/file-region.js';
 import { DataType, FsType, isSifHeader, PartType, SifImage } from '../sif/index.js';
+import { hostGoArch } from '../sif/types.js';
 
 /**
  * `sifuse overlay create`: a new ext3 overlay image file, as
@@ -92,8 +93,6 @@ function describeExisting(image: string): string {
   return 'already exists';
 }
 
-/** Go's GOARCH names for Node's process.arch, for a SIF whose header names no architecture. */
-const GO_ARCH: Record<string, string> = { x64: 'amd64', ia32: '386', arm: 'arm', arm64: 'arm64', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64', loong64: 'loong64', mips: 'mips', mipsel: 'mipsle' };
 
 function isSifFile(image: string): boolean {
   try {
@@ -234,7 +233,7 @@ async function buildOverlay(image: string, opts: OverlayCreateOptions, sif: SifI
         data: { path: tmp },
         groupId: 1,
         alignment: 4096,
-        partition: { fsType: FsType.Ext3, partType: PartType.Overlay, arch: arch && arch !== 'unknown' ? arch : GO_ARCH[process.arch] ?? 'amd64' },
+        partition: { fsType: FsType.Ext3, partType: PartType.Overlay, arch: arch && arch !== 'unknown' ? arch : hostGoArch() },
       });
     } else {
       // link(2) fails if the target appeared meanwhile: never replace someone's file.
