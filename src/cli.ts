@@ -12,6 +12,7 @@ import { registerInspectCommands } from './commands/inspect.js';
 import { registerOverlayCommands } from './commands/overlay.js';
 import { registerBuildCommand } from './commands/build.js';
 import { registerContainerCommands } from './commands/exec.js';
+import { registerDemoCommand } from './commands/demo.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerOverlayCommands(program);
   registerBuildCommand(program);
   registerContainerCommands(program);
+  registerDemoCommand(program);
   return program;
 }
 
