@@ -16,7 +16,7 @@ import type { ByteStore } from '../io/byte-source.js';
 import { checkFeatures, COMPAT, INCOMPAT } from './features.js';
 import { Ext3Fs } from './fs.js';
 import type { Time } from './inode.js';
-import { recoverFilesystem } from './journal/replay.js';
+import { recoverFilesystem } from './recovery.js';
 import { decodeSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE } from './superblock.js';
 import type { Superblock } from './superblock.js';
 

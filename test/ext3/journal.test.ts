@@ -23,7 +23,8 @@ import {
 } from '../../src/ext3/journal/format.js';
 import { openJournalFile, readJournalMap, readFsSuperblock } from '../../src/ext3/journal/journal-file.js';
 import { Journal } from '../../src/ext3/journal/journal.js';
-import { readJournalSuperblock, recoverFilesystem, setNeedsRecovery } from '../../src/ext3/journal/replay.js';
+import { readJournalSuperblock } from '../../src/ext3/journal/replay.js';
+import { recoverFilesystem, setNeedsRecovery } from '../../src/ext3/recovery.js';
 import { crc32cRaw } from '../../src/ext3/journal/checksum.js';
 import { CrashedError, CrashStore, fsck, referenceMkfsExt3, prng, tempDir } from './journal-helpers.js';
 
