@@ -10,7 +10,7 @@
  * runs before the engine is open, since nothing else may trust the metadata
  * until it has.
  */
-import { CorruptError, UnsupportedError } from '../../errors.js';
+import { CorruptError, InternalError, UnsupportedError } from '../../errors.js';
 import type { ByteStore } from '../../io/byte-source.js';
 import { type BlockMapIO, mapRange } from '../block-map.js';
 import { mapExtents } from '../extents.js';
@@ -125,12 +125,12 @@ export async function readJournalMap(store: ByteStore, sb: Superblock): Promise<
     firstDataBlock: sb.s_first_data_block,
     blocksCount: sb.s_blocks_count,
     readMeta: (block) => store.read(block * bs, bs),
-    writeMeta: () => Promise.reject(new CorruptError('journal block map is read-only here')),
+    writeMeta: () => Promise.reject(new InternalError('journal block map is read-only here')),
     newMeta: () => {
-      throw new CorruptError('journal block map is read-only here');
+      throw new InternalError('journal block map is read-only here');
     },
-    allocBlock: () => Promise.reject(new CorruptError('journal block map is read-only here')),
-    freeBlock: () => Promise.reject(new CorruptError('journal block map is read-only here')),
+    allocBlock: () => Promise.reject(new InternalError('journal block map is read-only here')),
+    freeBlock: () => Promise.reject(new InternalError('journal block map is read-only here')),
   };
   // The engine's block-map and extent walks check every pointer against the
   // filesystem; an ext4 journal (extent-mapped) can thus be replayed too.
