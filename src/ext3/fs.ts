@@ -319,6 +319,8 @@ export class Ext3Fs implements WritableFs {
     if (!Number.isSafeInteger(count) || count < 0) return Promise.reject(withErrno('EINVAL', `unref count ${count}`));
     if (count === 0) return Promise.resolve();
     const c = this.c;
+    // After close every reference is gone with the engine: nothing left to drop.
+    if (c.tx.closed) return Promise.resolve();
     const drop = async (): Promise<void> => {
       const n = c.refs.get(id) ?? 0;
       if (n > count) {

@@ -163,15 +163,7 @@ export class Namei {
     await c.tx.reserve((await c.dirs.insertCost(dir, parent, name.length)) + extraBlocks, 1);
     const ino = await c.alloc.allocInode(dir, type === 'd');
     const t = c.now();
-    const inode = emptyInode(c.inodeSize, c.inodeSize > 128 ? Math.max(32, c.sb.s_want_extra_isize) : 0);
-    inode.i_mode = mode;
-    inode.i_uid = uid >>> 0;
-    inode.i_gid = gid >>> 0;
-    inode.i_links_count = 1;
-    inode.i_atime = inode.i_mtime = inode.i_ctime = inode.i_crtime = t;
-    inode.i_generation = (Math.random() * 0x100000000) >>> 0;
-    // A reused inode number must not keep a stale cached index or decoded inode.
-    c.dirs.forget(ino);
+    const inode = this.freshInode(ino, mode, { uid, gid }, t);
     await init(ino, inode);
     await c.itable.iput(ino, inode);
     await c.dirs.insertEntry(dir, parent, name, ino, fileTypeToFt(type));
@@ -371,16 +363,24 @@ export class Namei {
   private async newWhiteout(dir: number, owner: { uid: number; gid: number }, t: Time): Promise<number> {
     const c = this.c;
     const ino = await c.alloc.allocInode(dir, false);
+    const inode = this.freshInode(ino, S_IFCHR, owner, t);
+    inode.i_block = encodeDevice(0, 0);
+    await c.itable.iput(ino, inode);
+    return ino;
+  }
+
+  /** A new in-memory inode for the just-allocated number `ino`: one link, times `t`, a random generation. */
+  private freshInode(ino: number, mode: number, owner: { uid: number; gid: number }, t: Time): Inode {
+    const c = this.c;
     const inode = emptyInode(c.inodeSize, c.inodeSize > 128 ? Math.max(32, c.sb.s_want_extra_isize) : 0);
-    inode.i_mode = S_IFCHR;
+    inode.i_mode = mode;
     inode.i_uid = owner.uid >>> 0;
     inode.i_gid = owner.gid >>> 0;
     inode.i_links_count = 1;
     inode.i_atime = inode.i_mtime = inode.i_ctime = inode.i_crtime = t;
     inode.i_generation = (Math.random() * 0x100000000) >>> 0;
-    inode.i_block = encodeDevice(0, 0);
+    // A reused inode number must not keep a stale cached index.
     c.dirs.forget(ino);
-    await c.itable.iput(ino, inode);
-    return ino;
+    return inode;
   }
 }
