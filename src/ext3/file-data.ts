@@ -9,7 +9,7 @@
 import type { DataRange, InodeId } from '../engine.js';
 import { S_IFDIR, S_IFMT, S_IFREG } from '../engine.js';
 import { UnsupportedError, withErrno } from '../errors.js';
-import { indirectBlocksNeeded, mapBlock, mapRange, maxLogicalBlocks, setBlock } from './block-map.js';
+import { indirectBlocksNeeded, mappedRuns, mapBlock, mapRange, maxLogicalBlocks, setBlock } from './block-map.js';
 import type { Ext3Context } from './context.js';
 import { mapExtents } from './extents.js';
 import type { Inode } from './inode.js';
@@ -128,10 +128,29 @@ export class FileData {
     return out;
   }
 
-  /** Whole-file range: a conservative answer the contract allows (holes reported as data). */
+  /**
+   * Where the file has blocks, from the block map: a hole is an unmapped
+   * block (blocks allocated but never written count as data, as the kernel's
+   * SEEK_DATA does). Extent-mapped files (read-only here) answer with the
+   * whole file, which the contract allows.
+   */
   async dataRanges(id: InodeId): Promise<DataRange[]> {
-    const inode = await this.liveRegularFile(id);
-    return inode.i_size > 0 ? [{ offset: 0, length: inode.i_size }] : [];
+    const c = this.c;
+    const inode = await c.itable.live(id);
+    const type = inode.i_mode & S_IFMT;
+    if (type === S_IFDIR) throw withErrno('EISDIR');
+    if (type !== S_IFREG) throw withErrno('EINVAL', 'not a regular file');
+    const size = inode.i_size;
+    if (size === 0) return [];
+    if (this.usesExtents(inode)) return [{ offset: 0, length: size }];
+    const bs = c.blockSize;
+    const limit = Math.min(Math.ceil(size / bs), maxLogicalBlocks(bs / 4));
+    const out: DataRange[] = [];
+    for (const run of await mappedRuns(c.io, inode, limit)) {
+      const offset = run.first * bs;
+      out.push({ offset, length: Math.min(size, (run.first + run.count) * bs) - offset });
+    }
+    return out;
   }
 
   /** write() on the queue. */

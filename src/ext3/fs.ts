@@ -154,13 +154,16 @@ export class Ext3Fs implements WritableFs {
   }
 
   lookup(dir: InodeId, name: Buffer): Promise<InodeId | null> {
-    return this.c.namei.lookup(dir, name);
+    return this.c.ns.shared(() => this.c.namei.lookup(dir, name));
   }
 
-  async readdir(dir: InodeId): Promise<DirEntry[]> {
-    const inode = await this.c.itable.live(dir);
-    if (!isDirMode(inode.i_mode)) throw withErrno('ENOTDIR');
-    return this.c.dirs.list(dir, inode);
+  /** The directory's snapshot: the same frozen array until the directory changes. */
+  readdir(dir: InodeId): Promise<readonly DirEntry[]> {
+    return this.c.ns.shared(async () => {
+      const inode = await this.c.itable.live(dir);
+      if (!isDirMode(inode.i_mode)) throw withErrno('ENOTDIR');
+      return this.c.dirs.list(dir, inode);
+    });
   }
 
   read(id: InodeId, position: number, length: number): Promise<Buffer> {
@@ -229,35 +232,38 @@ export class Ext3Fs implements WritableFs {
 
   // ---------------------------------------------------------------- WritableFs
 
+  /** A namespace mutation: on the writer queue, and exclusive of lookup and readdir. */
+  private namespace<T>(fn: () => Promise<T>): Promise<T> {
+    return this.c.tx.run(() => this.c.ns.exclusive(fn));
+  }
+
   mknod(dir: InodeId, name: Buffer, node: NewNode): Promise<InodeId> {
-    return this.c.tx.run(() => this.c.namei.mknod(dir, name, node));
+    return this.namespace(() => this.c.namei.mknod(dir, name, node));
   }
 
   mkdir(dir: InodeId, name: Buffer, node: NewNode): Promise<InodeId> {
-    return this.c.tx.run(() => this.c.namei.mkdir(dir, name, node));
+    return this.namespace(() => this.c.namei.mkdir(dir, name, node));
   }
 
   symlink(dir: InodeId, name: Buffer, target: Buffer, owner: { uid: number; gid: number }): Promise<InodeId> {
-    return this.c.tx.run(() => this.c.namei.symlink(dir, name, target, owner));
+    return this.namespace(() => this.c.namei.symlink(dir, name, target, owner));
   }
 
   link(id: InodeId, dir: InodeId, name: Buffer): Promise<void> {
-    return this.c.tx.run(() => this.c.namei.link(id, dir, name));
+    return this.namespace(() => this.c.namei.link(id, dir, name));
   }
 
   unlink(dir: InodeId, name: Buffer): Promise<void> {
-    return this.c.tx.run(() => this.c.namei.unlink(dir, name));
+    return this.namespace(() => this.c.namei.unlink(dir, name));
   }
 
   rmdir(dir: InodeId, name: Buffer): Promise<void> {
-    return this.c.tx.run(() => this.c.namei.rmdir(dir, name));
+    return this.namespace(() => this.c.namei.rmdir(dir, name));
   }
 
+  /** rename(2)/renameat2(2): noreplace, exchange, whiteout, each one queued operation (one transaction). */
   rename(oldDir: InodeId, oldName: Buffer, newDir: InodeId, newName: Buffer, flags?: RenameFlags): Promise<void> {
-    if (flags && (flags.noreplace || flags.exchange || flags.whiteout)) {
-      return Promise.reject(withErrno('EINVAL', 'rename flags are not supported by the ext3 engine yet'));
-    }
-    return this.c.tx.run(() => this.c.namei.rename(oldDir, oldName, newDir, newName, flags));
+    return this.namespace(() => this.c.namei.rename(oldDir, oldName, newDir, newName, flags ?? {}));
   }
 
   write(id: InodeId, position: number, data: Buffer): Promise<number> {
@@ -293,21 +299,38 @@ export class Ext3Fs implements WritableFs {
     return this.c.tx.run(() => this.c.xattrs.removexattr(id, name));
   }
 
-  async ref(id: InodeId, count = 1): Promise<void> {
-    await this.c.itable.live(id);
-    this.c.refs.set(id, (this.c.refs.get(id) ?? 0) + count);
+  /**
+   * Queued with the mutations (writable engines): a ref issued before an
+   * unlink holds the inode, one issued after the unlink freed it fails with
+   * ENOENT, never attaching to the inode a later create reuses the number for.
+   */
+  ref(id: InodeId, count = 1): Promise<void> {
+    if (!Number.isSafeInteger(count) || count < 0) return Promise.reject(withErrno('EINVAL', `ref count ${count}`));
+    if (count === 0) return Promise.resolve();
+    const take = async (): Promise<void> => {
+      await this.c.itable.live(id);
+      this.c.refs.set(id, (this.c.refs.get(id) ?? 0) + count);
+    };
+    return this.writable ? this.c.tx.run(take) : take();
   }
 
+  /** Queued like ref, so an unref never overtakes the ref it drops. */
   unref(id: InodeId, count = 1): Promise<void> {
+    if (!Number.isSafeInteger(count) || count < 0) return Promise.reject(withErrno('EINVAL', `unref count ${count}`));
+    if (count === 0) return Promise.resolve();
     const c = this.c;
-    const n = c.refs.get(id) ?? 0;
-    if (n > count) {
-      c.refs.set(id, n - count);
-      return Promise.resolve();
-    }
-    c.refs.delete(id);
-    if (!this.writable || !c.orphans.has(id)) return Promise.resolve();
-    return c.tx.run(() => c.orphans.release(id));
+    // After close every reference is gone with the engine: nothing left to drop.
+    if (c.tx.closed) return Promise.resolve();
+    const drop = async (): Promise<void> => {
+      const n = c.refs.get(id) ?? 0;
+      if (n > count) {
+        c.refs.set(id, n - count);
+        return;
+      }
+      c.refs.delete(id);
+      if (this.writable && c.orphans.has(id)) await c.orphans.release(id);
+    };
+    return this.writable ? c.tx.run(drop) : drop();
   }
 
   fsync(id: InodeId, dataOnly: boolean): Promise<void> {
