@@ -8,7 +8,7 @@
 import { LRUCache } from 'lru-cache';
 import type { DirEntry, FileType, InodeId } from '../engine.js';
 import { fileTypeOf, S_IFDIR, S_IFMT } from '../engine.js';
-import { CorruptError, withErrno } from '../errors.js';
+import { CorruptError, InternalError, withErrno } from '../errors.js';
 import { indirectBlocksNeeded, mapBlock, setBlock } from './block-map.js';
 import type { Ext3Context } from './context.js';
 import {
@@ -174,7 +174,7 @@ export class Directories {
     const buf = await c.cache.write(pbn);
     const ftStored = hasIncompat(c.sb, INCOMPAT.filetype) ? ft : 0;
     const slot = findInsertSlot(buf, need);
-    if (!slot) throw new CorruptError(`directory ${dir} block ${l} has less room than its index says`);
+    if (!slot) throw new InternalError(`directory ${dir} block ${l} has less room than its index says`);
     let placed = slot.off;
     const recLen = recLenAt(buf, slot.off);
     if (slot.split) {
@@ -206,7 +206,7 @@ export class Directories {
       prev = off;
       off += len;
     }
-    if (off !== slot.off) throw new CorruptError(`directory ${dir}: entry not where its index says`);
+    if (off !== slot.off) throw new InternalError(`directory ${dir}: entry not where its index says`);
     const me = decodeDirent(buf, off);
     if (prev === null) {
       buf.writeUInt32LE(0, off);

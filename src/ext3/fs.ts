@@ -37,8 +37,9 @@
  * Without a journal (ext2), a commit writes the blocks home and syncs.
  *
  * While open for writing, a journaled image carries needs_recovery (as the
- * kernel marks a mounted ext3); a clean close commits, clears it, empties the
- * journal and leaves s_state valid.
+ * kernel marks a mounted ext3); a clean close commits, empties the journal
+ * and only then (synced, in that order) clears the flag and leaves s_state
+ * valid.
  */
 import { CorruptError, withErrno } from '../errors.js';
 import type { ByteStore } from '../io/byte-source.js';
@@ -352,18 +353,29 @@ export class Ext3Fs implements WritableFs {
   async close(): Promise<void> {
     const c = this.c;
     if (c.tx.closed) return;
+    let failure: unknown = null;
     if (this.writable) {
-      await c.tx.run(async () => {
-        await c.orphans.releaseAll();
-        c.refs.clear();
-        if (c.tx.journal) this.sb.s_feature_incompat &= ~INCOMPAT.needs_recovery;
-        else this.sb.s_state |= EXT2_VALID_FS;
-        await c.tx.commit();
-        await c.tx.closeJournal();
-        await c.store.sync();
-      });
+      await c.tx
+        .run(async () => {
+          await c.orphans.releaseAll();
+          c.refs.clear();
+          await c.tx.commit();
+          // As jbd2_journal_destroy, then ext4_put_super: the checkpoints are durable and
+          // the journal marked empty (both synced) before the superblock says it is clean;
+          // a crash until then leaves needs_recovery set and the journal replayable.
+          await c.tx.closeJournal();
+          await c.store.sync();
+          if (c.tx.journal) this.sb.s_feature_incompat &= ~INCOMPAT.needs_recovery;
+          else this.sb.s_state |= EXT2_VALID_FS;
+          await c.tx.writeSuperblockHome();
+        })
+        .catch((err: unknown) => {
+          failure = err;
+        });
     }
+    // The image is released even when the last commit failed (it then needs recovery).
     c.tx.stop();
     await c.store.close();
+    if (failure !== null) throw failure;
   }
 }
