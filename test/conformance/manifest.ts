@@ -1,5 +1,5 @@
 /**
- * Manifests of any ReadableFs (the model, the ext3 engine) in the project's
+ * Manifests of any ReadableFs (the model, an engine, a layer) in the project's
  * manifest format (issue 3), computed through the ReadableFs interface only,
  * plus the link structure a manifest does not show (nlink, which paths share
  * an inode), so link counts and hard links are compared too.
@@ -60,6 +60,8 @@ export interface WalkOptions {
   excludeXattrPrefixes?: string[];
   /** Upper bound on entries, so a corrupt engine cannot make the walk endless. */
   maxEntries?: number;
+  /** The directory shown as '/' (default fs.rootId): a layer's top directory inside its engine. */
+  root?: InodeId;
 }
 
 /** Every entry of `fs`, sorted by raw path bytes. */
@@ -68,7 +70,7 @@ export async function walkManifest(fs: ReadableFs, options: WalkOptions = {}): P
   const maxEntries = options.maxEntries ?? 1_000_000;
   const xprefixes = (options.excludeXattrPrefixes ?? []).map((p) => Buffer.from(p));
   const out: ManifestEntry[] = [];
-  const stack: [Buffer, InodeId][] = [[Buffer.from('/'), fs.rootId]];
+  const stack: [Buffer, InodeId][] = [[Buffer.from('/'), options.root ?? fs.rootId]];
   const seenDirs = new Set<number>();
   while (stack.length > 0) {
     const [path, id] = stack.pop()!;
