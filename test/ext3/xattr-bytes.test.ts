@@ -39,7 +39,7 @@ import {
   treeManifest,
   withLoopMount,
 } from '../tools/helpers.js';
-import { fsck, mkfsExt3 } from './model-harness.js';
+import { fsck, mkfsExt3 } from './image-tools.js';
 
 if (!isRoot) skipNote('xattr-bytes kernel checks (loop mounts of the ext3 images)', 'loop mounts need root');
 
