@@ -57,6 +57,8 @@ export interface DirLayerOptions {
   writable: boolean;
   /** Unreferenced nodes kept open before the oldest are closed (default 2048). */
   openCap?: number;
+  /** Closed, unreferenced nodes remembered before the oldest are forgotten (default 200,000). */
+  recordCap?: number;
 }
 
 interface Snapshot {
@@ -76,8 +78,12 @@ export class DirLayer implements WritableFs {
   /** Capabilities of the host directory, when probed (writable layers: see openDirLayer). */
   capabilities: DirCapabilities | null = null;
 
-  private constructor(readonly name: string, readonly writable: boolean, rootFd: number, openCap: number) {
-    this.nodes = new NodeTable(openCap);
+  private constructor(readonly name: string, readonly writable: boolean, rootFd: number, openCap: number, recordCap: number) {
+    // A forgotten node's id must not be handed out again from a cached listing.
+    this.nodes = new NodeTable(openCap, recordCap, (node) => {
+      if (node.parent !== null) this.snapshots.delete(node.parent);
+      this.snapshots.delete(node.id);
+    });
     const st = sys().fstatat(rootFd, '', sys().constants.AT_EMPTY_PATH);
     if ((st.mode & S_IFMT) !== S_IFDIR) {
       closeFd(rootFd);
@@ -102,7 +108,7 @@ export class DirLayer implements WritableFs {
     } catch (err) {
       throw toFsError(err, path);
     }
-    return new DirLayer(path, options.writable, fd, options.openCap ?? 2048);
+    return new DirLayer(path, options.writable, fd, options.openCap ?? 2048, options.recordCap ?? 200_000);
   }
 
   // ---- reading ----
@@ -222,7 +228,7 @@ export class DirLayer implements WritableFs {
   async ref(id: InodeId, n = 1): Promise<void> {
     return this.run('ref', () => {
       const node = this.node(id);
-      this.fdOf(node); // alive and openable, or ESTALE/ENOENT now
+      this.fdOf(node); // alive and openable, or ENOENT now
       this.nodes.ref(node, n);
     });
   }

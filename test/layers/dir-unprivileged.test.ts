@@ -53,6 +53,9 @@ const f = await fs.mknod(layer.root, b('f'), { mode: 0o100644, ...me });
 await fs.write(f, 0, b('data'));
 out.link = await code(fs.link(f, layer.root, b('g')));
 out.nlink = (await fs.getattr(f)).nlink;
+const l = await fs.symlink(layer.root, b('l'), b('f'), me);
+out.linkSymlink = await code(fs.link(l, layer.root, b('l2')));
+out.l2 = (await fs.readlink(await fs.lookup(layer.root, b('l2')))).toString();
 out.fifo = await code(fs.mknod(layer.root, b('p'), { mode: 0o010644, ...me }));
 out.device = await code(fs.mknod(layer.root, b('tty'), { mode: 0o020644, uid: me.uid, gid: me.gid, rdev: 0x0401 }));
 out.whiteoutDevice = await code(fs.mknod(layer.root, b('wh'), { mode: 0o020000, ...me, rdev: 0 }));
@@ -81,7 +84,7 @@ it('an unprivileged user gets the fuse-overlayfs encoding and a working layer', 
   expect(out.capabilities).toMatchObject({ trustedXattrs: false, userXattrs: true });
   expect(out.encoding).toBe('fuse-overlayfs');
   expect(out).toMatchObject({
-    link: 'ok', nlink: 2, fifo: 'ok', device: 'EPERM', chownOther: 'EPERM', chownSelf: 'ok',
+    link: 'ok', nlink: 2, linkSymlink: 'ok', l2: 'f', fifo: 'ok', device: 'EPERM', chownOther: 'EPERM', chownSelf: 'ok',
     userXattr: 'ok', trustedXattr: 'EPERM', exchange: 'ok', mode: 'ok', modeAfter: '4711',
   });
   // Linux >= 5.8 lets anyone make the 0/0 whiteout device; the probe must agree with what mknod did.
@@ -89,4 +92,5 @@ it('an unprivileged user gets the fuse-overlayfs encoding and a working layer', 
   expect(out.renameWhiteout === 'ok').toBe((out.capabilities as { renameWhiteout: boolean }).renameWhiteout);
   expect(lstatSync(join(base, 'upper', 'f')).uid).toBe(user.uid);
   expect(lstatSync(join(base, 'work')).isDirectory()).toBe(true);
+  expect(lstatSync(join(base, 'upper', 'l2')).isSymbolicLink()).toBe(true); // the link is of the symlink, not its target
 });
