@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -307,6 +307,25 @@ describe('DirLayer basics', () => {
     expect(names.length).toBe(40);
     expect(names).toEqual(execFileSync('ls', ['-A', join(dir, 'c')], { encoding: 'utf8' }).trim().split('\n').sort());
   });
+});
+
+it('close releases every fd it opened (no leak across many nodes, data fds and evictions)', async () => {
+  const count = (): number => readdirSync('/proc/self/fd').length;
+  await fs.close();
+  const before = count();
+  fs = DirLayer.open(dir, { writable: true, openCap: 16 });
+  const d = await fs.mkdir(fs.rootId, b('d'), { mode: S_IFDIR | 0o755, ...me });
+  for (let i = 0; i < 100; i++) {
+    const f = await mkfile(d, `f${i}`, 'x');
+    await fs.read(f, 0, 1);
+    if (i % 3 === 0) await fs.ref(f);
+    if (i % 9 === 0) await fs.unlink(d, b(`f${i}`));
+  }
+  await fs.readdir(d);
+  expect(count()).toBeLessThan(before + 16 * 2 + 34 * 2 + 10);
+  await fs.close();
+  expect(count()).toBe(before);
+  fs = DirLayer.open(dir, { writable: true });
 });
 
 describe('openDirLayer', () => {
