@@ -14,6 +14,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 
 /** name -> module file in bench/ (each exports run(options)). */
 const MODULES = {
+  startup: 'startup.mjs',
   manifest: 'manifest.mjs',
   'ext3-smallfiles': 'ext3-smallfiles.mjs',
   'ext3-ops': 'ext3-ops.mjs',
