@@ -330,18 +330,33 @@ describe('hard links, xattrs, fakeroot', () => {
     await closeAndCheck(again, image);
   });
 
-  it('overlay-internal xattrs are never visible or settable', async () => {
+  it("overlay-internal xattrs are never visible or settable; a user's trusted.overlay.* is escaped as the kernel does", async () => {
     const { ov, image } = await fresh('xattr');
     const root = ov.rootId;
     await ov.rename(root, b('tree'), root, b('moved'));
     const moved = await at(ov, '/moved');
     expect(await ov.listxattr(moved)).toEqual([]);
     expect(await ov.getxattr(moved, b('trusted.overlay.redirect'))).toBeNull();
-    expect(await errCode(ov.setxattr(moved, b('trusted.overlay.opaque'), b('y')))).toBe('EPERM');
+    expect(await ov.getxattr(moved, b('trusted.sifuse.ino'))).toBeNull();
     expect(await errCode(ov.setxattr(moved, b('user.fuseoverlayfs.opaque'), b('y')))).toBe('EPERM');
+    expect(await errCode(ov.setxattr(moved, b('trusted.sifuse.ino'), b('1')))).toBe('EPERM');
+    await ov.setxattr(moved, b('trusted.overlay.opaque'), b('y'));
     await ov.setxattr(moved, b('user.mine'), b('v'));
-    expect((await ov.listxattr(moved)).map((x) => x.toString())).toEqual(['user.mine']);
-    await closeAndCheck(ov, image);
+    expect((await ov.listxattr(moved)).map((x) => x.toString()).sort()).toEqual(['trusted.overlay.opaque', 'user.mine']);
+    expect((await ov.getxattr(moved, b('trusted.overlay.opaque')))?.toString()).toBe('y');
+    // Still not opaque: the user's xattr is escaped in the upper.
+    expect(await names(ov, '/moved')).toEqual(expect.arrayContaining(['sub', 'top']));
+    const mk = await errCode(ov.mknod(root, b('wh'), { mode: S_IFCHR | 0o644, uid: 0, gid: 0, rdev: 0 }));
+    expect(mk).toBe('EPERM');
+    await ov.close();
+    const again = await openStack([top, bottom], image);
+    expect(await names(again, '/moved')).toEqual(expect.arrayContaining(['sub', 'top']));
+    const up = await openExt3Layer(image);
+    const um = await at(up.fs, '/upper/moved');
+    expect((await up.fs.getxattr(um, b('trusted.overlay.overlay.opaque')))?.toString()).toBe('y');
+    expect(await up.fs.getxattr(um, b('trusted.overlay.opaque'))).toBeNull();
+    await up.fs.close();
+    await closeAndCheck(again, image);
   });
 
   it('fakeroot: stored 0 shows as the caller, the caller is stored as 0', async () => {

@@ -34,8 +34,31 @@ const INTERNAL_PREFIXES = ['trusted.overlay.', 'user.overlay.', 'user.fuseoverla
   Buffer.from(p),
 );
 
-/** Overlay-internal xattrs: never listed, read, set or removed through the overlay. */
+const TRUSTED_OVERLAY = Buffer.from('trusted.overlay.');
+const ESCAPED = Buffer.from('trusted.overlay.overlay.');
+
+function hasPrefix(name: Buffer, p: Buffer): boolean {
+  return name.length > p.length && name.subarray(0, p.length).equals(p);
+}
+
+/**
+ * The kernel's xattr escaping (overlayfs.rst "Nesting overlayfs"): a user's
+ * `trusted.overlay.X` is stored as `trusted.overlay.overlay.X`, and shown
+ * back without the extra `overlay.`; the overlay's own marks stay hidden.
+ */
+export function escapeXattr(name: Buffer): Buffer | null {
+  return hasPrefix(name, TRUSTED_OVERLAY) ? Buffer.concat([ESCAPED, name.subarray(TRUSTED_OVERLAY.length)]) : null;
+}
+
+/** The user-visible name of a stored xattr, or null for an internal one. */
+export function shownXattr(stored: Buffer): Buffer | null {
+  if (hasPrefix(stored, ESCAPED)) return Buffer.concat([TRUSTED_OVERLAY, stored.subarray(ESCAPED.length)]);
+  return isInternalXattr(stored) ? null : stored;
+}
+
+/** Overlay-internal xattrs: never listed, read, set or removed through the overlay (escaped ones aside). */
 export function isInternalXattr(name: Buffer): boolean {
+  if (hasPrefix(name, ESCAPED)) return false;
   return INTERNAL_PREFIXES.some((p) => name.length >= p.length && name.subarray(0, p.length).equals(p));
 }
 

@@ -16,6 +16,7 @@
  */
 import {
   fileTypeOf,
+  S_IFCHR,
   S_IFMT,
   type DataRange,
   type DirEntry,
@@ -33,7 +34,9 @@ import { FsError, withErrno } from '../../errors.js';
 import type { Layer, UpperLayer } from '../layer.js';
 import {
   encodeAbsoluteRedirect,
+  escapeXattr,
   isInternalXattr,
+  shownXattr,
   isWhiteoutName,
   readDirMarks,
   readInoMark,
@@ -283,8 +286,8 @@ export class Overlay implements WritableFs {
     const out: Stat = { ...st, ino: await this.inoOf(n, st, src.layer), uid: showUid(this.map, st.uid), gid: showGid(this.map, st.gid) };
     if (n.type === 'd') {
       const layers = (n.upper !== null ? 1 : 0) + (n.lowers?.length ?? 0);
-      // As the kernel: a merged directory's link count is not worth counting (find accepts 1).
-      if (layers > 1) out.nlink = 1;
+      // A merged directory's links are counted from its merged listing (the kernel shows 1).
+      if (layers > 1) out.nlink = 2 + (await this.readdir(id)).filter((e) => e.type === 'd').length;
     } else if (n.upper !== null && n.lower !== null && this.indexed.get(layerKey(n.lower.layer, n.lower.id)) === n.upper) {
       out.nlink = Math.max(0, st.nlink - 1) + (await this.lowerLinks(n.upper));
     }
@@ -343,11 +346,26 @@ export class Overlay implements WritableFs {
     let n = this.node(id);
     if (n.type === 'd' && n.lowers === null) n = await this.lock.exclusive(() => this.resolved(n));
     const src = this.source(n);
-    return (await src.fs.listxattr(src.id)).filter((x) => !isInternalXattr(x));
+    const out: Buffer[] = [];
+    for (const x of await src.fs.listxattr(src.id)) {
+      const shown = shownXattr(x);
+      if (shown !== null) out.push(shown);
+    }
+    return out;
   }
 
-  async getxattr(id: InodeId, name: Buffer): Promise<Buffer | null> {
-    if (isInternalXattr(name)) return null;
+  /** The stored name of a user's xattr name; EPERM for the overlay's own (`forWrite`), null to read. */
+  private storedXattr(name: Buffer, forWrite: boolean): Buffer | null {
+    const escaped = escapeXattr(name);
+    if (escaped !== null) return escaped;
+    if (!isInternalXattr(name)) return name;
+    if (forWrite) throw withErrno('EPERM', `${name.toString('latin1')} is overlay-internal`);
+    return null;
+  }
+
+  async getxattr(id: InodeId, user: Buffer): Promise<Buffer | null> {
+    const name = this.storedXattr(user, false);
+    if (name === null) return null;
     let n = this.node(id);
     if (n.type === 'd' && n.lowers === null) n = await this.lock.exclusive(() => this.resolved(n));
     const src = this.source(n);
@@ -506,16 +524,16 @@ export class Overlay implements WritableFs {
     await this.upperFs().setattr(u, stored);
   }
 
-  async setxattr(id: InodeId, name: Buffer, value: Buffer, flags?: 'create' | 'replace'): Promise<void> {
-    if (isInternalXattr(name)) throw withErrno('EPERM', `${name.toString('latin1')} is overlay-internal`);
+  async setxattr(id: InodeId, user: Buffer, value: Buffer, flags?: 'create' | 'replace'): Promise<void> {
+    const name = this.storedXattr(user, true)!;
     const u = await this.writableNode(id);
     await this.upperFs().setxattr(u, name, value, flags);
   }
 
-  async removexattr(id: InodeId, name: Buffer): Promise<void> {
-    if (isInternalXattr(name)) throw withErrno('EPERM', `${name.toString('latin1')} is overlay-internal`);
+  async removexattr(id: InodeId, user: Buffer): Promise<void> {
+    const name = this.storedXattr(user, true)!;
     this.requireWritable();
-    if ((await this.getxattr(id, name)) === null) throw withErrno('ENODATA');
+    if ((await this.getxattr(id, user)) === null) throw withErrno('ENODATA');
     const u = await this.writableNode(id);
     await this.upperFs().removexattr(u, name);
   }
@@ -592,6 +610,8 @@ export class Overlay implements WritableFs {
 
   async mknod(dir: InodeId, name: Buffer, node: NewNode): Promise<InodeId> {
     if ((node.mode & S_IFMT) === 0o040000) throw withErrno('EINVAL', 'mknod of a directory');
+    // As the kernel: a char 0/0 would read as a whiteout, so nobody may make one through the overlay.
+    if ((node.mode & S_IFMT) === S_IFCHR && (node.rdev ?? 0) === 0) throw withErrno('EPERM', 'char 0/0 is the overlay whiteout');
     const stored = { ...node, ...this.storedOwner(node) };
     const type = fileTypeOf(node.mode);
     if (type === null) throw withErrno('EINVAL', `mknod: invalid file type in mode 0${node.mode.toString(8)}`);
