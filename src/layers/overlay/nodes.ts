@@ -29,6 +29,8 @@ export interface Node {
   lowers: LayerRef[] | null;
   /** Upper directory's redirect (as read or written), for absolute redirects of descendants. */
   redirect: Buffer | null;
+  /** Non-directories: the upper object is a hard-link index copy (null: not known yet). */
+  indexed: boolean | null;
   /** Cached st_ino. */
   ino: number | null;
   /** References held by overlay callers (ref/unref). */
@@ -52,8 +54,8 @@ export class NodeTable {
     return this.byId.size;
   }
 
-  create(fields: Omit<Node, 'id' | 'refs' | 'dead' | 'listing' | 'ino'> & { ino?: number | null }): Node {
-    const node: Node = { ...fields, id: this.next++, refs: 0, dead: false, listing: null, ino: fields.ino ?? null };
+  create(fields: Omit<Node, 'id' | 'refs' | 'dead' | 'listing' | 'ino' | 'indexed'> & { ino?: number | null }): Node {
+    const node: Node = { ...fields, id: this.next++, refs: 0, dead: false, listing: null, ino: fields.ino ?? null, indexed: null };
     this.byId.set(node.id, node);
     this.byKey.set(node.key, node);
     return node;
@@ -77,9 +79,9 @@ export class NodeTable {
   kill(node: Node): void {
     node.dead = true;
     if (this.byKey.get(node.key) === node) this.byKey.delete(node.key);
-    if (node.refs === 0) this.byId.delete(node.id);
   }
 
+  /** The last reference to a dead node went: its id is no longer valid. */
   release(node: Node): void {
     if (node.dead && node.refs === 0) this.byId.delete(node.id);
   }

@@ -143,22 +143,26 @@ export class Overlay implements WritableFs {
       redirect: null,
     };
     const ov = new Overlay(options, stack, table, table.create(rootFields));
-    await ov.loadWork();
+    await ov.loadWork(options.upper);
     return ov;
   }
 
   /** Clears temporaries a crash left in work/ and loads the hard-link index. */
-  private async loadWork(): Promise<void> {
-    if (!this.ops) return;
+  private async loadWork(upper: UpperLayer | undefined): Promise<void> {
+    if (!upper) return;
     const ops = this.ops;
-    for (const e of [...(await ops.fs.readdir(ops.work))]) {
-      if (e.name.length >= TMP_PREFIX.length && e.name.subarray(0, TMP_PREFIX.length).equals(TMP_PREFIX)) await ops.removeTree(ops.work, e.name);
+    if (ops) {
+      for (const e of [...(await ops.fs.readdir(ops.work))]) {
+        if (e.name.length >= TMP_PREFIX.length && e.name.subarray(0, TMP_PREFIX.length).equals(TMP_PREFIX)) await ops.removeTree(ops.work, e.name);
+      }
     }
     if (!this.useIndex) return;
-    let dir = await ops.fs.lookup(ops.work, INDEX_DIR);
-    if (dir === null) dir = await ops.fs.mkdir(ops.work, INDEX_DIR, { mode: 0o040700, ...ROOT_OWNER });
-    this.indexDir = dir;
-    for (const e of await ops.fs.readdir(dir)) {
+    // A read-only upper (a writable stack opened read-only) still reads its index.
+    let dir = await upper.fs.lookup(upper.work, INDEX_DIR);
+    if (dir === null && ops) dir = await ops.fs.mkdir(ops.work, INDEX_DIR, { mode: 0o040700, ...ROOT_OWNER });
+    if (dir === null) return;
+    if (ops) this.indexDir = dir;
+    for (const e of await upper.fs.readdir(dir)) {
       const m = /^([0-9]+)-([0-9]+)$/.exec(e.name.toString('latin1'));
       if (!m) continue;
       const layer = this.stack.findIndex((l, i) => i > 0 && l.tag === Number(m[1]));
@@ -288,8 +292,8 @@ export class Overlay implements WritableFs {
       const layers = (n.upper !== null ? 1 : 0) + (n.lowers?.length ?? 0);
       // A merged directory's links are counted from its merged listing (the kernel shows 1).
       if (layers > 1) out.nlink = 2 + (await this.readdir(id)).filter((e) => e.type === 'd').length;
-    } else if (n.upper !== null && n.lower !== null && this.indexed.get(layerKey(n.lower.layer, n.lower.id)) === n.upper) {
-      out.nlink = Math.max(0, st.nlink - 1) + (await this.lowerLinks(n.upper));
+    } else if (src.layer === 0 && this.hasUpper && (await this.isIndexed(n, st))) {
+      out.nlink = Math.max(0, st.nlink - 1) + (await this.lowerLinks(n.upper!));
     }
     return out;
   }
@@ -414,6 +418,18 @@ export class Overlay implements WritableFs {
     if (n.refs > 0) await this.requireWritable().fs.ref(upper);
   }
 
+  /**
+   * Renames a finished copy from work/ into its parent, then gives the parent
+   * back the times it had (as the kernel does: a copy-up is no change of the
+   * directory users see).
+   */
+  private async installCopy(tmp: Buffer, parentUpper: InodeId, name: Buffer): Promise<void> {
+    const ops = this.requireWritable();
+    const pst = await ops.fs.getattr(parentUpper);
+    await ops.fs.rename(ops.work, tmp, parentUpper, name);
+    await ops.fs.setattr(parentUpper, { atime: { sec: pst.atime, nsec: pst.atimeNsec }, mtime: { sec: pst.mtime, nsec: pst.mtimeNsec } });
+  }
+
   /** Copies a directory (not its entries) and its parents up; returns its upper directory. Lock held. */
   private async copyUpDir(n: Node): Promise<InodeId> {
     if (n.upper !== null) return n.upper;
@@ -425,7 +441,7 @@ export class Overlay implements WritableFs {
     const st = await this.stack[src.layer]!.fs.getattr(src.id);
     const ino = await this.inoOf(n, st, src.layer);
     const built = await buildCopy(this.stack, ops, src, ino);
-    await ops.fs.rename(ops.work, built.tmp, parentUpper, n.name);
+    await this.installCopy(built.tmp, parentUpper, n.name);
     await this.adoptUpper(n, built.id);
     n.parent!.listing = null;
     return built.id;
@@ -440,6 +456,15 @@ export class Overlay implements WritableFs {
     const st = await this.stack[src.layer]!.fs.getattr(src.id);
     const ino = await this.inoOf(n, st, src.layer);
     const built = await buildCopy(this.stack, ops, src, ino, dataLimit);
+    if (n.dead) {
+      // Written after its last name went (an open, unlinked file): the copy lives on, nameless,
+      // as long as references hold it.
+      await this.adoptUpper(n, built.id);
+      if (n.refs === 0) await ops.fs.ref(built.id);
+      await ops.fs.unlink(ops.work, built.tmp);
+      if (n.refs === 0) await ops.fs.unref(built.id);
+      return built.id;
+    }
     if (this.useIndex && this.indexDir !== null && st.nlink > 1) {
       // The kernel's index idea: the copy is one inode for every name of the lower inode.
       const idxName = Buffer.from(`${this.stack[src.layer]!.tag}-${src.id}`);
@@ -447,7 +472,7 @@ export class Overlay implements WritableFs {
       await setInternalXattr(ops.fs, built.id, XATTR_LOWER_LINKS, XATTR_USER_LOWER_LINKS, Buffer.from(String(st.nlink - 1)));
       this.indexed.set(layerKey(src.layer, src.id), built.id);
     }
-    await ops.fs.rename(ops.work, built.tmp, parentUpper, n.name);
+    await this.installCopy(built.tmp, parentUpper, n.name);
     await this.adoptUpper(n, built.id);
     n.parent!.listing = null;
     return built.id;
@@ -467,9 +492,22 @@ export class Overlay implements WritableFs {
     await setInternalXattr(this.requireWritable().fs, upper, XATTR_LOWER_LINKS, XATTR_USER_LOWER_LINKS, Buffer.from(String(v)));
   }
 
-  /** Whether `n` is a copy in the hard-link index. */
-  private isIndexed(n: Node): boolean {
-    return n.upper !== null && n.lower !== null && this.indexed.get(layerKey(n.lower.layer, n.lower.id)) === n.upper;
+  /**
+   * Whether `n`'s upper object is a copy in the hard-link index: known from
+   * the copy-up or the index map, else (a name found in the upper after a
+   * remount) from the lower-links mark an index copy carries.
+   */
+  private async isIndexed(n: Node, upperStat?: Stat): Promise<boolean> {
+    if (n.indexed !== null) return n.indexed;
+    if (n.upper === null || !this.hasUpper) return false;
+    if (n.lower !== null && this.indexed.get(layerKey(n.lower.layer, n.lower.id)) === n.upper) n.indexed = true;
+    else {
+      const st = upperStat ?? (await this.stack[0]!.fs.getattr(n.upper));
+      if (st.nlink < 2) return false;
+      const names = await this.stack[0]!.fs.listxattr(n.upper);
+      n.indexed = names.some((x) => x.equals(XATTR_LOWER_LINKS) || x.equals(XATTR_USER_LOWER_LINKS));
+    }
+    return n.indexed;
   }
 
   /**
@@ -477,12 +515,12 @@ export class Overlay implements WritableFs {
    * the upper: a copy-up, or for another name of an indexed inode a link to
    * the copy. Lock held.
    */
-  private async nameUp(parent: Node, name: Buffer, r: Resolution, n: Node): Promise<void> {
+  private async nameUp(parent: Node, name: Buffer, r: Resolution, n: Node, dataLimit?: number): Promise<void> {
     if (r.upper !== null) return;
     if (n.upper === null) {
       n.parent = parent;
       n.name = Buffer.from(name);
-      await this.copyUpFile(n);
+      await this.copyUpFile(n, dataLimit);
       return;
     }
     // An alias of an indexed inode: link the copy in its place and count one lower name less.
@@ -491,6 +529,22 @@ export class Overlay implements WritableFs {
     await ops.fs.link(n.upper, pu, name);
     await this.addLowerLinks(n.upper, -1);
     parent.listing = null;
+  }
+
+  /**
+   * Before a name of a hard-linked lower inode goes (unlink, rename over it):
+   * as the kernel with index=on, the inode is copied up to the index and the
+   * name linked in the upper, so the names left keep one inode and a right
+   * link count. Updates `r.upper`. Lock held.
+   */
+  private async upBeforeRemoval(p: Node, name: Buffer, r: Resolution, n: Node): Promise<void> {
+    if (r.upper !== null || !this.useIndex || r.type === 'd') return;
+    if (n.upper === null) {
+      const st = await this.stack[n.lower!.layer]!.fs.getattr(n.lower!.id);
+      if (st.nlink < 2) return;
+    }
+    await this.nameUp(p, name, r, n);
+    r.upper = (await this.requireWritable().fs.lookup((await this.copyUpDir(p)), name)) ?? null;
   }
 
   // ---- writes ----
@@ -683,6 +737,7 @@ export class Overlay implements WritableFs {
       if (r.type === 'd') throw withErrno('EISDIR');
       const n = this.bind(p, name, r);
       const pu = await this.copyUpDir(p);
+      await this.upBeforeRemoval(p, name, r, n);
       if (r.upper !== null) {
         if (await lowerPositive(this.stack, this.hasUpper, p, name)) {
           const tmp = await ops.moveOutWithWhiteout(pu, name);
@@ -690,7 +745,7 @@ export class Overlay implements WritableFs {
         } else await ops.fs.unlink(pu, name);
       } else {
         await writeWhiteout(ops.fs, pu, name, ops.encoding, ROOT_OWNER);
-        if (this.isIndexed(n)) await this.addLowerLinks(n.upper!, -1);
+        if (await this.isIndexed(n)) await this.addLowerLinks(n.upper!, -1);
       }
       p.listing = null;
       await this.afterNameGone(n);
@@ -823,6 +878,7 @@ export class Overlay implements WritableFs {
         np.listing = null;
         return;
       }
+      if (dst && rt.type !== 'd') await this.upBeforeRemoval(np, newName, rt, dst);
       const srcLower = await lowerPositive(this.stack, this.hasUpper, op, oldName);
       const dstLower = await lowerPositive(this.stack, this.hasUpper, np, newName);
       if (isDirType(rs.type)) await this.markMovedDir(src, np, dstLower);
