@@ -73,8 +73,8 @@ async function buildLower(): Promise<Buffer> {
   return bytes;
 }
 
-async function lowerModel(): Promise<ModelFs> {
-  const m = new ModelFs({ blockSize: BLOCK });
+async function lowerModel(blockSize = BLOCK): Promise<ModelFs> {
+  const m = new ModelFs({ blockSize });
   m.addDir(m.rootId, 'lost+found', 0o700);
   const driver = new VfsDriver(m);
   for (const op of LOWER_OPS) await driver.apply(op);
@@ -151,18 +151,22 @@ if (isRoot) {
   let n = 0;
   const dirUpper: ConformanceTarget = {
     name: 'Overlay (DirLayer upper over an ext3 lower, root)',
-    capabilities: caps,
+    // The host directory holds symlink targets up to 4095 bytes.
+    capabilities: { ...caps, blockSize: 4096 },
     async open(o) {
       const path = join(dir, `dirup-${n++}`);
       mkdirSync(path);
       const open = async (writable: boolean): Promise<Overlay> => {
         const lower = await lowerLayer(o.seed === 0);
         if (writable) return Overlay.open({ lowers: [lower], upper: await openDirLayer(path, { writable: true }) });
-        return Overlay.open({ lowers: [await openDirLayer(path, { writable: false }), lower] });
+        // The same stack opened read-only: the upper directory read-only, its index still read.
+        const ro = await openDirLayer(path, { writable: false });
+        const work = (await ro.fs.lookup(ro.fs.rootId, Buffer.from('work')))!;
+        return Overlay.open({ lowers: [lower], upper: { ...ro, fs: ro.fs as unknown as UpperLayer['fs'], work, encoding: 'kernel' } });
       };
       return {
         fs: await open(true),
-        ...(o.seed === 0 ? { init: emptyInit } : { model: await lowerModel() }),
+        ...(o.seed === 0 ? { init: emptyInit } : { model: await lowerModel(4096) }),
         exclude: ['/lost+found'],
         reopen: async (writable) => ({ fs: await open(writable) }),
         close: async () => rmSync(path, { recursive: true, force: true }),
