@@ -10,6 +10,9 @@ import { FsError, isFileProblem } from './errors.js';
 import { registerSifCommands } from './commands/sif.js';
 import { registerInspectCommands } from './commands/inspect.js';
 import { registerOverlayCommands } from './commands/overlay.js';
+import { registerBuildCommand } from './commands/build.js';
+import { registerContainerCommands } from './commands/exec.js';
+import { registerDemoCommand } from './commands/demo.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -22,6 +25,9 @@ export function buildProgram(): Command {
   registerSifCommands(program);
   registerInspectCommands(program);
   registerOverlayCommands(program);
+  registerBuildCommand(program);
+  registerContainerCommands(program);
+  registerDemoCommand(program);
   return program;
 }
 
@@ -58,6 +64,7 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   throw err;
 });
 
+// A command that ran another program (exec, run, shell) has set its exit status already.
 main(process.argv).then((code) => {
-  process.exitCode = code;
+  if (code !== 0 || process.exitCode === undefined) process.exitCode = code;
 });

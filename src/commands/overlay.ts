@@ -8,6 +8,8 @@ import { isFileProblem, UsageError } from '../errors.js';
 import { openExt3 } from '../ext3/index.js';
 import { mkfsExt3 } from '../ext3/mkfs.js';
 import { FileRegion } from '../io/file-region.js';
+import { DataType, FsType, isSifHeader, PartType, SifImage } from '../sif/index.js';
+import { hostGoArch } from '../sif/types.js';
 
 /**
  * `sifuse overlay create`: a new ext3 overlay image file, as
@@ -91,12 +93,72 @@ function describeExisting(image: string): string {
   return 'already exists';
 }
 
-/** Creates the overlay image `image`; throws (leaving nothing behind) on any failure. */
+
+function isSifFile(image: string): boolean {
+  try {
+    const fd = fs.openSync(image, 'r');
+    try {
+      const head = Buffer.alloc(64);
+      return isSifHeader(head.subarray(0, fs.readSync(fd, head, 0, 64, 0)));
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Why a SIF cannot take an overlay partition (Apptainer's refusals,
+ * reference/sif-and-apptainer.md B.1), or null. `sif` is open read-write.
+ */
+function refuseSif(sif: SifImage): string | null {
+  const primary = sif.primaryPartition();
+  if (primary?.partition?.fsType === FsType.EncryptedSquashfs) {
+    return 'the root filesystem is encrypted: an overlay partition cannot be added to it';
+  }
+  if (sif.descriptors((d) => d.dataType === DataType.Signature).length > 0) {
+    return 'the SIF image is signed: adding an overlay partition would invalidate its signature';
+  }
+  const group = primary?.groupId ?? 1;
+  const existing = sif.descriptors(
+    (d) => d.partition?.fsType === FsType.Ext3 && d.partition.partType === PartType.Overlay && d.groupId === group,
+  )[0];
+  if (existing) {
+    return `a writable overlay partition already exists in the SIF image (object ${existing.id}); delete it first with \`sifuse sif del ${existing.id} IMAGE\``;
+  }
+  return null;
+}
+
+/**
+ * Creates the overlay image `image`, or, when `image` is an existing SIF,
+ * adds an ext3 overlay partition to it (Partition, Ext3, Overlay, the
+ * primary partition's architecture, group 1, 4096 alignment) as `apptainer
+ * overlay create` does. Throws (leaving nothing behind: no file, an
+ * unchanged SIF) on any failure.
+ */
 export async function createOverlayImage(image: string, opts: OverlayCreateOptions): Promise<void> {
   if (!Number.isSafeInteger(opts.sizeMiB) || opts.sizeMiB < MIN_SIZE_MIB) {
     throw new UsageError(`image size must be equal or greater than ${MIN_SIZE_MIB} MiB`, image);
   }
-  if (fs.existsSync(image) || isDanglingLink(image)) throw new UsageError(describeExisting(image), image);
+  let sif: SifImage | null = null;
+  if (fs.existsSync(image) || isDanglingLink(image)) {
+    if (!isSifFile(image)) throw new UsageError(describeExisting(image), image);
+    sif = await SifImage.open(image, { writable: true });
+    const why = refuseSif(sif);
+    if (why) {
+      await sif.close();
+      throw new UsageError(why, image);
+    }
+  }
+  try {
+    await buildOverlay(image, opts, sif);
+  } finally {
+    await sif?.close();
+  }
+}
+
+async function buildOverlay(image: string, opts: OverlayCreateOptions, sif: SifImage | null): Promise<void> {
   const dirs = opts.createDirs.map((d) => createDirComponents(d, image));
   const uid = opts.owner?.uid ?? (opts.fakeroot ? 0 : process.getuid?.() ?? 0);
   const gid = opts.owner?.gid ?? (opts.fakeroot ? 0 : process.getgid?.() ?? 0);
@@ -163,12 +225,24 @@ export async function createOverlayImage(image: string, opts: OverlayCreateOptio
     } finally {
       await engine.close();
     }
-    // link(2) fails if the target appeared meanwhile: never replace someone's file.
-    try {
-      fs.linkSync(tmp, image);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new UsageError(describeExisting(image), image);
-      throw err;
+    if (sif) {
+      // The SIF library writes data, then descriptor, then header, and restores the file on failure.
+      const arch = sif.primaryPartition()?.partition?.arch ?? sif.primaryArch;
+      await sif.add({
+        dataType: DataType.Partition,
+        data: { path: tmp },
+        groupId: 1,
+        alignment: 4096,
+        partition: { fsType: FsType.Ext3, partType: PartType.Overlay, arch: arch && arch !== 'unknown' ? arch : hostGoArch() },
+      });
+    } else {
+      // link(2) fails if the target appeared meanwhile: never replace someone's file.
+      try {
+        fs.linkSync(tmp, image);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new UsageError(describeExisting(image), image);
+        throw err;
+      }
     }
     fs.rmSync(tmp, { force: true });
     created = false;
@@ -243,11 +317,11 @@ export function registerOverlayCommands(program: Command): void {
   overlay
     .command('create')
     .description(
-      'create a new ext3 overlay image file with upper/ and work/ (no mkfs.ext3 needed). ' +
-        'Only image files: adding an overlay partition to a SIF comes in a later version, ' +
-        'and an existing file is never modified.',
+      'create a new ext3 overlay image file with upper/ and work/ (no mkfs.ext3 needed), ' +
+        'or add one as an overlay partition to an existing SIF (then use it with --writable). ' +
+        'Any other existing file is never modified.',
     )
-    .argument('<image>', 'path of the new overlay image file')
+    .argument('<image>', 'path of the new overlay image file, or an existing SIF')
     .option('-s, --size <MiB>', `size of the image in MiB (at least ${MIN_SIZE_MIB})`, parseSize, MIN_SIZE_MIB)
     .option('-S, --sparse', 'create a sparse file (space is allocated as the overlay fills)')
     .option('--create-dir <dir>', 'also create DIR inside upper/ (repeatable)', collect, [] as string[])

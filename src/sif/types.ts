@@ -153,6 +153,15 @@ export function archBytes(goArch: string): Buffer {
   return Buffer.from(`${String(code).padStart(2, '0')}\0`, 'latin1');
 }
 
+/** Go's GOARCH name for Node's process.arch (what a SIF built on this host records), 'unknown' if none. */
+export function hostGoArch(nodeArch: string = process.arch): string {
+  const map: Record<string, string> = {
+    x64: 'amd64', ia32: '386', arm: 'arm', arm64: 'arm64', ppc64: 'ppc64le', s390x: 's390x',
+    riscv64: 'riscv64', loong64: 'loong64', mips: 'mips', mipsel: 'mipsle',
+  };
+  return map[nodeArch] ?? 'unknown';
+}
+
 /** The Go arch name for 3 on-disk bytes; "unknown" unless they are exactly a known code. */
 export function archFromBytes(bytes: Uint8Array): string {
   if (bytes.length !== 3 || bytes[2] !== 0) return 'unknown';

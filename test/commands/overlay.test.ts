@@ -154,8 +154,10 @@ describe('sifuse overlay create', () => {
     sifBytes.write('SIF_MAGIC', 32);
     fs.writeFileSync(sif, sifBytes);
     r = await sifuse(['overlay', 'create', sif]);
+    // A damaged SIF: one line naming it, and not a byte changed.
     expect(r.exitCode).toBe(1);
-    expect(r.stderr).toContain(`${sif}: is a SIF image`);
+    expect(r.stderr.split('\n').filter(Boolean)).toHaveLength(1);
+    expect(r.stderr).toMatch(new RegExp(`^sifuse: ${sif.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: `));
     expect(fs.readFileSync(sif).equals(sifBytes)).toBe(true);
 
     const other = path.join(dir, 'notes.txt');
@@ -262,4 +264,55 @@ describe('sifuse overlay create', () => {
       await engine.close();
     }
   });
+
+  it('adds an ext3 overlay partition to a SIF, as apptainer overlay create SIF does, and refuses what Apptainer refuses', async () => {
+    const tree = path.join(dir, 'sif-tree');
+    fs.mkdirSync(path.join(tree, 'etc'), { recursive: true });
+    fs.writeFileSync(path.join(tree, 'etc', 'hostname'), 'box\n');
+    const sqfs = path.join(dir, 'root.sqfs');
+    await execa('mksquashfs', [tree, sqfs, '-noappend', '-all-root', '-quiet']);
+    const makeSif = async (name: string, partfs = '1') => {
+      const f = path.join(dir, name);
+      await execa('siftool', ['new', f]);
+      await execa('siftool', ['add', f, sqfs, '--datatype', '4', '--parttype', '2', '--partfs', partfs, '--partarch', '2', '--groupid', '1']);
+      return f;
+    };
+    const sif = await makeSif('with-overlay.sif');
+    let r = await sifuse(['overlay', 'create', '--sparse', '--create-dir', '/data', sif]);
+    expect(r.stderr).toBe('');
+    expect(r.exitCode).toBe(0);
+    const list = (await execa('siftool', ['list', sif])).stdout;
+    const row = list.split('\n').find((l) => l.includes('Ext3/Overlay'));
+    expect(row).toMatch(/^2\s+\|1\s+\|NONE\s+\|(\d+)-(\d+)\s+\|FS \(Ext3\/Overlay\/amd64\)$/);
+    const [, start, end] = /\|(\d+)-(\d+)/.exec(row!)!;
+    expect(Number(start) % 4096).toBe(0);
+    expect(Number(end) - Number(start)).toBe(64 * MiB);
+    // The partition is a clean ext3 with the overlay layout.
+    const part = path.join(dir, 'partition-2.img');
+    fs.writeFileSync(part, (await execa('siftool', ['dump', '2', sif], { encoding: 'buffer' })).stdout);
+    expect((await execa('e2fsck', ['-fn', part], { reject: false })).exitCode).toBe(0);
+    r = await sifuse(['ls', '--partition', '2', sif, '/upper']);
+    expect(r.stdout.split('\n')).toEqual(['data']);
+    expect((await sifuse(['cat', sif, '/etc/hostname'])).stdout).toBe('box');
+
+    // Refusals: a second overlay, a signed image, an encrypted root filesystem; the SIF unchanged each time.
+    const refused = async (file: string, message: string) => {
+      const before = fs.readFileSync(file);
+      const res = await sifuse(['overlay', 'create', '--sparse', file]);
+      expect(res.exitCode).toBe(1);
+      expect(res.stderr.trim().split('\n')).toHaveLength(1);
+      expect(res.stderr).toContain(`sifuse: ${file}: ${message}`);
+      expect(fs.readFileSync(file).equals(before)).toBe(true);
+    };
+    await refused(sif, 'a writable overlay partition already exists in the SIF image (object 2)');
+    const signed = await makeSif('signed.sif');
+    const sig = path.join(dir, 'sig.bin');
+    fs.writeFileSync(sig, 'not really a signature');
+    await execa('siftool', ['add', signed, sig, '--datatype', '5', '--signhash', '1', '--signentity', 'a'.repeat(40), '--link', '1']);
+    await refused(signed, 'the SIF image is signed');
+    const encrypted = await makeSif('encrypted.sif', '5');
+    await refused(encrypted, 'the root filesystem is encrypted');
+    expect(leftovers()).toEqual([]);
+  });
 });
+
