@@ -10,6 +10,7 @@ import { FsError, isFileProblem } from './errors.js';
 import { registerSifCommands } from './commands/sif.js';
 import { registerInspectCommands } from './commands/inspect.js';
 import { registerOverlayCommands } from './commands/overlay.js';
+import { registerMountCommands } from './commands/mount.js';
 import { registerBuildCommand } from './commands/build.js';
 import { registerContainerCommands } from './commands/exec.js';
 import { registerDemoCommand } from './commands/demo.js';
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerSifCommands(program);
   registerInspectCommands(program);
   registerOverlayCommands(program);
+  registerMountCommands(program);
   registerBuildCommand(program);
   registerContainerCommands(program);
   registerDemoCommand(program);

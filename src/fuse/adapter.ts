@@ -75,7 +75,7 @@ export class FuseAdapter implements FuseHandlers {
   private nextFh = 1;
   private exitHandler: (() => void) | null = null;
 
-  constructor(private readonly fs: ReadableFs, private readonly opts: AdapterOptions) {
+  constructor(private readonly fs: ReadableFs, opts: AdapterOptions) {
     this.nodes = new NodeTable(fs, (err) => opts.log(`unref: ${describe(err)}`));
   }
 
@@ -200,7 +200,7 @@ export class FuseAdapter implements FuseHandlers {
     const id = this.nodes.id(nodeid);
     if ((flags & O_ACCMODE) !== 0 && !this.fs.writable) throw new FsError('EROFS');
     if (flags & O_TRUNC) await this.wfs.truncate(id, 0);
-    r.open(0, { keepCache: true });
+    r.open(0, { keepCache: true, noflush: true });
   }
 
   async read(r: FuseRequest, nodeid: number, size: number, offset: number): Promise<void> {
@@ -240,7 +240,7 @@ export class FuseAdapter implements FuseHandlers {
    * the reply (the kernel may FORGET it as soon as it has the page), and the
    * ones that did not fit are released after.
    */
-  async readdirplus(r: FuseRequest, nodeid: number, size: number, offset: number, fh: number): Promise<void> {
+  async readdirplus(r: FuseRequest, _nodeid: number, size: number, offset: number, fh: number): Promise<void> {
     const h = this.dirs.get(fh);
     if (!h) throw new FsError('EBADF');
     const total = h.entries.length + 2;
@@ -359,7 +359,7 @@ export class FuseAdapter implements FuseHandlers {
     }
     const st = await this.fs.getattr(id);
     const nodeid = await this.nodes.acquire(id);
-    r.create(this.entryOf(nodeid, st), 0, { keepCache: true });
+    r.create(this.entryOf(nodeid, st), 0, { keepCache: true, noflush: true });
   }
 
   async lseek(r: FuseRequest, nodeid: number, offset: number, whence: number): Promise<void> {
