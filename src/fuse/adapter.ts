@@ -42,14 +42,16 @@ const S_ISGID = 0o2000;
 
 const ERANGE = 34;
 const EOPNOTSUPP = 95;
+const ENODATA = 61;
 const ENXIO = 6;
 const EINVAL = 22;
 
 /*
- * ACL and SELinux names are answered EOPNOTSUPP without asking the engine:
- * the mount does not enable FUSE_CAP_POSIX_ACL (the kernel checks modes only,
- * default_permissions), so these names mean nothing here, and EOPNOTSUPP makes
- * coreutils stop asking for the device (fuse-binding.md §2a).
+ * An absent ACL or SELinux name is answered EOPNOTSUPP, not ENODATA: the
+ * mount does not enable FUSE_CAP_POSIX_ACL (the kernel checks modes only,
+ * default_permissions), and EOPNOTSUPP makes coreutils stop asking for the
+ * device (fuse-binding.md §2a); one the image stores is still shown. Setting
+ * them is refused for the same reason.
  */
 const NO_XATTR_PREFIXES = [Buffer.from('system.posix_acl_'), Buffer.from('security.selinux')];
 
@@ -318,12 +320,11 @@ export class FuseAdapter implements FuseHandlers {
   }
 
   async getxattr(r: FuseRequest, nodeid: number, name: Buffer, size: number): Promise<void> {
-    if (refusedXattr(name)) {
-      r.err(EOPNOTSUPP);
+    const v = await this.fs.getxattr(this.nodes.id(nodeid), name);
+    if (v === null) {
+      r.err(refusedXattr(name) ? EOPNOTSUPP : ENODATA);
       return;
     }
-    const v = await this.fs.getxattr(this.nodes.id(nodeid), name);
-    if (v === null) throw new FsError('ENODATA');
     if (size === 0) r.xattrSize(v.length);
     else if (v.length > size) r.err(ERANGE);
     else r.buf(v);
