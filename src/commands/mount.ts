@@ -52,7 +52,8 @@ function runtimeDir(): string {
   return dir;
 }
 
-function pidFile(mountpoint: string): string {
+/** Where the daemon serving `mountpoint` records its pid while it runs. */
+export function pidFile(mountpoint: string): string {
   const key = createHash('sha256').update(path.resolve(mountpoint)).digest('hex').slice(0, 16);
   return path.join(runtimeDir(), `mount-${key}.pid`);
 }
