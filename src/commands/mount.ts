@@ -115,7 +115,7 @@ async function foreground(positional: string[], flags: MountFlags): Promise<void
       await serve({
         fs: stack.fs,
         mountpoint,
-        fsname: stack.fsname,
+        fsname: path.resolve(stack.fsname),
         mountOptions: stack.mountOptions,
         debug: !!flags.debug,
         stats: !!flags.stats,

@@ -44,7 +44,8 @@ export interface Stack {
  */
 const PASS_THROUGH = new Set(['noatime', 'relatime', 'strictatime', 'nodiratime', 'nodev', 'nosuid', 'noexec', 'dev',
   'suid', 'exec', 'rw', 'allow_other', 'allow_root']);
-const IGNORED_WITH_REASON = new Set(['default_permissions']);
+/** Options that are already what sifuse does, or that only mount(8) acts on. */
+const IGNORED_WITH_REASON = new Set(['default_permissions', 'noacl', 'defaults', 'auto', 'noauto', 'nofail', '_netdev', 'user', 'users']);
 
 export function parseOverlayfsOptions(options: string[]): { request: StackRequest; mountOptions: string[] } {
   const request: StackRequest = {};
@@ -58,7 +59,7 @@ export function parseOverlayfsOptions(options: string[]): { request: StackReques
     else if (key === 'workdir') request.workdir = value;
     else if (key === 'ro') request.writable = false;
     else if (PASS_THROUGH.has(key) && eq < 0) mountOptions.push(key);
-    else if (IGNORED_WITH_REASON.has(key)) continue;
+    else if ((IGNORED_WITH_REASON.has(key) || key.startsWith('x-')) && eq < 0) continue;
     else throw new UsageError(`mount option "${key}" is not supported by sifuse`);
   }
   if (request.lowerdirs !== undefined && request.lowerdirs.length === 0) throw new UsageError('lowerdir= names no layer');
