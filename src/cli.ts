@@ -21,6 +21,8 @@ const GROUPS: ReadonlyArray<{ commands: readonly string[]; load: () => Promise<R
   { commands: ['manifest', 'ls', 'cat'], load: async () => (await import('./commands/inspect.js')).registerInspectCommands },
   { commands: ['overlay'], load: async () => (await import('./commands/overlay.js')).registerOverlayCommands },
   { commands: ['build'], load: async () => (await import('./commands/build.js')).registerBuildCommand },
+  { commands: ['exec', 'run', 'shell'], load: async () => (await import('./commands/exec.js')).registerContainerCommands },
+  { commands: ['demo'], load: async () => (await import('./commands/demo.js')).registerDemoCommand },
 ];
 
 /** The program with the groups `argv` needs registered (all of them when `argv` is not given). */
@@ -71,6 +73,7 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   throw err;
 });
 
+// A command that ran another program (exec, run, shell) has set its exit status already.
 main(process.argv).then((code) => {
-  process.exitCode = code;
+  if (code !== 0 || process.exitCode === undefined) process.exitCode = code;
 });

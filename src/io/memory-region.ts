@@ -1,4 +1,4 @@
-import { CorruptError } from '../errors.js';
+import { InternalError } from '../errors.js';
 import { checkRange, type ByteStore } from './byte-source.js';
 
 /** A region held in memory: fixtures, fuzzing, and the tmpfs-like upper. Same bounds rules as FileRegion. */
@@ -34,7 +34,7 @@ export class MemoryRegion implements ByteStore {
   }
 
   async write(position: number, data: Uint8Array): Promise<void> {
-    if (!this.writable) throw new CorruptError('region is read-only', this.name);
+    if (!this.writable) throw new InternalError('region is read-only', this.name);
     this.check(position, data.length, 'write');
     this.bytes.set(data, position);
   }

@@ -20,12 +20,10 @@ import { execa } from 'execa';
 import { closeSync, mkdirSync, openSync, symlinkSync, linkSync, writeFileSync, writeSync, ftruncateSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { hasTool, isRoot, makeTempDir, removeTempDir, skipNote, treeManifest } from '../tools/helpers.js';
-import { engineManifestLines as engineLines, loadEngine, openImageFile } from '../tools/ext3-engine.js';
-import { diffLines, walkManifest } from './model-manifest.js';
-import { fsck, loopMount, mkfsExt3, unmount } from './model-harness.js';
+import { engineManifestLines as engineLines, openImageFile } from '../tools/ext3-engine.js';
+import { diffLines, walkManifest } from '../conformance/manifest.js';
+import { fsck, loopMount, mkfsExt3, unmount } from './image-tools.js';
 
-const engine = await loadEngine();
-if (!engine) skipNote('ext3 engine reads of special images', 'the ext3 engine (openExt3 in src/ext3/index.ts) has not landed yet');
 if (!isRoot) skipNote('kernel- and fuse2fs-populated images', 'loop and FUSE mounts need root');
 const haveFuse2fs = await hasTool('fuse2fs');
 if (!haveFuse2fs) skipNote('fuse2fs-populated image', 'fuse2fs is not installed (scripts/install-system-deps.sh installs it)');
@@ -84,7 +82,7 @@ async function populate(mnt: string, entries: number): Promise<void> {
   utimesSync(join(mnt, 'hard-1'), 1_000_000, 2_000_000);
 }
 
-describe.runIf(engine !== null)('special images read by the engine', () => {
+describe('special images read by the engine', () => {
   it('a sparse file over 4 GiB on 1 KiB blocks (triple indirect), mkfs.ext3 -d', async () => {
     const src = join(dir, 'big-src');
     mkdirSync(src);

@@ -27,16 +27,15 @@ import { copyFileSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { isRoot, makeTempDir, removeTempDir, skipNote, treeManifest } from '../tools/helpers.js';
-import { loadEngine, openImageFile } from '../tools/ext3-engine.js';
-import { ModelFs } from './model.js';
-import { OpGenerator, listTree } from './model-ops.js';
-import { VfsDriver } from './model-vfs.js';
-import { diffLines, walkManifest } from './model-manifest.js';
-import { FsTarget, KernelTarget, compareWithModel, fsck, loopMount, mkfsExt3, runSequence, unmount, type MkfsOptions } from './model-harness.js';
+import { openImageFile } from '../tools/ext3-engine.js';
+import { ModelFs } from '../conformance/model.js';
+import { OpGenerator, listTree } from '../conformance/ops.js';
+import { VfsDriver } from '../conformance/vfs.js';
+import { diffLines, walkManifest } from '../conformance/manifest.js';
+import { FsTarget, KernelTarget, compareWithModel, runSequence } from '../conformance/harness.js';
+import { fsck, loopMount, mkfsExt3, unmount, type MkfsOptions } from './image-tools.js';
 
-const engine = await loadEngine();
 if (!isRoot) skipNote('ext3 journal replay of kernel images', 'needs root (loop mounts, xfs_io shutdown)');
-if (!engine) skipNote('ext3 journal replay of kernel images', 'the ext3 engine (openExt3 in src/ext3/index.ts) has not landed yet');
 
 let dir: string;
 beforeAll(() => {
@@ -115,7 +114,7 @@ const CASES: { g: MkfsOptions; flush: boolean }[] = [
   { g: { blockSize: 2048, inodeSize: 256, sizeKiB: 32 * 1024 }, flush: false },
 ];
 
-describe.runIf(isRoot && engine !== null)('journal replay of images the kernel left needing recovery', () => {
+describe.runIf(isRoot)('journal replay of images the kernel left needing recovery', () => {
   for (const [i, c] of CASES.entries()) {
     const what = `${c.g.blockSize}-byte blocks, ${c.g.inodeSize}-byte inodes, shutdown ${c.flush ? '-f (log flushed)' : 'without log flush'}`;
     it(what, async () => {
@@ -167,7 +166,7 @@ describe.runIf(isRoot && engine !== null)('journal replay of images the kernel l
   }
 });
 
-describe.runIf(engine !== null)('journal replay of a crash snapshot of an image the engine had open', () => {
+describe('journal replay of a crash snapshot of an image the engine had open', () => {
   let snapshot: string;
   beforeAll(async () => {
     const image = join(dir, 'live.img');

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs the ext3 property harness's path operations with real syscalls (as root).
 
-    ext3-kernel-ops.py MOUNTPOINT
+    kernel-ops.py MOUNTPOINT
 
 chroots into MOUNTPOINT (so absolute symlink targets resolve inside it, as they
 do in the model), sets umask 0, then reads one JSON request per line on stdin
@@ -12,18 +12,55 @@ and answers one JSON line on stdout:
     {"cmd": "sync"}              -> {"ok": true}
     {"cmd": "quit"}              -> exits
 
-The op format is test/ext3/model-ops.ts's Op. Write data arrives as base64 in
+The op format is test/conformance/ops.ts's Op. Write data arrives as base64 in
 "data" (the TypeScript side expands the op's seed). "SKIPPED" marks what the
 harness does not do on a real kernel (opening device nodes, fifos and sockets
 for writing; chmod of a symlink, which Linux cannot do).
 """
 
 import base64
+import ctypes
 import errno
 import json
 import os
 import stat
 import sys
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD = -100
+RENAME_FLAGS = {"noreplace": 1, "exchange": 2, "whiteout": 4}
+
+
+def renameat2(old: str, new: str, flag: str) -> None:
+    r = LIBC.renameat2(AT_FDCWD, os.fsencode(old), AT_FDCWD, os.fsencode(new), RENAME_FLAGS[flag])
+    if r != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+class Stale(Exception):
+    """A broken lifetime rule: the outcome "STALE (...)", which the model never gives."""
+
+
+def race(p: str, data: bytes) -> None:
+    """The 'race' op done in order: open, unlink, re-create with data, read the old handle, close."""
+    if special(p):
+        raise OSError(0, "SKIPPED")
+    fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        before = os.pread(fd, st.st_size + 1, 0)
+        os.unlink(p)
+        new = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            if os.pwrite(new, data, 0) != len(data):
+                raise RuntimeError("short write")
+        finally:
+            os.close(new)
+        if os.pread(fd, len(before) + len(data) + 1, 0) != before or os.fstat(fd).st_nlink != st.st_nlink - 1:
+            raise Stale("an open unlinked file changed")
+    finally:
+        os.close(fd)
 
 
 def special(path: str) -> bool:
@@ -51,7 +88,12 @@ def run(op: dict, data: bytes) -> None:
     elif kind == "rmdir":
         os.rmdir(p)
     elif kind == "rename":
-        os.rename(op["from"], p)
+        if op.get("flags"):
+            renameat2(op["from"], p, op["flags"])
+        else:
+            os.rename(op["from"], p)
+    elif kind == "race":
+        race(p, data)
     elif kind in ("write", "truncate", "unlinkopen"):
         if special(p):
             raise OSError(0, "SKIPPED")
@@ -115,6 +157,8 @@ def main() -> int:
             try:
                 run(op, data)
                 reply = {"outcome": "ok"}
+            except Stale as e:
+                reply = {"outcome": f"STALE ({e})"}
             except OSError as e:
                 if e.errno == 0:
                     reply = {"outcome": "SKIPPED"}

@@ -1,23 +1,20 @@
 /**
  * The property-test driver: one random operation sequence applied to the
- * model and to a target (the ext3 engine through VfsDriver, or the kernel on a
- * loop mount through test/tools/ext3-kernel-ops.py), outcome by outcome, then
- * the two manifests and link structures compared.
- *
- * Also the image helpers the ext3 tests share: mkfs.ext3 with explicit
- * geometry, `e2fsck -fn`, loop mounts.
+ * model and to a target (any WritableFs through VfsDriver, or a kernel mount
+ * through test/tools/kernel-ops.py), outcome by outcome, then the two
+ * manifests and link structures compared. test/conformance/index.ts builds
+ * the per-backend suite on top of this.
  */
 import { execa } from 'execa';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface, type Interface } from 'node:readline';
-import type { WritableFs } from '../../src/engine.js';
+import type { InodeId, WritableFs } from '../../src/engine.js';
 import { ModelFs } from './model.js';
-import { OpGenerator, listTree, writeData, type Op, type Outcome } from './model-ops.js';
-import { VfsDriver } from './model-vfs.js';
-import { diffLines, escapeBytes, linkLines, maskMtime, walkManifest } from './model-manifest.js';
+import { ALL_FEATURES, OpGenerator, listTree, writeData, type Op, type OpFeatures, type Outcome } from './ops.js';
+import { VfsDriver } from './vfs.js';
+import { diffLines, escapeBytes, linkLines, maskMtime, walkManifest } from './manifest.js';
 
 export const TOOLS = join(dirname(fileURLToPath(import.meta.url)), '..', 'tools');
 export const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
@@ -34,93 +31,6 @@ export function timeoutFor(baseMs: number): number {
   return Math.round(baseMs * 4 * Math.max(1, Number.isFinite(f) && f > 0 ? f : 1));
 }
 
-export interface MkfsOptions {
-  blockSize: 1024 | 2048 | 4096;
-  inodeSize: 128 | 256;
-  sizeKiB: number;
-  /** Inode count (-N), for inode-exhaustion images. */
-  inodes?: number;
-  /** Source tree (-d). */
-  source?: string;
-  extra?: string[];
-}
-
-export async function mkfsExt3(image: string, o: MkfsOptions): Promise<void> {
-  const args = ['-q', '-F', '-b', String(o.blockSize), '-I', String(o.inodeSize)];
-  if (o.inodes) args.push('-N', String(o.inodes));
-  if (o.source) args.push('-d', o.source);
-  args.push(...(o.extra ?? []), image, `${o.sizeKiB}k`);
-  await execa('mkfs.ext3', args);
-}
-
-/**
- * `e2fsck -fn`: clean means exit 0 and no journal left to recover (e2fsck -n
- * skips recovery with only a warning and still exits 0, so an image closed
- * without clearing needs_recovery would otherwise pass). The output is
- * returned for messages.
- */
-export async function fsck(image: string): Promise<{ clean: boolean; output: string }> {
-  const r = await execa('e2fsck', ['-fn', image], { reject: false, all: true });
-  return fsckVerdict(r.exitCode, r.all ?? '');
-}
-
-function fsckVerdict(code: number | undefined, output: string): { clean: boolean; output: string } {
-  return { clean: code === 0 && !/skipping journal recovery/.test(output), output };
-}
-
-/**
- * `fsck()` through a long-lived helper (test/tools/ext3-fsck-server.py) that
- * spawns e2fsck itself: same command, same verdict, without forking the big
- * test process once per image. Requests are answered in order.
- */
-export class FsckServer {
-  private proc: ChildProcessWithoutNullStreams;
-  private lines: Interface;
-  private pending: { resolve: (line: string) => void; reject: (e: Error) => void }[] = [];
-  private stderr = '';
-
-  constructor() {
-    this.proc = spawn('python3', [join(TOOLS, 'ext3-fsck-server.py')], { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.proc.stderr.on('data', (d: Buffer) => (this.stderr += d.toString()));
-    this.lines = createInterface({ input: this.proc.stdout });
-    this.lines.on('line', (l) => this.pending.shift()?.resolve(l));
-    this.proc.on('exit', () => {
-      for (const p of this.pending.splice(0)) p.reject(new Error(`e2fsck helper exited: ${this.stderr}`));
-    });
-  }
-
-  check(image: string): Promise<{ clean: boolean; output: string }> {
-    return new Promise((resolve, reject) => {
-      if (this.proc.exitCode !== null) return reject(new Error(`e2fsck helper exited: ${this.stderr}`));
-      this.pending.push({
-        resolve: (l) => {
-          const r = JSON.parse(l) as { code: number; output: string };
-          resolve(fsckVerdict(r.code, r.output));
-        },
-        reject,
-      });
-      this.proc.stdin.write(JSON.stringify({ image }) + '\n');
-    });
-  }
-
-  async close(): Promise<void> {
-    if (this.proc.exitCode === null) {
-      const exited = new Promise((r) => this.proc.once('exit', r));
-      this.proc.stdin.end();
-      await exited;
-    }
-  }
-}
-
-export async function loopMount(image: string, mountpoint: string): Promise<void> {
-  mkdirSync(mountpoint, { recursive: true });
-  await execa('mount', ['-t', 'ext3', '-o', 'loop,nodev', image, mountpoint]);
-}
-
-export async function unmount(mountpoint: string): Promise<void> {
-  await execa('umount', [mountpoint]);
-}
-
 /** A manifest and link structure, as compared after each sequence. */
 export interface Snapshot {
   lines: string[];
@@ -134,26 +44,32 @@ export interface Target {
   snapshot(): Promise<Snapshot>;
 }
 
-async function fsSnapshot(fs: WritableFs, exclude: string[]): Promise<Snapshot> {
-  const entries = await walkManifest(fs, { exclude });
+async function fsSnapshot(fs: WritableFs, exclude: string[], root: InodeId | undefined): Promise<Snapshot> {
+  const entries = await walkManifest(fs, { exclude, root });
   return { lines: entries.map((e) => e.line), links: linkLines(entries) };
 }
 
-/** Any WritableFs (the engine; the model itself for self-tests) driven through VfsDriver. */
+/**
+ * Any WritableFs (an engine, a layer, the model itself for self-tests) driven
+ * through VfsDriver; `root` is the directory the ops see as '/' (default the
+ * engine's root).
+ */
 export class FsTarget implements Target {
   readonly label: string;
   private driver: VfsDriver;
   constructor(
     public fs: WritableFs,
     private exclude: string[] = [],
+    private root?: InodeId,
   ) {
     this.label = fs.name;
-    this.driver = new VfsDriver(fs);
+    this.driver = new VfsDriver(fs, { root });
   }
-  /** Points the target at a reopened engine. */
-  replace(fs: WritableFs): void {
+  /** Points the target at a reopened engine (and its root, when that is not the engine's root). */
+  replace(fs: WritableFs, root?: InodeId): void {
     this.fs = fs;
-    this.driver = new VfsDriver(fs);
+    this.root = root;
+    this.driver = new VfsDriver(fs, { root });
   }
   async apply(ops: Op[], concurrent: boolean): Promise<{ outcomes: Outcome[]; shortWrites: (number | null)[] }> {
     const one = (op: Op) => this.driver.applyDetailed(op);
@@ -163,11 +79,11 @@ export class FsTarget implements Target {
     return { outcomes: results.map((r) => r.outcome), shortWrites: results.map((r) => r.short) };
   }
   snapshot(): Promise<Snapshot> {
-    return fsSnapshot(this.fs, this.exclude);
+    return fsSnapshot(this.fs, this.exclude, this.root);
   }
 }
 
-/** A kernel loop mount (root only): ops run by the Python helper chrooted into it. */
+/** A kernel mount (root only: ext3 loop, overlayfs): ops run by the Python helper chrooted into it. */
 export class KernelTarget implements Target {
   readonly label = 'kernel';
   private proc: ChildProcessWithoutNullStreams;
@@ -176,7 +92,7 @@ export class KernelTarget implements Target {
   private stderr = '';
 
   constructor(readonly mountpoint: string) {
-    this.proc = spawn('python3', [join(TOOLS, 'ext3-kernel-ops.py'), mountpoint], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.proc = spawn('python3', [join(TOOLS, 'kernel-ops.py'), mountpoint], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.proc.stderr.on('data', (d: Buffer) => (this.stderr += d.toString()));
     this.lines = createInterface({ input: this.proc.stdout });
     this.lines.on('line', (l) => this.pending.shift()?.(l));
@@ -197,7 +113,7 @@ export class KernelTarget implements Target {
   async apply(ops: Op[]): Promise<{ outcomes: Outcome[]; shortWrites: (number | null)[] }> {
     const outcomes: Outcome[] = [];
     for (const op of ops) {
-      const data = op.op === 'write' || op.op === 'unlinkopen' ? writeData(op.seed, op.length).toString('base64') : '';
+      const data = op.op === 'write' || op.op === 'unlinkopen' || op.op === 'race' ? writeData(op.seed, op.length).toString('base64') : '';
       const r = await this.request({ cmd: 'op', op, data });
       if (typeof r.outcome !== 'string') throw new Error(`kernel helper: ${JSON.stringify(r)} ${this.stderr}`);
       outcomes.push(r.outcome);
@@ -242,6 +158,8 @@ export interface SequenceOptions {
   replay?: Op[];
   /** Small images: ENOSPC from the target is accepted for ops that allocate; the model then skips the op. */
   allowEnospc?: boolean;
+  /** What the target supports (default: everything); races are left out when ENOSPC is allowed (their outcome would be partial). */
+  features?: OpFeatures;
 }
 
 export interface SequenceLog {
@@ -257,7 +175,7 @@ export class SequenceMismatch extends Error {
 }
 
 const ALLOCATING = new Set(['mknod', 'mkdir', 'symlink', 'link', 'rename', 'write', 'truncate', 'setxattr', 'unlinkopen']);
-const CONCURRENT_SAFE = new Set(['mknod', 'mkdir', 'symlink', 'unlink', 'rmdir', 'write', 'truncate', 'chmod', 'chown', 'utimes', 'setxattr', 'removexattr']);
+const CONCURRENT_SAFE = new Set(['mknod', 'mkdir', 'symlink', 'unlink', 'rmdir', 'write', 'truncate', 'chmod', 'chown', 'utimes', 'setxattr', 'removexattr', 'race']);
 
 function describe(op: Op): string {
   return JSON.stringify(op, (_key, v) => (typeof v === 'string' && v.length > 40 ? `${v.slice(0, 12)}…(${v.length})` : v));
@@ -300,7 +218,8 @@ export async function runSequence(target: Target, o: SequenceOptions): Promise<S
   const driver = new VfsDriver(model);
   const exclude = o.exclude ?? [];
   const base = o.base ?? '/';
-  const gen = new OpGenerator(o.seed, { blockSize: o.blockSize, exclude, base, maxOffset: o.maxOffset, bigWrites: o.bigWrites });
+  const features = o.features && o.allowEnospc ? { ...o.features, races: false } : o.allowEnospc ? { ...ALL_FEATURES, races: false } : o.features;
+  const gen = new OpGenerator(o.seed, { blockSize: o.blockSize, exclude, base, maxOffset: o.maxOffset, bigWrites: o.bigWrites, features });
   const log: SequenceLog = { ops: [], outcomes: [], model, enospc: 0 };
   const excludeSet = new Set(exclude);
   const total = o.replay ? o.replay.length : o.ops;
@@ -355,6 +274,7 @@ export async function runSequence(target: Target, o: SequenceOptions): Promise<S
       const expected = await driver.apply(op);
       log.ops.push(op);
       log.outcomes.push(actual);
+      if (expected.startsWith('STALE')) throw new Error(`seed ${o.seed}: the model itself broke a lifetime rule: ${expected} (${describe(op)})`);
       if (expected !== actual) {
         const m = new SequenceMismatch(
           `seed ${o.seed}, op #${log.ops.length - 1} on ${target.label}: ${describe(op)}\n` +

@@ -15,13 +15,23 @@
  * inside rename, rmdir and unlink, ENAMETOOLONG, xattr flags) is the
  * filesystem's answer: the model's or the engine's. The same driver runs the
  * model and the engine; the kernel runs the same Ops with real syscalls in
- * test/tools/ext3-kernel-ops.py, which validates the model and this driver.
+ * test/tools/kernel-ops.py, which validates the model and this driver.
+ *
+ * renameat2 flags follow do_renameat2's order of checks: ENOENT for a missing
+ * source, EEXIST for noreplace onto a name, ENOENT for exchange with a missing
+ * target, then the traps (exchange answers EINVAL where a plain rename says
+ * ENOTEMPTY), then nothing at all for two names of one inode.
+ *
+ * The 'race' op (ops.ts) is the one place the driver itself is concurrent: it
+ * issues an open (ref), the unlink and the re-create of one name at once and
+ * checks the lifetime rules of src/engine.ts through the handle; a broken rule
+ * is the outcome 'STALE', which the model never gives.
  */
 import { FsError } from '../../src/errors.js';
 import { S_IFMT, typeBits, type InodeId, type WritableFs } from '../../src/engine.js';
 import { makedev } from '../../src/engine.js';
 import { typeOfMode } from './model.js';
-import { writeData, xattrValue, type Op, type Outcome } from './model-ops.js';
+import { writeData, xattrValue, type Op, type Outcome } from './ops.js';
 
 /** Linux PATH_MAX, NUL included. */
 const PATH_MAX = 4096;
@@ -49,13 +59,29 @@ export interface VfsOptions {
   /** The uid/gid new objects get (the caller's). */
   uid?: number;
   gid?: number;
+  /** The directory paths start from ('/' of the ops; default fs.rootId), as a chroot: '..' and absolute symlinks stay inside. */
+  root?: InodeId;
 }
 
+/** A broken lifetime rule seen by the 'race' op. */
+class StaleHandle extends Error {}
+
+/** Yields to the event loop's microtask queue `n` times (orders the parties of a race). */
+async function yields(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await Promise.resolve();
+}
+
+/** [opener delay, remover delay] in microtask yields, indexed by a race op's `order`. */
+const RACE_ORDERS: readonly (readonly [number, number])[] = [[0, 0], [0, 1], [1, 0], [0, 4], [4, 0], [12, 0]];
+
 export class VfsDriver {
+  readonly root: InodeId;
   constructor(
     readonly fs: WritableFs,
     private readonly options: VfsOptions = {},
-  ) {}
+  ) {
+    this.root = options.root ?? fs.rootId;
+  }
 
   private async type(id: InodeId): Promise<string> {
     return typeOfMode((await this.fs.getattr(id)).mode);
@@ -63,7 +89,7 @@ export class VfsDriver {
 
   /** Walks `path`, following symlinks except in the last component. */
   async resolve(path: string): Promise<Resolved> {
-    const root = this.fs.rootId;
+    const root = this.root;
     let stack: InodeId[] = [root];
     let rest = path.split('/').filter((c) => c.length > 0).map((c) => Buffer.from(c));
     if (rest.length === 0) throw new PathError('EBUSY');
@@ -127,9 +153,56 @@ export class VfsDriver {
       return { outcome: 'ok', short };
     } catch (e) {
       if (e instanceof PathError) return { outcome: e.code, short: null };
+      if (e instanceof StaleHandle) return { outcome: `STALE (${e.message})`, short: null };
       if (e instanceof FsError) return { outcome: e.code, short: null };
       throw e;
     }
+  }
+
+  /**
+   * Open (ref) the file `r` names, unlink the name and create a new file with
+   * `data` there, all at once; then, if the open won, the handle must still
+   * read the old bytes with one link fewer (0 unless hard-linked elsewhere)
+   * and the new file must be another inode.
+   */
+  private async race(r: Resolved & { id: InodeId }, order: number, data: Buffer): Promise<void> {
+    const fs = this.fs;
+    const old = r.id;
+    const st = await fs.getattr(old);
+    const before = await fs.read(old, 0, st.size);
+    const [openDelay, removeDelay] = RACE_ORDERS[order % RACE_ORDERS.length]!;
+    const o = await this.owner(r.dir, 0o644, false);
+    const opener = (async () => {
+      await yields(openDelay);
+      try {
+        await fs.ref(old);
+        return true;
+      } catch (e) {
+        if (e instanceof FsError && e.code === 'ENOENT') return false;
+        throw e;
+      }
+    })();
+    const replacer = (async () => {
+      await yields(removeDelay);
+      await fs.unlink(r.dir, r.name);
+      const id = await fs.mknod(r.dir, r.name, { mode: typeBits('f') | o.mode, uid: o.uid, gid: o.gid });
+      if (data.length > 0) await fs.write(id, 0, data);
+      return id;
+    })();
+    const [opened, fresh] = await Promise.all([opener, replacer]);
+    if (opened) {
+      try {
+        if (fresh === old) throw new StaleHandle(`the new file reuses inode ${old} while it is open`);
+        const through = await fs.read(old, 0, Math.max(st.size, data.length) + 1);
+        if (!through.equals(before)) throw new StaleHandle(`an open handle of an unlinked file reads ${through.length} other bytes`);
+        const now = await fs.getattr(old);
+        if (now.nlink !== st.nlink - 1) throw new StaleHandle(`an open file with ${st.nlink} links has nlink ${now.nlink} after an unlink`);
+      } finally {
+        await fs.unref(old);
+      }
+    }
+    const got = await fs.read(fresh, 0, data.length + 1);
+    if (!got.equals(data)) throw new StaleHandle(`the re-created file reads ${got.length} other bytes`);
   }
 
   private async run(op: Op): Promise<number | null> {
@@ -190,10 +263,28 @@ export class VfsDriver {
           if (i >= 0) trap = i + 1 < to.stack.length ? to.stack[i + 1]! : null;
           else if (j >= 0) trap = j + 1 < from.stack.length ? from.stack[j + 1]! : null;
         }
+        if (op.flags === 'noreplace' && to.id !== null) throw new PathError('EEXIST');
+        if (op.flags === 'exchange' && to.id === null) throw new PathError('ENOENT');
         if (trap !== null && from.id === trap) throw new PathError('EINVAL');
-        if (trap !== null && to.id === trap) throw new PathError('ENOTEMPTY');
+        if (trap !== null && to.id === trap) throw new PathError(op.flags === 'exchange' ? 'EINVAL' : 'ENOTEMPTY');
         if (to.id === from.id) return null;
-        await fs.rename(from.dir, from.name, to.dir, to.name);
+        if (op.flags === 'whiteout') {
+          const o = await this.owner(from.dir, 0, false);
+          await fs.rename(from.dir, from.name, to.dir, to.name, { whiteout: { uid: o.uid, gid: o.gid } });
+        } else if (op.flags) {
+          await fs.rename(from.dir, from.name, to.dir, to.name, { [op.flags]: true });
+        } else {
+          await fs.rename(from.dir, from.name, to.dir, to.name);
+        }
+        return null;
+      }
+      case 'race': {
+        const r = await this.existing(op.path);
+        const t = await this.type(r.id);
+        if (t === 'd') throw new PathError('EISDIR');
+        if (t === 'l') throw new PathError('ELOOP');
+        if (t !== 'f') throw new PathError('SKIPPED');
+        await this.race(r, op.order, writeData(op.seed, op.length));
         return null;
       }
       case 'write':

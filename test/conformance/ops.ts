@@ -3,14 +3,17 @@
  * random generator of operation sequences.
  *
  * An Op is plain JSON so that a failing sequence can be printed, saved and
- * replayed, and so the kernel helper (test/tools/ext3-kernel-ops.py) can run
- * it with real syscalls. The generator looks at the model's current tree to
+ * replayed, and so the kernel helper (test/tools/kernel-ops.py) can run it
+ * with real syscalls. The generator looks at the model's current tree to
  * aim most operations at names that exist, and also produces the error cases
  * (missing parents, wrong types, names of 255 and 256 bytes, symlink loops,
  * renames into a subdirectory of the source, non-empty targets).
  */
 import type { ReadableFs } from '../../src/engine.js';
 import { typeOfMode } from './model.js';
+
+/** renameat2 flags as an Op carries them (RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT). */
+export type RenameFlag = 'noreplace' | 'exchange' | 'whiteout';
 
 export type Op =
   | { op: 'mknod'; path: string; kind: 'f' | 'c' | 'b' | 'p' | 's'; mode: number; major: number; minor: number }
@@ -19,7 +22,7 @@ export type Op =
   | { op: 'link'; from: string; path: string }
   | { op: 'unlink'; path: string }
   | { op: 'rmdir'; path: string }
-  | { op: 'rename'; from: string; path: string }
+  | { op: 'rename'; from: string; path: string; flags?: RenameFlag }
   | { op: 'write'; path: string; offset: number; length: number; seed: number }
   | { op: 'truncate'; path: string; size: number }
   | { op: 'chmod'; path: string; mode: number }
@@ -28,7 +31,15 @@ export type Op =
   | { op: 'setxattr'; path: string; name: string; value: string; flags: 0 | 'create' | 'replace' }
   | { op: 'removexattr'; path: string; name: string }
   /** open(O_WRONLY), unlink the name, write through the handle, close: unlink of an open file. */
-  | { op: 'unlinkopen'; path: string; offset: number; length: number; seed: number };
+  | { op: 'unlinkopen'; path: string; offset: number; length: number; seed: number }
+  /**
+   * A lifetime race on a regular file: an open (ref) of it, its unlink and the
+   * create of a new file with `length` bytes under the same name, issued at
+   * once in an order picked by `order`; the open handle must keep reading the
+   * old bytes (never the new file's, whose inode may reuse the number), then
+   * close (unref). Net effect: the name holds a new file with the new bytes.
+   */
+  | { op: 'race'; path: string; order: number; length: number; seed: number };
 
 /** 'ok', an errno name, or 'SKIPPED' for the cases the harness does not issue (writing to a device node). */
 export type Outcome = string;
@@ -103,8 +114,64 @@ export async function listTree(fs: ReadableFs, exclude: Set<string>): Promise<Tr
   return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
 
+/**
+ * What a target can do; the generator never makes an op a target cannot
+ * support (the conformance capabilities of test/conformance/index.ts map here).
+ */
+export interface OpFeatures {
+  /** link(2) of non-directories. */
+  hardLinks: boolean;
+  /** Character and block device nodes (char 0/0 whiteouts included). */
+  devices: boolean;
+  /** FIFOs and sockets. */
+  fifos: boolean;
+  /** chown to ids other than the caller's. */
+  chown: boolean;
+  /** xattr namespaces that may be set ('user.', 'trusted.'). */
+  xattrNamespaces: readonly string[];
+  /** renameat2 flags. */
+  renameFlags: boolean;
+  /** The 'race' op (open/unlink/create at once through ref/unref). */
+  races: boolean;
+}
+
+export const ALL_FEATURES: OpFeatures = {
+  hardLinks: true,
+  devices: true,
+  fifos: true,
+  chown: true,
+  xattrNamespaces: ['user.', 'trusted.'],
+  renameFlags: true,
+  races: true,
+};
+
+/** True when `op` uses only what `f` allows (filters the fixed edge-case sequence). */
+export function opAllowed(op: Op, f: OpFeatures): boolean {
+  switch (op.op) {
+    case 'mknod':
+      if (op.kind === 'c' || op.kind === 'b') return f.devices;
+      if (op.kind === 'p' || op.kind === 's') return f.fifos;
+      return true;
+    case 'link':
+      return f.hardLinks;
+    case 'chown':
+      return f.chown;
+    case 'rename':
+      return op.flags === undefined || (f.renameFlags && (op.flags !== 'whiteout' || f.devices));
+    case 'setxattr':
+    case 'removexattr':
+      return f.xattrNamespaces.some((ns) => op.name.startsWith(ns));
+    case 'race':
+      return f.races;
+    default:
+      return true;
+  }
+}
+
 export interface GeneratorOptions {
   blockSize: number;
+  /** What the target supports (default: everything). */
+  features?: OpFeatures;
   /** Paths the generator never aims at (lost+found). */
   exclude?: string[];
   /** Largest file offset written or truncated to (sparse files). */
@@ -117,19 +184,19 @@ export interface GeneratorOptions {
 
 type OpKind =
   | 'create' | 'mkdir' | 'special' | 'symlink' | 'link' | 'unlink' | 'rmdir' | 'rename' | 'write'
-  | 'truncate' | 'chmod' | 'chown' | 'utimes' | 'setxattr' | 'removexattr' | 'unlinkopen';
+  | 'truncate' | 'chmod' | 'chown' | 'utimes' | 'setxattr' | 'removexattr' | 'unlinkopen' | 'race';
 
 const WEIGHTS: readonly (readonly [OpKind, number])[] = [
   ['create', 14], ['mkdir', 9], ['special', 4], ['symlink', 5], ['link', 5], ['unlink', 6], ['rmdir', 4],
   ['rename', 11], ['write', 15], ['truncate', 5], ['chmod', 4], ['chown', 3], ['utimes', 3],
-  ['setxattr', 8], ['removexattr', 3], ['unlinkopen', 2],
+  ['setxattr', 8], ['removexattr', 3], ['unlinkopen', 2], ['race', 3],
 ];
 
 /** Filling small images: mostly creating and writing, some removing so space is freed and reused. */
 const FILL_WEIGHTS: readonly (readonly [OpKind, number])[] = [
   ['create', 22], ['mkdir', 10], ['special', 3], ['symlink', 8], ['link', 3], ['unlink', 3], ['rmdir', 1],
   ['rename', 4], ['write', 35], ['truncate', 2], ['chmod', 1], ['chown', 1], ['utimes', 1],
-  ['setxattr', 8], ['removexattr', 1], ['unlinkopen', 1],
+  ['setxattr', 8], ['removexattr', 1], ['unlinkopen', 1], ['race', 1],
 ];
 
 const COMMON_NAMES = ['a', 'b', 'c', 'd', 'e'];
@@ -146,15 +213,30 @@ const IDS = [0, 1000, 65534, 123456, 70000];
 export class OpGenerator {
   readonly rng: Rng;
   private readonly o: Required<GeneratorOptions>;
+  private readonly weights: readonly (readonly [OpKind, number])[];
+  private readonly xattrNames: string[];
   constructor(seed: number, options: GeneratorOptions) {
     this.rng = new Rng(seed);
+    const f = options.features ?? ALL_FEATURES;
     this.o = {
       blockSize: options.blockSize,
+      features: f,
       exclude: options.exclude ?? [],
       maxOffset: options.maxOffset ?? 1 << 20,
       base: options.base ?? '/',
       bigWrites: options.bigWrites ?? false,
     };
+    this.xattrNames = XATTR_NAMES.filter((n) => f.xattrNamespaces.some((ns) => n.startsWith(ns)));
+    const off = new Set<OpKind>();
+    if (!f.hardLinks) off.add('link');
+    if (!f.devices && !f.fifos) off.add('special');
+    if (!f.chown) off.add('chown');
+    if (!f.races) off.add('race');
+    if (this.xattrNames.length === 0) {
+      off.add('setxattr');
+      off.add('removexattr');
+    }
+    this.weights = (options.bigWrites ? FILL_WEIGHTS : WEIGHTS).filter(([k]) => !off.has(k));
   }
 
   private name(): string {
@@ -202,13 +284,14 @@ export class OpGenerator {
   }
 
   next(tree: TreeEntry[]): Op {
-    const kind = this.rng.weighted(this.o.bigWrites ? FILL_WEIGHTS : WEIGHTS);
+    const kind = this.rng.weighted(this.weights);
     const r = this.rng;
+    const f = this.o.features;
     switch (kind) {
       case 'create':
         return { op: 'mknod', path: r.chance(0.85) ? this.newPath(tree) : this.existing(tree), kind: 'f', mode: r.pick(MODES), major: 0, minor: 0 };
       case 'special': {
-        const k = r.pick(['c', 'b', 'p', 's'] as const);
+        const k = r.pick(f.devices && f.fifos ? (['c', 'b', 'p', 's'] as const) : f.devices ? (['c', 'b'] as const) : (['p', 's'] as const));
         const whiteout = k === 'c' && r.chance(0.5);
         return {
           op: 'mknod', path: this.newPath(tree), kind: k, mode: r.pick([0o644, 0o600, 0o000]),
@@ -232,6 +315,12 @@ export class OpGenerator {
         if (how < 0.45) to = this.newPath(tree);
         else if (how < 0.85) to = this.existing(tree);
         else to = this.join(from, this.name()); // into itself: EINVAL or ENOTDIR
+        if (f.renameFlags && r.chance(0.3)) {
+          const flag = r.pick(f.devices ? (['noreplace', 'exchange', 'whiteout'] as const) : (['noreplace', 'exchange'] as const));
+          // Exchange mostly between existing names, so it does something.
+          if (flag === 'exchange' && how < 0.45 && r.chance(0.7)) to = this.existing(tree);
+          return { op: 'rename', from, path: to, flags: flag };
+        }
         return { op: 'rename', from, path: to };
       }
       case 'write':
@@ -245,11 +334,13 @@ export class OpGenerator {
       case 'utimes':
         return { op: 'utimes', path: this.existing(tree), atime: r.int(0, 2 ** 31 - 1), mtime: r.int(0, 2 ** 31 - 1), mtimeNsec: r.int(0, 999_999_999) };
       case 'setxattr':
-        return { op: 'setxattr', path: this.existing(tree), name: r.pick(XATTR_NAMES), value: r.pick(XATTR_VALUES), flags: r.weighted<0 | 'create' | 'replace'>([[0, 6], ['create', 2], ['replace', 2]]) };
+        return { op: 'setxattr', path: this.existing(tree), name: r.pick(this.xattrNames), value: r.pick(XATTR_VALUES), flags: r.weighted<0 | 'create' | 'replace'>([[0, 6], ['create', 2], ['replace', 2]]) };
       case 'removexattr':
-        return { op: 'removexattr', path: this.existing(tree), name: r.pick(XATTR_NAMES) };
+        return { op: 'removexattr', path: this.existing(tree), name: r.pick(this.xattrNames) };
       case 'unlinkopen':
         return { op: 'unlinkopen', path: this.existing(tree, (t) => t === 'f'), offset: this.offset(), length: r.pick([1, 4096, 5000]), seed: r.int(0, 1 << 30) };
+      case 'race':
+        return { op: 'race', path: this.existing(tree, (t) => t === 'f'), order: r.int(0, 5), length: r.pick([0, 1, 1000, 5000]), seed: r.int(0, 1 << 30) };
     }
   }
 }
@@ -316,4 +407,22 @@ export const EDGE_CASES: Op[] = [
   { op: 'rename', from: '/d/sub2', path: '/wh' },
   { op: 'rename', from: '/wh', path: '/d/f' },
   { op: 'utimes', path: '/d/f', atime: 1, mtime: 2_000_000_000, mtimeNsec: 5 },
+  // renameat2 flags: noreplace onto a name, exchange of a file and a directory
+  // between parents, exchange with a missing name, exchange into itself, a whiteout.
+  f('/r1', 0o644),
+  { op: 'mkdir', path: '/rd', mode: 0o755 },
+  { op: 'mkdir', path: '/rd/in', mode: 0o700 },
+  { op: 'rename', from: '/r1', path: '/g/child', flags: 'noreplace' },
+  { op: 'rename', from: '/r1', path: '/r2', flags: 'noreplace' },
+  { op: 'rename', from: '/r2', path: '/rd/in', flags: 'exchange' },
+  { op: 'rename', from: '/r2', path: '/rd/missing', flags: 'exchange' },
+  { op: 'rename', from: '/rd', path: '/rd/in', flags: 'exchange' },
+  { op: 'rename', from: '/rd/in', path: '/rd', flags: 'exchange' },
+  { op: 'rename', from: '/rd', path: '/rd', flags: 'exchange' },
+  { op: 'rename', from: '/rd/in', path: '/g/sub-moved', flags: 'whiteout' },
+  { op: 'rename', from: '/g/child', path: '/rd/in', flags: 'whiteout' },
+  // Lifetime races: open, unlink and re-create of one name at once, in two orders.
+  { op: 'write', path: '/g/sub-moved', offset: 0, length: 3000, seed: 4 },
+  { op: 'race', path: '/g/sub-moved', order: 0, length: 2000, seed: 5 },
+  { op: 'race', path: '/g/sub-moved', order: 3, length: 0, seed: 6 },
 ];

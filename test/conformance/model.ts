@@ -1,13 +1,14 @@
 /**
  * An in-memory POSIX filesystem at the inode level, implementing WritableFs
- * exactly as an engine should: the reference the ext3 engine is compared with.
+ * exactly as an engine should: the reference every conformance target (the
+ * ext3 engine, MemLayer, DirLayer, the Overlay) is compared with.
  *
  * It keeps what a manifest shows (type, permission bits, owner, size, content,
  * symlink target, device number, xattrs) plus link counts and inode identity,
  * with the errors ext3 gives for each operation. What the kernel's VFS decides
  * before a filesystem is even called (path walking, symlink following, rename
  * traps, the user.* xattr rule, chown clearing set-id bits) is not here: it is
- * in model-vfs.ts, which drives this model, the engine and (through a helper
+ * in vfs.ts, which drives this model, the engine and (through a helper
  * process) the kernel identically.
  *
  * Times: the model records mtime only where an operation set it explicitly
@@ -25,6 +26,7 @@ import {
   type FileType,
   type InodeId,
   type NewNode,
+  type RenameFlags,
   type SetAttr,
   type Stat,
   type StatFs,
@@ -61,7 +63,7 @@ interface Node {
 }
 
 export interface ModelOptions {
-  /** The image's block size: bounds symlink targets (ext3 stores at most blockSize-1 bytes). */
+  /** The image's block size: bounds symlink targets (ext3 stores at most blockSize-1 bytes; 4096 for in-memory targets). */
   blockSize: number;
   rootMode?: number;
   rootUid?: number;
@@ -102,6 +104,11 @@ export class ModelFs implements WritableFs {
   /** True when this inode's mtime was set explicitly and not changed since. */
   mtimeKnown(id: InodeId): boolean {
     return this.node(id).mtimeKnown;
+  }
+
+  /** Open handles (references) on an inode: 0 once it is freed. */
+  refs(id: InodeId): number {
+    return this.nodes.get(id)?.opens ?? 0;
   }
 
   /** Number of live inodes (named or open), the model's notion of used inodes. */
@@ -328,7 +335,8 @@ export class ModelFs implements WritableFs {
     throw new Error('model: directory parent chain has a cycle');
   }
 
-  async rename(oldDir: InodeId, oldName: Buffer, newDir: InodeId, newName: Buffer): Promise<void> {
+  async rename(oldDir: InodeId, oldName: Buffer, newDir: InodeId, newName: Buffer, flags: RenameFlags = {}): Promise<void> {
+    if (flags.exchange && (flags.noreplace || flags.whiteout)) throw err('EINVAL', 'rename: exchange with other flags');
     const od = this.dirNode(oldDir, 'rename');
     const nd = this.dirNode(newDir, 'rename');
     if (oldName.length > NAME_MAX || newName.length > NAME_MAX) throw err('ENAMETOOLONG', 'rename');
@@ -337,6 +345,11 @@ export class ModelFs implements WritableFs {
     this.checkName(newName, 'rename');
     const src = this.node(srcId);
     const dstId = nd.entries.get(key(newName));
+    if (flags.noreplace && dstId !== undefined) throw err('EEXIST', 'rename: target exists');
+    if (flags.exchange) {
+      if (dstId === undefined) throw err('ENOENT', 'rename: exchange target missing');
+      return this.exchange(od, oldName, src, nd, newName, this.node(dstId));
+    }
     if (src.type === 'd' && this.isAncestor(srcId, newDir)) throw err('EINVAL', 'rename into itself');
     if (dstId === srcId) return;
     if (dstId !== undefined) {
@@ -361,6 +374,32 @@ export class ModelFs implements WritableFs {
       src.parent = newDir;
       // '..' changed inside the moved directory.
       src.mtimeKnown = false;
+    }
+    if (flags.whiteout) {
+      // RENAME_WHITEOUT: a char 0/0 takes the source name in the same step.
+      const w = this.newNode('c', 0, flags.whiteout.uid, flags.whiteout.gid);
+      od.entries.set(key(oldName), w.id);
+    }
+    this.touch(od);
+    this.touch(nd);
+  }
+
+  /** RENAME_EXCHANGE: both names stay, their inodes swap; directories moving between parents fix '..' and link counts. */
+  private exchange(od: Node, oldName: Buffer, a: Node, nd: Node, newName: Buffer, b: Node): void {
+    if (a.id === b.id) return;
+    if ((a.type === 'd' && this.isAncestor(a.id, nd.id)) || (b.type === 'd' && this.isAncestor(b.id, od.id))) {
+      throw err('EINVAL', 'rename exchange into itself');
+    }
+    od.entries.set(key(oldName), b.id);
+    nd.entries.set(key(newName), a.id);
+    if (od.id !== nd.id) {
+      for (const [moved, from, to] of [[a, od, nd], [b, nd, od]] as const) {
+        if (moved.type !== 'd') continue;
+        from.nlink--;
+        to.nlink++;
+        moved.parent = to.id;
+        moved.mtimeKnown = false;
+      }
     }
     this.touch(od);
     this.touch(nd);

@@ -1,0 +1,178 @@
+/**
+ * `sifuse exec|run|shell`: mount the image as `sifuse mount` does, enter the
+ * merged tree with bubblewrap (unprivileged user namespaces) as `/`, run the
+ * command with stdin/stdout/stderr passed through, then unmount, whatever
+ * the command's end. The command's exit status becomes sifuse's (128 + the
+ * signal number when it was killed by one, as a shell reports it).
+ *
+ * The mount is a `sifuse mount` daemon of its own (the same flags), so the
+ * FUSE server is never this process: nothing here can deadlock by touching
+ * the mount, and the checks below (is there a runscript, does $HOME exist
+ * inside) are ordinary file system calls on it.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { spawn } from 'node:child_process';
+import { UsageError } from '../errors.js';
+import { bwrapArgs, parseBind, type BindSpec } from './bwrap.js';
+
+export interface ContainerOptions {
+  overlays: string[];
+  writable: boolean;
+  /** MiB, or undefined for none. */
+  writableTmpfs?: number;
+  fakeroot: boolean;
+  binds: string[];
+  contain: boolean;
+  env: string[];
+  pwd?: string;
+}
+
+export type Action = { kind: 'exec'; argv: string[] } | { kind: 'run'; args: string[] } | { kind: 'shell'; shell?: string };
+
+const SIFUSE_BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'sifuse');
+
+/** The flags `sifuse mount` takes for the same layers. */
+export function mountFlags(o: ContainerOptions): string[] {
+  const f: string[] = [];
+  for (const ov of o.overlays) f.push('--overlay', ov);
+  if (o.writable) f.push('--writable');
+  if (o.writableTmpfs !== undefined) f.push(`--writable-tmpfs=${o.writableTmpfs}`);
+  if (o.fakeroot) f.push('--fakeroot');
+  return f;
+}
+
+async function requireBwrap(): Promise<void> {
+  const v = await execa('bwrap', ['--version'], { reject: false });
+  if ((v as { code?: string }).code === 'ENOENT') {
+    throw new UsageError('bwrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)', 'bwrap');
+  }
+  const probe = await execa('bwrap', ['--unshare-user', '--dev-bind', '/', '/', 'true'], { reject: false });
+  if (probe.exitCode !== 0) {
+    const why = probe.stderr.split('\n').filter(Boolean).pop() ?? 'failed';
+    throw new UsageError(`cannot create a user namespace (${why.replace(/^bwrap: /, '')}); unprivileged user namespaces may be disabled on this host`, 'bwrap');
+  }
+}
+
+function checkBinds(specs: string[]): BindSpec[] {
+  return specs.map((s) => {
+    let b: BindSpec;
+    try {
+      b = parseBind(s);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    if (!fs.existsSync(b.src)) throw new UsageError('bind source does not exist', b.src);
+    return { ...b, src: path.resolve(b.src) };
+  });
+}
+
+/** A private, empty mount point under the user's runtime directory. */
+function makeMountPoint(): string {
+  const base = process.env.XDG_RUNTIME_DIR && fs.existsSync(process.env.XDG_RUNTIME_DIR) ? process.env.XDG_RUNTIME_DIR : os.tmpdir();
+  const dir = path.join(base, `sifuse-${process.getuid?.() ?? 0}`);
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return fs.mkdtempSync(path.join(dir, 'root-'));
+}
+
+function isFile(p: string): boolean {
+  try {
+    return fs.statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
+function isDir(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** What runs inside for each action, decided by looking at the mounted tree. */
+function commandFor(action: Action, root: string, image: string): { argv: string[]; shell: string | null } {
+  const shell = ['/bin/sh', '/bin/bash'].find((s) => isFile(path.join(root, s))) ?? null;
+  switch (action.kind) {
+    case 'exec':
+      return { argv: action.argv, shell };
+    case 'run': {
+      const script = ['/.singularity.d/runscript', '/singularity'].find((s) => isFile(path.join(root, s)));
+      if (!script) throw new UsageError('no runscript in the image (/.singularity.d/runscript or /singularity)', image);
+      return { argv: [script, ...action.args], shell };
+    }
+    case 'shell': {
+      const interactive = action.shell ?? ['/bin/bash', '/bin/sh'].find((s) => isFile(path.join(root, s)));
+      if (!interactive) throw new UsageError('no shell in the image (/bin/bash or /bin/sh)', image);
+      return { argv: [interactive], shell };
+    }
+  }
+}
+
+/** Runs the action in the image; resolves to the exit status for sifuse to exit with. */
+export async function runContainer(image: string, action: Action, o: ContainerOptions): Promise<number> {
+  await requireBwrap();
+  const binds = checkBinds(o.binds);
+  const mnt = makeMountPoint();
+  let mounted = false;
+  try {
+    const m = await execa(SIFUSE_BIN, ['mount', ...mountFlags(o), image, mnt], { reject: false, stdin: 'ignore' });
+    if (m.exitCode !== 0) {
+      // `sifuse mount` already said what is wrong in one line; pass it on as it is.
+      process.stderr.write(m.stderr.endsWith('\n') ? m.stderr : `${m.stderr}\n`);
+      return m.exitCode ?? 1;
+    }
+    mounted = true;
+    const { argv, shell } = commandFor(action, mnt, image);
+    const home = os.homedir();
+    const cwd = o.pwd ?? process.cwd();
+    const defaultBinds: string[] = [];
+    if (!o.contain) {
+      for (const d of ['/tmp', home, process.cwd()]) {
+        // A bind target bwrap would have to create inside the image is skipped
+        // rather than written into the overlay (Apptainer puts such mount
+        // points in its session directory, never in the image).
+        if (isDir(d) && isDir(path.join(mnt, d)) && !defaultBinds.includes(d)) defaultBinds.push(d);
+      }
+    }
+    const args = bwrapArgs({
+      root: mnt,
+      defaultBinds,
+      binds,
+      contain: o.contain,
+      fakeroot: o.fakeroot,
+      cwd: isDir(path.join(mnt, cwd)) ? cwd : '/',
+      env: o.env,
+      shell,
+      argv,
+      image: path.resolve(image),
+    });
+    return await new Promise<number>((resolve, reject) => {
+      const child = spawn('bwrap', args, { stdio: 'inherit' });
+      // The terminal sends Ctrl-C to the whole process group; a kill aimed at
+      // sifuse alone is passed on, so the command can clean up itself.
+      const forward = (sig: NodeJS.Signals) => child.kill(sig);
+      const sigs: NodeJS.Signals[] = ['SIGTERM', 'SIGHUP', 'SIGINT', 'SIGQUIT'];
+      for (const s of sigs) process.on(s, forward);
+      child.on('error', reject);
+      child.on('exit', (code, signal) => {
+        for (const s of sigs) process.removeListener(s, forward);
+        resolve(code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 0));
+      });
+    });
+  } finally {
+    if (mounted) {
+      const u = await execa(SIFUSE_BIN, ['umount', mnt], { reject: false });
+      if (u.exitCode !== 0) process.stderr.write(`sifuse: ${mnt}: ${u.stderr.trim() || 'unmount failed'}\n`);
+    }
+    try {
+      fs.rmdirSync(mnt);
+    } catch {
+      // Already gone, or still mounted (the message above said so).
+    }
+  }
+}
