@@ -20,7 +20,9 @@ import { S_IFREG } from '../../src/engine.js';
 import { runSifuse } from '../tools/helpers.js';
 import { b, mkfs } from './core-helpers.js';
 import { CrashStore, tempDir } from './journal-helpers.js';
-import { e2fsckFixedManifest, engineManifest, fsckBytes } from './crash-helpers.js';
+import { e2fsckFixedManifest, engineManifest, engineRecovered, fsckBytes } from './crash-helpers.js';
+
+const engineRecoveredBytes = async (img: Buffer) => (await engineRecovered(img)).bytes;
 
 let dir: string;
 /** 4 MiB, 1 KiB blocks, ext3 with a 1 MiB journal. */
@@ -197,6 +199,32 @@ describe('background commit errors are latched', () => {
     expect(named.length, lines.join('')).toBe(1);
     expect(named[0]).toMatch(/commit/);
     expect(named[0]!.trimEnd().split('\n').length).toBe(1);
+  });
+});
+
+describe('foreground commit errors are latched too', () => {
+  it('a failed sync reaches its caller; later calls fail with EIO; nothing logged (the caller was told)', async () => {
+    const store = new CrashStore(base, '<latch-fg-store>');
+    const e = await openStore(store);
+    const f = await e.mknod(e.rootId, b('f'), FILE);
+    const lines: string[] = [];
+    const spy = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      lines.push(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString());
+      return true;
+    });
+    try {
+      store.failAfterSyncs = store.syncs + 1; // the commit block's sync fails
+      await expect(e.sync()).rejects.toThrow(/simulated crash/);
+      store.failAfterSyncs = Infinity;
+      await expect(e.write(f, 0, b('x'))).rejects.toThrow(/EIO/);
+      await expect(e.fsync(f, true)).rejects.toThrow(/EIO/);
+      await expect(e.close()).rejects.toThrow(/EIO/);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(lines.filter((l) => l.includes(store.name))).toEqual([]);
+    // The image was left as after a crash: recovery gives a consistent filesystem.
+    expect((await fsckBytes(dir, (await engineRecoveredBytes(store.crashImage('none'))))).code).toBe(0);
   });
 });
 
