@@ -310,6 +310,12 @@ describe('errors found after open name the image', () => {
     expect(lines, r.stderr).toHaveLength(1);
     expect(lines[0]).toMatch(new RegExp(`^sifuse: ${img.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: `));
     expect(lines[0]).toContain('/sub');
+    // ls -R names the image and the directory too.
+    const ls = await runSifuse(['ls', '-R', img], { timeoutMs: 60_000 });
+    expect(ls.exitCode).toBe(1);
+    const lsLines = ls.stderr.trimEnd().split('\n');
+    expect(lsLines, ls.stderr).toHaveLength(1);
+    expect(lsLines[0]).toContain(`${img}: /sub: `);
   });
 
   it('a CorruptError from any method of an engine opened directly names the image', async () => {
