@@ -299,7 +299,22 @@ export class DirLayer implements WritableFs {
   }
 
   async write(id: InodeId, position: number, data: Buffer): Promise<number> {
-    return this.mutate('write', () => writeAt(this.dataFd(this.node(id), true), position, data));
+    return this.mutate('write', () => {
+      const node = this.node(id);
+      const fd = this.dataFd(node, true);
+      const before = this.statOf(node);
+      try {
+        return writeAt(fd, position, data);
+      } catch (err) {
+        // The kernel stamps mtime before it finds no space (tmpfs, ext4): a
+        // write that wrote nothing must leave the file as it was.
+        if (isSysError(err, 'ENOSPC', 'EDQUOT')) {
+          const s = sys();
+          s.utimensat(this.fdOf(node), '', 0, s.constants.UTIME_OMIT, before.mtime, before.mtimeNsec, s.constants.AT_EMPTY_PATH);
+        }
+        throw err;
+      }
+    });
   }
 
   async truncate(id: InodeId, size: number): Promise<void> {
