@@ -94,7 +94,7 @@ export async function manifestLine(fs: ReadableFs, id: InodeId, path: Buffer, st
 async function entryLine(fs: ReadableFs, id: InodeId, path: Buffer, st?: Stat): Promise<Buffer> {
   const s = st ?? (await fs.getattr(id));
   const type = fileTypeOf(s.mode);
-  if (type === null) throw new CorruptError(`${path.toString()}: invalid file type in mode 0${s.mode.toString(8)}`, fs.name);
+  if (type === null) throw new CorruptError(`invalid file type in mode 0${s.mode.toString(8)}`, fs.name);
   let size = '-';
   let data: string | Buffer = '-';
   if (type === 'f') {
