@@ -14,7 +14,10 @@
  *   invariant broken). Never the image's fault, so fuzzers can tell the two
  *   apart; at the FUSE edge it becomes EIO plus a log line.
  *
- * All carry an optional `file` so the CLI can print "FILE: problem".
+ * All carry an optional `file` so the CLI can print "FILE: problem", and an
+ * optional `path` inside that file ("FILE: PATH: problem") where the caller
+ * knows which entry it was reading. Engines are opened through
+ * `nameEngineErrors`, the one boundary that sets `file` for every method.
  */
 import { constants as osConstants } from 'node:os';
 
@@ -72,13 +75,16 @@ export function withErrno(code: ErrnoCode, detail?: string): FsError {
 
 abstract class FileProblem extends Error {
   file: string | undefined;
+  /** The entry inside `file` being read when the problem showed, where known. */
+  path: string | undefined;
   constructor(message: string, file?: string) {
     super(message);
     this.file = file;
   }
-  /** The one line the CLI prints: "FILE: message". */
+  /** The one line the CLI prints: "FILE: PATH: message". */
   describe(): string {
-    return this.file ? `${this.file}: ${this.message}` : this.message;
+    const where = this.path === undefined ? this.message : `${this.path}: ${this.message}`;
+    return this.file ? `${this.file}: ${where}` : where;
   }
 }
 
@@ -120,6 +126,61 @@ export function inFile<T>(file: string, fn: () => Promise<T>): Promise<T> {
     if (err instanceof FileProblem && err.file === undefined) err.file = file;
     throw err;
   });
+}
+
+/** Notes the entry being read on a CorruptError/UnsupportedError/InternalError that has none; returns `err`. */
+export function atPath(err: unknown, path: string): unknown {
+  if (err instanceof FileProblem && err.path === undefined) err.path = path;
+  return err;
+}
+
+/** Every method of the engine contract (src/engine.ts), readable and writable. */
+const ENGINE_METHODS = [
+  'getattr', 'lookup', 'readdir', 'read', 'dataRanges', 'readlink', 'listxattr', 'getxattr', 'ref', 'unref',
+  'statfs', 'close', 'mknod', 'mkdir', 'symlink', 'link', 'unlink', 'rmdir', 'rename', 'write', 'truncate',
+  'setattr', 'setxattr', 'removexattr', 'fsync', 'sync',
+] as const;
+
+const NAMED = Symbol('sifuse.namedErrors');
+
+/**
+ * The error-context boundary: every contract method of `engine` (patched on
+ * the instance, once) rejects with `file` set on any CorruptError,
+ * UnsupportedError or InternalError that lacks it. Only the rejection path
+ * is wrapped: a call that resolves (a cache hit) costs one derived promise,
+ * no extra async frame. Synchronous throws are named too.
+ */
+export function nameEngineErrors<T extends object>(engine: T, file: string): T {
+  const target = engine as Record<string | symbol, unknown>;
+  if (target[NAMED]) return engine;
+  const name = (err: unknown): never => {
+    if (err instanceof FileProblem && err.file === undefined) err.file = file;
+    throw err;
+  };
+  for (const m of ENGINE_METHODS) {
+    const orig = target[m];
+    if (typeof orig !== 'function') continue;
+    const fn = orig as (...args: unknown[]) => unknown;
+    // Fixed arity (rename has the most parameters): no rest-array per call.
+    target[m] = (a?: unknown, b?: unknown, c?: unknown, d?: unknown, e?: unknown): unknown => {
+      let result: unknown;
+      try {
+        result = fn.call(engine, a, b, c, d, e);
+      } catch (err) {
+        name(err);
+      }
+      return result instanceof Promise ? result.catch(name) : result;
+    };
+  }
+  Object.defineProperty(target, NAMED, { value: true });
+  return engine;
+}
+
+/** One line for any error, for logs: "FILE: PATH: message" where known. */
+export function describeProblem(err: unknown): string {
+  if (err instanceof FileProblem) return err.describe();
+  if (err instanceof Error) return err.message;
+  return String(err);
 }
 
 export function isFileProblem(err: unknown): err is CorruptError | UnsupportedError | UsageError | InternalError {

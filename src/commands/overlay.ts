@@ -8,6 +8,9 @@ import { isFileProblem, UsageError } from '../errors.js';
 import { openExt3 } from '../ext3/index.js';
 import { mkfsExt3 } from '../ext3/mkfs.js';
 import { FileRegion } from '../io/file-region.js';
+import { resizeExt3 } from '../ext3/resize.js';
+import { decodeSuperblock, EXT2_VALID_FS, INCOMPAT, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE } from '../ext3/superblock.js';
+import { ofdLock, ofdUnlock } from '../native/sys.js';
 import { DataType, FsType, isSifHeader, PartType, SifImage } from '../sif/index.js';
 import { hostGoArch } from '../sif/types.js';
 
@@ -305,6 +308,75 @@ function syncDir(dir: string): void {
   }
 }
 
+/**
+ * `sifuse overlay resize --size MiB IMG`: grows or shrinks an ext3 overlay
+ * image in place, as Apptainer's recipe `e2fsck -f IMG && resize2fs IMG
+ * SIZE` does, without either tool (src/ext3/resize.ts). A journal that needs
+ * recovery is replayed first (the engine opens and closes the image). The
+ * image is locked like a mount locks it, so an overlay in use is refused.
+ */
+export async function resizeOverlayImage(image: string, sizeMiB: number): Promise<{ oldMiB: number; newMiB: number }> {
+  if (!Number.isSafeInteger(sizeMiB) || sizeMiB < MIN_SIZE_MIB) {
+    throw new UsageError(`image size must be equal or greater than ${MIN_SIZE_MIB} MiB`, image);
+  }
+  if (isSifFile(image)) {
+    throw new UsageError('resizing the overlay partition inside a SIF is not supported yet; resize an overlay image file', image);
+  }
+  let fd: number;
+  try {
+    fd = fs.openSync(image, 'r+');
+  } catch (err) {
+    throw new UsageError(`cannot open: ${(err as Error).message.replace(/^\w+: /, '').replace(/, open .*$/, '')}`, image);
+  }
+  const fileBytes = fs.fstatSync(fd).size;
+  try {
+    if (!ofdLock(fd, 0, 0, true)) throw new UsageError('the overlay image is in use (locked by another process)', image);
+    try {
+      const head = Buffer.alloc(SUPERBLOCK_SIZE);
+      fs.readSync(fd, head, 0, SUPERBLOCK_SIZE, SUPERBLOCK_OFFSET);
+      if (head.readUInt16LE(0x38) !== 0xef53) throw new UsageError('not an ext3 overlay image', image);
+      let sb = decodeSuperblock(head, fileBytes);
+      if ((sb.s_feature_incompat & INCOMPAT.needs_recovery) !== 0 || (sb.s_state & EXT2_VALID_FS) === 0) {
+        // Replay the journal (the engine does it on open) and close cleanly.
+        const region = await FileRegion.open(image, { writable: true });
+        const engine = await openExt3(region, { writable: true }).catch(async (err: unknown) => {
+          await region.close();
+          throw err;
+        });
+        await engine.close();
+        fs.readSync(fd, head, 0, SUPERBLOCK_SIZE, SUPERBLOCK_OFFSET);
+        sb = decodeSuperblock(head, fileBytes);
+      }
+      const bs = 1024 << sb.s_log_block_size;
+      const oldBytes = sb.s_blocks_count * bs;
+      const newBytes = sizeMiB * MiB;
+      if (newBytes > oldBytes) {
+        // What lies past the filesystem's end is no part of it: the new groups must read as zeros.
+        fs.ftruncateSync(fd, oldBytes);
+        fs.ftruncateSync(fd, newBytes);
+      }
+      const region = await FileRegion.open(image, { writable: true });
+      let result;
+      try {
+        result = await resizeExt3(region, newBytes);
+      } catch (err) {
+        await region.close();
+        if (newBytes > oldBytes) fs.ftruncateSync(fd, Math.max(fileBytes, oldBytes));
+        throw err;
+      }
+      await region.close();
+      const endBytes = result.newBlocks * result.blockSize;
+      if (endBytes < fileBytes || newBytes > oldBytes) fs.ftruncateSync(fd, endBytes);
+      fs.fsyncSync(fd);
+      return { oldMiB: oldBytes / MiB, newMiB: endBytes / MiB };
+    } finally {
+      ofdUnlock(fd, 0, 0);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 interface CreateFlags {
   size: number;
   sparse?: boolean;
@@ -344,5 +416,14 @@ export function registerOverlayCommands(program: Command): void {
       } finally {
         bar?.stop();
       }
+    });
+  overlay
+    .command('resize')
+    .description('grow or shrink an ext3 overlay image in place (no e2fsck or resize2fs needed); shrinking needs the data to fit')
+    .argument('<image>', 'the overlay image file')
+    .requiredOption('-s, --size <MiB>', `the new size in MiB (at least ${MIN_SIZE_MIB})`, parseSize)
+    .action(async (image: string, flags: { size: number }) => {
+      const r = await resizeOverlayImage(image, flags.size);
+      if (r.newMiB !== flags.size) process.stderr.write(`sifuse: ${image}: resized to ${r.newMiB.toFixed(2)} MiB (whole block groups)\n`);
     });
 }

@@ -18,6 +18,7 @@
  * the old owner (still referencing it on disk) pointing at new file data.
  */
 import { CorruptError, withErrno } from '../errors.js';
+import { inodeGroup, inodeIndex } from './geometry.js';
 import type { GroupDesc } from './group-desc.js';
 import type { Superblock } from './superblock.js';
 import { firstIno, groupCount } from './superblock.js';
@@ -72,7 +73,7 @@ export class Allocator {
   }
 
   groupOfInode(ino: number): number {
-    return Math.floor((ino - 1) / this.ctx.sb.s_inodes_per_group);
+    return inodeGroup(this.ctx.sb, ino);
   }
 
   /** Blocks an allocation can get right now (free minus those freed this transaction). */
@@ -175,7 +176,7 @@ export class Allocator {
     if (ino < 1 || ino > sb.s_inodes_count) throw new CorruptError(`freeing inode ${ino} outside the filesystem`);
     const g = this.groupOfInode(ino);
     const gd = groups[g]!;
-    const bit = (ino - 1) % sb.s_inodes_per_group;
+    const bit = inodeIndex(sb, ino);
     const w = await this.ctx.writeMeta(gd.bg_inode_bitmap);
     if ((w[bit >>> 3]! & (1 << (bit & 7))) === 0) throw new CorruptError(`inode ${ino} is already free in the inode bitmap`);
     w[bit >>> 3] = w[bit >>> 3]! & ~(1 << (bit & 7));

@@ -11,12 +11,12 @@
  *      descriptors, and for writing open the journal, process the orphan
  *      list and mark the filesystem in use.
  */
-import { inFile, UnsupportedError, UsageError } from '../errors.js';
+import { inFile, nameEngineErrors, UnsupportedError, UsageError } from '../errors.js';
 import type { ByteStore } from '../io/byte-source.js';
 import { checkFeatures, COMPAT, INCOMPAT } from './features.js';
 import { Ext3Fs } from './fs.js';
 import type { Time } from './inode.js';
-import { recoverFilesystem } from './journal/replay.js';
+import { recoverFilesystem } from './recovery.js';
 import { decodeSuperblock, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE } from './superblock.js';
 import type { Superblock } from './superblock.js';
 
@@ -69,6 +69,7 @@ export function openExt3(store: ByteStore, options: OpenExt3Options): Promise<Ex
       commitIntervalMs: options.commitIntervalMs,
     });
     await fs.load();
-    return fs;
+    // Errors found later (any method) name the image too.
+    return nameEngineErrors(fs, store.name);
   }
 }

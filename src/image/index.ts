@@ -11,7 +11,7 @@
  * pointer in it can reach the rest of the SIF.
  */
 import type { ReadableFs } from '../engine.js';
-import { CorruptError, UnsupportedError, UsageError } from '../errors.js';
+import { CorruptError, nameEngineErrors, UnsupportedError, UsageError } from '../errors.js';
 import { openExt3 } from '../ext3/index.js';
 import { FileRegion } from '../io/file-region.js';
 import { FsType, isSifHeader, SifImage } from '../sif/index.js';
@@ -50,8 +50,10 @@ export async function detectImageKind(path: string): Promise<ImageKind | null> {
 
 async function openRegion(region: FileRegion, options: OpenImageOptions, what: string): Promise<ReadableFs> {
   const kind = await detect(region);
-  if (kind === 'squashfs') return openSquashfs(region, options);
-  if (kind === 'ext3') return openExt3(region, { writable: false });
+  // Each opener applies the error boundary; applying it here again is a no-op, and keeps
+  // any engine added later inside it.
+  if (kind === 'squashfs') return nameEngineErrors(await openSquashfs(region, options), region.name);
+  if (kind === 'ext3') return nameEngineErrors(await openExt3(region, { writable: false }), region.name);
   throw new CorruptError(`${what} is not a SIF, SquashFS or ext3 image`, region.name);
 }
 

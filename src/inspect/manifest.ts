@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { devMajor, devMinor, fileTypeOf, type InodeId, type ReadableFs, type Stat } from '../engine.js';
-import { CorruptError, FsError } from '../errors.js';
+import { atPath, CorruptError, FsError } from '../errors.js';
 import { writeWithBackpressure } from '../io/write-stream.js';
 import { normalizePath, resolvePath } from './path.js';
 
@@ -83,6 +83,14 @@ const COMMA = Buffer.from(',');
 
 /** The manifest line (without newline) of one entry. */
 export async function manifestLine(fs: ReadableFs, id: InodeId, path: Buffer, st?: Stat): Promise<Buffer> {
+  try {
+    return await entryLine(fs, id, path, st);
+  } catch (err) {
+    throw atPath(err, path.toString());
+  }
+}
+
+async function entryLine(fs: ReadableFs, id: InodeId, path: Buffer, st?: Stat): Promise<Buffer> {
   const s = st ?? (await fs.getattr(id));
   const type = fileTypeOf(s.mode);
   if (type === null) throw new CorruptError(`${path.toString()}: invalid file type in mode 0${s.mode.toString(8)}`, fs.name);
@@ -118,7 +126,9 @@ type Item = { key: Buffer; kind: 'entry' | 'subtree'; id: InodeId; path: Buffer 
 export async function* manifestLines(fs: ReadableFs, path: string | Buffer = '/'): AsyncGenerator<Buffer> {
   const top = normalizePath(path);
   const topId = await resolvePath(fs, top);
-  const topStat = await fs.getattr(topId);
+  const topStat = await fs.getattr(topId).catch((err: unknown) => {
+    throw atPath(err, top.toString());
+  });
   yield await manifestLine(fs, topId, top, topStat);
   if (fileTypeOf(topStat.mode) !== 'd') return;
   yield* walk(fs, topId, top.length === 1 ? Buffer.alloc(0) : top, new Set<InodeId>([topId]), 0);
@@ -133,7 +143,7 @@ async function* walk(fs: ReadableFs, dir: InodeId, prefix: Buffer, seen: Set<Ino
     if (err instanceof FsError && err.code === 'ENOTDIR') {
       throw new CorruptError(`${prefix.toString()}: listed as a directory, but its inode is not one`, fs.name);
     }
-    throw err;
+    throw atPath(err, prefix.length === 0 ? '/' : prefix.toString());
   }
   for (const e of entries) {
     const path = Buffer.concat([prefix, SLASH, e.name]);

@@ -1,4 +1,4 @@
-import { CorruptError } from '../errors.js';
+import { InternalError } from '../errors.js';
 import { checkRange, type ByteStore } from './byte-source.js';
 
 /** A region held in memory: fixtures, fuzzing, and the tmpfs-like upper. Same bounds rules as FileRegion. */
@@ -27,8 +27,14 @@ export class MemoryRegion implements ByteStore {
     return Buffer.from(this.bytes.subarray(position, position + length));
   }
 
+  async readInto(into: Buffer, position: number, length: number): Promise<void> {
+    this.check(position, length, 'read');
+    if (into.length < length) throw new RangeError(`readInto: a ${into.length}-byte buffer cannot hold ${length} bytes`);
+    this.bytes.copy(into, 0, position, position + length);
+  }
+
   async write(position: number, data: Uint8Array): Promise<void> {
-    if (!this.writable) throw new CorruptError('region is read-only', this.name);
+    if (!this.writable) throw new InternalError('region is read-only', this.name);
     this.check(position, data.length, 'write');
     this.bytes.set(data, position);
   }

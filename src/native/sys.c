@@ -301,7 +301,8 @@ static napi_value js_reopen(napi_env env, napi_callback_info info) {
   snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
   struct stat before, after;
   if (fstat(fd, &before) < 0) return throw_errno(env, errno, "reopen");
-  int nfd = open(path, (int)(flags & ~(uint32_t)O_CREAT) | O_CLOEXEC | O_NOCTTY);
+  /* O_NOFOLLOW would refuse the magic link itself; O_CREAT has nothing to create. */
+  int nfd = open(path, (int)(flags & ~(uint32_t)(O_CREAT | O_NOFOLLOW)) | O_CLOEXEC | O_NOCTTY);
   if (nfd < 0) return throw_errno(env, errno, "reopen");
   if (fstat(nfd, &after) < 0 || after.st_dev != before.st_dev || after.st_ino != before.st_ino) {
     close(nfd);
@@ -467,7 +468,11 @@ static napi_value js_unlinkat(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-/* fstatat(dirfd, path, flags) -> every struct stat field, as numbers. */
+/*
+ * fstatat(dirfd, path, flags) -> every struct stat field, as numbers, plus the
+ * birth time (0/0 where the filesystem keeps none), through statx(2): an
+ * inode number reused after a free has a new birth time.
+ */
 static napi_value js_fstatat(napi_env env, napi_callback_info info) {
   args_t a;
   int dirfd;
@@ -476,19 +481,25 @@ static napi_value js_fstatat(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, &a, 3, "fstatat") || !arg_fd(&a, 0, &dirfd) || !arg_path(&a, 1, path) ||
       !arg_u32(&a, 2, &flags))
     return NULL;
-  struct stat st;
-  if (fstatat(dirfd, path, &st, (int)flags) < 0) return throw_errno(env, errno, "fstatat");
+  struct statx st;
+  if (statx(dirfd, path, (int)flags | AT_STATX_SYNC_AS_STAT, STATX_BASIC_STATS | STATX_BTIME, &st) < 0)
+    return throw_errno(env, errno, "fstatat");
+  bool btime = (st.stx_mask & STATX_BTIME) != 0;
   napi_value o;
   if (napi_create_object(env, &o) != napi_ok) return NULL;
   /* st_ino and st_dev are u64; on Linux filesystems here they stay below 2^53. */
-  if (!set_num(env, o, "dev", (double)st.st_dev) || !set_num(env, o, "ino", (double)st.st_ino) ||
-      !set_num(env, o, "mode", st.st_mode) || !set_num(env, o, "nlink", (double)st.st_nlink) ||
-      !set_num(env, o, "uid", st.st_uid) || !set_num(env, o, "gid", st.st_gid) ||
-      !set_num(env, o, "rdev", (double)st.st_rdev) || !set_num(env, o, "size", (double)st.st_size) ||
-      !set_num(env, o, "blksize", (double)st.st_blksize) || !set_num(env, o, "blocks", (double)st.st_blocks) ||
-      !set_num(env, o, "atime", (double)st.st_atim.tv_sec) || !set_num(env, o, "atimeNsec", (double)st.st_atim.tv_nsec) ||
-      !set_num(env, o, "mtime", (double)st.st_mtim.tv_sec) || !set_num(env, o, "mtimeNsec", (double)st.st_mtim.tv_nsec) ||
-      !set_num(env, o, "ctime", (double)st.st_ctim.tv_sec) || !set_num(env, o, "ctimeNsec", (double)st.st_ctim.tv_nsec)) {
+  if (!set_num(env, o, "dev", (double)makedev(st.stx_dev_major, st.stx_dev_minor)) ||
+      !set_num(env, o, "ino", (double)st.stx_ino) || !set_num(env, o, "mode", st.stx_mode) ||
+      !set_num(env, o, "nlink", st.stx_nlink) || !set_num(env, o, "uid", st.stx_uid) ||
+      !set_num(env, o, "gid", st.stx_gid) ||
+      !set_num(env, o, "rdev", (double)makedev(st.stx_rdev_major, st.stx_rdev_minor)) ||
+      !set_num(env, o, "size", (double)st.stx_size) || !set_num(env, o, "blksize", st.stx_blksize) ||
+      !set_num(env, o, "blocks", (double)st.stx_blocks) ||
+      !set_num(env, o, "atime", (double)st.stx_atime.tv_sec) || !set_num(env, o, "atimeNsec", st.stx_atime.tv_nsec) ||
+      !set_num(env, o, "mtime", (double)st.stx_mtime.tv_sec) || !set_num(env, o, "mtimeNsec", st.stx_mtime.tv_nsec) ||
+      !set_num(env, o, "ctime", (double)st.stx_ctime.tv_sec) || !set_num(env, o, "ctimeNsec", st.stx_ctime.tv_nsec) ||
+      !set_num(env, o, "btime", btime ? (double)st.stx_btime.tv_sec : 0) ||
+      !set_num(env, o, "btimeNsec", btime ? st.stx_btime.tv_nsec : 0)) {
     napi_failed(env);
     return NULL;
   }
@@ -793,6 +804,15 @@ static napi_value js_fallocate(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+/* syncfs(fd): everything on the filesystem holding fd is durable. */
+static napi_value js_syncfs(napi_env env, napi_callback_info info) {
+  args_t a;
+  int fd;
+  if (!get_args(env, info, &a, 1, "syncfs") || !arg_fd(&a, 0, &fd)) return NULL;
+  if (syncfs(fd) < 0) return throw_errno(env, errno, "syncfs");
+  return undefined(env);
+}
+
 /* ---- OFD byte-range locks (fcntl F_OFD_*; length 0 = to the end of file) ---- */
 
 static bool arg_range(args_t *a, size_t i, struct flock *fl) {
@@ -906,7 +926,7 @@ static napi_value init(napi_env env, napi_value exports) {
       FN("fgetxattr", js_fgetxattr), FN("fsetxattr", js_fsetxattr), FN("flistxattr", js_flistxattr),
       FN("fremovexattr", js_fremovexattr), FN("getxattrat", js_getxattrat), FN("setxattrat", js_setxattrat),
       FN("listxattrat", js_listxattrat), FN("removexattrat", js_removexattrat), FN("lseek", js_lseek),
-      FN("fallocate", js_fallocate), FN("ofdLock", js_ofd_lock), FN("ofdUnlock", js_ofd_unlock),
+      FN("fallocate", js_fallocate), FN("syncfs", js_syncfs), FN("ofdLock", js_ofd_lock), FN("ofdUnlock", js_ofd_unlock),
       FN("ofdGetLock", js_ofd_getlock),
   };
   if (napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns) != napi_ok) return NULL;

@@ -52,6 +52,9 @@ export interface SysStat {
   mtimeNsec: number;
   ctime: number;
   ctimeNsec: number;
+  /** Birth time (statx STATX_BTIME), 0/0 where the filesystem keeps none. */
+  btime: number;
+  btimeNsec: number;
 }
 
 export interface SysStatFs {
@@ -108,7 +111,8 @@ export interface SysAddon {
   /**
    * A new fd with `flags` on the inode `fd` (often O_PATH) refers to, through
    * /proc/self/fd/N; ESTALE unless the result has the same st_dev/st_ino.
-   * O_CREAT is dropped. A symlink gives ELOOP.
+   * O_CREAT and O_NOFOLLOW are dropped. A symlink gives ELOOP. Never for a
+   * fifo or device (the open itself would block or act): check the type first.
    */
   reopen(fd: number, flags: number): number;
   /** `dev` as engine.ts makedev(). */
@@ -128,6 +132,7 @@ export interface SysAddon {
   /** AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; unprivileged callers link `procFdPath(fd)` with AT_SYMLINK_FOLLOW. */
   linkat(olddirfd: number, oldpath: Path, newdirfd: number, newpath: Path, flags: number): void;
   unlinkat(dirfd: number, path: Path, flags: number): void;
+  /** Through statx(2), so with the birth time; flags AT_SYMLINK_NOFOLLOW, AT_EMPTY_PATH. */
   fstatat(dirfd: number, path: Path, flags: number): SysStat;
   fstatfs(fd: number): SysStatFs;
   /** Every entry but '.' and '..', read through a fresh open of the directory (dirfd may be O_PATH). */
@@ -145,6 +150,8 @@ export interface SysAddon {
   /** SEEK_DATA / SEEK_HOLE at or past the last data: ENXIO. */
   lseek(fd: number, offset: number, whence: number): number;
   fallocate(fd: number, mode: number, offset: number, length: number): void;
+  /** syncfs(2): everything on the filesystem holding `fd` is durable (a real fd: O_PATH gives EBADF). */
+  syncfs(fd: number): void;
   /**
    * An OFD byte-range lock (fcntl F_OFD_SETLK; F_OFD_SETLKW when `wait`):
    * shared or exclusive over [start, start+length), length 0 = to the end.

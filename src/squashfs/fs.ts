@@ -309,14 +309,14 @@ export class SquashfsFs implements ReadableFs {
     return c.xattrs;
   }
 
+  /** Copies of the cached names: a caller may keep or modify them. */
   async listxattr(id: InodeId): Promise<Buffer[]> {
-    return inFile(this.name, async () => (await this.xattrList(id)).map((x) => Buffer.from(x.name, 'utf8')));
+    return inFile(this.name, async () => (await this.xattrList(id)).map((x) => Buffer.from(x.name)));
   }
 
-  async getxattr(id: InodeId, nameBytes: Buffer): Promise<Buffer | null> {
-    const name = nameBytes.toString('utf8');
+  async getxattr(id: InodeId, name: Buffer): Promise<Buffer | null> {
     return inFile(this.name, async () => {
-      const x = (await this.xattrList(id)).find((a) => a.name === name);
+      const x = (await this.xattrList(id)).find((a) => a.name.equals(name));
       return x ? Buffer.from(x.value) : null;
     });
   }

@@ -28,6 +28,7 @@
  * dir.ts (listings and the index), file.ts (blocks, fragments, sparse,
  * read-ahead), compress/ (one module per compressor), cache.ts, fs.ts.
  */
+import { nameEngineErrors } from '../errors.js';
 import type { ByteSource } from '../io/byte-source.js';
 import { SquashfsFs, type SquashfsOptions } from './fs.js';
 
@@ -37,6 +38,6 @@ export { decompressorFor, compressorName, type Decompressor } from './compress/i
 export type { Inode } from './inode.js';
 
 /** Opens the SquashFS filesystem held in `source`. The filesystem owns the source: close() closes it. */
-export function openSquashfs(source: ByteSource, options?: SquashfsOptions): Promise<SquashfsFs> {
-  return SquashfsFs.open(source, options);
+export async function openSquashfs(source: ByteSource, options?: SquashfsOptions): Promise<SquashfsFs> {
+  return nameEngineErrors(await SquashfsFs.open(source, options), source.name);
 }

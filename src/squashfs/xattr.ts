@@ -23,13 +23,15 @@ import type { Superblock } from './superblock.js';
  *            to another value record (shared between inodes by mksquashfs).
  */
 
-const PREFIXES = ['user.', 'trusted.', 'security.'];
+/** Type id -> namespace prefix; the stored name is the raw suffix bytes after it. */
+const PREFIXES = ['user.', 'trusted.', 'security.'].map((p) => Buffer.from(p));
 const XATTR_VALUE_OOL = 0x100;
 /** Linux's XATTR_SIZE_MAX: no value can be longer. */
 const XATTR_SIZE_MAX = 65536;
 
 export interface Xattr {
-  name: string;
+  /** The full name as bytes (prefix + stored suffix), never decoded. */
+  name: Buffer;
   value: Buffer;
 }
 
@@ -78,22 +80,22 @@ export class XattrTable {
       }
       if (nameSize === 0 || nameSize > 255) throw new CorruptError(`xattr entry ${index} has a name of ${nameSize} bytes`);
       r = await this.reader.read(r.pos, r.offset, nameSize, this.kvEnd);
-      const name = prefix + r.bytes.toString('utf8');
+      const name = Buffer.concat([prefix, r.bytes]);
       r = await this.reader.read(r.pos, r.offset, 4, this.kvEnd);
       const vsize = r.bytes.readUInt32LE(0);
       let value: Buffer;
       if (type & XATTR_VALUE_OOL) {
-        if (vsize !== 8) throw new CorruptError(`xattr ${name} has an out-of-line reference of ${vsize} bytes`);
+        if (vsize !== 8) throw new CorruptError(`xattr ${shown(name)} has an out-of-line reference of ${vsize} bytes`);
         r = await this.reader.read(r.pos, r.offset, 8, this.kvEnd);
         const vref = r.bytes.readBigUInt64LE(0);
         // The referenced record is a plain value (u32 size + bytes); following
         // it once, never recursively, rules out reference loops.
         const at = await this.reader.read(this.kvStart + Number(vref >> 16n), Number(vref & 0xffffn), 4, this.kvEnd);
         const olen = at.bytes.readUInt32LE(0);
-        if (olen > XATTR_SIZE_MAX) throw new CorruptError(`xattr ${name} value of ${olen} bytes is too long`);
+        if (olen > XATTR_SIZE_MAX) throw new CorruptError(`xattr ${shown(name)} value of ${olen} bytes is too long`);
         value = Buffer.from((await this.reader.read(at.pos, at.offset, olen, this.kvEnd)).bytes);
       } else {
-        if (vsize > XATTR_SIZE_MAX) throw new CorruptError(`xattr ${name} value of ${vsize} bytes is too long`);
+        if (vsize > XATTR_SIZE_MAX) throw new CorruptError(`xattr ${shown(name)} value of ${vsize} bytes is too long`);
         r = await this.reader.read(r.pos, r.offset, vsize, this.kvEnd);
         value = Buffer.from(r.bytes);
       }
@@ -103,4 +105,9 @@ export class XattrTable {
     }
     return out;
   }
+}
+
+/** A name for messages: one character per byte, quoted (names need not be UTF-8). */
+function shown(name: Buffer): string {
+  return JSON.stringify(name.toString('latin1'));
 }

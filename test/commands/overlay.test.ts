@@ -317,3 +317,82 @@ describe('sifuse overlay create', () => {
   });
 });
 
+
+describe('sifuse overlay resize', () => {
+  /** dumpe2fs minus what differs between any two tools' runs (times, UUIDs, checksums, mount counts). */
+  async function layout(img: string): Promise<string[]> {
+    const out = (await execa('dumpe2fs', [img], { reject: false })).stdout;
+    return out.split('\n').filter((l) => !/time|checksum|Mount count|UUID|Lifetime writes|Last checked/i.test(l));
+  }
+  async function manifest(img: string): Promise<string> {
+    return (await execa(SIFUSE, ['manifest', img])).stdout;
+  }
+  async function fill(img: string, files: number, bytes: number): Promise<void> {
+    const region = await FileRegion.open(img, { writable: true });
+    const fsx = await openExt3(region, { writable: true });
+    const upper = (await fsx.lookup(fsx.rootId, Buffer.from('upper')))!;
+    for (let i = 0; i < files; i++) {
+      const f = await fsx.mknod(upper, Buffer.from(`f${i}`), { mode: 0o100644, uid: 0, gid: 0 });
+      await fsx.write(f, 0, Buffer.alloc(bytes, i + 1));
+    }
+    await fsx.close();
+  }
+
+  it('grows and shrinks in place exactly as e2fsck -f && resize2fs would, keeping every file', async () => {
+    const img = path.join(dir, 'resize.img');
+    expect((await sifuse(['overlay', 'create', '--sparse', '--create-dir', '/opt/data', img])).exitCode).toBe(0);
+    await fill(img, 20, 300_000);
+    const before = await manifest(img);
+    for (const size of [300, 2000, 100, 64]) {
+      const peer = path.join(dir, `resize-peer-${size}.img`);
+      fs.copyFileSync(img, peer);
+      const r = await sifuse(['overlay', 'resize', '--size', String(size), img]);
+      expect(r.stderr).toBe('');
+      expect(r.exitCode).toBe(0);
+      expect(fs.statSync(img).size).toBe(size * MiB);
+      if (fs.statSync(peer).size < size * MiB) fs.truncateSync(peer, size * MiB);
+      await execa('e2fsck', ['-fy', peer], { reject: false });
+      expect((await execa('resize2fs', [peer, `${size}M`], { reject: false })).exitCode).toBe(0);
+      expect((await execa('e2fsck', ['-fn', img], { reject: false })).exitCode, `e2fsck after resize to ${size} MiB`).toBe(0);
+      expect(await layout(img), `layout at ${size} MiB`).toEqual(await layout(peer));
+      expect(await manifest(img)).toBe(before);
+      fs.rmSync(peer);
+    }
+    if (isRoot) {
+      const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'sifuse-resize-mnt-'));
+      await execa('mount', ['-o', 'loop,ro', img, mnt]);
+      try {
+        expect(fs.readdirSync(path.join(mnt, 'upper')).length).toBe(21);
+        expect(fs.statSync(path.join(mnt, 'upper', 'f19')).size).toBe(300_000);
+      } finally {
+        await execa('umount', [mnt]);
+        fs.rmdirSync(mnt);
+      }
+    }
+  });
+
+  it('refuses a shrink the data does not fit, an image in use, and sizes below 64 MiB, changing nothing', async () => {
+    const img = path.join(dir, 'resize-full.img');
+    expect((await sifuse(['overlay', 'create', '--sparse', '--size', '200', img])).exitCode).toBe(0);
+    await fill(img, 30, 4_000_000);
+    const bytes = fs.readFileSync(img);
+    let r = await sifuse(['overlay', 'resize', '--size', '100', img]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`^sifuse: ${img.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: the data does not fit in 100 MiB \\((block|blocks|inodes) .*resize2fs can move`));
+    expect(fs.readFileSync(img).equals(bytes)).toBe(true);
+
+    r = await sifuse(['overlay', 'resize', '--size', '63', img]);
+    expect(r.stderr.trim()).toBe(`sifuse: ${img}: image size must be equal or greater than 64 MiB`);
+
+    const { ofdLock } = await import('../../src/native/sys.js');
+    const fd = fs.openSync(img, 'r+');
+    try {
+      expect(ofdLock(fd, 0, 0, true)).toBe(true);
+      r = await sifuse(['overlay', 'resize', '--size', '300', img]);
+      expect(r.stderr.trim()).toBe(`sifuse: ${img}: the overlay image is in use (locked by another process)`);
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(fs.readFileSync(img).equals(bytes)).toBe(true);
+  });
+});

@@ -40,15 +40,15 @@ async function sha256Of(fs: ReadableFs, id: InodeId, size: number): Promise<stri
   return h.digest('hex');
 }
 
-async function xattrField(fs: ReadableFs, id: InodeId, excludePrefixes: string[]): Promise<string> {
-  const names = (await fs.listxattr(id)).filter((n) => !excludePrefixes.some((p) => n.toString('latin1').startsWith(p)));
+/** `-` or name=BASE64 pairs sorted by the name's bytes, names escaped as paths are (tree_manifest.py's XATTRS). */
+async function xattrField(fs: ReadableFs, id: InodeId, excludePrefixes: Buffer[]): Promise<string> {
+  const names = (await fs.listxattr(id)).filter((n) => !excludePrefixes.some((p) => n.subarray(0, p.length).equals(p)));
   if (names.length === 0) return '-';
   const pairs: [Buffer, string][] = [];
   for (const name of names) {
     const v = await fs.getxattr(id, name);
-    if (v === null) throw new Error(`${fs.name}: listxattr names ${name} but getxattr finds nothing`);
-    const raw = Buffer.from(name);
-    pairs.push([raw, `${raw.toString('latin1')}=${v.toString('base64')}`]);
+    if (v === null) throw new Error(`${fs.name}: listxattr names ${JSON.stringify(name.toString('latin1'))} but getxattr finds nothing`);
+    pairs.push([name, `${escapeBytes(name)}=${v.toString('base64')}`]);
   }
   pairs.sort((a, b) => Buffer.compare(a[0], b[0]));
   return pairs.map((p) => p[1]).join(',');
@@ -68,7 +68,7 @@ export interface WalkOptions {
 export async function walkManifest(fs: ReadableFs, options: WalkOptions = {}): Promise<ManifestEntry[]> {
   const exclude = new Set((options.exclude ?? []).map((p) => Buffer.from(p).toString('latin1')));
   const maxEntries = options.maxEntries ?? 1_000_000;
-  const xprefixes = options.excludeXattrPrefixes ?? [];
+  const xprefixes = (options.excludeXattrPrefixes ?? []).map((p) => Buffer.from(p));
   const out: ManifestEntry[] = [];
   const stack: [Buffer, InodeId][] = [[Buffer.from('/'), options.root ?? fs.rootId]];
   const seenDirs = new Set<number>();

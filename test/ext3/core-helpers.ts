@@ -88,9 +88,10 @@ export async function manifest(fs: Ext3Fs): Promise<string[]> {
         data = createHash('sha256').update(await fs.read(e.id, 0, st.size)).digest('hex').slice(0, 16);
       } else if (e.type === 'l') data = (await fs.readlink(e.id)).toString('latin1');
       else if (e.type === 'c' || e.type === 'b') data = String(st.rdev);
-      const xs = (await fs.listxattr(e.id)).sort();
+      // Names as bytes (one latin1 character per byte, like the paths here), in byte order.
+      const xs = (await fs.listxattr(e.id)).sort(Buffer.compare);
       const xv: string[] = [];
-      for (const x of xs) xv.push(`${x}=${(await fs.getxattr(e.id, x))!.toString('hex')}`);
+      for (const x of xs) xv.push(`${x.toString('latin1')}=${(await fs.getxattr(e.id, x))!.toString('hex')}`);
       lines.push(`${p} ${e.type} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${e.type === 'd' ? '-' : st.size} ${data} ${xv.join(',')}`);
       if (e.type === 'd') await walk(e.id, p);
     }

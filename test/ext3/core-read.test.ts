@@ -122,7 +122,7 @@ async function engineManifest(fs: Ext3Fs): Promise<string[]> {
       } else if (e.type === 'l') data = (await fs.readlink(e.id)).toString('latin1');
       else if (e.type === 'c' || e.type === 'b') data = `${devMajor(st.rdev)}:${devMinor(st.rdev)}`;
       const xs: string[] = [];
-      for (const x of await fs.listxattr(e.id)) xs.push(`${x}=${(await fs.getxattr(e.id, x))!.toString('hex')}`);
+      for (const x of await fs.listxattr(e.id)) xs.push(`${x.toString('latin1')}=${(await fs.getxattr(e.id, x))!.toString('hex')}`);
       lines.push(`${rel}/${name} ${e.type} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${e.type === 'd' ? '-' : st.size} ${st.nlink} ${st.mtime} ${data} ${xs.sort().join(',')}`);
       if (e.type === 'd') await walk(e.id, `${rel}/${name}`);
     }

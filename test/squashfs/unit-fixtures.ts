@@ -54,8 +54,10 @@ export function mksquashfs(src: string, out: string, args: string[] = []): strin
   return out;
 }
 
-export function setXattr(path: string, name: string, value: Buffer): void {
-  execFileSync('setfattr', ['-h', '-n', name, '-v', `0x${value.toString('hex')}`, path]);
+/** Sets an xattr with setfattr; a Buffer name may hold any bytes (passed as octal escapes, which setfattr decodes). */
+export function setXattr(path: string, name: string | Buffer, value: Buffer): void {
+  const arg = typeof name === 'string' ? name : [...name].map((b) => `\\${b.toString(8).padStart(3, '0')}`).join('');
+  execFileSync('setfattr', ['-h', '-n', arg, '-v', `0x${value.toString('hex')}`, path]);
 }
 
 /**
@@ -90,6 +92,11 @@ export function buildTree(root: string): { devices: boolean } {
   // security.* needs CAP_SETFCAP: root only.
   if (isRoot) setXattr(join(root, 'random'), 'security.capability', Buffer.from('0100000200200000000000000000000000000000', 'hex'));
   setXattr(join(root, 'text'), 'user.big', Buffer.alloc(3000, 0x71)); // same value: stored once, out of line
+  // Names are bytes: UTF-8 beyond ASCII, bytes that are not UTF-8, and the manifest's escaped characters.
+  setXattr(join(root, 'small.txt'), Buffer.from('user.café'), Buffer.from('utf-8 name'));
+  setXattr(join(root, 'small.txt'), Buffer.from('user.\xff\xfe', 'latin1'), Buffer.from('not utf-8'));
+  setXattr(join(root, 'dir'), Buffer.from('user.tab\there back\\slash new\nline=,', 'latin1'), Buffer.from('escaped'));
+  if (isRoot) setXattr(join(root, 'dir'), Buffer.from('trusted.\x80\xe9', 'latin1'), Buffer.from('root only'));
   let devices = false;
   if (isRoot) {
     execFileSync('mknod', [join(root, 'chardev'), 'c', '4', '65']);

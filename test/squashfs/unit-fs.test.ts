@@ -34,7 +34,11 @@ beforeAll(() => {
 });
 afterAll(() => removeDir(work));
 
-/** Source xattrs of a path as name -> value, via getfattr (the reference tool). */
+/**
+ * Source xattrs of a path as (name bytes as hex) -> value, via getfattr (the
+ * reference tool). getfattr prints name bytes raw except '\\', '=' and
+ * control characters, which it writes as 3-digit octal escapes.
+ */
 function sourceXattrs(path: Buffer): Map<string, Buffer> {
   const out = new Map<string, Buffer>();
   let text: string;
@@ -48,7 +52,9 @@ function sourceXattrs(path: Buffer): Map<string, Buffer> {
   }
   for (const line of text.split('\n')) {
     const m = /^([^#=][^=]*)=0x([0-9a-f]*)$/.exec(line);
-    if (m) out.set(m[1]!, Buffer.from(m[2]!, 'hex'));
+    if (!m) continue;
+    const name = Buffer.from(m[1]!.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))), 'latin1');
+    out.set(name.toString('hex'), Buffer.from(m[2]!, 'hex'));
   }
   return out;
 }
@@ -77,9 +83,9 @@ async function compareTree(fs: SquashfsFs, srcPath: Buffer, id: InodeId, withXat
   }
   if (withXattrs && type !== 'l') {
     const want = sourceXattrs(srcPath);
-    const names = (await fs.listxattr(id)).map((n) => n.toString()).sort();
+    const names = (await fs.listxattr(id)).map((n) => n.toString('hex')).sort();
     expect(names, where).toEqual([...want.keys()].sort());
-    for (const [name, value] of want) expect((await fs.getxattr(id, Buffer.from(name)))?.equals(value), `${where} ${name}`).toBe(true);
+    for (const [name, value] of want) expect((await fs.getxattr(id, Buffer.from(name, 'hex')))?.equals(value), `${where} ${name}`).toBe(true);
     expect(await fs.getxattr(id, Buffer.from('user.absent'))).toBeNull();
   }
   let count = 1;
@@ -155,6 +161,26 @@ describe('SquashFS engine details', () => {
     const b = await fs.getattr((await fs.lookup(dir, Buffer.from('hardlink')))!);
     expect(a.ino).toBe(b.ino);
     expect([a.nlink, b.nlink]).toEqual([2, 2]);
+  });
+
+  it('keeps xattr names as stored bytes: UTF-8, not UTF-8, escapable characters', async () => {
+    const file = (await fs.lookup(fs.rootId, Buffer.from('small.txt')))!;
+    const hex = (await fs.listxattr(file)).map((n) => n.toString('hex')).sort();
+    const want = [Buffer.from('user.greeting'), Buffer.from('user.caf\xc3\xa9', 'latin1'), Buffer.from('user.\xff\xfe', 'latin1')];
+    expect(hex).toEqual(want.map((n) => n.toString('hex')).sort());
+    expect((await fs.getxattr(file, Buffer.from('user.café')))?.toString()).toBe('utf-8 name');
+    expect((await fs.getxattr(file, Buffer.from('user.\xff\xfe', 'latin1')))?.toString()).toBe('not utf-8');
+    // The same characters in another encoding (latin1 é, U+FFFD for the bad bytes) name nothing.
+    expect(await fs.getxattr(file, Buffer.from('user.caf\xe9', 'latin1'))).toBeNull();
+    expect(await fs.getxattr(file, Buffer.from('user.\ufffd\ufffd'))).toBeNull();
+    const dir = (await fs.lookup(fs.rootId, Buffer.from('dir')))!;
+    const odd = Buffer.from('user.tab\there back\\slash new\nline=,', 'latin1');
+    expect((await fs.listxattr(dir)).some((n) => n.equals(odd))).toBe(true);
+    expect((await fs.getxattr(dir, odd))?.toString()).toBe('escaped');
+    // listxattr hands out copies: modifying one leaves the engine's names intact.
+    const [first] = await fs.listxattr(file);
+    first!.fill(0);
+    expect((await fs.listxattr(file)).map((n) => n.toString('hex')).sort()).toEqual(hex);
   });
 
   it('reads at any offset and length, short only at end of file', async () => {

@@ -20,7 +20,9 @@ Contents (paths relative to DEST):
   /special    fifos, unix sockets and, as root, char and block devices (incl. 0:0 and
               large major/minor numbers)
   /xattrs     user.* xattrs (empty, binary, large, many, values shared between files),
-              and as root security.capability and trusted.* (also on a symlink/device)
+              names that are UTF-8 beyond ASCII, not UTF-8, or hold '\\', tab, newline,
+              and as root security.capability and trusted.* (also on a symlink/device,
+              and a trusted.* name that is not UTF-8)
   /names      spaces, tabs, newlines, backslashes, unicode, bytes that are not UTF-8,
               255-byte names, names that sort differently per path than per component
   /many       a directory of --many entries (default 20000)
@@ -306,6 +308,14 @@ def build(t: Tree, big_size: int, many: int, depth: int, small: bool):
     t.device(b"/xattrs/chr-with-xattr", "c", 5, 1, xattrs=t.root_xattrs([("trusted.on-chr", b"c")]))
     t.device(b"/xattrs/blk-with-xattr", "b", 7, 3, xattrs=t.root_xattrs([("trusted.on-blk", b"b")]))
     t.mkdir(b"/xattrs/empty-dir-with-xattr", xattrs=[("user.empty-dir", b"e")])
+    # Xattr names are bytes: the same attribute must keep its bytes through every engine.
+    t.file(b"/xattrs/odd-names", b"o", xattrs=[
+        ("user.café", b"utf-8"), ("user.naïve", b"utf-8 again"), ("user.日本語-🙂", b"multibyte"),
+        (b"user.\xff\xfe", b"not utf-8"), (b"user.caf\xe9", b"latin-1"), (b"user.\x80", b""),
+        (b"user.tab\there", b"t"), (b"user.new\nline", b"n"), (b"user.back\\slash", b"b"),
+        (b"user.eq=comma,", b"e"),
+    ] + t.root_xattrs([(b"trusted.\xe9t\xe9-\xff", b"root, not utf-8")]))
+    t.mkdir(b"/xattrs/odd-names-dir", xattrs=[(b"user.dir-\xc3", b"truncated utf-8")])
 
     # /names
     t.mkdir(b"/names")

@@ -13,6 +13,8 @@ import { makeTempDir, manifestDiff, removeTempDir, treeManifest, withoutSubtree 
 let dir: string;
 let root: string;
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+/** base64 of a string read as one byte per character. */
+const b64 = (latin1: string) => Buffer.from(latin1, 'latin1').toString('base64');
 const T = 1_600_000_000;
 const sparseContent = Buffer.concat([Buffer.from('head'), Buffer.alloc(3 * 1048576), Buffer.from('tail')]);
 
@@ -32,6 +34,11 @@ beforeAll(async () => {
   closeSync(fd);
   await execa('setfattr', ['-n', 'user.b', '-v', '0x00ff', p('a/x')]);
   await execa('setfattr', ['-n', 'user.a', '-v', 'hi', p('a/x')]);
+  // Xattr names are bytes: UTF-8, not UTF-8, and the three characters the manifest escapes.
+  // setfattr decodes 3-digit octal escapes in names, so any byte can be passed.
+  for (const [name, value] of [['user.caf\\303\\251', 'caf\xc3\xa9'], ['user.\\377\\376', '\xff\xfe'], ['user.t\\011b\\134s\\012n', 't\tb\\s\nn']]) {
+    await execa('setfattr', ['-n', name!, '-v', `0x${Buffer.from(value!, 'latin1').toString('hex')}`, p('a/sub')]);
+  }
   for (const d of ['', 'a', 'a/sub', 'a-b']) chmodSync(p(d), 0o755);
   for (const f of ['a-b/sparse', 'a/tab\there\\']) chmodSync(p(f), 0o644);
   chmodSync(p('a/x'), 0o4755);
@@ -56,12 +63,16 @@ describe('tree_manifest.py', () => {
       `/a-b\td\t0755\t${uid}\t${gid}\t-\t${T + 5}\t-\t-`,
       `/a-b/sparse\tf\t0644\t${uid}\t${gid}\t${sparseContent.length}\t${T + 2}\t${sha(sparseContent)}\t-`,
       `/a/link\tl\t0777\t${uid}\t${gid}\t${Buffer.byteLength('target\nwith newline')}\t${T + 7}\ttarget\\nwith newline\t-`,
-      `/a/sub\td\t0755\t${uid}\t${gid}\t-\t${T + 3}\t-\t-`,
+      // Sorted by raw name bytes (c < t < 0xff), escaped like paths, other bytes raw.
+      Buffer.concat([
+        Buffer.from(`/a/sub\td\t0755\t${uid}\t${gid}\t-\t${T + 3}\t-\t`),
+        Buffer.from(`user.caf\xc3\xa9=${b64('caf\xc3\xa9')},user.t\\tb\\\\s\\nn=${b64('t\tb\\s\nn')},user.\xff\xfe=${b64('\xff\xfe')}`, 'latin1'),
+      ]).toString('latin1'),
       `/a/tab\\there\\\\\tf\t0644\t${uid}\t${gid}\t0\t${T + 1}\t${sha(Buffer.alloc(0))}\t-`,
       `/a/x\tf\t4755\t${uid}\t${gid}\t5\t${T}\t${sha(Buffer.from('hello'))}\tuser.a=aGk=,user.b=AP8=`,
     ].join('\n') + '\n';
     const got = await treeManifest(root);
-    expect(manifestDiff(got, Buffer.from(expected))).toBeNull();
+    expect(manifestDiff(got, Buffer.from(expected, 'latin1'))).toBeNull();
   });
 
   it('describes a subtree with absolute paths and drops excluded paths', async () => {

@@ -16,7 +16,8 @@ bytes of the full path, in the format of `sifuse manifest` (issue 3):
   MTIME  integer seconds (st_mtime rounded down)
   DATA   sha256 hex of the content for f, the target for l (escaped like PATH),
          MAJOR:MINOR for c and b, else '-'
-  XATTRS '-' or name=BASE64(value) sorted by name, joined by ','
+  XATTRS '-' or name=BASE64(value) sorted by the name's raw bytes, joined by ','; names
+         are escaped like PATH and otherwise written raw (they need not be UTF-8)
 
 ROOT may be any directory, including a kernel mount point. --path names a
 subdirectory (as an absolute path inside ROOT; printed paths stay absolute
@@ -114,11 +115,13 @@ def xattr_field(path: bytes, exclude_prefixes) -> bytes:
         raise
     pairs = []
     for name in names:
-        if any(name.startswith(p) for p in exclude_prefixes):
-            continue
-        value = os.getxattr(path, name, follow_symlinks=False)
+        # listxattr decodes names with the filesystem encoding and surrogateescape:
+        # fsencode gives back exactly the bytes the kernel returned.
         raw = os.fsencode(name)
-        pairs.append((raw, raw + b"=" + base64.b64encode(value)))
+        if any(raw.startswith(p) for p in exclude_prefixes):
+            continue
+        value = os.getxattr(path, raw, follow_symlinks=False)
+        pairs.append((raw, escape(raw) + b"=" + base64.b64encode(value)))
     if not pairs:
         return b"-"
     pairs.sort(key=lambda p: p[0])
@@ -196,11 +199,12 @@ def main() -> int:
         root = b""
     start = normalise(args.path)
     excluded = {normalise(p) for p in args.exclude}
+    exclude_xattrs = [os.fsencode(p) for p in args.exclude_xattr]
     entries = sorted(walk(root, start, excluded), key=lambda e: e[1])
     out = open(args.output, "wb") if args.output else sys.stdout.buffer
     try:
         for host, shown in entries:
-            out.write(line_for(host, shown, args.exclude_xattr) + b"\n")
+            out.write(line_for(host, shown, exclude_xattrs) + b"\n")
     finally:
         if args.output:
             out.close()

@@ -10,11 +10,12 @@
  * runs before the engine is open, since nothing else may trust the metadata
  * until it has.
  */
-import { CorruptError, UnsupportedError } from '../../errors.js';
+import { CorruptError, InternalError, UnsupportedError } from '../../errors.js';
 import type { ByteStore } from '../../io/byte-source.js';
 import { type BlockMapIO, mapRange } from '../block-map.js';
 import { mapExtents } from '../extents.js';
 import { decodeGroupDesc } from '../group-desc.js';
+import { gdtBlockOf, gdtOffsetOf, inodeGroup, inodeLocation, inodeTableBlocks } from '../geometry.js';
 import { decodeInode, EXT4_EXTENTS_FL, type Inode } from '../inode.js';
 import {
   blockSize as sbBlockSize,
@@ -87,17 +88,16 @@ export async function readFsSuperblock(store: ByteStore): Promise<Superblock> {
 async function readInodeRecord(store: ByteStore, sb: Superblock, ino: number): Promise<Inode> {
   const bs = sbBlockSize(sb);
   if (ino < 1 || ino > sb.s_inodes_count) throw new CorruptError(`inode ${ino} out of range`);
-  const group = Math.floor((ino - 1) / sb.s_inodes_per_group);
-  const index = (ino - 1) % sb.s_inodes_per_group;
+  const group = inodeGroup(sb, ino);
   const dsz = descSize(sb);
-  const descOff = (sb.s_first_data_block + 1) * bs + group * dsz;
+  const descOff = gdtBlockOf(sb, group) * bs + gdtOffsetOf(sb, group);
   const gd = decodeGroupDesc(await store.read(descOff, dsz), 0, dsz);
   const isz = inodeSize(sb);
-  const tableBlocks = Math.ceil((sb.s_inodes_per_group * isz) / bs);
-  if (gd.bg_inode_table < sb.s_first_data_block || gd.bg_inode_table + tableBlocks > sb.s_blocks_count) {
+  if (gd.bg_inode_table < sb.s_first_data_block || gd.bg_inode_table + inodeTableBlocks(sb) > sb.s_blocks_count) {
     throw new CorruptError(`group ${group} inode table at block ${gd.bg_inode_table} lies outside the filesystem`);
   }
-  const raw = await store.read(gd.bg_inode_table * bs + index * isz, isz);
+  const { block, off } = inodeLocation(sb, gd.bg_inode_table, ino);
+  const raw = await store.read(block * bs + off, isz);
   return decodeInode(raw, isz);
 }
 
@@ -125,12 +125,12 @@ export async function readJournalMap(store: ByteStore, sb: Superblock): Promise<
     firstDataBlock: sb.s_first_data_block,
     blocksCount: sb.s_blocks_count,
     readMeta: (block) => store.read(block * bs, bs),
-    writeMeta: () => Promise.reject(new CorruptError('journal block map is read-only here')),
+    writeMeta: () => Promise.reject(new InternalError('journal block map is read-only here')),
     newMeta: () => {
-      throw new CorruptError('journal block map is read-only here');
+      throw new InternalError('journal block map is read-only here');
     },
-    allocBlock: () => Promise.reject(new CorruptError('journal block map is read-only here')),
-    freeBlock: () => Promise.reject(new CorruptError('journal block map is read-only here')),
+    allocBlock: () => Promise.reject(new InternalError('journal block map is read-only here')),
+    freeBlock: () => Promise.reject(new InternalError('journal block map is read-only here')),
   };
   // The engine's block-map and extent walks check every pointer against the
   // filesystem; an ext4 journal (extent-mapped) can thus be replayed too.

@@ -28,7 +28,7 @@
  * that was freed and now holds file data. A block both revoked and journaled
  * in one transaction is journaled only (as jbd2_journal_cancel_revoke does).
  */
-import { CorruptError, UnsupportedError } from '../../errors.js';
+import { CorruptError, InternalError } from '../../errors.js';
 import { blockTailChecksum, commitBlockChecksum, dataBlockChecksum, journalChecksumSeed } from './checksum.js';
 import {
   BlockType,
@@ -92,9 +92,9 @@ export class Journal {
    * (replay.ts) runs first on any image that needs it.
    */
   static async open(file: JournalFile): Promise<Journal> {
-    if (!file.store.writable) throw new UnsupportedError('journal opened for writing on a read-only image');
+    if (!file.store.writable) throw new InternalError('journal opened for writing on a read-only image');
     const jsb = await readJournalSuperblock(file);
-    if (jsb.start !== 0) throw new CorruptError('journal still holds transactions: replay it before writing');
+    if (jsb.start !== 0) throw new InternalError('journal still holds transactions: replay it before writing');
     if (jsb.blockType !== BlockType.SUPERBLOCK_V2 && jsb.featureIncompat !== 0) {
       throw new CorruptError('v1 journal superblock with features');
     }
@@ -137,12 +137,12 @@ export class Journal {
    * Resolves once the commit block is durable and the blocks are written home.
    */
   async commit(blocks: Map<number, Buffer>, revoked: Set<number> = new Set()): Promise<CommitStats> {
-    if (this.closed) throw new CorruptError('journal is closed');
+    if (this.closed) throw new InternalError('journal is closed');
     const bs = this.file.blockSize;
     const homes = [...blocks.keys()];
     for (const home of homes) {
       const img = blocks.get(home)!;
-      if (img.length !== bs) throw new CorruptError(`journaled block ${home} is ${img.length} bytes, not ${bs}`);
+      if (img.length !== bs) throw new InternalError(`journaled block ${home} is ${img.length} bytes, not ${bs}`);
       this.checkHome(home);
     }
     const revokes = [...revoked].filter((b) => !blocks.has(b));
@@ -152,7 +152,7 @@ export class Journal {
     }
     const need = this.logBlocksFor(homes.length, revokes.length);
     if (need > this.logLength) {
-      throw new CorruptError(
+      throw new InternalError(
         `transaction of ${homes.length} blocks and ${revokes.length} revokes needs ${need} log blocks; the journal has ${this.logLength}`,
       );
     }
@@ -223,7 +223,7 @@ export class Journal {
 
   private checkHome(home: number): void {
     if (!Number.isInteger(home) || home < 0 || home >= this.file.fsBlocks) {
-      throw new CorruptError(`block ${home} lies outside the filesystem's ${this.file.fsBlocks} blocks`);
+      throw new InternalError(`block ${home} lies outside the filesystem's ${this.file.fsBlocks} blocks`);
     }
     if (this.ownBlocks.has(home)) throw new CorruptError(`block ${home} belongs to the journal itself`);
   }

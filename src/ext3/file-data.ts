@@ -1,0 +1,346 @@
+/**
+ * File data (the kernel's fs/ext2/inode.c get_block and file.c): logical to
+ * physical block mapping (indirect blocks, or extents read-only), read,
+ * write and truncate of regular files, and ordered-mode data: blocks
+ * allocated in the running transaction keep their bytes in memory
+ * (pendingData) until flushData() writes them, before the commit that makes
+ * their block pointers durable. A block freed first is simply dropped.
+ */
+import type { DataRange, InodeId } from '../engine.js';
+import { S_IFDIR, S_IFMT, S_IFREG } from '../engine.js';
+import { UnsupportedError, withErrno } from '../errors.js';
+import { indirectBlocksNeeded, mappedRuns, mapBlock, mapRange, maxLogicalBlocks, setBlock } from './block-map.js';
+import type { Ext3Context } from './context.js';
+import { mapExtents } from './extents.js';
+import type { Inode } from './inode.js';
+import { EXT4_EXTENTS_FL, EXT4_INLINE_DATA_FL } from './inode.js';
+import { hasRoCompat, RO_COMPAT } from './superblock.js';
+
+/** Pending new-block data written early beyond this many bytes. */
+const MAX_PENDING_DATA = 16 * 1024 * 1024;
+/** Bytes per allocation that pending data blocks are carved from. */
+const PENDING_SLAB = 256 * 1024;
+
+export class FileData {
+  /**
+   * Data of blocks allocated in the running transaction, not yet on disk.
+   * Ordered mode: flushData() writes them (coalesced, in block order) before
+   * the commit that makes their block pointers durable; a block freed first
+   * is simply dropped, never written.
+   */
+  private readonly pendingData = new Map<number, Buffer>();
+  private pendingBytes = 0;
+  private slab: Buffer = Buffer.alloc(0);
+  private slabUsed = 0;
+  private readonly maxFileBlocks: number;
+
+  constructor(private readonly c: Ext3Context) {
+    const per = c.blockSize / 4;
+    // i_blocks counts 512-byte sectors in 32 bits (without huge_file): that caps files too.
+    this.maxFileBlocks = Math.min(maxLogicalBlocks(per), Math.floor(0xffffffff / c.sectorsPerBlock) - 3 * per);
+  }
+
+  usesExtents(inode: Inode): boolean {
+    if (inode.i_flags & EXT4_INLINE_DATA_FL) {
+      throw new UnsupportedError('inline_data inodes are not supported', this.c.name);
+    }
+    return (inode.i_flags & EXT4_EXTENTS_FL) !== 0;
+  }
+
+  async mapOne(inode: Inode, lbn: number): Promise<number> {
+    if (this.usesExtents(inode)) return (await mapExtents(this.c.io, inode, lbn, 1))[0]!;
+    return mapBlock(this.c.io, inode, lbn);
+  }
+
+  async mapMany(inode: Inode, lbn: number, count: number): Promise<number[]> {
+    if (this.usesExtents(inode)) return mapExtents(this.c.io, inode, lbn, count);
+    return mapRange(this.c.io, inode, lbn, count);
+  }
+
+  /** A freed block's pending data is never written. */
+  dropPending(block: number): void {
+    if (this.pendingData.delete(block)) this.pendingBytes -= this.c.blockSize;
+  }
+
+  /** A file past 2 GiB needs the large_file feature (the kernel sets it the same way). */
+  private noteSize(size: number): void {
+    const sb = this.c.sb;
+    if (size > 0x7fffffff && !hasRoCompat(sb, RO_COMPAT.large_file)) sb.s_feature_ro_compat |= RO_COMPAT.large_file;
+  }
+
+  /** A live regular file that this engine can change (write, truncate). */
+  async liveRegularFile(id: InodeId): Promise<Inode> {
+    const inode = await this.c.itable.live(id);
+    const type = inode.i_mode & S_IFMT;
+    if (type === S_IFDIR) throw withErrno('EISDIR');
+    if (type !== S_IFREG) throw withErrno('EINVAL', 'not a regular file');
+    if (this.usesExtents(inode)) throw withErrno('EROFS', 'extent-mapped files are read-only here');
+    return inode;
+  }
+
+  async read(id: InodeId, position: number, length: number): Promise<Buffer> {
+    const c = this.c;
+    const inode = await c.itable.live(id);
+    const type = inode.i_mode & S_IFMT;
+    if (type === S_IFDIR) throw withErrno('EISDIR');
+    if (type !== S_IFREG) throw withErrno('EINVAL', 'not a regular file');
+    if (!Number.isSafeInteger(position) || position < 0 || !Number.isSafeInteger(length) || length < 0) {
+      throw withErrno('EINVAL');
+    }
+    const size = inode.i_size;
+    if (position >= size || length === 0) return Buffer.alloc(0);
+    const end = Math.min(size, position + length);
+    const bs = c.blockSize;
+    const first = Math.floor(position / bs);
+    const last = Math.floor((end - 1) / bs);
+    const map = await this.mapMany(inode, first, last - first + 1);
+    if (map.length === 1 && map[0] !== 0 && !this.pendingData.has(map[0]!)) {
+      // One block on disk (every small-file read): its bytes are the answer, no copy.
+      return c.store.read(map[0]! * bs + (position - first * bs), end - position);
+    }
+    const out = Buffer.alloc(end - position);
+    let i = 0;
+    while (i < map.length) {
+      const pbn = map[i]!;
+      if (pbn === 0) {
+        i++;
+        continue;
+      }
+      const pending = this.pendingData.get(pbn);
+      if (pending) {
+        const bStart = (first + i) * bs;
+        const from = Math.max(bStart, position);
+        const to = Math.min(bStart + bs, end);
+        pending.copy(out, from - position, from - bStart, to - bStart);
+        i++;
+        continue;
+      }
+      let j = i + 1;
+      while (j < map.length && map[j] === pbn + (j - i) && !this.pendingData.has(map[j]!)) j++;
+      const runStart = (first + i) * bs;
+      const runEnd = (first + j) * bs;
+      const from = Math.max(runStart, position);
+      const to = Math.min(runEnd, end);
+      const bytes = await c.store.read(pbn * bs + (from - runStart), to - from);
+      bytes.copy(out, from - position);
+      i = j;
+    }
+    return out;
+  }
+
+  /**
+   * Where the file has blocks, from the block map: a hole is an unmapped
+   * block (blocks allocated but never written count as data, as the kernel's
+   * SEEK_DATA does). Extent-mapped files (read-only here) answer with the
+   * whole file, which the contract allows.
+   */
+  async dataRanges(id: InodeId): Promise<DataRange[]> {
+    const c = this.c;
+    const inode = await c.itable.live(id);
+    const type = inode.i_mode & S_IFMT;
+    if (type === S_IFDIR) throw withErrno('EISDIR');
+    if (type !== S_IFREG) throw withErrno('EINVAL', 'not a regular file');
+    const size = inode.i_size;
+    if (size === 0) return [];
+    if (this.usesExtents(inode)) return [{ offset: 0, length: size }];
+    const bs = c.blockSize;
+    const limit = Math.min(Math.ceil(size / bs), maxLogicalBlocks(bs / 4));
+    const out: DataRange[] = [];
+    for (const run of await mappedRuns(c.io, inode, limit)) {
+      const offset = run.first * bs;
+      out.push({ offset, length: Math.min(size, (run.first + run.count) * bs) - offset });
+    }
+    return out;
+  }
+
+  /** write() on the queue. */
+  async write(id: InodeId, position: number, data: Buffer): Promise<number> {
+    const c = this.c;
+    const inode = await this.liveRegularFile(id);
+    if (!Number.isSafeInteger(position) || position < 0) throw withErrno('EINVAL');
+    if (data.length === 0) return 0;
+    const bs = c.blockSize;
+    const end = position + data.length;
+    if (Math.ceil(end / bs) > this.maxFileBlocks) throw withErrno('EFBIG');
+    this.noteSize(end);
+    if (position > inode.i_size) await this.zeroPastEof(inode, inode.i_size);
+    const first = Math.floor(position / bs);
+    const last = Math.floor((end - 1) / bs);
+    const t = c.now();
+    let written = 0;
+    const CHUNK = 1024;
+    let prevPbn = 0;
+    let failed: unknown = null;
+    outer: for (let k = first; k <= last; k += CHUNK) {
+      const n = Math.min(CHUNK, last - k + 1);
+      const map = await mapRange(c.io, inode, k, n);
+      const holes = map.filter((b) => b === 0).length;
+      if (holes > 0) {
+        const need = holes + Math.ceil(holes / (bs / 4)) + 3;
+        if (need > c.alloc.availableBlocks() && c.alloc.freedThisTx.size > 0) {
+          await c.itable.iput(id, inode);
+          await c.tx.commit();
+        }
+      }
+      // Overwrites of blocks already on disk, coalesced into runs of adjacent bytes.
+      const runs: { pbn: number; buf: Buffer[]; bytes: number }[] = [];
+      for (let i = 0; i < n; i++) {
+        const lbn = k + i;
+        const bStart = lbn * bs;
+        const from = Math.max(bStart, position);
+        const to = Math.min(bStart + bs, end);
+        let pbn = map[i]!;
+        if (pbn === 0) {
+          let goal = prevPbn ? prevPbn + 1 : lbn > 0 ? await mapBlock(c.io, inode, lbn - 1) : 0;
+          if (goal === 0) goal = c.alloc.goalForInode(id);
+          // Checked first, so a failed allocation never leaves half a mapping behind.
+          const need = 1 + (await indirectBlocksNeeded(c.io, inode, lbn));
+          if (need > c.alloc.availableBlocks()) {
+            failed = withErrno('ENOSPC');
+            await this.flushRuns(runs);
+            break outer;
+          }
+          pbn = await c.alloc.allocBlock(goal);
+          c.addBlocks(inode, 1 + (await setBlock(c.io, inode, lbn, pbn)));
+          // A new block's data waits in memory until the commit (or the pending cap) writes it.
+          const block = this.pendingBlock();
+          data.copy(block, from - bStart, from - position, to - position);
+          this.pendingData.set(pbn, block);
+          this.pendingBytes += bs;
+          prevPbn = pbn;
+          written = to - position;
+          continue;
+        }
+        const pending = this.pendingData.get(pbn);
+        if (pending) {
+          data.copy(pending, from - bStart, from - position, to - position);
+          prevPbn = pbn;
+          written = to - position;
+          continue;
+        }
+        const piece = data.subarray(from - position, to - position);
+        const pieceDisk = pbn * bs + (from - bStart);
+        prevPbn = pbn;
+        const lastRun = runs[runs.length - 1];
+        if (lastRun && lastRun.pbn * bs + lastRun.bytes === pieceDisk) {
+          lastRun.buf.push(piece);
+          lastRun.bytes += piece.length;
+        } else {
+          runs.push({ pbn: pieceDisk / bs, buf: [piece], bytes: piece.length });
+        }
+        written = to - position;
+      }
+      if (runs.length > 0) await this.flushRuns(runs);
+      if (written > 0 && position + written > inode.i_size) inode.i_size = position + written;
+      c.stamp(inode, { m: true, c: true }, t);
+      await c.itable.iput(id, inode);
+      if (c.cache.dirty.size >= c.tx.commitThreshold()) await c.tx.commit();
+      else if (this.pendingBytes >= MAX_PENDING_DATA) await this.flushData();
+    }
+    if (written > 0 && position + written > inode.i_size) inode.i_size = position + written;
+    c.stamp(inode, { m: true, c: true }, t);
+    await c.itable.iput(id, inode);
+    if (failed && written === 0) throw failed;
+    return written;
+  }
+
+  /**
+   * A zeroed block-sized buffer for pendingData, carved from a shared slab:
+   * one zero-filled allocation per PENDING_SLAB bytes instead of one per
+   * block or per write (small files), and blocks allocated one after another
+   * usually sit side by side on disk and in the slab, so flushData() writes
+   * such runs without copying them. Pieces are never reused: a piece leaves
+   * pendingData (flushed or freed) and is garbage with it.
+   */
+  private pendingBlock(): Buffer {
+    const bs = this.c.blockSize;
+    if (this.slab.length - this.slabUsed < bs) {
+      this.slab = Buffer.alloc(Math.max(bs, PENDING_SLAB));
+      this.slabUsed = 0;
+    }
+    const block = this.slab.subarray(this.slabUsed, this.slabUsed + bs);
+    this.slabUsed += bs;
+    return block;
+  }
+
+  /** Writes pending data blocks, runs of adjacent blocks in one write each. */
+  async flushData(): Promise<void> {
+    if (this.pendingData.size === 0) return;
+    const blocks = [...this.pendingData.keys()].sort((a, b) => a - b);
+    let i = 0;
+    while (i < blocks.length) {
+      let j = i + 1;
+      while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && j - i < 1024) j++;
+      await this.c.store.write(blocks[i]! * this.c.blockSize, joinAdjacent(blocks.slice(i, j).map((b) => this.pendingData.get(b)!)));
+      // Dropped only once on disk, so an unqueued reader always finds the bytes somewhere.
+      for (let k = i; k < j; k++) this.pendingData.delete(blocks[k]!);
+      i = j;
+    }
+    this.pendingBytes = 0;
+  }
+
+  private async flushRuns(runs: { pbn: number; buf: Buffer[]; bytes: number }[]): Promise<void> {
+    if (runs.length === 0) return;
+    for (const r of runs) {
+      await this.c.store.write(r.pbn * this.c.blockSize, r.buf.length === 1 ? r.buf[0]! : Buffer.concat(r.buf));
+    }
+    runs.length = 0;
+  }
+
+  /**
+   * Zeroes the last block's bytes past `eof` (the file's size). They are not
+   * necessarily zero on disk: data goes in place before the commit that
+   * extends i_size, so a crash in between leaves bytes past the replayed
+   * size, which any later extension (truncate up, a write past EOF) would
+   * expose. So every extension zeroes them first, as the kernel's
+   * ext4_zero_partial_blocks / block_truncate_page do; in place, before the
+   * commit of the new size (ordered mode), like the data itself.
+   */
+  private async zeroPastEof(inode: Inode, eof: number): Promise<void> {
+    const bs = this.c.blockSize;
+    const tail = eof % bs;
+    if (tail === 0) return;
+    const pbn = await mapBlock(this.c.io, inode, Math.floor(eof / bs));
+    if (pbn === 0) return;
+    const pending = this.pendingData.get(pbn);
+    if (pending) pending.fill(0, tail);
+    else await this.c.store.write(pbn * bs + tail, Buffer.alloc(bs - tail));
+  }
+
+  /** truncate() on the queue. */
+  async truncate(id: InodeId, size: number): Promise<void> {
+    const c = this.c;
+    const inode = await this.liveRegularFile(id);
+    if (!Number.isSafeInteger(size) || size < 0) throw withErrno('EINVAL');
+    const bs = c.blockSize;
+    if (Math.ceil(size / bs) > this.maxFileBlocks) throw withErrno('EFBIG');
+    this.noteSize(size);
+    if (size > inode.i_size) await this.zeroPastEof(inode, inode.i_size);
+    if (size < inode.i_size) {
+      // The target size first: a crash between the freeing steps is finished at open (orphan list).
+      const oldEnd = Math.ceil(inode.i_size / bs);
+      inode.i_size = size;
+      await c.orphans.freeFrom(id, inode, Math.ceil(size / bs), false, oldEnd);
+      await this.zeroPastEof(inode, size);
+    }
+    inode.i_size = size;
+    c.stamp(inode, { m: true, c: true });
+    await c.itable.iput(id, inode);
+  }
+}
+
+/**
+ * One buffer for consecutive pieces: a view when they are adjacent slices of
+ * one allocation (the usual case for a file's new blocks), else a copy.
+ */
+function joinAdjacent(bufs: Buffer[]): Buffer {
+  if (bufs.length === 1) return bufs[0]!;
+  const first = bufs[0]!;
+  let end = first.byteOffset + first.length;
+  for (let k = 1; k < bufs.length; k++) {
+    const b = bufs[k]!;
+    if (b.buffer !== first.buffer || b.byteOffset !== end) return Buffer.concat(bufs);
+    end += b.length;
+  }
+  return Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset);
+}

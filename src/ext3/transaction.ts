@@ -1,0 +1,229 @@
+/**
+ * The running transaction (the kernel's jbd2 handle and ext3_journal_* glue):
+ * one writer queue that every mutation runs on, so no two operations
+ * interleave inside an allocation, a directory update or a commit; the
+ * commit itself (ordered mode: file data first, then every dirty metadata
+ * block through the journal); reservations taken before an operation changes
+ * anything; and the timer that commits at most commitIntervalMs after a
+ * change.
+ */
+import { describeProblem, InternalError, withErrno } from '../errors.js';
+import type { Ext3Context } from './context.js';
+import { gdtBlockOf, gdtOffsetOf } from './geometry.js';
+import { encodeGroupDesc } from './group-desc.js';
+import { Journal } from './journal/journal.js';
+import { openJournalFile } from './journal/journal-file.js';
+import { COMPAT, encodeSuperblock, hasCompat, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE } from './superblock.js';
+
+export class Transaction {
+  journal: Journal | null = null;
+  closed = false;
+  /** Metadata blocks freed in the running transaction (revoke records). */
+  private readonly revoked = new Set<number>();
+  private readonly dirtyGroups = new Set<number>();
+  private queue: Promise<unknown> = Promise.resolve();
+  private timer: NodeJS.Timeout | null = null;
+  private threshold = 0;
+
+  constructor(
+    private readonly c: Ext3Context,
+    private readonly commitIntervalMs: number,
+  ) {}
+
+  /** Opens the journal, when the filesystem has one (writable opens). */
+  async openJournal(): Promise<void> {
+    const sb = this.c.sb;
+    if (hasCompat(sb, COMPAT.has_journal) && sb.s_journal_inum !== 0) {
+      this.journal = await Journal.open(await openJournalFile(this.c.store, sb));
+    }
+  }
+
+  /** Dirty metadata blocks plus revoked ones: the running transaction's size. */
+  get size(): number {
+    return this.c.cache.dirty.size + this.revoked.size;
+  }
+
+  revoke(block: number): void {
+    this.revoked.add(block);
+  }
+
+  /**
+   * Group descriptor `g` changed. Its GDT block joins the transaction now
+   * (that may need a read); the descriptor itself is encoded into it once, at
+   * commit (encodeDirtyGroups), however many allocations change it before.
+   */
+  groupChanged(g: number): Promise<void> | undefined {
+    this.dirtyGroups.add(g);
+    const blk = gdtBlockOf(this.c.sb, g);
+    if (this.c.cache.dirty.has(blk)) return undefined;
+    return this.c.cache.write(blk).then(() => undefined);
+  }
+
+  /** Encodes the changed group descriptors into their (dirty) GDT blocks; before each commit. */
+  private encodeDirtyGroups(): void {
+    for (const g of this.dirtyGroups) {
+      const buf = this.c.cache.dirty.get(gdtBlockOf(this.c.sb, g));
+      if (!buf) throw new InternalError(`group ${g} changed but its descriptor block left the transaction`);
+      encodeGroupDesc(this.c.groups[g]!, buf, gdtOffsetOf(this.c.sb, g));
+    }
+    this.dirtyGroups.clear();
+  }
+
+  /** Runs `fn` on the writer queue; EROFS on a read-only engine, EIO once closed or after a failed commit. */
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    if (!this.c.writable) return Promise.reject(withErrno('EROFS'));
+    if (this.closed) return Promise.reject(withErrno('EIO', `${this.c.name} is closed`));
+    if (this.failed !== null) return Promise.reject(this.failedError());
+    const result = this.queue.then(async () => {
+      try {
+        return await fn();
+      } finally {
+        await this.afterMutation();
+      }
+    });
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  private async afterMutation(): Promise<void> {
+    if (this.c.cache.dirty.size === 0) return;
+    if (this.c.cache.dirty.size >= this.commitThreshold()) {
+      await this.commit();
+      return;
+    }
+    if (!this.timer) {
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        if (this.closed) return;
+        // commit() latches its own failure: the next call reports it, nothing to rethrow to.
+        this.queue = this.queue.then(() => this.commit()).catch(() => undefined);
+      }, this.commitIntervalMs);
+      this.timer.unref();
+    }
+  }
+
+  /** Dirty blocks at which a transaction is committed early (half the journal's capacity). */
+  commitThreshold(): number {
+    if (this.threshold === 0) {
+      this.threshold = this.journal ? Math.max(16, Math.floor(this.journal.maxTransactionBlocks / 2)) : 4096;
+    }
+    return this.threshold;
+  }
+
+  /**
+   * The first commit failure, latched (as jbd2 aborts its journal): the
+   * image holds the last committed state and memory is ahead of it, so from
+   * then on every change, fsync, sync and close fails with EIO (reads go
+   * on). Logged once, naming the image: a timer commit has no caller to tell.
+   */
+  private failed: unknown = null;
+
+  get failure(): unknown {
+    return this.failed;
+  }
+
+  failedError(): Error {
+    return withErrno('EIO', `${this.c.name}: an earlier commit failed (${describeProblem(this.failed)}); reopen the image to recover`);
+  }
+
+  private latch(err: unknown): void {
+    if (this.failed !== null) return;
+    this.failed = err;
+    process.stderr.write(`sifuse: ${this.c.name}: journal commit failed, no further changes are written: ${describeProblem(err)}\n`);
+  }
+
+  /** Commits the running transaction (callers hold the queue); a failure is latched. */
+  async commit(): Promise<void> {
+    if (this.failed !== null) throw this.failedError();
+    try {
+      await this.commitNow();
+    } catch (err) {
+      this.latch(err);
+      throw err;
+    }
+  }
+
+  private async commitNow(): Promise<void> {
+    const c = this.c;
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    await c.data.flushData();
+    c.itable.writeBackAll();
+    this.encodeDirtyGroups();
+    const sbBlock = Math.floor(SUPERBLOCK_OFFSET / c.blockSize);
+    const sbOff = SUPERBLOCK_OFFSET % c.blockSize;
+    if (c.cache.dirty.size === 0 && this.revoked.size === 0) {
+      // Nothing but maybe the superblock itself (flags at open/close, the orphan head).
+      const current = await c.cache.read(sbBlock);
+      if (encodeSuperblock(c.sb).equals(current.subarray(sbOff, sbOff + SUPERBLOCK_SIZE))) {
+        await c.store.sync();
+        return;
+      }
+    }
+    c.sb.s_wtime = c.now().sec;
+    const sbBuf = await c.cache.write(sbBlock);
+    c.sb.raw = encodeSuperblock(c.sb);
+    c.sb.raw.copy(sbBuf, sbOff);
+    c.stats.commits++;
+    const blocks = new Map(c.cache.dirty);
+    const revoked = new Set([...this.revoked].filter((b) => !blocks.has(b)));
+    if (this.journal && this.journal.logBlocksFor(blocks.size, revoked.size) <= this.journal.logLength) {
+      await this.journal.commit(blocks, revoked);
+    } else {
+      // No journal (ext2), or a transaction larger than the whole log (operations commit
+      // early and free big files in steps, so only a pathologically small journal gets
+      // here): write the blocks home in place, then sync. Not atomic against a crash.
+      if (this.journal) {
+        // Empty the log first, so no older logged copy can be replayed over these blocks.
+        const file = this.journal.file;
+        await this.journal.close();
+        this.journal = await Journal.open(file);
+      }
+      const sorted = [...blocks.keys()].sort((a, b) => a - b);
+      for (const b of sorted) await c.store.write(b * c.blockSize, blocks.get(b)!);
+      await c.store.sync();
+    }
+    // Only now are they clean: a failed commit leaves them dirty for the next attempt.
+    c.cache.markClean(blocks);
+    this.revoked.clear();
+    c.alloc.freedThisTx.clear();
+  }
+
+  /**
+   * Makes sure `blocks` blocks and `inodes` inodes can be allocated, first
+   * committing when blocks freed in this transaction are what is missing.
+   * Operations call it before changing anything, so ENOSPC leaves no trace.
+   */
+  async reserve(blocks: number, inodes = 0): Promise<void> {
+    const { sb, alloc } = this.c;
+    if (inodes > sb.s_free_inodes_count) throw withErrno('ENOSPC', 'no free inodes');
+    if (blocks <= alloc.availableBlocks()) return;
+    if (blocks <= sb.s_free_blocks_count && alloc.freedThisTx.size > 0) await this.commit();
+    if (blocks > alloc.availableBlocks()) throw withErrno('ENOSPC');
+  }
+
+  /** Closes the journal (after the last commit) and stops the timer. */
+  async closeJournal(): Promise<void> {
+    if (this.journal) await this.journal.close();
+  }
+
+  /**
+   * The primary superblock written in place and synced, outside any
+   * transaction: only for close(), once the journal is closed and empty.
+   */
+  async writeSuperblockHome(): Promise<void> {
+    const c = this.c;
+    c.sb.s_wtime = c.now().sec;
+    c.sb.raw = encodeSuperblock(c.sb);
+    await c.store.write(SUPERBLOCK_OFFSET, c.sb.raw);
+    await c.store.sync();
+  }
+
+  stop(): void {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
