@@ -17,7 +17,7 @@ import type { ByteStore } from '../../src/io/byte-source.js';
 import { FileRegion } from '../../src/io/file-region.js';
 import { isRoot, makeTempDir, removeTempDir, skipNote, toolsDir } from '../tools/helpers.js';
 import { b, expectFsckClean, manifest, mkfs, openImage, resolve } from './core-helpers.js';
-import { loopMount, unmount } from './model-harness.js';
+import { loopMount, unmount } from './image-tools.js';
 
 let dir: string;
 beforeAll(() => {
