@@ -149,15 +149,19 @@ export interface Stats {
   enospc: number;
   views: number;
   reopens: number;
+  /** 'race' ops run (open/unlink/re-create at once) and renames with renameat2 flags. */
+  races: number;
+  flaggedRenames: number;
 }
 
 export function newStats(): Stats {
-  return { sequences: 0, ops: 0, outcomes: new Map(), enospc: 0, views: 0, reopens: 0 };
+  return { sequences: 0, ops: 0, outcomes: new Map(), enospc: 0, views: 0, reopens: 0, races: 0, flaggedRenames: 0 };
 }
 
 export function summary(stats: Stats): string {
   return (
-    `${stats.sequences} sequences, ${stats.ops} ops, ${stats.reopens} reopens, ${stats.views} other views, ${stats.enospc} ENOSPC, ` +
+    `${stats.sequences} sequences, ${stats.ops} ops (${stats.races} races, ${stats.flaggedRenames} renames with flags), ` +
+    `${stats.reopens} reopens, ${stats.views} other views, ${stats.enospc} ENOSPC, ` +
     `outcomes ${JSON.stringify(Object.fromEntries(stats.outcomes))}`
   );
 }
@@ -167,6 +171,10 @@ function record(stats: Stats, log: SequenceLog): void {
   stats.ops += log.ops.length;
   stats.enospc += log.enospc;
   for (const o of log.outcomes) stats.outcomes.set(o, (stats.outcomes.get(o) ?? 0) + 1);
+  for (const op of log.ops) {
+    if (op.op === 'race') stats.races++;
+    else if (op.op === 'rename' && op.flags) stats.flaggedRenames++;
+  }
 }
 
 function nameSeed(name: string): number {
