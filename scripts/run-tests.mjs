@@ -13,7 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { dirname, join, relative } from 'node:path';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const report = join(root, 'test-results.json');
+// SIFUSE_TEST_REPORT moves the JSON report (test/tools/run-tests.test.ts runs this script inside a run).
+const report = process.env.SIFUSE_TEST_REPORT ?? join(root, 'test-results.json');
 rmSync(report, { force: true });
 const vitest = join(root, 'node_modules', '.bin', 'vitest');
 const args = process.argv.slice(2);
