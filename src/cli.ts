@@ -23,6 +23,7 @@ const GROUPS: ReadonlyArray<{ commands: readonly string[]; load: () => Promise<R
   { commands: ['mount', 'umount'], load: async () => (await import('./commands/mount.js')).registerMountCommands },
   { commands: ['build'], load: async () => (await import('./commands/build.js')).registerBuildCommand },
   { commands: ['exec', 'run', 'shell'], load: async () => (await import('./commands/exec.js')).registerContainerCommands },
+  { commands: ['instance'], load: async () => (await import('./commands/exec.js')).registerInstanceCommands },
   { commands: ['demo'], load: async () => (await import('./commands/demo.js')).registerDemoCommand },
 ];
 

@@ -234,14 +234,14 @@ describe('readdir', () => {
     expect(code(() => s.readdir(s.openat2(dfd, 'times', c.O_PATH, 0, 0)))).toBe('ENOTDIR');
   });
 
-  it('reads a 3,000-entry directory in full', () => {
+  it('reads a 1,500-entry directory in full (more than one getdents buffer)', () => {
     s.mkdirat(dfd, 'big', 0o755);
     const big = s.openat2(dfd, 'big', c.O_PATH | c.O_DIRECTORY, 0, 0);
-    for (let i = 0; i < 3000; i++) s.mknodat(big, `entry-${i}`, S_IFREG | 0o644, 0);
+    for (let i = 0; i < 1500; i++) s.mknodat(big, `entry-${i}`, S_IFREG | 0o644, 0);
     const names = new Set(s.readdir(big).map((e) => e.name.toString()));
     closeSync(big);
-    expect(names.size).toBe(3000);
-    expect(names.has('entry-2999')).toBe(true);
+    expect(names.size).toBe(1500);
+    expect(names.has('entry-1499')).toBe(true);
   });
 });
 
