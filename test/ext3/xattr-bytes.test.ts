@@ -47,6 +47,7 @@ import {
   withLoopMount,
 } from '../tools/helpers.js';
 import { fsck, mkfsExt3 } from './image-tools.js';
+import { itIf } from '../tools/skip.js';
 
 if (!isRoot) skipNote('xattr-bytes kernel checks (loop mounts of the ext3 images)', 'loop mounts need root');
 
@@ -293,7 +294,7 @@ describe('every xattr of a mksquashfs image copied into ext3 through the engines
     expect(got).toEqual(want);
   });
 
-  it.runIf(isRoot)('the kernel mount of the ext3 image shows the source xattrs: os.listxattr and getfattr -d -m- -e hex', async () => {
+  itIf(isRoot, 'loop mounts need root')('the kernel mount of the ext3 image shows the source xattrs: os.listxattr and getfattr -d -m- -e hex', async () => {
     const [dump, getfattr] = await withLoopMount(image, 'ext3', dir, async (mnt) => [
       await xattrDump(mnt, ['/lost+found']),
       await getfattrDump(mnt),

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { isProcfs, isSysError, ofdLock, ofdUnlock, procFdPath, sys } from '../../src/native/sys.js';
 import { devMajor, devMinor, makedev, S_IFCHR, S_IFIFO, S_IFMT, S_IFREG } from '../../src/engine.js';
+import { skipBecause } from '../tools/skip.js';
 
 const s = sys();
 const c = s.constants;
@@ -142,11 +143,8 @@ describe('namespace calls', () => {
     }
   });
 
-  it('mknodat makes device nodes with the makedev number (root)', () => {
-    if (!isRoot) {
-      console.log('skipped: mknod of a device needs root');
-      return;
-    }
+  it('mknodat makes device nodes with the makedev number (root)', (ctx) => {
+    if (!isRoot) skipBecause(ctx, 'mknod of a device needs root');
     s.mknodat(dfd, 'dev', S_IFCHR | 0o600, makedev(259, 70000));
     const st = s.fstatat(dfd, 'dev', c.AT_SYMLINK_NOFOLLOW);
     expect(st.mode & S_IFMT).toBe(S_IFCHR);
