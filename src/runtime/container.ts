@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { spawn } from 'node:child_process';
 import { UsageError } from '../errors.js';
-import { bwrapArgs, parseBind, type BindSpec } from './bwrap.js';
+import { bwrapArgs, parseBind, type BindSpec, type TopEntry } from './bwrap.js';
 
 export interface ContainerOptions {
   overlays: string[];
@@ -94,6 +94,25 @@ function isDir(p: string): boolean {
   }
 }
 
+/**
+ * The underlay for a tree that lacks a mount point bwrap must make and
+ * cannot (a read-only tree): its top-level entries, or undefined when the
+ * tree can be bound as `/` as it is.
+ */
+function underlayFor(root: string, contain: boolean): TopEntry[] | undefined {
+  const needed = contain ? ['dev', 'proc', 'tmp'] : ['dev', 'proc', 'tmp', 'sys'];
+  if (needed.every((d) => isDir(path.join(root, d)))) return undefined;
+  const out: TopEntry[] = [];
+  for (const name of fs.readdirSync(root)) {
+    if (['dev', 'proc'].includes(name)) continue;
+    const st = fs.lstatSync(path.join(root, name));
+    if (st.isSymbolicLink()) out.push({ name, kind: 'link', target: fs.readlinkSync(path.join(root, name)) });
+    else if (st.isDirectory()) out.push({ name, kind: 'dir' });
+    else if (st.isFile()) out.push({ name, kind: 'file' });
+  }
+  return out;
+}
+
 /** What runs inside for each action, decided by looking at the mounted tree. */
 function commandFor(action: Action, root: string, image: string): { argv: string[]; shell: string | null } {
   const shell = ['/bin/sh', '/bin/bash'].find((s) => isFile(path.join(root, s))) ?? null;
@@ -130,17 +149,23 @@ export async function runContainer(image: string, action: Action, o: ContainerOp
     const { argv, shell } = commandFor(action, mnt, image);
     const home = os.homedir();
     const cwd = o.pwd ?? process.cwd();
+    // The mount points bwrap makes must exist in the tree: a caller cannot create
+    // them in an image's root directory (root's, 0755), so without them the
+    // tree's top level is bound entry by entry onto an empty root instead.
+    const underlay = underlayFor(mnt, o.contain);
     const defaultBinds: string[] = [];
     if (!o.contain) {
       for (const d of ['/tmp', home, process.cwd()]) {
         // A bind target bwrap would have to create inside the image is skipped
         // rather than written into the overlay (Apptainer puts such mount
         // points in its session directory, never in the image).
-        if (isDir(d) && isDir(path.join(mnt, d)) && !defaultBinds.includes(d)) defaultBinds.push(d);
+        const inside = underlay && d.split('/').filter(Boolean).length === 1 ? true : isDir(path.join(mnt, d));
+        if (isDir(d) && inside && !defaultBinds.includes(d)) defaultBinds.push(d);
       }
     }
     const args = bwrapArgs({
       root: mnt,
+      underlay,
       defaultBinds,
       binds,
       contain: o.contain,
