@@ -8,7 +8,7 @@ import { S_IFCHR, S_IFDIR, S_IFMT, S_IFREG } from '../../src/engine.js';
 import { FsError } from '../../src/errors.js';
 import { openExt3Layer } from '../../src/layers/ext3-layer.js';
 import type { Overlay } from '../../src/layers/overlay/index.js';
-import { at, b, e2fsck, exists, makeExt3Image, makeSquashfs, names, openStack, parentOf, readAll, removeDir, tempDir, writeFile } from './overlay-helpers.js';
+import { at, b, e2fsck, exists, makeExt3Image, makeSquashfs, manifest, names, openStack, parentOf, readAll, removeDir, tempDir, writeFile } from './overlay-helpers.js';
 
 let dir: string;
 let bottom: string;
@@ -376,3 +376,42 @@ describe('hard links, xattrs, fakeroot', () => {
     await up.fs.close();
   });
 });
+
+describe('locking', () => {
+  it('copy-ups, a lower-directory rename, removals, creates and readers at once leave one consistent tree', async () => {
+    const { ov, image } = await fresh('lock');
+    const ids = await Promise.all(['/tree/sub/deep/file', '/tree/sub/other', '/tree/top', '/data/big', '/etc/passwd'].map((p) => at(ov, p)));
+    const etc = await at(ov, '/etc');
+    const root = ov.rootId;
+    const readers = Array.from({ length: 20 }, async (_, i) => {
+      // Readers see the tree before or after each change, never an error other than "gone".
+      const p = i % 2 ? '/tree/sub' : '/t2/sub';
+      try {
+        await names(ov, p);
+      } catch (err) {
+        if (!(err instanceof FsError) || err.code !== 'ENOENT') throw err;
+      }
+      await ov.readdir(root);
+    });
+    await Promise.all([
+      ...ids.map((id, i) => ov.write(id, 0, b(`W${i}`))),
+      ov.rename(root, b('tree'), root, b('t2')),
+      ov.unlink(etc, b('hosts')),
+      ov.mknod(etc, b('created'), { mode: S_IFREG | 0o644, uid: 0, gid: 0 }),
+      ov.rename(etc, b('only-top'), etc, b('renamed')),
+      ...readers,
+    ]);
+    expect((await readAll(ov, '/t2/sub/deep/file')).toString()).toBe('W0ep\n');
+    expect((await readAll(ov, '/t2/sub/other')).toString()).toBe('W1her\n');
+    expect((await readAll(ov, '/t2/top')).toString()).toBe('W2p\n');
+    expect(await exists(ov, '/tree')).toBe(false);
+    expect((await names(ov, '/etc')).sort()).toEqual(['created', 'only-bottom', 'passwd', 'renamed']);
+    const before = await manifest(ov);
+    await ov.close();
+    expect(e2fsck(image).ok).toBe(true);
+    const again = await openStack([top, bottom], image);
+    expect(await manifest(again)).toEqual(before);
+    await again.close();
+  });
+});
+
