@@ -14,6 +14,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 
 /** name -> module file in bench/ (each exports run(options)). */
 const MODULES = {
+  startup: 'startup.mjs',
+  mounts: 'mounts.mjs',
   manifest: 'manifest.mjs',
   'ext3-smallfiles': 'ext3-smallfiles.mjs',
   'ext3-ops': 'ext3-ops.mjs',
@@ -27,9 +29,11 @@ for (let i = 0; i < args.length; i++) {
   const a = args[i];
   if (a === '--cold') options.cold = true;
   else if (a === '--reps') options.reps = Number(args[++i]);
+  else if (a === '--warm') options.warm = true;
+  else if (a === '--only') options.only = args[++i];
   else if (a in MODULES) names.push(a);
   else {
-    console.error(`bench: unknown argument ${a} (modules: ${Object.keys(MODULES).join(', ')}; options: --reps N, --cold)`);
+    console.error(`bench: unknown argument ${a} (modules: ${Object.keys(MODULES).join(', ')}; options: --reps N, --cold, --warm, --only W1,W2)`);
     process.exit(1);
   }
 }

@@ -7,15 +7,27 @@
  */
 import { Command, CommanderError } from 'commander';
 import { FsError, isFileProblem } from './errors.js';
-import { registerSifCommands } from './commands/sif.js';
-import { registerInspectCommands } from './commands/inspect.js';
-import { registerOverlayCommands } from './commands/overlay.js';
-import { registerMountCommands } from './commands/mount.js';
-import { registerBuildCommand } from './commands/build.js';
-import { registerContainerCommands } from './commands/exec.js';
-import { registerDemoCommand } from './commands/demo.js';
 
-export function buildProgram(): Command {
+type Register = (program: Command) => void;
+
+/**
+ * The command groups, each loaded only when its command is run (or for
+ * --help and unknown commands, all of them): a `sifuse ls` start does not
+ * evaluate the ext3 writer or the SIF editor. Keys are the top-level command
+ * names each group registers.
+ */
+const GROUPS: ReadonlyArray<{ commands: readonly string[]; load: () => Promise<Register> }> = [
+  { commands: ['sif'], load: async () => (await import('./commands/sif.js')).registerSifCommands },
+  { commands: ['manifest', 'ls', 'cat'], load: async () => (await import('./commands/inspect.js')).registerInspectCommands },
+  { commands: ['overlay'], load: async () => (await import('./commands/overlay.js')).registerOverlayCommands },
+  { commands: ['mount', 'umount'], load: async () => (await import('./commands/mount.js')).registerMountCommands },
+  { commands: ['build'], load: async () => (await import('./commands/build.js')).registerBuildCommand },
+  { commands: ['exec', 'run', 'shell'], load: async () => (await import('./commands/exec.js')).registerContainerCommands },
+  { commands: ['demo'], load: async () => (await import('./commands/demo.js')).registerDemoCommand },
+];
+
+/** The program with the groups `argv` needs registered (all of them when `argv` is not given). */
+export async function buildProgram(argv?: readonly string[]): Promise<Command> {
   const program = new Command();
   program
     .name('sifuse')
@@ -23,13 +35,9 @@ export function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  registerSifCommands(program);
-  registerInspectCommands(program);
-  registerOverlayCommands(program);
-  registerMountCommands(program);
-  registerBuildCommand(program);
-  registerContainerCommands(program);
-  registerDemoCommand(program);
+  const name = argv?.[2];
+  const wanted = GROUPS.filter((g) => name !== undefined && g.commands.includes(name));
+  for (const group of wanted.length > 0 ? wanted : GROUPS) (await group.load())(program);
   return program;
 }
 
@@ -45,7 +53,7 @@ export function describeError(err: unknown): string {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  const program = await buildProgram(argv);
   try {
     await program.parseAsync(argv);
     return 0;

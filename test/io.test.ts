@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { FileRegion } from '../src/io/file-region.js';
 import { MemoryRegion } from '../src/io/memory-region.js';
 import { CorruptError } from '../src/errors.js';
+import { ScratchPool } from '../src/io/scratch-pool.js';
 
 let dir: string;
 beforeAll(() => {
@@ -45,5 +46,43 @@ describe('MemoryRegion', () => {
     await region.write(4, Buffer.from([1, 2, 3, 4]));
     expect([...(await region.read(4, 4))]).toEqual([1, 2, 3, 4]);
     await expect(region.read(5, 4)).rejects.toBeInstanceOf(CorruptError);
+  });
+});
+
+describe('readInto', () => {
+  it('fills a caller buffer with the region bytes, bounds-checked, on both regions', async () => {
+    const path = join(dir, 'ri.bin');
+    const bytes = Buffer.from(Array.from({ length: 64 }, (_, i) => i));
+    writeFileSync(path, bytes);
+    const file = await FileRegion.open(path, { offset: 8, length: 40 });
+    const mem = new MemoryRegion(bytes.subarray(8, 48), { writable: false });
+    for (const region of [file, mem]) {
+      const into = Buffer.alloc(16, 0xee);
+      await region.readInto(into, 4, 10);
+      expect([...into.subarray(0, 10)]).toEqual([...bytes.subarray(12, 22)]);
+      expect(into.subarray(10).every((b) => b === 0xee)).toBe(true);
+      await expect(region.readInto(into, 35, 6)).rejects.toBeInstanceOf(CorruptError);
+      await expect(region.readInto(Buffer.alloc(4), 0, 5)).rejects.toBeInstanceOf(RangeError);
+    }
+    await file.close();
+  });
+});
+
+describe('ScratchPool', () => {
+  it('hands a buffer to one taker at a time and keeps at most `keep` free', () => {
+    const pool = new ScratchPool(32, 2);
+    const a = pool.take();
+    const b = pool.take();
+    const c = pool.take();
+    expect(new Set([a, b, c]).size).toBe(3);
+    expect(a.length).toBe(32);
+    pool.give(a);
+    pool.give(b);
+    pool.give(c); // beyond keep: dropped
+    pool.give(Buffer.alloc(8)); // wrong size: never pooled
+    const again = [pool.take(), pool.take(), pool.take()];
+    expect(again).toContain(a);
+    expect(again).toContain(b);
+    expect(again).not.toContain(c);
   });
 });

@@ -20,6 +20,12 @@ export interface ByteSource {
    * [position, position+length) lies outside the region.
    */
   read(position: number, length: number): Promise<Buffer>;
+  /**
+   * The same bytes written into `into[0, length)` (into.length >= length), for
+   * callers that reuse a buffer (compressed blocks consumed at once by a
+   * decompressor). Optional: callers fall back to read().
+   */
+  readInto?(into: Buffer, position: number, length: number): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -73,15 +73,20 @@ export class FileRegion implements ByteStore {
 
 
   async read(position: number, length: number): Promise<Buffer> {
-    this.check(position, length, 'read');
     const buf = Buffer.allocUnsafe(length);
+    await this.readInto(buf, position, length);
+    return buf;
+  }
+
+  async readInto(into: Buffer, position: number, length: number): Promise<void> {
+    this.check(position, length, 'read');
+    if (into.length < length) throw new RangeError(`readInto: a ${into.length}-byte buffer cannot hold ${length} bytes`);
     let done = 0;
     while (done < length) {
-      const n = await readAt(this.fd, buf, done, length - done, this.offset + position + done);
+      const n = await readAt(this.fd, into, done, length - done, this.offset + position + done);
       if (n === 0) throw new CorruptError(`file shrank: read at ${position + done} hit end of file`, this.name);
       done += n;
     }
-    return buf;
   }
 
   async write(position: number, data: Uint8Array): Promise<void> {

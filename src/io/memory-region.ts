@@ -27,6 +27,12 @@ export class MemoryRegion implements ByteStore {
     return Buffer.from(this.bytes.subarray(position, position + length));
   }
 
+  async readInto(into: Buffer, position: number, length: number): Promise<void> {
+    this.check(position, length, 'read');
+    if (into.length < length) throw new RangeError(`readInto: a ${into.length}-byte buffer cannot hold ${length} bytes`);
+    this.bytes.copy(into, 0, position, position + length);
+  }
+
   async write(position: number, data: Uint8Array): Promise<void> {
     if (!this.writable) throw new InternalError('region is read-only', this.name);
     this.check(position, data.length, 'write');

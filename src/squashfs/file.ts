@@ -1,4 +1,5 @@
 import type { ByteSource } from '../io/byte-source.js';
+import { ScratchPool } from '../io/scratch-pool.js';
 import { CorruptError } from '../errors.js';
 import type { BlockCache } from './cache.js';
 import type { Decompressor } from './compress/index.js';
@@ -84,6 +85,8 @@ export function mapBlocks(file: FileInode, dataEnd: number): BlockMap {
 export class FileReader {
   /** Per file, where the last read ended: a read starting there is sequential. */
   private readonly nextPos = new Map<number, number>();
+  /** Compressed blocks are read into these and decompressed from them (inline only). */
+  private readonly scratch: ScratchPool;
 
   constructor(
     private readonly source: ByteSource,
@@ -92,7 +95,9 @@ export class FileReader {
     private readonly fragments: FragmentTable | null,
     private readonly blockSize: number,
     private readonly options: FileReaderOptions,
-  ) {}
+  ) {
+    this.scratch = new ScratchPool(blockSize);
+  }
 
   /** Bytes of block `i` of `file` when complete (the last block may be short). */
   private blockLength(file: FileInode, i: number): number {
@@ -116,6 +121,20 @@ export class FileReader {
   }
 
   private async loadData(pos: number, size: number, compressed: boolean, background = false): Promise<Buffer> {
+    const pooled = background && this.options.poolReadAhead;
+    if (compressed && !pooled && this.source.readInto && size <= this.scratch.size) {
+      // The inline path: read into a reused buffer, decompress, give it back.
+      const buf = this.scratch.take();
+      try {
+        await this.source.readInto(buf, pos, size);
+        return this.decompressor.decompress(buf.subarray(0, size), this.blockSize);
+      } catch (err) {
+        if (err instanceof CorruptError) err.message = `data block at ${pos}: ${err.message}`;
+        throw err;
+      } finally {
+        this.scratch.give(buf);
+      }
+    }
     const raw = await this.source.read(pos, size);
     if (!compressed) return raw;
     try {

@@ -1,4 +1,5 @@
 import type { ByteSource } from '../io/byte-source.js';
+import { ScratchPool } from '../io/scratch-pool.js';
 import { CorruptError } from '../errors.js';
 import type { BlockCache } from './cache.js';
 import type { Decompressor } from './compress/index.js';
@@ -25,6 +26,9 @@ export interface MetaBlock {
 }
 
 export class MetadataReader {
+  /** Compressed blocks are read into these (header + the largest block) and inflated from them. */
+  private readonly scratch = new ScratchPool(2 + METADATA_SIZE);
+
   constructor(
     private readonly source: ByteSource,
     private readonly decompressor: Decompressor,
@@ -48,7 +52,30 @@ export class MetadataReader {
     }
     // One read covers the header and the largest possible block, so a cold
     // block costs one I/O rather than two.
-    const chunk = await this.source.read(pos, Math.min(2 + METADATA_SIZE, this.limit - pos));
+    const want = Math.min(2 + METADATA_SIZE, this.limit - pos);
+    let chunk: Buffer;
+    let pooled: Buffer | null = null;
+    if (this.source.readInto) {
+      pooled = this.scratch.take();
+      try {
+        await this.source.readInto(pooled, pos, want);
+      } catch (err) {
+        this.scratch.give(pooled);
+        throw err;
+      }
+      chunk = pooled.subarray(0, want);
+    } else {
+      chunk = await this.source.read(pos, want);
+    }
+    try {
+      return this.decodeBlock(pos, chunk);
+    } finally {
+      if (pooled) this.scratch.give(pooled);
+    }
+  }
+
+  /** The block at `pos` from `chunk` (its header and data; the chunk is not kept). */
+  private decodeBlock(pos: number, chunk: Buffer): MetaBlock {
     const hdr = chunk.readUInt16LE(0);
     const size = hdr & 0x7fff;
     const compressed = (hdr & 0x8000) === 0;

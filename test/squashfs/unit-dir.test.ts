@@ -74,6 +74,31 @@ describe('large directories', () => {
     }
   });
 
+  it('the first readdir of a large directory lets the event loop run while it decodes', async () => {
+    // No listing fits the listing cache, so every readdir decodes again.
+    const fs = await openSquashfs(await FileRegion.open(image), { listingCacheBytes: 1 });
+    try {
+      const big = (await fs.lookup(fs.rootId, Buffer.from('big')))!;
+      // Warm the metadata blocks, so no I/O wait yields for the decoder.
+      expect((await fs.readdir(big)).length).toBe(COUNT);
+      let turns = 0;
+      let listed = false;
+      const spin = (): void => {
+        if (listed) return;
+        turns++;
+        setImmediate(spin);
+      };
+      setImmediate(spin);
+      const entries = await fs.readdir(big);
+      listed = true;
+      expect(entries.length).toBe(COUNT);
+      // 8,000 entries decode in at least 7 slices of at most 1,024 entries.
+      expect(turns).toBeGreaterThanOrEqual(7);
+    } finally {
+      await fs.close();
+    }
+  });
+
   it('lists every entry in name order, and cached lookups agree with the index', async () => {
     const fs = await openFile(image);
     try {
