@@ -2,7 +2,7 @@ import { type Command, InvalidArgumentError } from 'commander';
 import { fileTypeOf } from '../engine.js';
 import { FsError, UsageError } from '../errors.js';
 import { openImage } from '../image/index.js';
-import { writeWithBackpressure } from '../io/write-stream.js';
+import { LineWriter, writeWithBackpressure } from '../io/write-stream.js';
 import { lsLines } from '../inspect/ls.js';
 import { writeManifest } from '../inspect/manifest.js';
 import { normalizePath, resolvePath } from '../inspect/path.js';
@@ -66,9 +66,11 @@ export function registerInspectCommands(program: Command): void {
           // As GNU ls: a symlink named on the command line is followed unless -l.
           const id = await resolvePath(fs, path, { followLast: !opts.l });
           const shown = Buffer.from(path === '' ? '/' : path);
-          const nl = Buffer.from('\n');
-          for await (const line of lsLines(fs, id, shown, { long: !!opts.l, recursive: !!opts.R })) {
-            await writeWithBackpressure(process.stdout, Buffer.concat([line, nl]));
+          const out = new LineWriter(process.stdout);
+          try {
+            for await (const line of lsLines(fs, id, shown, { long: !!opts.l, recursive: !!opts.R })) await out.line(line);
+          } finally {
+            await out.flush();
           }
         });
       } finally {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { devMajor, devMinor, fileTypeOf, type InodeId, type ReadableFs, type Stat } from '../engine.js';
 import { atPath, CorruptError, FsError } from '../errors.js';
-import { writeWithBackpressure } from '../io/write-stream.js';
+import { LineWriter } from '../io/write-stream.js';
 import { normalizePath, resolvePath } from './path.js';
 
 /**
@@ -181,8 +181,12 @@ async function* walk(fs: ReadableFs, dir: InodeId, prefix: Buffer, seen: Set<Ino
   }
 }
 
-/** Writes the manifest to a stream, one line at a time, honouring backpressure. */
+/** Writes the manifest to a stream in batches of lines, honouring backpressure (lines before a failure are written). */
 export async function writeManifest(fs: ReadableFs, path: string | Buffer, out: Writable): Promise<void> {
-  const nl = Buffer.from('\n');
-  for await (const line of manifestLines(fs, path)) await writeWithBackpressure(out, Buffer.concat([line, nl]));
+  const lines = new LineWriter(out);
+  try {
+    for await (const line of manifestLines(fs, path)) await lines.line(line);
+  } finally {
+    await lines.flush();
+  }
 }
