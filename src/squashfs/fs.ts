@@ -361,6 +361,7 @@ export class SquashfsFs implements ReadableFs {
   async close(): Promise<void> {
     this.dataCache.clear();
     this.metaCache.clear();
+    this.meta.clear();
     await this.source.close();
   }
 }
