@@ -20,8 +20,10 @@ const GROUPS: ReadonlyArray<{ commands: readonly string[]; load: () => Promise<R
   { commands: ['sif'], load: async () => (await import('./commands/sif.js')).registerSifCommands },
   { commands: ['manifest', 'ls', 'cat'], load: async () => (await import('./commands/inspect.js')).registerInspectCommands },
   { commands: ['overlay'], load: async () => (await import('./commands/overlay.js')).registerOverlayCommands },
+  { commands: ['mount', 'umount'], load: async () => (await import('./commands/mount.js')).registerMountCommands },
   { commands: ['build'], load: async () => (await import('./commands/build.js')).registerBuildCommand },
   { commands: ['exec', 'run', 'shell'], load: async () => (await import('./commands/exec.js')).registerContainerCommands },
+  { commands: ['instance'], load: async () => (await import('./commands/exec.js')).registerInstanceCommands },
   { commands: ['demo'], load: async () => (await import('./commands/demo.js')).registerDemoCommand },
 ];
 

@@ -176,6 +176,13 @@ export function nameEngineErrors<T extends object>(engine: T, file: string): T {
   return engine;
 }
 
+/** One line for any error, for logs: "FILE: PATH: message" where known. */
+export function describeProblem(err: unknown): string {
+  if (err instanceof FileProblem) return err.describe();
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
+
 export function isFileProblem(err: unknown): err is CorruptError | UnsupportedError | UsageError | InternalError {
   return err instanceof FileProblem;
 }

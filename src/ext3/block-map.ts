@@ -242,6 +242,44 @@ async function truncateTree(
   return { freed, empty: false };
 }
 
+/**
+ * The mapped logical blocks below `limit`, as runs of consecutive logical
+ * blocks in order (SEEK_DATA/SEEK_HOLE at block granularity). A zero pointer
+ * at any level is a hole skipped whole, so a sparse file costs its indirect
+ * blocks, not its size.
+ */
+export async function mappedRuns(io: BlockMapIO, inode: Inode, limit: number): Promise<{ first: number; count: number }[]> {
+  const runs: { first: number; count: number }[] = [];
+  const per = io.blockSize / 4;
+  const add = (lbn: number): void => {
+    const last = runs[runs.length - 1];
+    if (last && last.first + last.count === lbn) last.count++;
+    else runs.push({ first: lbn, count: 1 });
+  };
+  for (let i = 0; i < EXT2_NDIR_BLOCKS && i < limit; i++) {
+    if (checkPtr(io, inode.i_block[i]!, 'i_block') !== 0) add(i);
+  }
+  // `block` maps logical blocks from `start`, each of its entries `span` of them.
+  const walk = async (block: number, depth: number, start: number, span: number): Promise<void> => {
+    const buf = await io.readMeta(block);
+    for (let e = 0; e < per; e++) {
+      const lbn = start + e * span;
+      if (lbn >= limit) return;
+      const child = checkPtr(io, buf.readUInt32LE(e * 4), `indirect block ${block}`);
+      if (child === 0) continue;
+      if (depth === 1) add(lbn);
+      else await walk(child, depth - 1, lbn, span / per);
+    }
+  };
+  let base = EXT2_NDIR_BLOCKS;
+  for (let slot = EXT2_IND_BLOCK, depth = 1; slot <= EXT2_TIND_BLOCK && base < limit; slot++, depth++) {
+    const root = checkPtr(io, inode.i_block[slot]!, 'i_block');
+    if (root !== 0) await walk(root, depth, base, per ** (depth - 1));
+    base += per ** depth;
+  }
+  return runs;
+}
+
 /** Every indirect (metadata) block of a file, for checks and the journal. */
 export async function indirectBlocks(io: BlockMapIO, inode: Inode): Promise<number[]> {
   const out: number[] = [];

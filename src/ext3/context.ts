@@ -9,6 +9,7 @@
  *   inode-table.ts   iget/iput, inode-table read-ahead, live-inode checks
  *   directory.ts     directory indexes and entry edits (dir.c)
  *   namei.ts         lookup (linear and htree) and the namespace operations
+ *   namespace-lock.ts  readers never see a namespace change half done
  *   file-data.ts     block mapping, read, write, truncate, ordered-mode data
  *   orphans.ts       the orphan list, freeing inodes and their blocks
  *   xattr-store.ts   in-inode and block xattr storage, ACL rewriting
@@ -23,6 +24,7 @@ import type { GroupDesc } from './group-desc.js';
 import type { Time } from './inode.js';
 import { InodeTable } from './inode-table.js';
 import { Namei } from './namei.js';
+import { NamespaceLock } from './namespace-lock.js';
 import { Orphans } from './orphans.js';
 import type { Superblock } from './superblock.js';
 import { blockSize as sbBlockSize, descSize as sbDescSize, inodeSize as sbInodeSize } from './superblock.js';
@@ -73,6 +75,8 @@ export class Ext3Context {
   /** References held through ref() (lookup counts, open handles), by inode number. */
   readonly refs = new Map<number, number>();
   readonly tx: Transaction;
+  /** lookup/readdir shared, namespace mutations exclusive (namespace-lock.ts). */
+  readonly ns = new NamespaceLock();
   readonly itable: InodeTable;
   readonly dirs: Directories;
   readonly namei: Namei;

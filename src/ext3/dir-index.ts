@@ -9,9 +9,14 @@
  * - a max-tree over the logical blocks of the largest record each could take,
  *   so an insert finds the first block with room without scanning.
  *
+ * - `listing`: the entries in block order as readdir hands them out, one
+ *   immutable array per directory state (no copy per call).
+ *
  * The on-disk blocks (in the engine's block cache) stay the source of truth;
  * the index can be dropped any time and rebuilt.
  */
+import type { DirEntry } from '../engine.js';
+
 export interface DirSlot {
   ino: number;
   ft: number;
@@ -62,10 +67,19 @@ export class MaxTree {
 
 export class DirIndex {
   readonly entries = new Map<string, DirSlot>();
+  /** readdir's frozen snapshot, built on demand; every edit drops it (changed()). */
+  listing: readonly DirEntry[] | null = null;
+  /** Bumped by every edit, so a snapshot built across one is not kept. */
+  version = 0;
   readonly free = new MaxTree();
   /** Physical block of each logical block (0 for a hole, which is never used). */
   readonly pblocks: number[] = [];
   constructor(readonly ino: number) {}
+
+  changed(): void {
+    this.listing = null;
+    this.version++;
+  }
 }
 
 export function nameKey(name: Buffer): string {

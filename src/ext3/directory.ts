@@ -8,7 +8,7 @@
 import { LRUCache } from 'lru-cache';
 import type { DirEntry, FileType, InodeId } from '../engine.js';
 import { fileTypeOf, S_IFDIR, S_IFMT } from '../engine.js';
-import { CorruptError, withErrno } from '../errors.js';
+import { CorruptError, InternalError, withErrno } from '../errors.js';
 import { indirectBlocksNeeded, mapBlock, setBlock } from './block-map.js';
 import type { Ext3Context } from './context.js';
 import {
@@ -109,10 +109,15 @@ export class Directories {
     return idx;
   }
 
-  /** The entries of a directory except '.' and '..', in block order. */
-  async list(dir: InodeId, inode: Inode): Promise<DirEntry[]> {
+  /**
+   * The entries of a directory except '.' and '..', in block order: one
+   * frozen array per directory state, handed out again until an edit.
+   */
+  async list(dir: InodeId, inode: Inode): Promise<readonly DirEntry[]> {
     const c = this.c;
     const idx = await this.index(dir, inode);
+    if (idx.listing) return idx.listing;
+    const version = idx.version;
     const out: DirEntry[] = [];
     const typed = hasIncompat(c.sb, INCOMPAT.filetype);
     for (let l = 0; l < idx.pblocks.length; l++) {
@@ -123,10 +128,12 @@ export class Directories {
         if (l === 0 && d.offset <= 12 && (d.name.equals(DOT) || d.name.equals(DOTDOT))) continue;
         let type = typed ? ftToFileType(d.file_type) : null;
         if (!type) type = fileTypeOfInode(await c.itable.iget(d.inode));
-        out.push({ name: Buffer.from(d.name), id: d.inode, type });
+        out.push(Object.freeze({ name: Buffer.from(d.name), id: d.inode, type }));
       }
     }
-    return out;
+    const listing = Object.freeze(out);
+    if (idx.version === version && this.cache.get(dir) === idx) idx.listing = listing;
+    return listing;
   }
 
   /** Blocks an insert of a `nameLen` name into the directory would allocate. */
@@ -167,7 +174,7 @@ export class Directories {
     const buf = await c.cache.write(pbn);
     const ftStored = hasIncompat(c.sb, INCOMPAT.filetype) ? ft : 0;
     const slot = findInsertSlot(buf, need);
-    if (!slot) throw new CorruptError(`directory ${dir} block ${l} has less room than its index says`);
+    if (!slot) throw new InternalError(`directory ${dir} block ${l} has less room than its index says`);
     let placed = slot.off;
     const recLen = recLenAt(buf, slot.off);
     if (slot.split) {
@@ -180,6 +187,7 @@ export class Directories {
     }
     idx.free.set(l, scanFreeSpace(buf));
     idx.entries.set(nameKey(name), { ino, ft: ftStored, lblk: l, off: placed });
+    idx.changed();
   }
 
   async removeEntry(dir: number, inode: Inode, name: Buffer): Promise<DirSlot> {
@@ -198,7 +206,7 @@ export class Directories {
       prev = off;
       off += len;
     }
-    if (off !== slot.off) throw new CorruptError(`directory ${dir}: entry not where its index says`);
+    if (off !== slot.off) throw new InternalError(`directory ${dir}: entry not where its index says`);
     const me = decodeDirent(buf, off);
     if (prev === null) {
       buf.writeUInt32LE(0, off);
@@ -207,6 +215,7 @@ export class Directories {
     }
     idx.entries.delete(key);
     idx.free.set(slot.lblk, scanFreeSpace(buf));
+    idx.changed();
     return slot;
   }
 
@@ -223,6 +232,7 @@ export class Directories {
     buf.writeUInt8(ftStored, slot.off + 7);
     slot.ino = ino;
     slot.ft = ftStored;
+    idx.changed();
   }
 
   /** Rewrites a directory's ".." (second record of its first block). */

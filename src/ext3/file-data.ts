@@ -9,7 +9,7 @@
 import type { DataRange, InodeId } from '../engine.js';
 import { S_IFDIR, S_IFMT, S_IFREG } from '../engine.js';
 import { UnsupportedError, withErrno } from '../errors.js';
-import { indirectBlocksNeeded, mapBlock, mapRange, maxLogicalBlocks, setBlock } from './block-map.js';
+import { indirectBlocksNeeded, mappedRuns, mapBlock, mapRange, maxLogicalBlocks, setBlock } from './block-map.js';
 import type { Ext3Context } from './context.js';
 import { mapExtents } from './extents.js';
 import type { Inode } from './inode.js';
@@ -128,10 +128,29 @@ export class FileData {
     return out;
   }
 
-  /** Whole-file range: a conservative answer the contract allows (holes reported as data). */
+  /**
+   * Where the file has blocks, from the block map: a hole is an unmapped
+   * block (blocks allocated but never written count as data, as the kernel's
+   * SEEK_DATA does). Extent-mapped files (read-only here) answer with the
+   * whole file, which the contract allows.
+   */
   async dataRanges(id: InodeId): Promise<DataRange[]> {
-    const inode = await this.liveRegularFile(id);
-    return inode.i_size > 0 ? [{ offset: 0, length: inode.i_size }] : [];
+    const c = this.c;
+    const inode = await c.itable.live(id);
+    const type = inode.i_mode & S_IFMT;
+    if (type === S_IFDIR) throw withErrno('EISDIR');
+    if (type !== S_IFREG) throw withErrno('EINVAL', 'not a regular file');
+    const size = inode.i_size;
+    if (size === 0) return [];
+    if (this.usesExtents(inode)) return [{ offset: 0, length: size }];
+    const bs = c.blockSize;
+    const limit = Math.min(Math.ceil(size / bs), maxLogicalBlocks(bs / 4));
+    const out: DataRange[] = [];
+    for (const run of await mappedRuns(c.io, inode, limit)) {
+      const offset = run.first * bs;
+      out.push({ offset, length: Math.min(size, (run.first + run.count) * bs) - offset });
+    }
+    return out;
   }
 
   /** write() on the queue. */
@@ -144,6 +163,7 @@ export class FileData {
     const end = position + data.length;
     if (Math.ceil(end / bs) > this.maxFileBlocks) throw withErrno('EFBIG');
     this.noteSize(end);
+    if (position > inode.i_size) await this.zeroPastEof(inode, inode.i_size);
     const first = Math.floor(position / bs);
     const last = Math.floor((end - 1) / bs);
     const t = c.now();
@@ -267,6 +287,26 @@ export class FileData {
     runs.length = 0;
   }
 
+  /**
+   * Zeroes the last block's bytes past `eof` (the file's size). They are not
+   * necessarily zero on disk: data goes in place before the commit that
+   * extends i_size, so a crash in between leaves bytes past the replayed
+   * size, which any later extension (truncate up, a write past EOF) would
+   * expose. So every extension zeroes them first, as the kernel's
+   * ext4_zero_partial_blocks / block_truncate_page do; in place, before the
+   * commit of the new size (ordered mode), like the data itself.
+   */
+  private async zeroPastEof(inode: Inode, eof: number): Promise<void> {
+    const bs = this.c.blockSize;
+    const tail = eof % bs;
+    if (tail === 0) return;
+    const pbn = await mapBlock(this.c.io, inode, Math.floor(eof / bs));
+    if (pbn === 0) return;
+    const pending = this.pendingData.get(pbn);
+    if (pending) pending.fill(0, tail);
+    else await this.c.store.write(pbn * bs + tail, Buffer.alloc(bs - tail));
+  }
+
   /** truncate() on the queue. */
   async truncate(id: InodeId, size: number): Promise<void> {
     const c = this.c;
@@ -275,18 +315,13 @@ export class FileData {
     const bs = c.blockSize;
     if (Math.ceil(size / bs) > this.maxFileBlocks) throw withErrno('EFBIG');
     this.noteSize(size);
+    if (size > inode.i_size) await this.zeroPastEof(inode, inode.i_size);
     if (size < inode.i_size) {
       // The target size first: a crash between the freeing steps is finished at open (orphan list).
       const oldEnd = Math.ceil(inode.i_size / bs);
       inode.i_size = size;
       await c.orphans.freeFrom(id, inode, Math.ceil(size / bs), false, oldEnd);
-      if (size % bs !== 0) {
-        // Zero the tail of the last kept block, so growing the file later reads zeros there.
-        const pbn = await mapBlock(c.io, inode, Math.floor(size / bs));
-        const pending = this.pendingData.get(pbn);
-        if (pending) pending.fill(0, size % bs);
-        else if (pbn !== 0) await c.store.write(pbn * bs + (size % bs), Buffer.alloc(bs - (size % bs)));
-      }
+      await this.zeroPastEof(inode, size);
     }
     inode.i_size = size;
     c.stamp(inode, { m: true, c: true });

@@ -37,8 +37,9 @@
  * Without a journal (ext2), a commit writes the blocks home and syncs.
  *
  * While open for writing, a journaled image carries needs_recovery (as the
- * kernel marks a mounted ext3); a clean close commits, clears it, empties the
- * journal and leaves s_state valid.
+ * kernel marks a mounted ext3); a clean close commits, empties the journal
+ * and only then (synced, in that order) clears the flag and leaves s_state
+ * valid.
  */
 import { CorruptError, withErrno } from '../errors.js';
 import type { ByteStore } from '../io/byte-source.js';
@@ -154,13 +155,16 @@ export class Ext3Fs implements WritableFs {
   }
 
   lookup(dir: InodeId, name: Buffer): Promise<InodeId | null> {
-    return this.c.namei.lookup(dir, name);
+    return this.c.ns.shared(() => this.c.namei.lookup(dir, name));
   }
 
-  async readdir(dir: InodeId): Promise<DirEntry[]> {
-    const inode = await this.c.itable.live(dir);
-    if (!isDirMode(inode.i_mode)) throw withErrno('ENOTDIR');
-    return this.c.dirs.list(dir, inode);
+  /** The directory's snapshot: the same frozen array until the directory changes. */
+  readdir(dir: InodeId): Promise<readonly DirEntry[]> {
+    return this.c.ns.shared(async () => {
+      const inode = await this.c.itable.live(dir);
+      if (!isDirMode(inode.i_mode)) throw withErrno('ENOTDIR');
+      return this.c.dirs.list(dir, inode);
+    });
   }
 
   read(id: InodeId, position: number, length: number): Promise<Buffer> {
@@ -229,35 +233,38 @@ export class Ext3Fs implements WritableFs {
 
   // ---------------------------------------------------------------- WritableFs
 
+  /** A namespace mutation: on the writer queue, and exclusive of lookup and readdir. */
+  private namespace<T>(fn: () => Promise<T>): Promise<T> {
+    return this.c.tx.run(() => this.c.ns.exclusive(fn));
+  }
+
   mknod(dir: InodeId, name: Buffer, node: NewNode): Promise<InodeId> {
-    return this.c.tx.run(() => this.c.namei.mknod(dir, name, node));
+    return this.namespace(() => this.c.namei.mknod(dir, name, node));
   }
 
   mkdir(dir: InodeId, name: Buffer, node: NewNode): Promise<InodeId> {
-    return this.c.tx.run(() => this.c.namei.mkdir(dir, name, node));
+    return this.namespace(() => this.c.namei.mkdir(dir, name, node));
   }
 
   symlink(dir: InodeId, name: Buffer, target: Buffer, owner: { uid: number; gid: number }): Promise<InodeId> {
-    return this.c.tx.run(() => this.c.namei.symlink(dir, name, target, owner));
+    return this.namespace(() => this.c.namei.symlink(dir, name, target, owner));
   }
 
   link(id: InodeId, dir: InodeId, name: Buffer): Promise<void> {
-    return this.c.tx.run(() => this.c.namei.link(id, dir, name));
+    return this.namespace(() => this.c.namei.link(id, dir, name));
   }
 
   unlink(dir: InodeId, name: Buffer): Promise<void> {
-    return this.c.tx.run(() => this.c.namei.unlink(dir, name));
+    return this.namespace(() => this.c.namei.unlink(dir, name));
   }
 
   rmdir(dir: InodeId, name: Buffer): Promise<void> {
-    return this.c.tx.run(() => this.c.namei.rmdir(dir, name));
+    return this.namespace(() => this.c.namei.rmdir(dir, name));
   }
 
+  /** rename(2)/renameat2(2): noreplace, exchange, whiteout, each one queued operation (one transaction). */
   rename(oldDir: InodeId, oldName: Buffer, newDir: InodeId, newName: Buffer, flags?: RenameFlags): Promise<void> {
-    if (flags && (flags.noreplace || flags.exchange || flags.whiteout)) {
-      return Promise.reject(withErrno('EINVAL', 'rename flags are not supported by the ext3 engine yet'));
-    }
-    return this.c.tx.run(() => this.c.namei.rename(oldDir, oldName, newDir, newName, flags));
+    return this.namespace(() => this.c.namei.rename(oldDir, oldName, newDir, newName, flags ?? {}));
   }
 
   write(id: InodeId, position: number, data: Buffer): Promise<number> {
@@ -293,21 +300,38 @@ export class Ext3Fs implements WritableFs {
     return this.c.tx.run(() => this.c.xattrs.removexattr(id, name));
   }
 
-  async ref(id: InodeId, count = 1): Promise<void> {
-    await this.c.itable.live(id);
-    this.c.refs.set(id, (this.c.refs.get(id) ?? 0) + count);
+  /**
+   * Queued with the mutations (writable engines): a ref issued before an
+   * unlink holds the inode, one issued after the unlink freed it fails with
+   * ENOENT, never attaching to the inode a later create reuses the number for.
+   */
+  ref(id: InodeId, count = 1): Promise<void> {
+    if (!Number.isSafeInteger(count) || count < 0) return Promise.reject(withErrno('EINVAL', `ref count ${count}`));
+    if (count === 0) return Promise.resolve();
+    const take = async (): Promise<void> => {
+      await this.c.itable.live(id);
+      this.c.refs.set(id, (this.c.refs.get(id) ?? 0) + count);
+    };
+    return this.writable ? this.c.tx.run(take) : take();
   }
 
+  /** Queued like ref, so an unref never overtakes the ref it drops. */
   unref(id: InodeId, count = 1): Promise<void> {
+    if (!Number.isSafeInteger(count) || count < 0) return Promise.reject(withErrno('EINVAL', `unref count ${count}`));
+    if (count === 0) return Promise.resolve();
     const c = this.c;
-    const n = c.refs.get(id) ?? 0;
-    if (n > count) {
-      c.refs.set(id, n - count);
-      return Promise.resolve();
-    }
-    c.refs.delete(id);
-    if (!this.writable || !c.orphans.has(id)) return Promise.resolve();
-    return c.tx.run(() => c.orphans.release(id));
+    // After close every reference is gone with the engine: nothing left to drop.
+    if (c.tx.closed) return Promise.resolve();
+    const drop = async (): Promise<void> => {
+      const n = c.refs.get(id) ?? 0;
+      if (n > count) {
+        c.refs.set(id, n - count);
+        return;
+      }
+      c.refs.delete(id);
+      if (this.writable && c.orphans.has(id)) await c.orphans.release(id);
+    };
+    return this.writable ? c.tx.run(drop) : drop();
   }
 
   fsync(id: InodeId, dataOnly: boolean): Promise<void> {
@@ -329,18 +353,29 @@ export class Ext3Fs implements WritableFs {
   async close(): Promise<void> {
     const c = this.c;
     if (c.tx.closed) return;
+    let failure: unknown = null;
     if (this.writable) {
-      await c.tx.run(async () => {
-        await c.orphans.releaseAll();
-        c.refs.clear();
-        if (c.tx.journal) this.sb.s_feature_incompat &= ~INCOMPAT.needs_recovery;
-        else this.sb.s_state |= EXT2_VALID_FS;
-        await c.tx.commit();
-        await c.tx.closeJournal();
-        await c.store.sync();
-      });
+      await c.tx
+        .run(async () => {
+          await c.orphans.releaseAll();
+          c.refs.clear();
+          await c.tx.commit();
+          // As jbd2_journal_destroy, then ext4_put_super: the checkpoints are durable and
+          // the journal marked empty (both synced) before the superblock says it is clean;
+          // a crash until then leaves needs_recovery set and the journal replayable.
+          await c.tx.closeJournal();
+          await c.store.sync();
+          if (c.tx.journal) this.sb.s_feature_incompat &= ~INCOMPAT.needs_recovery;
+          else this.sb.s_state |= EXT2_VALID_FS;
+          await c.tx.writeSuperblockHome();
+        })
+        .catch((err: unknown) => {
+          failure = err;
+        });
     }
+    // The image is released even when the last commit failed (it then needs recovery).
     c.tx.stop();
     await c.store.close();
+    if (failure !== null) throw failure;
   }
 }

@@ -6,11 +6,13 @@
  */
 import { LRUCache } from 'lru-cache';
 import type { InodeId } from '../engine.js';
-import { CorruptError, withErrno } from '../errors.js';
+import { CorruptError, InternalError, withErrno } from '../errors.js';
 import type { Ext3Context } from './context.js';
 import { inodeGroup, inodeLocation, inodeTableBlocks } from './geometry.js';
 import type { Inode } from './inode.js';
-import { decodeInode, encodeInode, encodeInodeInto } from './inode.js';
+import { decodeInode, EXT4_EXTENTS_FL, encodeInode, encodeInodeInto } from './inode.js';
+import { maxLogicalBlocks } from './block-map.js';
+import { S_IFDIR, S_IFMT, S_IFREG } from '../engine.js';
 
 /** Inode-table blocks read at once on a miss. */
 const INODE_READAHEAD = 32;
@@ -44,6 +46,23 @@ export class InodeTable {
     return inodeLocation(this.c.sb, this.c.groups[inodeGroup(this.c.sb, ino)]!.bg_inode_table, ino);
   }
 
+  /**
+   * A file or directory whose i_size lies beyond what its block map (or
+   * extent tree) can address is corrupt the moment it is read: nothing
+   * downstream (a manifest hashing the holes) has to find out the slow way.
+   */
+  private checkSize(ino: number, inode: Inode): void {
+    const type = inode.i_mode & S_IFMT;
+    if (type !== S_IFREG && type !== S_IFDIR) return;
+    const extents = (inode.i_flags & EXT4_EXTENTS_FL) !== 0;
+    const limit = (extents ? 0x100000000 : maxLogicalBlocks(this.c.blockSize / 4)) * this.c.blockSize;
+    if (inode.i_size > limit) {
+      throw new CorruptError(
+        `inode ${ino} has i_size ${inode.i_size}, beyond the ${limit} bytes its ${extents ? 'extent tree' : 'block map'} can address`,
+      );
+    }
+  }
+
   async iget(ino: number): Promise<Inode> {
     // LRU order: an inode in use by the running operation is never the one evicted,
     // so one operation never ends up with two copies of the same inode.
@@ -56,6 +75,7 @@ export class InodeTable {
     const again = this.inodes.get(ino);
     if (again) return again;
     const inode = decodeInode(buf.subarray(off, off + this.c.inodeSize), this.c.inodeSize);
+    this.checkSize(ino, inode);
     this.inodes.set(ino, inode);
     return inode;
   }
@@ -91,7 +111,7 @@ export class InodeTable {
     this.dirty.delete(ino);
     const { block, off } = this.location(ino);
     const buf = this.c.cache.dirty.get(block);
-    if (!buf) throw new CorruptError(`inode ${ino} changed but its table block left the transaction`);
+    if (!buf) throw new InternalError(`inode ${ino} changed but its table block left the transaction`);
     encodeInodeInto(inode, inode.raw).copy(buf, off);
   }
 

@@ -7,14 +7,14 @@
  * queue (the façade puts them there).
  */
 import type { InodeId, NewNode, RenameFlags } from '../engine.js';
-import { devMajor, devMinor, fileTypeOf, S_IFDIR, S_IFLNK } from '../engine.js';
+import { devMajor, devMinor, fileTypeOf, S_IFCHR, S_IFDIR, S_IFLNK } from '../engine.js';
 import { CorruptError, withErrno } from '../errors.js';
 import type { Ext3Context } from './context.js';
 import { decodeDirBlock, EXT2_NAME_LEN, encodeDotBlock, fileTypeToFt } from './dir.js';
 import { nameKey } from './dir-index.js';
 import { DOT, DOTDOT, EXT3_LINK_MAX, fileTypeOfInode, isDirMode } from './directory.js';
 import { decodeDxNode, decodeDxRoot, dirHash, dxSearch } from './htree.js';
-import type { Inode } from './inode.js';
+import type { Inode, Time } from './inode.js';
 import { emptyInode, encodeDevice, EXT2_INDEX_FL, EXT2_ROOT_INO } from './inode.js';
 import { hasIncompat, INCOMPAT, unsignedHash } from './superblock.js';
 import { encodeFastSymlink, FAST_SYMLINK_MAX } from './symlink.js';
@@ -163,15 +163,7 @@ export class Namei {
     await c.tx.reserve((await c.dirs.insertCost(dir, parent, name.length)) + extraBlocks, 1);
     const ino = await c.alloc.allocInode(dir, type === 'd');
     const t = c.now();
-    const inode = emptyInode(c.inodeSize, c.inodeSize > 128 ? Math.max(32, c.sb.s_want_extra_isize) : 0);
-    inode.i_mode = mode;
-    inode.i_uid = uid >>> 0;
-    inode.i_gid = gid >>> 0;
-    inode.i_links_count = 1;
-    inode.i_atime = inode.i_mtime = inode.i_ctime = inode.i_crtime = t;
-    inode.i_generation = (Math.random() * 0x100000000) >>> 0;
-    // A reused inode number must not keep a stale cached index or decoded inode.
-    c.dirs.forget(ino);
+    const inode = this.freshInode(ino, mode, { uid, gid }, t);
     await init(ino, inode);
     await c.itable.iput(ino, inode);
     await c.dirs.insertEntry(dir, parent, name, ino, fileTypeToFt(type));
@@ -236,9 +228,16 @@ export class Namei {
     await c.orphans.killDir(slot.ino, inode);
   }
 
-  async rename(oldDir: InodeId, oldName: Buffer, newDir: InodeId, newName: Buffer, flags?: RenameFlags): Promise<void> {
-    void flags;
+  /**
+   * rename(2) and renameat2(2)'s flags, checked in the kernel's order
+   * (do_renameat2, vfs_rename, ext4_rename): flag combinations, the source,
+   * noreplace, exchange's target, moving a directory under itself, then the
+   * types. One call, one transaction: the whiteout (a char 0/0 inode put in
+   * the source's entry) is made in the same step as the move.
+   */
+  async rename(oldDir: InodeId, oldName: Buffer, newDir: InodeId, newName: Buffer, flags: RenameFlags): Promise<void> {
     const c = this.c;
+    if (flags.exchange && (flags.noreplace || flags.whiteout)) throw withErrno('EINVAL', 'exchange with noreplace or whiteout');
     const op = await c.itable.live(oldDir);
     const np = await c.itable.live(newDir);
     if (!isDirMode(op.i_mode) || !isDirMode(np.i_mode)) throw withErrno('ENOTDIR');
@@ -246,57 +245,142 @@ export class Namei {
     const oidx = await c.dirs.index(oldDir, op);
     const src = oidx.entries.get(nameKey(oldName));
     if (!src) throw withErrno('ENOENT');
-    const srcInode = await c.itable.iget(src.ino);
+    // The entry slots are rewritten below, so keep the inode numbers now.
+    const srcIno = src.ino;
+    const srcInode = await c.itable.iget(srcIno);
     const srcIsDir = isDirMode(srcInode.i_mode);
     const nidx = await c.dirs.index(newDir, np);
     const dst = nidx.entries.get(nameKey(newName));
-    if (dst && dst.ino === src.ino) return;
-    if (srcIsDir) {
-      // The target directory must not lie inside the one being moved.
-      let cur = newDir;
-      for (let hops = 0; cur !== EXT2_ROOT_INO; hops++) {
-        if (cur === src.ino) throw withErrno('EINVAL', 'moving a directory under itself');
-        if (hops > c.sb.s_inodes_count) throw new CorruptError('directory parent chain loops');
-        cur = await c.dirs.parentOf(cur, await c.itable.iget(cur));
-      }
-      if (src.ino === newDir) throw withErrno('EINVAL', 'moving a directory under itself');
-    }
-    let dstInode: Inode | null = null;
-    // retargetEntry rewrites the slot, so keep the replaced inode's number now.
     const dstIno = dst ? dst.ino : 0;
-    if (dst) {
-      dstInode = await c.itable.iget(dst.ino);
-      const dstIsDir = isDirMode(dstInode.i_mode);
+    if (flags.noreplace && dst) throw withErrno('EEXIST');
+    if (flags.exchange && !dst) throw withErrno('ENOENT');
+    if (dst && dstIno === srcIno && !flags.exchange) return;
+    const dstInode = dst ? await c.itable.iget(dstIno) : null;
+    const dstIsDir = dstInode !== null && isDirMode(dstInode.i_mode);
+    if (srcIsDir) await this.checkNotUnder(srcIno, newDir);
+    if (flags.exchange && dstIsDir) await this.checkNotUnder(dstIno, oldDir);
+    if (dst && dstIno === srcIno) return;
+    if (flags.exchange) {
+      await this.exchange(oldDir, op, oldName, srcIno, srcInode, newDir, np, newName, dstIno, dstInode!);
+      return;
+    }
+    if (dstInode) {
       if (srcIsDir && !dstIsDir) throw withErrno('ENOTDIR');
       if (!srcIsDir && dstIsDir) throw withErrno('EISDIR');
       if (dstIsDir && (await c.dirs.index(dstIno, dstInode)).entries.size > 0) throw withErrno('ENOTEMPTY');
+      if (flags.whiteout) await c.tx.reserve(0, 1);
     } else {
       if (srcIsDir && oldDir !== newDir && !c.dirs.canAddSubdir(np)) throw withErrno('EMLINK');
-      await c.tx.reserve(await c.dirs.insertCost(newDir, np, newName.length));
+      await c.tx.reserve(await c.dirs.insertCost(newDir, np, newName.length), flags.whiteout ? 1 : 0);
     }
     const t = c.now();
     const ft = fileTypeToFt(fileTypeOfInode(srcInode));
-    if (dst) await c.dirs.retargetEntry(newDir, np, newName, src.ino, ft);
-    else await c.dirs.insertEntry(newDir, np, newName, src.ino, ft);
-    await c.dirs.removeEntry(oldDir, op, oldName);
+    if (dst) await c.dirs.retargetEntry(newDir, np, newName, srcIno, ft);
+    else await c.dirs.insertEntry(newDir, np, newName, srcIno, ft);
+    if (flags.whiteout) {
+      const w = await this.newWhiteout(oldDir, flags.whiteout, t);
+      await c.dirs.retargetEntry(oldDir, op, oldName, w, fileTypeToFt('c'));
+    } else {
+      await c.dirs.removeEntry(oldDir, op, oldName);
+    }
     c.stamp(srcInode, { c: true }, t);
-    await c.itable.iput(src.ino, srcInode);
+    await c.itable.iput(srcIno, srcInode);
     c.stamp(op, { m: true, c: true }, t);
     c.stamp(np, { m: true, c: true }, t);
     await c.itable.iput(oldDir, op);
     if (newDir !== oldDir) await c.itable.iput(newDir, np);
     if (srcIsDir && oldDir !== newDir) {
-      await c.dirs.setDotDot(src.ino, srcInode, newDir);
+      await c.dirs.setDotDot(srcIno, srcInode, newDir);
       await c.dirs.linkDir(oldDir, op, -1);
-      if (!(dstInode && isDirMode(dstInode.i_mode))) await c.dirs.linkDir(newDir, np, +1);
+      if (!dstIsDir) await c.dirs.linkDir(newDir, np, +1);
     }
-    if (dst && dstInode) {
-      if (isDirMode(dstInode.i_mode)) {
+    if (dstInode) {
+      if (dstIsDir) {
         if (oldDir === newDir) await c.dirs.linkDir(newDir, np, -1);
         await c.orphans.killDir(dstIno, dstInode);
       } else {
         await c.orphans.dropLink(dstIno, dstInode);
       }
     }
+  }
+
+  /** EINVAL when directory `ino` is `dir` or one of its ancestors (a move under itself). */
+  private async checkNotUnder(ino: number, dir: number): Promise<void> {
+    const c = this.c;
+    let cur = dir;
+    for (let hops = 0; cur !== EXT2_ROOT_INO; hops++) {
+      if (cur === ino) throw withErrno('EINVAL', 'moving a directory under itself');
+      if (hops > c.sb.s_inodes_count) throw new CorruptError('directory parent chain loops');
+      cur = await c.dirs.parentOf(cur, await c.itable.iget(cur));
+    }
+    if (ino === dir) throw withErrno('EINVAL', 'moving a directory under itself');
+  }
+
+  /** RENAME_EXCHANGE: both entries swap inodes; '..' and the parents' link counts follow directories. */
+  private async exchange(
+    oldDir: number,
+    op: Inode,
+    oldName: Buffer,
+    srcIno: number,
+    srcInode: Inode,
+    newDir: number,
+    np: Inode,
+    newName: Buffer,
+    dstIno: number,
+    dstInode: Inode,
+  ): Promise<void> {
+    const c = this.c;
+    const srcIsDir = isDirMode(srcInode.i_mode);
+    const dstIsDir = isDirMode(dstInode.i_mode);
+    if (oldDir !== newDir) {
+      if (srcIsDir && !dstIsDir && !c.dirs.canAddSubdir(np)) throw withErrno('EMLINK');
+      if (dstIsDir && !srcIsDir && !c.dirs.canAddSubdir(op)) throw withErrno('EMLINK');
+    }
+    const t = c.now();
+    await c.dirs.retargetEntry(oldDir, op, oldName, dstIno, fileTypeToFt(fileTypeOfInode(dstInode)));
+    await c.dirs.retargetEntry(newDir, np, newName, srcIno, fileTypeToFt(fileTypeOfInode(srcInode)));
+    c.stamp(srcInode, { c: true }, t);
+    c.stamp(dstInode, { c: true }, t);
+    await c.itable.iput(srcIno, srcInode);
+    await c.itable.iput(dstIno, dstInode);
+    c.stamp(op, { m: true, c: true }, t);
+    c.stamp(np, { m: true, c: true }, t);
+    await c.itable.iput(oldDir, op);
+    if (newDir !== oldDir) await c.itable.iput(newDir, np);
+    if (oldDir === newDir) return;
+    if (srcIsDir) await c.dirs.setDotDot(srcIno, srcInode, newDir);
+    if (dstIsDir) await c.dirs.setDotDot(dstIno, dstInode, oldDir);
+    if (srcIsDir && !dstIsDir) {
+      await c.dirs.linkDir(oldDir, op, -1);
+      await c.dirs.linkDir(newDir, np, +1);
+    } else if (dstIsDir && !srcIsDir) {
+      await c.dirs.linkDir(newDir, np, -1);
+      await c.dirs.linkDir(oldDir, op, +1);
+    }
+  }
+
+  /** A whiteout inode (char 0/0, mode 0, the kernel's WHITEOUT_DEV/WHITEOUT_MODE) near `dir`; reserved by the caller. */
+  private async newWhiteout(dir: number, owner: { uid: number; gid: number }, t: Time): Promise<number> {
+    const c = this.c;
+    const ino = await c.alloc.allocInode(dir, false);
+    const inode = this.freshInode(ino, S_IFCHR, owner, t);
+    inode.i_block = encodeDevice(0, 0);
+    await c.itable.iput(ino, inode);
+    return ino;
+  }
+
+  /** A new in-memory inode for the just-allocated number `ino`: one link, times `t`, a random generation. */
+  private freshInode(ino: number, mode: number, owner: { uid: number; gid: number }, t: Time): Inode {
+    const c = this.c;
+    const inode = emptyInode(c.inodeSize, c.inodeSize > 128 ? Math.max(32, c.sb.s_want_extra_isize) : 0);
+    inode.i_mode = mode;
+    inode.i_uid = owner.uid >>> 0;
+    inode.i_gid = owner.gid >>> 0;
+    inode.i_links_count = 1;
+    inode.i_atime = inode.i_mtime = inode.i_ctime = inode.i_crtime = t;
+    inode.i_generation = (Math.random() * 0x100000000) >>> 0;
+    // A reused inode number must not keep a stale cached index.
+    c.dirs.forget(ino);
+    return inode;
   }
 }

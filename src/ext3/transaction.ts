@@ -7,7 +7,7 @@
  * anything; and the timer that commits at most commitIntervalMs after a
  * change.
  */
-import { CorruptError, withErrno } from '../errors.js';
+import { describeProblem, InternalError, withErrno } from '../errors.js';
 import type { Ext3Context } from './context.js';
 import { gdtBlockOf, gdtOffsetOf } from './geometry.js';
 import { encodeGroupDesc } from './group-desc.js';
@@ -63,16 +63,17 @@ export class Transaction {
   private encodeDirtyGroups(): void {
     for (const g of this.dirtyGroups) {
       const buf = this.c.cache.dirty.get(gdtBlockOf(this.c.sb, g));
-      if (!buf) throw new CorruptError(`group ${g} changed but its descriptor block left the transaction`);
+      if (!buf) throw new InternalError(`group ${g} changed but its descriptor block left the transaction`);
       encodeGroupDesc(this.c.groups[g]!, buf, gdtOffsetOf(this.c.sb, g));
     }
     this.dirtyGroups.clear();
   }
 
-  /** Runs `fn` on the writer queue; EROFS on a read-only engine, EIO once closed. */
+  /** Runs `fn` on the writer queue; EROFS on a read-only engine, EIO once closed or after a failed commit. */
   run<T>(fn: () => Promise<T>): Promise<T> {
     if (!this.c.writable) return Promise.reject(withErrno('EROFS'));
     if (this.closed) return Promise.reject(withErrno('EIO', `${this.c.name} is closed`));
+    if (this.failed !== null) return Promise.reject(this.failedError());
     const result = this.queue.then(async () => {
       try {
         return await fn();
@@ -94,6 +95,7 @@ export class Transaction {
       this.timer = setTimeout(() => {
         this.timer = null;
         if (this.closed) return;
+        // commit() latches its own failure: the next call reports it, nothing to rethrow to.
         this.queue = this.queue.then(() => this.commit()).catch(() => undefined);
       }, this.commitIntervalMs);
       this.timer.unref();
@@ -108,8 +110,40 @@ export class Transaction {
     return this.threshold;
   }
 
-  /** Commits the running transaction (callers hold the queue). */
+  /**
+   * The first commit failure, latched (as jbd2 aborts its journal): the
+   * image holds the last committed state and memory is ahead of it, so from
+   * then on every change, fsync, sync and close fails with EIO (reads go
+   * on). Logged once, naming the image: a timer commit has no caller to tell.
+   */
+  private failed: unknown = null;
+
+  get failure(): unknown {
+    return this.failed;
+  }
+
+  failedError(): Error {
+    return withErrno('EIO', `${this.c.name}: an earlier commit failed (${describeProblem(this.failed)}); reopen the image to recover`);
+  }
+
+  private latch(err: unknown): void {
+    if (this.failed !== null) return;
+    this.failed = err;
+    process.stderr.write(`sifuse: ${this.c.name}: journal commit failed, no further changes are written: ${describeProblem(err)}\n`);
+  }
+
+  /** Commits the running transaction (callers hold the queue); a failure is latched. */
   async commit(): Promise<void> {
+    if (this.failed !== null) throw this.failedError();
+    try {
+      await this.commitNow();
+    } catch (err) {
+      this.latch(err);
+      throw err;
+    }
+  }
+
+  private async commitNow(): Promise<void> {
     const c = this.c;
     if (this.timer) {
       clearTimeout(this.timer);
@@ -173,6 +207,18 @@ export class Transaction {
   /** Closes the journal (after the last commit) and stops the timer. */
   async closeJournal(): Promise<void> {
     if (this.journal) await this.journal.close();
+  }
+
+  /**
+   * The primary superblock written in place and synced, outside any
+   * transaction: only for close(), once the journal is closed and empty.
+   */
+  async writeSuperblockHome(): Promise<void> {
+    const c = this.c;
+    c.sb.s_wtime = c.now().sec;
+    c.sb.raw = encodeSuperblock(c.sb);
+    await c.store.write(SUPERBLOCK_OFFSET, c.sb.raw);
+    await c.store.sync();
   }
 
   stop(): void {

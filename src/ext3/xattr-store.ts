@@ -120,14 +120,14 @@ export class XattrStore {
     const out: Buffer[] = [];
     for (const e of [...inInode, ...inBlock]) {
       const n = fullXattrName(e.index, e.name);
-      if (n !== null) out.push(Buffer.from(n, 'latin1'));
+      if (n !== null) out.push(n);
     }
     return out;
   }
 
-  async getxattr(id: InodeId, nameBytes: Buffer): Promise<Buffer | null> {
+  async getxattr(id: InodeId, name: Buffer): Promise<Buffer | null> {
     const inode = await this.c.itable.live(id);
-    const key = splitXattrName(nameBytes.toString('latin1'));
+    const key = splitXattrName(name);
     if (!key) return null;
     const { inInode, inBlock } = await this.allXattrs(inode);
     const e = [...inInode, ...inBlock].find((x) => x.index === key.index && x.name.equals(key.name));
@@ -139,11 +139,10 @@ export class XattrStore {
   }
 
   /** setxattr() on the queue. */
-  async setxattr(id: InodeId, nameBytes: Buffer, value: Buffer, flags?: 'create' | 'replace'): Promise<void> {
-    const name = nameBytes.toString('latin1');
+  async setxattr(id: InodeId, name: Buffer, value: Buffer, flags?: 'create' | 'replace'): Promise<void> {
     const inode = await this.c.itable.live(id);
     const key = splitXattrName(name);
-    if (!key) throw withErrno('EOPNOTSUPP', `xattr namespace of ${name}`);
+    if (!key) throw withErrno('EOPNOTSUPP', `xattr namespace of ${JSON.stringify(name.toString('latin1'))}`);
     if (key.name.length > 255) throw withErrno('ERANGE', 'xattr name too long');
     let stored = value;
     let dropInstead = false;
@@ -182,8 +181,7 @@ export class XattrStore {
   }
 
   /** removexattr() on the queue. */
-  async removexattr(id: InodeId, nameBytes: Buffer): Promise<void> {
-    const name = nameBytes.toString('latin1');
+  async removexattr(id: InodeId, name: Buffer): Promise<void> {
     const inode = await this.c.itable.live(id);
     const key = splitXattrName(name);
     if (!key) throw withErrno('ENODATA');

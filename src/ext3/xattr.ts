@@ -29,15 +29,21 @@ export const XATTR_INDEX_TRUSTED = 4;
 export const XATTR_INDEX_SECURITY = 6;
 export const XATTR_INDEX_SYSTEM = 7;
 
-/** Index -> prefix; the ACL indexes name a whole attribute (empty suffix). */
-const PREFIXES: [number, string][] = [
-  [XATTR_INDEX_POSIX_ACL_ACCESS, 'system.posix_acl_access'],
-  [XATTR_INDEX_POSIX_ACL_DEFAULT, 'system.posix_acl_default'],
-  [XATTR_INDEX_USER, 'user.'],
-  [XATTR_INDEX_TRUSTED, 'trusted.'],
-  [XATTR_INDEX_SECURITY, 'security.'],
-  [XATTR_INDEX_SYSTEM, 'system.'],
-];
+/**
+ * Index -> prefix bytes; the ACL indexes name a whole attribute (empty
+ * suffix). Names are bytes end to end: the prefix is matched on bytes and the
+ * suffix stored as given (the kernel's ext4_xattr_set_handle does the same).
+ */
+const PREFIXES: [number, Buffer][] = (
+  [
+    [XATTR_INDEX_POSIX_ACL_ACCESS, 'system.posix_acl_access'],
+    [XATTR_INDEX_POSIX_ACL_DEFAULT, 'system.posix_acl_default'],
+    [XATTR_INDEX_USER, 'user.'],
+    [XATTR_INDEX_TRUSTED, 'trusted.'],
+    [XATTR_INDEX_SECURITY, 'security.'],
+    [XATTR_INDEX_SYSTEM, 'system.'],
+  ] as const
+).map(([i, p]) => [i, Buffer.from(p)]);
 
 export interface XattrEntry {
   index: number;
@@ -54,21 +60,21 @@ export function xattrValueSize(len: number): number {
   return (len + 3) & ~3;
 }
 
-/** The full name users see, or null for an index we do not know. */
-export function fullXattrName(index: number, name: Buffer): string | null {
-  for (const [i, prefix] of PREFIXES) if (i === index) return prefix + name.toString('latin1');
+/** The full name users see (prefix + stored suffix bytes), or null for an index we do not know. */
+export function fullXattrName(index: number, name: Buffer): Buffer | null {
+  for (const [i, prefix] of PREFIXES) if (i === index) return Buffer.concat([prefix, name]);
   return null;
 }
 
-/** Splits a full name into index and stored suffix; null if no prefix matches. */
-export function splitXattrName(full: string): { index: number; name: Buffer } | null {
+/** Splits a full name into index and stored suffix (a copy); null if no prefix matches. */
+export function splitXattrName(full: Buffer): { index: number; name: Buffer } | null {
   for (const [i, prefix] of PREFIXES) {
     if (i === XATTR_INDEX_POSIX_ACL_ACCESS || i === XATTR_INDEX_POSIX_ACL_DEFAULT) {
-      if (full === prefix) return { index: i, name: Buffer.alloc(0) };
+      if (full.equals(prefix)) return { index: i, name: Buffer.alloc(0) };
       continue;
     }
-    if (full.startsWith(prefix) && full.length > prefix.length) {
-      return { index: i, name: Buffer.from(full.slice(prefix.length), 'latin1') };
+    if (full.length > prefix.length && full.subarray(0, prefix.length).equals(prefix)) {
+      return { index: i, name: Buffer.from(full.subarray(prefix.length)) };
     }
   }
   return null;

@@ -29,7 +29,7 @@
  * readdir snapshots are cached per directory until this layer changes that
  * directory or the directory's ctime moves (the host changed it).
  */
-import { fdatasyncSync, fsyncSync, ftruncateSync, readSync, writeSync } from 'node:fs';
+import { fdatasyncSync, fsyncSync, ftruncateSync } from 'node:fs';
 import {
   fileTypeOf,
   S_IFMT,
@@ -45,11 +45,13 @@ import {
   type StatFs,
   type WritableFs,
 } from '../engine.js';
-import { errnoNumber, FsError, InternalError, UnsupportedError, type ErrnoCode } from '../errors.js';
+import { FsError, InternalError, UnsupportedError } from '../errors.js';
 import type { Layer, UpperLayer } from './layer.js';
 import { closeFd, isProcfs, isSysError, procFdPath, sys, type SysStat } from '../native/sys.js';
 import { encodingFor, probeCapabilities, type DirCapabilities } from './dir/capabilities.js';
 import { NodeTable, openChild, type DirNode } from './dir/node-table.js';
+import { checkName, toFsError, toStat } from './dir/convert.js';
+import { dataRangesOf, openDataFd, readAt, writeAt } from './dir/data.js';
 
 export type { DirCapabilities } from './dir/capabilities.js';
 
@@ -57,6 +59,8 @@ export interface DirLayerOptions {
   writable: boolean;
   /** Unreferenced nodes kept open before the oldest are closed (default 2048). */
   openCap?: number;
+  /** Closed, unreferenced nodes remembered before the oldest are forgotten (default 200,000). */
+  recordCap?: number;
 }
 
 interface Snapshot {
@@ -64,8 +68,6 @@ interface Snapshot {
   ctimeNsec: number;
   entries: readonly DirEntry[];
 }
-
-const NAME_MAX = 255;
 
 export class DirLayer implements WritableFs {
   readonly rootId: InodeId;
@@ -76,8 +78,12 @@ export class DirLayer implements WritableFs {
   /** Capabilities of the host directory, when probed (writable layers: see openDirLayer). */
   capabilities: DirCapabilities | null = null;
 
-  private constructor(readonly name: string, readonly writable: boolean, rootFd: number, openCap: number) {
-    this.nodes = new NodeTable(openCap);
+  private constructor(readonly name: string, readonly writable: boolean, rootFd: number, openCap: number, recordCap: number) {
+    // A forgotten node's id must not be handed out again from a cached listing.
+    this.nodes = new NodeTable(openCap, recordCap, (node) => {
+      if (node.parent !== null) this.snapshots.delete(node.parent);
+      this.snapshots.delete(node.id);
+    });
     const st = sys().fstatat(rootFd, '', sys().constants.AT_EMPTY_PATH);
     if ((st.mode & S_IFMT) !== S_IFDIR) {
       closeFd(rootFd);
@@ -102,7 +108,7 @@ export class DirLayer implements WritableFs {
     } catch (err) {
       throw toFsError(err, path);
     }
-    return new DirLayer(path, options.writable, fd, options.openCap ?? 2048);
+    return new DirLayer(path, options.writable, fd, options.openCap ?? 2048, options.recordCap ?? 200_000);
   }
 
   // ---- reading ----
@@ -149,43 +155,13 @@ export class DirLayer implements WritableFs {
   }
 
   async read(id: InodeId, position: number, length: number): Promise<Buffer> {
-    return this.run('read', () => {
-      const node = this.node(id);
-      const fd = this.dataFd(node, false);
-      const out = Buffer.allocUnsafe(length);
-      let done = 0;
-      while (done < length) {
-        const n = readSync(fd, out, done, length - done, position + done);
-        if (n === 0) break;
-        done += n;
-      }
-      return out.subarray(0, done);
-    });
+    return this.run('read', () => readAt(this.dataFd(this.node(id), false), position, length));
   }
 
   async dataRanges(id: InodeId): Promise<DataRange[]> {
     return this.run('dataRanges', () => {
       const node = this.node(id);
-      const fd = this.dataFd(node, false);
-      const s = sys();
-      const size = this.statOf(node).size;
-      const ranges: DataRange[] = [];
-      let pos = 0;
-      while (pos < size) {
-        let start: number;
-        try {
-          start = s.lseek(fd, pos, s.constants.SEEK_DATA);
-        } catch (err) {
-          if (isSysError(err, 'ENXIO')) break; // only a hole from pos to the end
-          if (isSysError(err, 'EINVAL', 'EOPNOTSUPP')) return size > 0 ? [{ offset: 0, length: size }] : [];
-          throw err;
-        }
-        if (start >= size) break;
-        const end = Math.min(s.lseek(fd, start, s.constants.SEEK_HOLE), size);
-        ranges.push({ offset: start, length: end - start });
-        pos = end;
-      }
-      return ranges;
+      return dataRangesOf(this.dataFd(node, false), this.statOf(node).size);
     });
   }
 
@@ -222,7 +198,7 @@ export class DirLayer implements WritableFs {
   async ref(id: InodeId, n = 1): Promise<void> {
     return this.run('ref', () => {
       const node = this.node(id);
-      this.fdOf(node); // alive and openable, or ESTALE/ENOENT now
+      this.fdOf(node); // alive and openable, or ENOENT now
       this.nodes.ref(node, n);
     });
   }
@@ -323,12 +299,7 @@ export class DirLayer implements WritableFs {
   }
 
   async write(id: InodeId, position: number, data: Buffer): Promise<number> {
-    return this.mutate('write', () => {
-      const fd = this.dataFd(this.node(id), true);
-      let done = 0;
-      while (done < data.length) done += writeSync(fd, data, done, data.length - done, position + done);
-      return done;
-    });
+    return this.mutate('write', () => writeAt(this.dataFd(this.node(id), true), position, data));
   }
 
   async truncate(id: InodeId, size: number): Promise<void> {
@@ -449,34 +420,8 @@ export class DirLayer implements WritableFs {
     return this.nodes.observe(st, fd, parent, Buffer.from(name));
   }
 
-  /**
-   * A real fd for a regular file's data, re-opened from its O_PATH fd; never
-   * for anything else (a fifo or device would block or act on open).
-   */
   private dataFd(node: DirNode, forWrite: boolean): number {
-    if (node.type === 'd') throw new FsError('EISDIR');
-    if (node.type !== 'f') throw new FsError('EINVAL', 'not a regular file');
-    if (node.io >= 0 && (node.ioWritable || !forWrite)) return node.io;
-    const s = sys();
-    const c = s.constants;
-    const pathFd = this.fdOf(node);
-    let fd: number;
-    let writable = this.writable;
-    try {
-      fd = s.reopen(pathFd, writable ? c.O_RDWR : c.O_RDONLY);
-    } catch (err) {
-      if (!writable || forWrite || !isSysError(err, 'EACCES', 'EROFS', 'ETXTBSY')) throw err;
-      fd = s.reopen(pathFd, c.O_RDONLY);
-      writable = false;
-    }
-    if ((s.fstatat(fd, '', c.AT_EMPTY_PATH).mode & S_IFMT) !== 0o100000) {
-      closeFd(fd);
-      throw new FsError('EINVAL', 'not a regular file');
-    }
-    if (node.io >= 0) closeFd(node.io);
-    node.io = fd;
-    node.ioWritable = writable;
-    return fd;
+    return openDataFd(node, () => this.fdOf(node), this.writable, forWrite);
   }
 
   /** A short-lived O_RDONLY fd of a directory (fsync, syncfs). */
@@ -549,41 +494,6 @@ export class DirLayer implements WritableFs {
   private changed(dir: InodeId): void {
     this.snapshots.delete(dir);
   }
-}
-
-/** Names are one component: no '/', no NUL, not '.' or '..', 1..255 bytes. */
-function checkName(name: Buffer): void {
-  if (!Buffer.isBuffer(name) || name.length === 0) throw new FsError('EINVAL', 'empty name');
-  if (name.length > NAME_MAX) throw new FsError('ENAMETOOLONG');
-  if (name.includes(0x2f) || name.includes(0)) throw new FsError('EINVAL', 'a name with / or NUL');
-  if (name[0] === 0x2e && (name.length === 1 || (name.length === 2 && name[1] === 0x2e))) throw new FsError('EINVAL', '. or ..');
-}
-
-function toStat(st: SysStat): Stat {
-  return {
-    ino: st.ino,
-    mode: st.mode,
-    nlink: st.nlink,
-    uid: st.uid,
-    gid: st.gid,
-    size: st.size,
-    blocks: st.blocks,
-    atime: st.atime,
-    atimeNsec: st.atimeNsec,
-    mtime: st.mtime,
-    mtimeNsec: st.mtimeNsec,
-    ctime: st.ctime,
-    ctimeNsec: st.ctimeNsec,
-    rdev: st.rdev,
-    generation: 0,
-  };
-}
-
-function toFsError(err: unknown, detail: string): unknown {
-  if (!isSysError(err) || err instanceof FsError) return err;
-  const code = err.code as ErrnoCode;
-  if (errnoNumber(code) === undefined) return new FsError('EIO', `${detail}: ${err.message}`);
-  return new FsError(code, `${err.syscall}, ${detail}`);
 }
 
 // ---- the opener ----

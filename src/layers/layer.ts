@@ -35,3 +35,7 @@ export interface UpperLayer extends Layer {
   readonly work: InodeId;
   readonly encoding: WhiteoutEncoding;
 }
+
+export function isUpperLayer(layer: Layer): layer is UpperLayer {
+  return 'work' in layer && (layer as UpperLayer).fs.writable;
+}

@@ -2,12 +2,864 @@
  * sifuse_fuse: the FUSE session on libfuse3's low-level API, its /dev/fuse fd
  * polled on the libuv loop; every request is handed to JavaScript
  * (src/native/fuse.ts is the typed face, src/fuse the adapter).
+ *
+ * Threading: none. The fd is O_NONBLOCK and watched by a uv_poll_t on Node's
+ * loop; when readable, requests are received and processed on the JS thread
+ * until EAGAIN, each low-level op calling the one JS dispatch function with a
+ * request handle. JS replies whenever it likes (reply* below).
+ *
+ * Invariants:
+ * - A request handle (struct sreq) is answered at most once: the reply clears
+ *   handle->req, a second reply throws. A handle JS drops unanswered is
+ *   answered EIO by its finalizer, so the kernel never waits forever.
+ * - The session struct outlives every handle (refcount): a reply after
+ *   unmount is dropped, never a use-after-free.
  */
 #include <node_api.h>
+#include <uv.h>
 #include <fuse_lowlevel.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+enum op {
+  OP_INIT, OP_LOOKUP, OP_FORGET, OP_FORGET_MULTI, OP_GETATTR, OP_SETATTR, OP_READLINK,
+  OP_MKNOD, OP_MKDIR, OP_UNLINK, OP_RMDIR, OP_SYMLINK, OP_RENAME, OP_LINK, OP_OPEN,
+  OP_READ, OP_WRITE, OP_FLUSH, OP_RELEASE, OP_FSYNC, OP_OPENDIR, OP_READDIRPLUS,
+  OP_RELEASEDIR, OP_FSYNCDIR, OP_STATFS, OP_SETXATTR, OP_GETXATTR, OP_LISTXATTR,
+  OP_REMOVEXATTR, OP_CREATE, OP_LSEEK, OP_EXIT,
+};
+
+/* A stat travels as 17 doubles: nodeid, generation, then struct stat fields. */
+#define STAT_LEN 17
+
+struct session {
+  napi_env env;
+  struct fuse_session *se;
+  uv_poll_t poll;
+  napi_ref dispatch;
+  napi_async_context actx;
+  napi_ref resource;
+  struct fuse_buf buf;
+  double entry_timeout, attr_timeout, negative_timeout;
+  unsigned max_write, want_set, want_clear;
+  int refs;      /* 1 for the mount + 1 per live request handle */
+  int polling;
+  int closed;    /* fuse_session_destroy done: replies are dropped */
+};
+
+struct sreq {
+  fuse_req_t req;
+  struct session *s;
+};
+
+static void session_unref(struct session *s) {
+  if (--s->refs == 0) free(s);
+}
+
+#define CHECK(call)                                                   \
+  do {                                                                \
+    if ((call) != napi_ok) {                                          \
+      napi_throw_error(env, NULL, "sifuse_fuse: N-API call failed");  \
+      return NULL;                                                    \
+    }                                                                 \
+  } while (0)
+
+/* ---- requests to JS ---------------------------------------------------- */
+
+static void sreq_finalize(napi_env env, void *data, void *hint) {
+  (void)env; (void)hint;
+  struct sreq *r = data;
+  if (r->req) {
+    if (!r->s->closed) {
+      fprintf(stderr, "sifuse: a FUSE request was dropped unanswered; replied EIO\n");
+      fuse_reply_err(r->req, EIO);
+    }
+    r->req = NULL;
+  }
+  session_unref(r->s);
+  free(r);
+}
+
+static napi_value num(napi_env env, double v) {
+  napi_value out;
+  napi_create_double(env, v, &out);
+  return out;
+}
+
+static napi_value bytes(napi_env env, const void *p, size_t n) {
+  napi_value out;
+  void *dst;
+  napi_create_buffer_copy(env, n, p, &dst, &out);
+  return out;
+}
+
+static napi_value str(napi_env env, const char *p) {
+  return bytes(env, p, strlen(p));
+}
+
+/*
+ * Calls dispatch(op, handle|null, uid, gid, pid, ...args). A JS exception
+ * here is a bug of the adapter (it catches everything): the request is
+ * answered EIO and the exception is raised as uncaught.
+ */
+static void call_js(struct session *s, fuse_req_t req, int op, size_t argc, napi_value *args) {
+  napi_env env = s->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value argv[12];
+  napi_value fn, recv, result;
+  struct sreq *r = NULL;
+  argv[0] = num(env, op);
+  if (req) {
+    r = malloc(sizeof *r);
+    if (!r) {
+      fuse_reply_err(req, ENOMEM);
+      napi_close_handle_scope(env, scope);
+      return;
+    }
+    r->req = req;
+    r->s = s;
+    s->refs++;
+    napi_create_external(env, r, sreq_finalize, NULL, &argv[1]);
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    argv[2] = num(env, ctx->uid);
+    argv[3] = num(env, ctx->gid);
+    argv[4] = num(env, ctx->pid);
+  } else {
+    napi_get_null(env, &argv[1]);
+    argv[2] = argv[3] = argv[4] = argv[1];
+  }
+  for (size_t i = 0; i < argc && i < 7; i++) argv[5 + i] = args[i];
+  napi_get_reference_value(env, s->dispatch, &fn);
+  napi_get_undefined(env, &recv);
+  if (napi_call_function(env, recv, fn, 5 + argc, argv, &result) != napi_ok) {
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    if (r && r->req) {
+      fuse_reply_err(r->req, EIO);
+      r->req = NULL;
+    }
+    napi_fatal_exception(env, err);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+#define S(req) ((struct session *)fuse_req_userdata(req))
+#define ARGS(...) napi_value a[] = {__VA_ARGS__}; call_js(S(req), req, OPC, sizeof a / sizeof a[0], a)
+#define ENV napi_env env = S(req)->env
+
+static double fh_of(struct fuse_file_info *fi) { return fi ? (double)fi->fh : -1; }
+
+static void ll_init(void *userdata, struct fuse_conn_info *conn) {
+  struct session *s = userdata;
+  conn->want |= s->want_set & conn->capable;
+  conn->want &= ~s->want_clear;
+  /* The receive buffer is fixed and reused: never splice into pipes. */
+  conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+  if (s->max_write) conn->max_write = s->max_write;
+  conn->time_gran = 1;
+  napi_env env = s->env;
+  napi_value a[] = {num(env, conn->proto_major), num(env, conn->proto_minor), num(env, conn->want),
+                    num(env, conn->capable), num(env, conn->max_write), num(env, conn->max_readahead)};
+  call_js(s, NULL, OP_INIT, 6, a);
+}
+
+#define OPC OP_LOOKUP
+static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  ENV; ARGS(num(env, parent), str(env, name));
+}
+#undef OPC
+static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  struct session *s = S(req);
+  napi_env env = s->env;
+  napi_value a[] = {num(env, ino), num(env, (double)nlookup)};
+  fuse_reply_none(req);
+  call_js(s, NULL, OP_FORGET, 2, a);
+}
+static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
+  struct session *s = S(req);
+  napi_env env = s->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value ab, arr;
+  void *data;
+  napi_create_arraybuffer(env, count * 2 * sizeof(double), &data, &ab);
+  napi_create_typedarray(env, napi_float64_array, count * 2, ab, 0, &arr);
+  double *d = data;
+  for (size_t i = 0; i < count; i++) {
+    d[2 * i] = (double)forgets[i].ino;
+    d[2 * i + 1] = (double)forgets[i].nlookup;
+  }
+  fuse_reply_none(req);
+  napi_value a[] = {arr};
+  call_js(s, NULL, OP_FORGET_MULTI, 1, a);
+  napi_close_handle_scope(env, scope);
+}
+#define OPC OP_GETATTR
+static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  ENV; ARGS(num(env, ino), num(env, fh_of(fi)));
+}
+#undef OPC
+#define OPC OP_SETATTR
+static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st, int to_set, struct fuse_file_info *fi) {
+  ENV;
+  napi_value ab, arr;
+  void *data;
+  napi_create_arraybuffer(env, 8 * sizeof(double), &data, &ab);
+  napi_create_typedarray(env, napi_float64_array, 8, ab, 0, &arr);
+  double *d = data;
+  d[0] = st->st_mode; d[1] = st->st_uid; d[2] = st->st_gid; d[3] = (double)st->st_size;
+  d[4] = (double)st->st_atim.tv_sec; d[5] = st->st_atim.tv_nsec;
+  d[6] = (double)st->st_mtim.tv_sec; d[7] = st->st_mtim.tv_nsec;
+  ARGS(num(env, ino), num(env, to_set), arr, num(env, fh_of(fi)));
+}
+#undef OPC
+#define OPC OP_READLINK
+static void ll_readlink(fuse_req_t req, fuse_ino_t ino) { ENV; ARGS(num(env, ino)); }
+#undef OPC
+#define OPC OP_MKNOD
+static void ll_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev) {
+  ENV; ARGS(num(env, parent), str(env, name), num(env, mode), num(env, (double)rdev));
+}
+#undef OPC
+#define OPC OP_MKDIR
+static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+  ENV; ARGS(num(env, parent), str(env, name), num(env, mode | S_IFDIR));
+}
+#undef OPC
+#define OPC OP_UNLINK
+static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  ENV; ARGS(num(env, parent), str(env, name));
+}
+#undef OPC
+#define OPC OP_RMDIR
+static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  ENV; ARGS(num(env, parent), str(env, name));
+}
+#undef OPC
+#define OPC OP_SYMLINK
+static void ll_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) {
+  ENV; ARGS(num(env, parent), str(env, name), str(env, link));
+}
+#undef OPC
+#define OPC OP_RENAME
+static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                      const char *newname, unsigned int flags) {
+  ENV; ARGS(num(env, parent), str(env, name), num(env, newparent), str(env, newname), num(env, flags));
+}
+#undef OPC
+#define OPC OP_LINK
+static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
+  ENV; ARGS(num(env, ino), num(env, newparent), str(env, newname));
+}
+#undef OPC
+#define OPC OP_OPEN
+static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  ENV; ARGS(num(env, ino), num(env, fi->flags));
+}
+#undef OPC
+#define OPC OP_READ
+static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  ENV; ARGS(num(env, ino), num(env, (double)size), num(env, (double)off), num(env, fh_of(fi)));
+}
+#undef OPC
+#define OPC OP_WRITE
+static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi) {
+  /* buf lives in the reused receive buffer: JS gets a copy. */
+  ENV; ARGS(num(env, ino), bytes(env, buf, size), num(env, (double)off), num(env, fh_of(fi)));
+}
+#undef OPC
+#define OPC OP_FLUSH
+static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  ENV; ARGS(num(env, ino), num(env, fh_of(fi)));
+}
+#undef OPC
+#define OPC OP_RELEASE
+static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  ENV; ARGS(num(env, ino), num(env, fh_of(fi)), num(env, fi->flags));
+}
+#undef OPC
+#define OPC OP_FSYNC
+static void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  ENV; ARGS(num(env, ino), num(env, datasync), num(env, fh_of(fi)));
+}
+#undef OPC
+#define OPC OP_OPENDIR
+static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  ENV; ARGS(num(env, ino), num(env, fi->flags));
+}
+#undef OPC
+#define OPC OP_READDIRPLUS
+static void ll_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  ENV; ARGS(num(env, ino), num(env, (double)size), num(env, (double)off), num(env, fh_of(fi)));
+}
+#undef OPC
+#define OPC OP_RELEASEDIR
+static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  ENV; ARGS(num(env, ino), num(env, fh_of(fi)));
+}
+#undef OPC
+#define OPC OP_FSYNCDIR
+static void ll_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  ENV; ARGS(num(env, ino), num(env, datasync), num(env, fh_of(fi)));
+}
+#undef OPC
+#define OPC OP_STATFS
+static void ll_statfs(fuse_req_t req, fuse_ino_t ino) { ENV; ARGS(num(env, ino)); }
+#undef OPC
+#define OPC OP_SETXATTR
+static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size,
+                        int flags) {
+  ENV; ARGS(num(env, ino), str(env, name), bytes(env, value, size), num(env, flags));
+}
+#undef OPC
+#define OPC OP_GETXATTR
+static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  ENV; ARGS(num(env, ino), str(env, name), num(env, (double)size));
+}
+#undef OPC
+#define OPC OP_LISTXATTR
+static void ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  ENV; ARGS(num(env, ino), num(env, (double)size));
+}
+#undef OPC
+#define OPC OP_REMOVEXATTR
+static void ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
+  ENV; ARGS(num(env, ino), str(env, name));
+}
+#undef OPC
+#define OPC OP_CREATE
+static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi) {
+  ENV; ARGS(num(env, parent), str(env, name), num(env, mode), num(env, fi->flags));
+}
+#undef OPC
+#define OPC OP_LSEEK
+static void ll_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi) {
+  ENV; ARGS(num(env, ino), num(env, (double)off), num(env, whence), num(env, fh_of(fi)));
+}
+#undef OPC
+
+/*
+ * Not registered, so the kernel handles or refuses them itself: access
+ * (default_permissions), getlk/setlk/flock (local locks), fallocate
+ * (ENOSYS becomes EOPNOTSUPP), ioctl, poll, bmap, copy_file_range (generic
+ * fallback), plain readdir (readdirplus only).
+ */
+static const struct fuse_lowlevel_ops ops = {
+  .init = ll_init, .lookup = ll_lookup, .forget = ll_forget, .forget_multi = ll_forget_multi,
+  .getattr = ll_getattr, .setattr = ll_setattr, .readlink = ll_readlink, .mknod = ll_mknod,
+  .mkdir = ll_mkdir, .unlink = ll_unlink, .rmdir = ll_rmdir, .symlink = ll_symlink,
+  .rename = ll_rename, .link = ll_link, .open = ll_open, .read = ll_read, .write = ll_write,
+  .flush = ll_flush, .release = ll_release, .fsync = ll_fsync, .opendir = ll_opendir,
+  .readdirplus = ll_readdirplus, .releasedir = ll_releasedir, .fsyncdir = ll_fsyncdir,
+  .statfs = ll_statfs, .setxattr = ll_setxattr, .getxattr = ll_getxattr, .listxattr = ll_listxattr,
+  .removexattr = ll_removexattr, .create = ll_create, .lseek = ll_lseek,
+};
+
+/* ---- the loop ------------------------------------------------------------ */
+
+static void stop_polling(struct session *s) {
+  if (s->polling) {
+    uv_poll_stop(&s->poll);
+    s->polling = 0;
+  }
+}
+
+static void on_readable(uv_poll_t *handle, int status, int events) {
+  (void)events;
+  struct session *s = handle->data;
+  napi_env env = s->env;
+  napi_handle_scope hscope;
+  napi_callback_scope cscope;
+  napi_value resource;
+  napi_open_handle_scope(env, &hscope);
+  napi_get_reference_value(env, s->resource, &resource);
+  /* One callback scope per batch: promise jobs run when it closes. */
+  napi_open_callback_scope(env, resource, s->actx, &cscope);
+  int gone = status < 0;
+  while (!gone && !s->closed && s->polling) {
+    int res = fuse_session_receive_buf(s->se, &s->buf);
+    if (res == -EINTR) continue;
+    if (res == -EAGAIN) break;
+    if (res <= 0) {
+      gone = 1;
+      break;
+    }
+    fuse_session_process_buf(s->se, &s->buf);
+    if (fuse_session_exited(s->se)) gone = 1;
+  }
+  if (gone && s->polling) {
+    stop_polling(s);
+    call_js(s, NULL, OP_EXIT, 0, NULL);
+  }
+  napi_close_callback_scope(env, cscope);
+  napi_close_handle_scope(env, hscope);
+}
+
+/* ---- exported functions ------------------------------------------------------ */
+
+static struct session *get_session(napi_env env, napi_value v) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
+    napi_throw_type_error(env, NULL, "not a FUSE session");
+    return NULL;
+  }
+  return p;
+}
+
+/* The reply half of a request handle; throws if already answered. */
+static fuse_req_t take_req(napi_env env, napi_value v, int *dropped) {
+  struct sreq *r = NULL;
+  *dropped = 0;
+  if (napi_get_value_external(env, v, (void **)&r) != napi_ok || !r) {
+    napi_throw_type_error(env, NULL, "not a FUSE request");
+    return NULL;
+  }
+  if (!r->req) {
+    napi_throw_error(env, NULL, "FUSE request answered twice");
+    return NULL;
+  }
+  fuse_req_t req = r->req;
+  r->req = NULL;
+  if (r->s->closed) {
+    *dropped = 1;
+    return NULL;
+  }
+  return req;
+}
+
+static double getnum(napi_env env, napi_value v) {
+  double d = 0;
+  napi_get_value_double(env, v, &d);
+  return d;
+}
+
+static double *get_f64(napi_env env, napi_value v, size_t *len) {
+  napi_typedarray_type type;
+  void *data = NULL;
+  size_t n = 0;
+  if (napi_get_typedarray_info(env, v, &type, &n, &data, NULL, NULL) != napi_ok || type != napi_float64_array) {
+    napi_throw_type_error(env, NULL, "expected a Float64Array");
+    return NULL;
+  }
+  *len = n;
+  return data;
+}
+
+static void fill_entry(const double *d, struct fuse_entry_param *e, const struct session *s) {
+  memset(e, 0, sizeof *e);
+  e->ino = (fuse_ino_t)d[0];
+  e->generation = (uint64_t)d[1];
+  struct stat *st = &e->attr;
+  st->st_ino = (ino_t)d[2];
+  st->st_mode = (mode_t)d[3];
+  st->st_nlink = (nlink_t)d[4];
+  st->st_uid = (uid_t)d[5];
+  st->st_gid = (gid_t)d[6];
+  st->st_size = (off_t)d[7];
+  st->st_blocks = (blkcnt_t)d[8];
+  st->st_atim.tv_sec = (time_t)d[9];
+  st->st_atim.tv_nsec = (long)d[10];
+  st->st_mtim.tv_sec = (time_t)d[11];
+  st->st_mtim.tv_nsec = (long)d[12];
+  st->st_ctim.tv_sec = (time_t)d[13];
+  st->st_ctim.tv_nsec = (long)d[14];
+  st->st_rdev = (dev_t)d[15];
+  st->st_blksize = (blksize_t)d[16];
+  e->attr_timeout = s->attr_timeout;
+  e->entry_timeout = e->ino ? s->entry_timeout : s->negative_timeout;
+}
+
+static void fill_fi(double fh, double flags, struct fuse_file_info *fi) {
+  memset(fi, 0, sizeof *fi);
+  unsigned f = (unsigned)flags;
+  fi->fh = (uint64_t)fh;
+  fi->direct_io = !!(f & 1);
+  fi->keep_cache = !!(f & 2);
+  fi->nonseekable = !!(f & 4);
+  fi->noflush = !!(f & 8);
+  fi->cache_readdir = !!(f & 16);
+}
+
+#define REPLY_PROLOGUE(n)                                  \
+  size_t argc = n;                                         \
+  napi_value argv[n];                                      \
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL)); \
+  int dropped;                                             \
+  fuse_req_t req = take_req(env, argv[0], &dropped);       \
+  if (!req) return NULL
+
+static napi_value reply_result(napi_env env, int res) {
+  /* A failed write to /dev/fuse (e.g. the caller was interrupted: ENOENT) is not the adapter's error. */
+  return num(env, res);
+}
+
+static napi_value js_reply_err(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  return reply_result(env, fuse_reply_err(req, (int)getnum(env, argv[1])));
+}
+
+static napi_value js_reply_none(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(1);
+  fuse_reply_none(req);
+  return NULL;
+}
+
+static struct session *req_session(napi_env env, napi_value v) {
+  struct sreq *r = NULL;
+  napi_get_value_external(env, v, (void **)&r);
+  return r->s;
+}
+
+static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  size_t n;
+  double *d = get_f64(env, argv[1], &n);
+  if (!d || n < STAT_LEN) {
+    fuse_reply_err(req, EIO);
+    return NULL;
+  }
+  struct fuse_entry_param e;
+  fill_entry(d, &e, req_session(env, argv[0]));
+  return reply_result(env, fuse_reply_entry(req, &e));
+}
+
+static napi_value js_reply_create(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(4);
+  size_t n;
+  double *d = get_f64(env, argv[1], &n);
+  if (!d || n < STAT_LEN) {
+    fuse_reply_err(req, EIO);
+    return NULL;
+  }
+  struct fuse_entry_param e;
+  struct fuse_file_info fi;
+  fill_entry(d, &e, req_session(env, argv[0]));
+  fill_fi(getnum(env, argv[2]), getnum(env, argv[3]), &fi);
+  return reply_result(env, fuse_reply_create(req, &e, &fi));
+}
+
+static napi_value js_reply_attr(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  size_t n;
+  double *d = get_f64(env, argv[1], &n);
+  if (!d || n < STAT_LEN) {
+    fuse_reply_err(req, EIO);
+    return NULL;
+  }
+  struct fuse_entry_param e;
+  struct session *s = req_session(env, argv[0]);
+  fill_entry(d, &e, s);
+  return reply_result(env, fuse_reply_attr(req, &e.attr, s->attr_timeout));
+}
+
+static napi_value js_reply_open(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(3);
+  struct fuse_file_info fi;
+  fill_fi(getnum(env, argv[1]), getnum(env, argv[2]), &fi);
+  return reply_result(env, fuse_reply_open(req, &fi));
+}
+
+/* Zero-copy: fuse_reply_buf writes straight from the Buffer's memory. */
+static napi_value js_reply_buf(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  void *data = NULL;
+  size_t len = 0;
+  if (napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) {
+    fuse_reply_err(req, EIO);
+    return NULL;
+  }
+  return reply_result(env, fuse_reply_buf(req, data, len));
+}
+
+static napi_value js_reply_readlink(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  void *data = NULL;
+  size_t len = 0;
+  char *z;
+  if (napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok || !(z = malloc(len + 1))) {
+    fuse_reply_err(req, EIO);
+    return NULL;
+  }
+  memcpy(z, data, len);
+  z[len] = 0;
+  int res = fuse_reply_readlink(req, z);
+  free(z);
+  return reply_result(env, res);
+}
+
+static napi_value js_reply_write(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  return reply_result(env, fuse_reply_write(req, (size_t)getnum(env, argv[1])));
+}
+
+static napi_value js_reply_xattr(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  return reply_result(env, fuse_reply_xattr(req, (size_t)getnum(env, argv[1])));
+}
+
+static napi_value js_reply_lseek(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  return reply_result(env, fuse_reply_lseek(req, (off_t)getnum(env, argv[1])));
+}
+
+/* statfs as a Float64Array: bsize frsize blocks bfree bavail files ffree favail namemax. */
+static napi_value js_reply_statfs(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(2);
+  size_t n;
+  double *d = get_f64(env, argv[1], &n);
+  if (!d || n < 9) {
+    fuse_reply_err(req, EIO);
+    return NULL;
+  }
+  struct statvfs v;
+  memset(&v, 0, sizeof v);
+  v.f_bsize = (unsigned long)d[0];
+  v.f_frsize = (unsigned long)d[1];
+  v.f_blocks = (fsblkcnt_t)d[2];
+  v.f_bfree = (fsblkcnt_t)d[3];
+  v.f_bavail = (fsblkcnt_t)d[4];
+  v.f_files = (fsfilcnt_t)d[5];
+  v.f_ffree = (fsfilcnt_t)d[6];
+  v.f_favail = (fsfilcnt_t)d[7];
+  v.f_namemax = (unsigned long)d[8];
+  return reply_result(env, fuse_reply_statfs(req, &v));
+}
+
+/*
+ * replyDirplus(req, size, firstOffset, names: Buffer[], stats: Float64Array)
+ * packs entries in order while they fit in `size` bytes, entry i getting
+ * offset firstOffset + i + 1, and returns how many it packed (the kernel
+ * takes a lookup reference on each packed entry other than "." and "..").
+ */
+static napi_value js_reply_dirplus(napi_env env, napi_callback_info info) {
+  REPLY_PROLOGUE(5);
+  struct session *s = req_session(env, argv[0]);
+  size_t size = (size_t)getnum(env, argv[1]);
+  double first = getnum(env, argv[2]);
+  uint32_t count = 0;
+  size_t n = 0;
+  double *d = get_f64(env, argv[4], &n);
+  if (!d || napi_get_array_length(env, argv[3], &count) != napi_ok || (size_t)count * STAT_LEN > n) {
+    fuse_reply_err(req, EIO);
+    return NULL;
+  }
+  char *buf = malloc(size ? size : 1);
+  if (!buf) {
+    fuse_reply_err(req, ENOMEM);
+    return NULL;
+  }
+  size_t used = 0;
+  uint32_t packed = 0;
+  char name[256];
+  for (; packed < count; packed++) {
+    napi_value el;
+    void *data = NULL;
+    size_t len = 0;
+    napi_get_element(env, argv[3], packed, &el);
+    if (napi_get_buffer_info(env, el, &data, &len) != napi_ok || len == 0 || len > 255) break;
+    memcpy(name, data, len);
+    name[len] = 0;
+    struct fuse_entry_param e;
+    fill_entry(d + (size_t)packed * STAT_LEN, &e, s);
+    size_t need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, (off_t)(first + packed + 1));
+    if (need > size - used) break;
+    used += need;
+  }
+  fuse_reply_buf(req, buf, used);
+  free(buf);
+  return num(env, packed);
+}
+
+static napi_value js_notify_inval_entry(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  struct session *s = get_session(env, argv[0]);
+  void *data = NULL;
+  size_t len = 0;
+  if (!s) return NULL;
+  if (s->closed) return num(env, -ENOTCONN);
+  CHECK(napi_get_buffer_info(env, argv[2], &data, &len));
+  return num(env, fuse_lowlevel_notify_inval_entry(s->se, (fuse_ino_t)getnum(env, argv[1]), data, len));
+}
+
+static napi_value js_notify_inval_inode(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  struct session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  if (s->closed) return num(env, -ENOTCONN);
+  return num(env, fuse_lowlevel_notify_inval_inode(s->se, (fuse_ino_t)getnum(env, argv[1]),
+                                                    (off_t)getnum(env, argv[2]), (off_t)getnum(env, argv[3])));
+}
+
+static void session_finalize(napi_env env, void *data, void *hint) {
+  (void)env; (void)hint;
+  struct session *s = data;
+  session_unref(s);
+}
+
+/*
+ * mount(mountpoint, args: string[], opts: Float64Array [entryTimeout,
+ * attrTimeout, negativeTimeout, maxWrite, wantSet, wantClear], dispatch)
+ * creates the session, mounts it and starts polling. `args` are libfuse
+ * command-line arguments (argv[0] first, e.g. "-o", "fsname=...").
+ */
+static napi_value js_mount(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char mnt[4096];
+  size_t mlen;
+  if (napi_get_value_string_utf8(env, argv[0], mnt, sizeof mnt, &mlen) != napi_ok || mlen >= sizeof mnt - 1) {
+    napi_throw_error(env, NULL, "mount point path too long");
+    return NULL;
+  }
+  uint32_t nargs = 0;
+  CHECK(napi_get_array_length(env, argv[1], &nargs));
+  size_t olen;
+  double *o = get_f64(env, argv[2], &olen);
+  if (!o || olen < 6) return NULL;
+  if (nargs > 64) {
+    napi_throw_error(env, NULL, "too many FUSE arguments");
+    return NULL;
+  }
+  char *cargv[65];
+  for (uint32_t i = 0; i < nargs; i++) {
+    napi_value el;
+    size_t len;
+    napi_get_element(env, argv[1], i, &el);
+    CHECK(napi_get_value_string_utf8(env, el, NULL, 0, &len));
+    cargv[i] = malloc(len + 1);
+    napi_get_value_string_utf8(env, el, cargv[i], len + 1, &len);
+  }
+  cargv[nargs] = NULL;
+  struct fuse_args fargs = FUSE_ARGS_INIT((int)nargs, cargv);
+
+  struct session *s = calloc(1, sizeof *s);
+  s->env = env;
+  s->refs = 1;
+  s->entry_timeout = o[0];
+  s->attr_timeout = o[1];
+  s->negative_timeout = o[2];
+  s->max_write = (unsigned)o[3];
+  s->want_set = (unsigned)o[4];
+  s->want_clear = (unsigned)o[5];
+  s->se = fuse_session_new(&fargs, &ops, sizeof ops, s);
+  fuse_opt_free_args(&fargs);
+  for (uint32_t i = 0; i < nargs; i++) free(cargv[i]);
+  if (!s->se) {
+    free(s);
+    napi_throw_error(env, "EINVAL", "libfuse refused the mount options (see the message above)");
+    return NULL;
+  }
+  if (fuse_session_mount(s->se, mnt) != 0) {
+    fuse_session_destroy(s->se);
+    free(s);
+    napi_throw_error(env, "EMOUNT", "mounting failed (see the message above)");
+    return NULL;
+  }
+  int fd = fuse_session_fd(s->se);
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  uv_loop_t *loop;
+  napi_value resource, name, ext;
+  napi_get_uv_event_loop(env, &loop);
+  napi_create_reference(env, argv[3], 1, &s->dispatch);
+  napi_create_object(env, &resource);
+  napi_create_reference(env, resource, 1, &s->resource);
+  napi_create_string_utf8(env, "sifuse:fuse", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, resource, name, &s->actx);
+  uv_poll_init(loop, &s->poll, fd);
+  s->poll.data = s;
+  uv_poll_start(&s->poll, UV_READABLE, on_readable);
+  s->polling = 1;
+  s->refs++; /* the JS session object */
+  napi_create_external(env, s, session_finalize, NULL, &ext);
+  return ext;
+}
+
+/* Stops reading new requests (in-flight ones can still be answered). */
+static napi_value js_pause(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  struct session *s = get_session(env, argv[0]);
+  if (s) stop_polling(s);
+  return NULL;
+}
+
+static void on_poll_closed(uv_handle_t *h) {
+  session_unref(h->data);
+}
+
+/* Unmounts (a no-op when the kernel side is already gone) and destroys the session. */
+static napi_value js_unmount(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  struct session *s = get_session(env, argv[0]);
+  if (!s || s->closed) return NULL;
+  stop_polling(s);
+  s->closed = 1;
+  fuse_session_unmount(s->se);
+  fuse_session_destroy(s->se);
+  free(s->buf.mem);
+  s->buf.mem = NULL;
+  napi_delete_reference(env, s->dispatch);
+  napi_delete_reference(env, s->resource);
+  napi_async_destroy(env, s->actx);
+  s->refs++; /* held by the closing poll handle */
+  uv_close((uv_handle_t *)&s->poll, on_poll_closed);
+  return NULL;
+}
+
+static napi_value js_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  struct session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  return num(env, s->closed ? -1 : fuse_session_fd(s->se));
+}
 
 static napi_value init(napi_env env, napi_value exports) {
-  (void)env;
+  struct { const char *name; napi_callback fn; } fns[] = {
+    {"mount", js_mount}, {"pause", js_pause}, {"unmount", js_unmount}, {"fd", js_fd},
+    {"replyErr", js_reply_err}, {"replyNone", js_reply_none}, {"replyEntry", js_reply_entry},
+    {"replyCreate", js_reply_create}, {"replyAttr", js_reply_attr}, {"replyOpen", js_reply_open},
+    {"replyBuf", js_reply_buf}, {"replyReadlink", js_reply_readlink}, {"replyWrite", js_reply_write},
+    {"replyXattr", js_reply_xattr}, {"replyLseek", js_reply_lseek}, {"replyStatfs", js_reply_statfs},
+    {"replyDirplus", js_reply_dirplus}, {"notifyInvalEntry", js_notify_inval_entry},
+    {"notifyInvalInode", js_notify_inval_inode},
+  };
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+    napi_value f;
+    napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
+    napi_set_named_property(env, exports, fns[i].name, f);
+  }
+  struct { const char *name; unsigned v; } caps[] = {
+    {"CAP_ASYNC_READ", FUSE_CAP_ASYNC_READ}, {"CAP_ATOMIC_O_TRUNC", FUSE_CAP_ATOMIC_O_TRUNC},
+    {"CAP_EXPORT_SUPPORT", FUSE_CAP_EXPORT_SUPPORT}, {"CAP_DONT_MASK", FUSE_CAP_DONT_MASK},
+    {"CAP_AUTO_INVAL_DATA", FUSE_CAP_AUTO_INVAL_DATA}, {"CAP_READDIRPLUS", FUSE_CAP_READDIRPLUS},
+    {"CAP_READDIRPLUS_AUTO", FUSE_CAP_READDIRPLUS_AUTO}, {"CAP_ASYNC_DIO", FUSE_CAP_ASYNC_DIO},
+    {"CAP_WRITEBACK_CACHE", FUSE_CAP_WRITEBACK_CACHE}, {"CAP_PARALLEL_DIROPS", FUSE_CAP_PARALLEL_DIROPS},
+    {"CAP_POSIX_ACL", FUSE_CAP_POSIX_ACL}, {"CAP_HANDLE_KILLPRIV", FUSE_CAP_HANDLE_KILLPRIV},
+    {"CAP_CACHE_SYMLINKS", FUSE_CAP_CACHE_SYMLINKS}, {"CAP_NO_OPENDIR_SUPPORT", FUSE_CAP_NO_OPENDIR_SUPPORT},
+    {"CAP_EXPLICIT_INVAL_DATA", FUSE_CAP_EXPLICIT_INVAL_DATA}, {"CAP_POSIX_LOCKS", FUSE_CAP_POSIX_LOCKS},
+    {"CAP_FLOCK_LOCKS", FUSE_CAP_FLOCK_LOCKS}, {"CAP_IOCTL_DIR", FUSE_CAP_IOCTL_DIR},
+  };
+  for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++)
+    napi_set_named_property(env, exports, caps[i].name, num(env, caps[i].v));
   return exports;
 }
 

@@ -301,7 +301,8 @@ static napi_value js_reopen(napi_env env, napi_callback_info info) {
   snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
   struct stat before, after;
   if (fstat(fd, &before) < 0) return throw_errno(env, errno, "reopen");
-  int nfd = open(path, (int)(flags & ~(uint32_t)O_CREAT) | O_CLOEXEC | O_NOCTTY);
+  /* O_NOFOLLOW would refuse the magic link itself; O_CREAT has nothing to create. */
+  int nfd = open(path, (int)(flags & ~(uint32_t)(O_CREAT | O_NOFOLLOW)) | O_CLOEXEC | O_NOCTTY);
   if (nfd < 0) return throw_errno(env, errno, "reopen");
   if (fstat(nfd, &after) < 0 || after.st_dev != before.st_dev || after.st_ino != before.st_ino) {
     close(nfd);

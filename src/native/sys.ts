@@ -111,7 +111,8 @@ export interface SysAddon {
   /**
    * A new fd with `flags` on the inode `fd` (often O_PATH) refers to, through
    * /proc/self/fd/N; ESTALE unless the result has the same st_dev/st_ino.
-   * O_CREAT is dropped. A symlink gives ELOOP.
+   * O_CREAT and O_NOFOLLOW are dropped. A symlink gives ELOOP. Never for a
+   * fifo or device (the open itself would block or act): check the type first.
    */
   reopen(fd: number, flags: number): number;
   /** `dev` as engine.ts makedev(). */

@@ -9,7 +9,7 @@ import { decodeSuperblock, encodeSuperblock, groupHasSuper } from '../../src/ext
 import { decodeGroupDesc, encodeGroupDesc } from '../../src/ext3/group-desc.js';
 import { decodeDevice, decodeInode, emptyInode, encodeDevice, encodeInode } from '../../src/ext3/inode.js';
 import { decodeDirBlock, encodeDirent, encodeDotBlock, emptyDirBlock, scanFreeSpace } from '../../src/ext3/dir.js';
-import { decodeInodeXattrs, decodeXattrBlock, encodeInodeXattrs, encodeXattrBlock, xattrEntryHash } from '../../src/ext3/xattr.js';
+import { decodeInodeXattrs, decodeXattrBlock, encodeInodeXattrs, encodeXattrBlock, fullXattrName, splitXattrName, xattrEntryHash } from '../../src/ext3/xattr.js';
 import { aclDiskToXattr, aclXattrToDisk } from '../../src/ext3/acl.js';
 import { blockPath, maxLogicalBlocks } from '../../src/ext3/block-map.js';
 import { MaxTree } from '../../src/ext3/dir-index.js';
@@ -184,6 +184,30 @@ describe('xattrs and ACLs', () => {
     expect(encodeXattrBlock(1024, 1, [{ index: 1, name: Buffer.from('x'), value: Buffer.alloc(1000) }])).toBeNull();
     // e2fsprogs' ext2fs_ext_attr_hash_entry for name "a", value "one" (checked by e2fsck in the write tests too)
     expect(xattrEntryHash(Buffer.from('a'), Buffer.from('one'))).toBe(((0x61 << 16) ^ 0x656e6f) >>> 0);
+  });
+
+  it('splits and joins full names on bytes: prefix by index, suffix stored as given', () => {
+    const L = (s: string) => Buffer.from(s, 'latin1');
+    const split = (s: Buffer) => {
+      const k = splitXattrName(s);
+      return k && { index: k.index, name: k.name.toString('hex') };
+    };
+    expect(split(Buffer.from('user.café'))).toEqual({ index: 1, name: Buffer.from('café').toString('hex') });
+    expect(split(L('user.\xff\xfe'))).toEqual({ index: 1, name: 'fffe' });
+    expect(split(L('trusted.\x80'))).toEqual({ index: 4, name: '80' });
+    expect(split(L('security.capability'))).toEqual({ index: 6, name: Buffer.from('capability').toString('hex') });
+    expect(split(L('system.posix_acl_access'))).toEqual({ index: 2, name: '' });
+    expect(split(L('system.posix_acl_default'))).toEqual({ index: 3, name: '' });
+    expect(split(L('system.posix_acl_accessX'))).toEqual({ index: 7, name: Buffer.from('posix_acl_accessX').toString('hex') });
+    for (const bad of ['user.', 'user', 'User.a', 'other.a', '', '\xffuser.a']) expect(splitXattrName(L(bad)), bad).toBeNull();
+    expect(fullXattrName(1, L('\xff\xfe'))?.equals(L('user.\xff\xfe'))).toBe(true);
+    expect(fullXattrName(2, Buffer.alloc(0))?.equals(L('system.posix_acl_access'))).toBe(true);
+    expect(fullXattrName(9, L('x'))).toBeNull();
+    // The suffix is a copy: the caller's buffer may change afterwards.
+    const name = Buffer.from('user.abc');
+    const key = splitXattrName(name)!;
+    name.fill(0);
+    expect(key.name.toString()).toBe('abc');
   });
 
   it('rejects hostile xattr areas with CorruptError only', () => {

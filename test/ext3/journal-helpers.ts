@@ -50,7 +50,7 @@ export class CrashedError extends Error {
  * make the store throw mid-operation, as a killed process stops.
  */
 export class CrashStore implements ByteStore {
-  readonly name = '<crash-store>';
+  readonly name: string;
   readonly writable = true;
   readonly current: Buffer;
   readonly durable: Buffer;
@@ -60,7 +60,8 @@ export class CrashStore implements ByteStore {
   failAfterSyncs = Infinity;
   failAfterWrites = Infinity;
 
-  constructor(bytes: Buffer) {
+  constructor(bytes: Buffer, name = '<crash-store>') {
+    this.name = name;
     this.current = Buffer.from(bytes);
     this.durable = Buffer.from(bytes);
   }

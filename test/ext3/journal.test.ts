@@ -497,7 +497,7 @@ describe('journal writer and replay', () => {
       const jf = await openJournalFile(new MemoryRegion(bad));
       const start = (await readJournalSuperblock(jf)).start;
       const firstImage = jf.map[start + 1]!;
-      bad[firstImage * bs + 100] ^= 0xff;
+      bad[firstImage * bs + 100]! ^= 0xff;
       const r2 = await recoverFilesystem(new MemoryRegion(bad));
       expect(r2.badChecksumImages).toBe(1);
     }

@@ -35,6 +35,11 @@ beforeAll(async () => {
   setXattr(join(src, 'a-b'), 'user.zz', Buffer.from('last'));
   setXattr(join(src, 'a-b'), 'user.aa', Buffer.from([0, 1, 2, 255]));
   setXattr(join(src, 'a-b'), 'user.empty', Buffer.alloc(0));
+  // Names are bytes: written raw (UTF-8 or not), escaped like paths, sorted by bytes.
+  setXattr(join(src, 'a.b/y'), Buffer.from('user.café'), Buffer.from('1'));
+  setXattr(join(src, 'a.b/y'), Buffer.from('user.\xff\xfe', 'latin1'), Buffer.from('2'));
+  setXattr(join(src, 'a.b/y'), Buffer.from('user.t\tn\nb\\', 'latin1'), Buffer.from('3'));
+  setXattr(join(src, 'a.b/y'), Buffer.from('user.Z', 'latin1'), Buffer.from('4'));
   const image = mksquashfs(src, join(work, 'm.sqfs'), ['-all-time', '1700000000', '-all-root']);
   fs = await openFile(image);
 });
@@ -60,6 +65,10 @@ describe('manifest', () => {
     expect(byPath.get('/')).toBe('/\td\t0755\t0\t0\t-\t1700000000\t-\t-');
     expect(byPath.get('/a-b')).toBe(
       `/a-b\tf\t0644\t0\t0\t4\t1700000000\t${sha256Of('dash')}\tuser.aa=AAEC/w==,user.empty=,user.zz=bGFzdA==`,
+    );
+    // 'Z' (5a) < 'c' (63) < 't' (74) < ff: byte order, not the order of any decoding.
+    expect(byPath.get('/a.b/y')).toBe(
+      `/a.b/y\tf\t0644\t0\t0\t1\t1700000000\t${sha256Of('y')}\tuser.Z=NA==,user.caf\xc3\xa9=MQ==,user.t\\tn\\nb\\\\=Mw==,user.\xff\xfe=Mg==`,
     );
     expect(byPath.get('/odd-link')).toBe('/odd-link\tl\t0777\t0\t0\t16\t1700000000\ttarget\\twith\\ttabs\t-');
   });

@@ -52,10 +52,10 @@ function mutate(seed: number): { bytes: Buffer; kind: string } {
   const slotStart = () => TABLE + int(USED_SLOTS + 1) * DESCRIPTOR_SIZE;
   switch (kind) {
     case 'header-flip':
-      for (let i = 0, n = 1 + int(4); i < n; i++) b[int(128)] ^= 1 << int(8);
+      for (let i = 0, n = 1 + int(4); i < n; i++) b[int(128)]! ^= 1 << int(8);
       break;
     case 'descriptor-flip':
-      for (let i = 0, n = 1 + int(4); i < n; i++) b[slotStart() + int(DESCRIPTOR_SIZE)] ^= 1 << int(8);
+      for (let i = 0, n = 1 + int(4); i < n; i++) b[slotStart() + int(DESCRIPTOR_SIZE)]! ^= 1 << int(8);
       break;
     case 'truncate':
       b = b.subarray(0, int(b.length));

@@ -139,7 +139,7 @@ describe('xz filters and checks (streams made by the xz tool)', () => {
     const bad = Buffer.from(stream);
     // The CRC32 check sits just before the index; the index starts after it.
     const indexAt = bad.length - 12 - 12 - 4; // stream footer (12), a one-record index (12 bytes here)
-    bad[indexAt - 1] ^= 0xff;
+    bad[indexAt - 1]! ^= 0xff;
     expect(() => decodeXzStream(bad, 1 << 20)).toThrow(CorruptError);
   });
 });

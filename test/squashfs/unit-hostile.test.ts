@@ -83,7 +83,7 @@ describe('corrupted images end in clean errors', () => {
     const outcomes = { ok: 0, failed: 0 };
     for (const at of spots) {
       const bad = Buffer.from(gzipImage);
-      bad[at] ^= 1 << (at % 8);
+      bad[at]! ^= 1 << (at % 8);
       const r = await walkAll(bad);
       expectClean(r, `flip at ${at}`);
       outcomes[r === 'ok' ? 'ok' : 'failed']++;

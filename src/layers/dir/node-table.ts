@@ -19,9 +19,11 @@
  * Lifetimes and the fd budget: a node with references (ref/unref) or pinned
  * (the roots) keeps its fd. Unreferenced nodes keep theirs in LRU order up to
  * `openCap`; beyond it the oldest is closed and keeps only where it was last
- * seen (parent id + name, dev, ino), from which it is re-opened on demand and
- * checked to be the same inode (ESTALE otherwise). A node whose last name is
- * gone (unlinked) and that nobody references is forgotten.
+ * seen (parent id + name, dev, ino, birth time), from which it is re-opened on
+ * demand and checked to be the same inode (ENOENT otherwise: it was freed).
+ * Closed records are kept up to `recordCap`, then the oldest are forgotten. A
+ * node whose last name is gone (unlinked) and that nobody references is
+ * forgotten at once; its id then answers ENOENT, as a freed inode does.
  */
 import { fstatSync } from 'node:fs';
 import { fileTypeOf, type FileType, type InodeId } from '../../engine.js';
@@ -56,18 +58,29 @@ export class NodeTable {
   private readonly byKey = new Map<string, InodeId>();
   /** Unreferenced, unpinned nodes whose fd is open, oldest first. */
   private readonly idle = new Map<InodeId, DirNode>();
+  /** Unreferenced, unpinned nodes whose fd is closed (re-openable by name), oldest first. */
+  private readonly dormant = new Map<InodeId, DirNode>();
   private nextId = 1;
 
-  constructor(readonly openCap: number) {}
+  /**
+   * openCap: unreferenced nodes kept open; recordCap: closed ones remembered
+   * beyond that (older ones are forgotten, and `onForget` told, so listings
+   * that hold their ids can be dropped).
+   */
+  constructor(
+    readonly openCap: number,
+    readonly recordCap: number,
+    private readonly onForget: (node: DirNode) => void = () => undefined,
+  ) {}
 
   get size(): number {
     return this.nodes.size;
   }
 
-  /** The node for an id; ESTALE for an id never issued or forgotten. */
+  /** The node for an id; ENOENT for an id forgotten (freed) or never issued. */
   get(id: InodeId): DirNode {
     const node = this.nodes.get(id);
-    if (node === undefined) throw new FsError('ESTALE', `inode ${id}`);
+    if (node === undefined) throw new FsError('ENOENT', `inode ${id} is gone`);
     return node;
   }
 
@@ -124,15 +137,15 @@ export class NodeTable {
       return node.fd;
     }
     if (node.parent === null || node.name === null || depth > MAX_DEPTH) {
-      throw new FsError('ESTALE', `inode ${node.id} has no name to re-open it by`);
+      throw new FsError('ENOENT', `inode ${node.id} has no name to re-open it by`);
     }
     const parentFd = this.fdOf(this.get(node.parent), depth + 1);
     const fd = openChild(parentFd, node.name);
-    if (fd === null) throw new FsError('ESTALE', `inode ${node.id} is gone from its directory`);
+    if (fd === null) throw new FsError('ENOENT', `inode ${node.id} is gone from its directory`);
     const st = sys().fstatat(fd, '', sys().constants.AT_EMPTY_PATH);
     if (st.dev !== node.dev || st.ino !== node.ino || !sameLife(node, st)) {
       closeFd(fd);
-      throw new FsError('ESTALE', `inode ${node.id} was replaced in its directory`);
+      throw new FsError('ENOENT', `inode ${node.id} was replaced in its directory`);
     }
     node.fd = fd;
     this.touch(node);
@@ -142,6 +155,7 @@ export class NodeTable {
   ref(node: DirNode, n: number): void {
     node.refs += n;
     this.idle.delete(node.id);
+    this.dormant.delete(node.id);
   }
 
   unref(node: DirNode, n: number): void {
@@ -152,6 +166,7 @@ export class NodeTable {
   pin(node: DirNode): void {
     node.pinned = true;
     this.idle.delete(node.id);
+    this.dormant.delete(node.id);
   }
 
   /** The name node had in its parent is gone (unlink, rmdir, replaced by rename). */
@@ -174,18 +189,25 @@ export class NodeTable {
     this.nodes.clear();
     this.byKey.clear();
     this.idle.clear();
+    this.dormant.clear();
   }
 
   private touch(node: DirNode): void {
-    if (node.refs > 0 || node.pinned || node.fd < 0) return;
+    if (node.refs > 0 || node.pinned) return;
     this.idle.delete(node.id);
-    this.idle.set(node.id, node);
+    this.dormant.delete(node.id);
+    (node.fd >= 0 ? this.idle : this.dormant).set(node.id, node);
     while (this.idle.size > this.openCap) {
       const oldest = this.idle.values().next().value as DirNode;
       this.idle.delete(oldest.id);
-      if (oldest.name === null) this.forget(oldest);
-      else this.closeNode(oldest);
+      if (oldest.name === null) {
+        this.forget(oldest);
+      } else {
+        this.closeNode(oldest);
+        this.dormant.set(oldest.id, oldest);
+      }
     }
+    while (this.dormant.size > this.recordCap) this.forget(this.dormant.values().next().value as DirNode);
   }
 
   /** Unreferenced now: forgotten if it has no name, else idle. */
@@ -208,9 +230,11 @@ export class NodeTable {
   private forget(node: DirNode): void {
     this.closeNode(node);
     this.idle.delete(node.id);
+    this.dormant.delete(node.id);
     this.nodes.delete(node.id);
     const k = key(node.dev, node.ino);
     if (this.byKey.get(k) === node.id) this.byKey.delete(k);
+    this.onForget(node);
   }
 
   private closeNode(node: DirNode): void {

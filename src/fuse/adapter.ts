@@ -1,0 +1,398 @@
+/**
+ * The FUSE adapter: the kernel's low-level requests served from one
+ * ReadableFs/WritableFs (normally the Overlay; a SquashFS or ext3 engine
+ * directly works too). It knows only src/engine.ts.
+ *
+ * Every op ends in exactly one reply: FuseSession (src/native/fuse.ts) turns
+ * a thrown FsError into -errno and anything else into EIO plus a log line,
+ * and answers EIO for a handler that returns without replying.
+ *
+ * Caching: the daemon is the only writer, so entries, attributes and negative
+ * entries are cached long by the kernel (timeouts in MountOptions), and file
+ * pages are kept across opens (keep_cache). Permission checks are the
+ * kernel's (default_permissions), so ACCESS never arrives.
+ */
+import type { DirEntry, InodeId, ReadableFs, Stat, WritableFs } from '../engine.js';
+import { S_IFDIR, S_IFMT, S_IFREG } from '../engine.js';
+import { FsError } from '../errors.js';
+import { encodeStat, NEGATIVE_ENTRY, STAT_LEN, type EntryStat, type FuseHandlers, type FuseRequest } from '../native/fuse.js';
+import { NodeTable } from './nodes.js';
+
+// FUSE_SET_ATTR_* (fuse_lowlevel.h)
+const SET_MODE = 1 << 0;
+const SET_UID = 1 << 1;
+const SET_GID = 1 << 2;
+const SET_SIZE = 1 << 3;
+const SET_ATIME = 1 << 4;
+const SET_MTIME = 1 << 5;
+const SET_ATIME_NOW = 1 << 7;
+const SET_MTIME_NOW = 1 << 8;
+
+const O_ACCMODE = 3;
+const O_TRUNC = 0o1000;
+const O_EXCL = 0o200;
+const RENAME_NOREPLACE = 1;
+const RENAME_EXCHANGE = 2;
+const RENAME_WHITEOUT = 4;
+const XATTR_CREATE = 1;
+const XATTR_REPLACE = 2;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+const S_ISGID = 0o2000;
+
+const ERANGE = 34;
+const EOPNOTSUPP = 95;
+const ENODATA = 61;
+const ENXIO = 6;
+const EINVAL = 22;
+
+/*
+ * An absent ACL or SELinux name is answered EOPNOTSUPP, not ENODATA: the
+ * mount does not enable FUSE_CAP_POSIX_ACL (the kernel checks modes only,
+ * default_permissions), and EOPNOTSUPP makes coreutils stop asking for the
+ * device (fuse-binding.md §2a); one the image stores is still shown. Setting
+ * them is refused for the same reason.
+ */
+const NO_XATTR_PREFIXES = [Buffer.from('system.posix_acl_'), Buffer.from('security.selinux')];
+
+function refusedXattr(name: Buffer): boolean {
+  return NO_XATTR_PREFIXES.some((p) => name.length >= p.length && name.subarray(0, p.length).equals(p));
+}
+
+export interface AdapterOptions {
+  /** For the log. */
+  log(line: string): void;
+}
+
+interface DirHandle {
+  dir: InodeId;
+  entries: readonly DirEntry[];
+  /** st_ino of the directory, for "." and "..". */
+  ino: number;
+}
+
+export class FuseAdapter implements FuseHandlers {
+  readonly nodes: NodeTable;
+  private readonly dirs = new Map<number, DirHandle>();
+  private nextFh = 1;
+  private exitHandler: (() => void) | null = null;
+
+  constructor(private readonly fs: ReadableFs, opts: AdapterOptions) {
+    this.nodes = new NodeTable(fs, (err) => opts.log(`unref: ${describe(err)}`));
+  }
+
+  /** Called when the kernel side of the mount goes away. */
+  onExit(fn: () => void): void {
+    this.exitHandler = fn;
+  }
+
+  private get wfs(): WritableFs {
+    if (!this.fs.writable) throw new FsError('EROFS');
+    return this.fs as WritableFs;
+  }
+
+  private entryOf(nodeid: number, st: Stat): EntryStat {
+    return { ...st, nodeid };
+  }
+
+  /** Looks up the node for `id`, takes one kernel lookup on it, and replies with its entry. */
+  private async replyEntry(r: FuseRequest, id: InodeId): Promise<void> {
+    const st = await this.fs.getattr(id);
+    const nodeid = await this.nodes.acquire(id);
+    r.entry(this.entryOf(nodeid, st));
+  }
+
+  /** The owner of a new node: the caller, with the group of a set-gid parent (and S_ISGID kept on directories). */
+  private async newOwner(r: FuseRequest, dir: InodeId, mode: number): Promise<{ mode: number; uid: number; gid: number }> {
+    const parent = await this.fs.getattr(dir);
+    if (parent.mode & S_ISGID) {
+      return { mode: (mode & S_IFMT) === S_IFDIR ? mode | S_ISGID : mode, uid: r.uid, gid: parent.gid };
+    }
+    return { mode, uid: r.uid, gid: r.gid };
+  }
+
+  init(): void {}
+
+  async lookup(r: FuseRequest, parent: number, name: Buffer): Promise<void> {
+    const id = await this.fs.lookup(this.nodes.id(parent), name);
+    if (id === null) {
+      r.entry(NEGATIVE_ENTRY);
+      return;
+    }
+    await this.replyEntry(r, id);
+  }
+
+  forget(nodeid: number, nlookup: number): void {
+    this.nodes.forget(nodeid, nlookup);
+  }
+
+  forget_multi(pairs: Float64Array): void {
+    for (let i = 0; i + 1 < pairs.length; i += 2) this.nodes.forget(pairs[i]!, pairs[i + 1]!);
+  }
+
+  async getattr(r: FuseRequest, nodeid: number): Promise<void> {
+    r.attr(this.entryOf(nodeid, await this.fs.getattr(this.nodes.id(nodeid))));
+  }
+
+  async setattr(r: FuseRequest, nodeid: number, valid: number, v: Float64Array): Promise<void> {
+    const id = this.nodes.id(nodeid);
+    const fs = this.wfs;
+    if (valid & SET_SIZE) await fs.truncate(id, v[3]!);
+    const now = Date.now();
+    const nowTime = { sec: Math.floor(now / 1000), nsec: (now % 1000) * 1e6 };
+    const attr: Parameters<WritableFs['setattr']>[1] = {};
+    if (valid & SET_MODE) attr.mode = v[0]! & 0o7777;
+    if (valid & SET_UID) attr.uid = v[1]!;
+    if (valid & SET_GID) attr.gid = v[2]!;
+    if (valid & SET_ATIME) attr.atime = valid & SET_ATIME_NOW ? nowTime : { sec: v[4]!, nsec: v[5]! };
+    if (valid & SET_MTIME) attr.mtime = valid & SET_MTIME_NOW ? nowTime : { sec: v[6]!, nsec: v[7]! };
+    if (Object.keys(attr).length > 0) await fs.setattr(id, attr);
+    r.attr(this.entryOf(nodeid, await this.fs.getattr(id)));
+  }
+
+  async readlink(r: FuseRequest, nodeid: number): Promise<void> {
+    r.readlink(await this.fs.readlink(this.nodes.id(nodeid)));
+  }
+
+  async mknod(r: FuseRequest, parent: number, name: Buffer, mode: number, rdev: number): Promise<void> {
+    const dir = this.nodes.id(parent);
+    const owner = await this.newOwner(r, dir, mode);
+    await this.replyEntry(r, await this.wfs.mknod(dir, name, { ...owner, rdev }));
+  }
+
+  async mkdir(r: FuseRequest, parent: number, name: Buffer, mode: number): Promise<void> {
+    const dir = this.nodes.id(parent);
+    const owner = await this.newOwner(r, dir, (mode & 0o7777) | S_IFDIR);
+    await this.replyEntry(r, await this.wfs.mkdir(dir, name, owner));
+  }
+
+  async unlink(r: FuseRequest, parent: number, name: Buffer): Promise<void> {
+    await this.wfs.unlink(this.nodes.id(parent), name);
+    r.ok();
+  }
+
+  async rmdir(r: FuseRequest, parent: number, name: Buffer): Promise<void> {
+    await this.wfs.rmdir(this.nodes.id(parent), name);
+    r.ok();
+  }
+
+  async symlink(r: FuseRequest, parent: number, name: Buffer, target: Buffer): Promise<void> {
+    const dir = this.nodes.id(parent);
+    const owner = await this.newOwner(r, dir, 0);
+    await this.replyEntry(r, await this.wfs.symlink(dir, name, target, { uid: owner.uid, gid: owner.gid }));
+  }
+
+  async rename(r: FuseRequest, parent: number, name: Buffer, newParent: number, newName: Buffer, flags: number): Promise<void> {
+    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT)) throw new FsError('EINVAL');
+    await this.wfs.rename(this.nodes.id(parent), name, this.nodes.id(newParent), newName, {
+      noreplace: (flags & RENAME_NOREPLACE) !== 0,
+      exchange: (flags & RENAME_EXCHANGE) !== 0,
+      ...(flags & RENAME_WHITEOUT ? { whiteout: { uid: r.uid, gid: r.gid } } : {}),
+    });
+    r.ok();
+  }
+
+  async link(r: FuseRequest, nodeid: number, newParent: number, newName: Buffer): Promise<void> {
+    const id = this.nodes.id(nodeid);
+    await this.wfs.link(id, this.nodes.id(newParent), newName);
+    await this.replyEntry(r, id);
+  }
+
+  async open(r: FuseRequest, nodeid: number, flags: number): Promise<void> {
+    const id = this.nodes.id(nodeid);
+    if ((flags & O_ACCMODE) !== 0 && !this.fs.writable) throw new FsError('EROFS');
+    if (flags & O_TRUNC) await this.wfs.truncate(id, 0);
+    r.open(0, { keepCache: true, noflush: true });
+  }
+
+  async read(r: FuseRequest, nodeid: number, size: number, offset: number): Promise<void> {
+    r.buf(await this.fs.read(this.nodes.id(nodeid), offset, size));
+  }
+
+  async write(r: FuseRequest, nodeid: number, data: Buffer, offset: number): Promise<void> {
+    r.write(await this.wfs.write(this.nodes.id(nodeid), offset, data));
+  }
+
+  async flush(r: FuseRequest): Promise<void> {
+    r.ok();
+  }
+
+  async release(r: FuseRequest): Promise<void> {
+    r.ok();
+  }
+
+  async fsync(r: FuseRequest, nodeid: number, datasync: number): Promise<void> {
+    const id = this.nodes.id(nodeid);
+    if (this.fs.writable) await (this.fs as WritableFs).fsync(id, datasync !== 0);
+    r.ok();
+  }
+
+  async opendir(r: FuseRequest, nodeid: number): Promise<void> {
+    const dir = this.nodes.id(nodeid);
+    const [entries, st] = await Promise.all([this.fs.readdir(dir), this.fs.getattr(dir)]);
+    if ((st.mode & S_IFMT) !== S_IFDIR) throw new FsError('ENOTDIR');
+    const fh = this.nextFh++;
+    this.dirs.set(fh, { dir, entries, ino: st.ino });
+    r.open(fh, {});
+  }
+
+  /*
+   * Offsets: 0 is the start, entry k of the listing (k = 0 ".", 1 "..", then
+   * the snapshot) carries offset k + 1. Every candidate is acquired before
+   * the reply (the kernel may FORGET it as soon as it has the page), and the
+   * ones that did not fit are released after.
+   */
+  async readdirplus(r: FuseRequest, _nodeid: number, size: number, offset: number, fh: number): Promise<void> {
+    const h = this.dirs.get(fh);
+    if (!h) throw new FsError('EBADF');
+    const total = h.entries.length + 2;
+    if (offset >= total) {
+      r.buf(Buffer.alloc(0));
+      return;
+    }
+    // A direntplus is 152 bytes of header and attributes plus the padded name.
+    let fit = 0;
+    let bytes = 0;
+    for (let k = offset; k < total; k++) {
+      const len = k < 2 ? k + 1 : h.entries[k - 2]!.name.length;
+      bytes += 152 + ((len + 7) & ~7);
+      if (bytes > size) break;
+      fit++;
+    }
+    const names: Buffer[] = [];
+    const stats = new Float64Array(fit * STAT_LEN);
+    const acquired: number[] = [];
+    try {
+      const picked = Array.from({ length: fit }, (_, i) => offset + i);
+      const attrs = await Promise.all(
+        picked.map((k) => (k < 2 ? null : this.fs.getattr(h.entries[k - 2]!.id).catch(() => undefined))),
+      );
+      for (let i = 0; i < fit; i++) {
+        const k = picked[i]!;
+        if (k < 2) {
+          names.push(Buffer.from(k === 0 ? '.' : '..'));
+          encodeStat({ ...NEGATIVE_ENTRY, ino: h.ino, mode: S_IFDIR }, stats, i * STAT_LEN);
+          continue;
+        }
+        const st = attrs[i];
+        // An entry removed since the snapshot ends the page; the next call resumes after it.
+        if (!st) break;
+        const e = h.entries[k - 2]!;
+        const n = await this.nodes.acquire(e.id);
+        acquired.push(n);
+        names.push(e.name);
+        encodeStat(this.entryOf(n, st), stats, i * STAT_LEN);
+      }
+      if (names.length === 0 && fit > 0) {
+        // The first candidate vanished: skip it rather than end the listing.
+        r.dirplus(size, offset, [Buffer.from('.')], encodeStat({ ...NEGATIVE_ENTRY, ino: h.ino, mode: S_IFDIR }));
+        return;
+      }
+    } catch (err) {
+      for (const n of acquired) this.nodes.forget(n, 1);
+      throw err;
+    }
+    const packed = r.dirplus(size, offset, names, stats);
+    const dotsPacked = Math.max(0, Math.min(packed, 2 - offset));
+    const realPacked = packed - dotsPacked;
+    for (const n of acquired.slice(realPacked)) this.nodes.forget(n, 1);
+  }
+
+  async releasedir(r: FuseRequest, _nodeid: number, fh: number): Promise<void> {
+    this.dirs.delete(fh);
+    r.ok();
+  }
+
+  async fsyncdir(r: FuseRequest): Promise<void> {
+    if (this.fs.writable) await (this.fs as WritableFs).sync();
+    r.ok();
+  }
+
+  async statfs(r: FuseRequest): Promise<void> {
+    r.statfs(await this.fs.statfs());
+  }
+
+  async setxattr(r: FuseRequest, nodeid: number, name: Buffer, value: Buffer, flags: number): Promise<void> {
+    if (refusedXattr(name)) throw new FsError('EOPNOTSUPP');
+    const how = flags & XATTR_CREATE ? 'create' : flags & XATTR_REPLACE ? 'replace' : undefined;
+    await this.wfs.setxattr(this.nodes.id(nodeid), name, value, how);
+    r.ok();
+  }
+
+  async getxattr(r: FuseRequest, nodeid: number, name: Buffer, size: number): Promise<void> {
+    const v = await this.fs.getxattr(this.nodes.id(nodeid), name);
+    if (v === null) {
+      r.err(refusedXattr(name) ? EOPNOTSUPP : ENODATA);
+      return;
+    }
+    if (size === 0) r.xattrSize(v.length);
+    else if (v.length > size) r.err(ERANGE);
+    else r.buf(v);
+  }
+
+  async listxattr(r: FuseRequest, nodeid: number, size: number): Promise<void> {
+    const names = await this.fs.listxattr(this.nodes.id(nodeid));
+    const list = Buffer.concat(names.flatMap((n) => [n, Buffer.alloc(1)]));
+    if (size === 0) r.xattrSize(list.length);
+    else if (list.length > size) r.err(ERANGE);
+    else r.buf(list);
+  }
+
+  async removexattr(r: FuseRequest, nodeid: number, name: Buffer): Promise<void> {
+    if (refusedXattr(name)) throw new FsError('EOPNOTSUPP');
+    await this.wfs.removexattr(this.nodes.id(nodeid), name);
+    r.ok();
+  }
+
+  async create(r: FuseRequest, parent: number, name: Buffer, mode: number, flags: number): Promise<void> {
+    const dir = this.nodes.id(parent);
+    const fs = this.wfs;
+    let id: InodeId;
+    try {
+      id = await fs.mknod(dir, name, await this.newOwner(r, dir, (mode & 0o7777) | S_IFREG));
+    } catch (err) {
+      // The name appeared since the kernel's lookup: O_CREAT without O_EXCL opens it.
+      if (!(err instanceof FsError) || err.code !== 'EEXIST' || flags & O_EXCL) throw err;
+      const found = await fs.lookup(dir, name);
+      if (found === null) throw err;
+      id = found;
+      if (flags & O_TRUNC) await fs.truncate(id, 0);
+    }
+    const st = await this.fs.getattr(id);
+    const nodeid = await this.nodes.acquire(id);
+    r.create(this.entryOf(nodeid, st), 0, { keepCache: true, noflush: true });
+  }
+
+  async lseek(r: FuseRequest, nodeid: number, offset: number, whence: number): Promise<void> {
+    if (whence !== SEEK_DATA && whence !== SEEK_HOLE) {
+      r.err(EINVAL);
+      return;
+    }
+    const id = this.nodes.id(nodeid);
+    const [st, ranges] = await Promise.all([this.fs.getattr(id), this.fs.dataRanges(id)]);
+    if (offset < 0 || offset >= st.size) {
+      r.err(ENXIO);
+      return;
+    }
+    if (whence === SEEK_DATA) {
+      const range = ranges.find((x) => x.offset + x.length > offset);
+      if (!range) r.err(ENXIO);
+      else r.lseek(Math.max(offset, range.offset));
+      return;
+    }
+    let pos = offset;
+    for (const x of ranges) {
+      if (x.offset > pos) break;
+      if (x.offset + x.length > pos) pos = x.offset + x.length;
+    }
+    r.lseek(Math.min(pos, st.size));
+  }
+
+  exit(): void {
+    this.exitHandler?.();
+  }
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,146 @@
+/**
+ * Serving one mount: the FUSE session, the adapter, the INIT options, and a
+ * clean end. The end comes from the kernel (umount, `fusermount3 -u`, an
+ * aborted connection: the session reports `exit`) or from a signal (SIGINT,
+ * SIGTERM, SIGHUP: the mount is detached). Either way: stop reading
+ * requests, let in-flight ones finish, unmount, then close the engine (which
+ * flushes and commits its journal), then print --stats.
+ */
+import { statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import type { ReadableFs } from '../engine.js';
+import { FuseSession, fuseCap, type FuseRequest } from '../native/fuse.js';
+import { FuseAdapter } from './adapter.js';
+
+export interface ServeOptions {
+  fs: ReadableFs;
+  mountpoint: string;
+  /** fsname in /proc/mounts: the image. */
+  fsname: string;
+  /** Extra kernel mount options (-o), already checked. */
+  mountOptions?: string[];
+  debug?: boolean;
+  stats?: boolean;
+  /** Called once the kernel has sent INIT: the mount answers. */
+  onReady?(): void;
+  /** Everything the daemon says (stderr by default). */
+  log?(line: string): void;
+}
+
+/** Kernel caches may live this long (seconds): the daemon is the only writer. */
+const CACHE_TIMEOUT = 3600;
+/** FUSE requests up to 1 MiB (max_pages 256). */
+const MAX_WRITE = 1 << 20;
+
+/** libfuse option values are separated by commas; a literal comma or backslash is escaped with a backslash. */
+export function escapeOption(v: string): string {
+  return v.replace(/[\\,]/g, (c) => `\\${c}`);
+}
+
+/**
+ * A mount point left dead by a killed daemon answers ENOTCONN: detach it so
+ * the new mount can take its place.
+ */
+export function clearDeadMount(mountpoint: string): void {
+  try {
+    statSync(mountpoint);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOTCONN') return;
+    try {
+      execFileSync('fusermount3', ['-uz', mountpoint], { stdio: 'ignore' });
+    } catch {
+      // Root without fusermount3 rights on it: the kernel's umount does the same.
+      execFileSync('umount', ['-l', mountpoint], { stdio: 'ignore' });
+    }
+  }
+}
+
+class Stats {
+  private readonly count = new Map<string, number>();
+  private readonly micros = new Map<string, number>();
+  private readonly cpu0 = process.cpuUsage();
+  private total = 0;
+
+  record(op: string, us: number): void {
+    this.total++;
+    this.count.set(op, (this.count.get(op) ?? 0) + 1);
+    this.micros.set(op, (this.micros.get(op) ?? 0) + us);
+  }
+
+  report(): string {
+    const cpu = process.cpuUsage(this.cpu0);
+    const cpuUs = cpu.user + cpu.system;
+    const lines = [`sifuse stats: ${this.total} requests, daemon CPU ${(cpuUs / 1000).toFixed(1)} ms` +
+      (this.total ? `, ${(cpuUs / this.total).toFixed(1)} us/request` : '')];
+    const ops = [...this.count.entries()].sort((a, b) => b[1] - a[1]);
+    for (const [op, n] of ops) {
+      lines.push(`  ${op.padEnd(12)} ${String(n).padStart(9)}  mean ${((this.micros.get(op) ?? 0) / n).toFixed(1)} us`);
+    }
+    return lines.join('\n');
+  }
+}
+
+/** Mounts `fs` and serves it until the mount ends; resolves after the engine is closed. */
+export function serve(o: ServeOptions): Promise<void> {
+  const log = o.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const stats = o.stats ? new Stats() : null;
+  const adapter = new FuseAdapter(o.fs, { log });
+  const opts = [`fsname=${escapeOption(o.fsname)}`, 'subtype=sifuse', 'default_permissions'];
+  if (!o.fs.writable) opts.push('ro');
+  opts.push(...(o.mountOptions ?? []));
+  clearDeadMount(o.mountpoint);
+
+  return new Promise<void>((resolve, reject) => {
+    let ready = false;
+    let stopping = false;
+    adapter.init = () => {
+      ready = true;
+      o.onReady?.();
+    };
+    const session = FuseSession.mount(o.mountpoint, adapter, {
+      args: ['-o', opts.join(',')],
+      entryTimeout: CACHE_TIMEOUT,
+      attrTimeout: CACHE_TIMEOUT,
+      negativeTimeout: CACHE_TIMEOUT,
+      maxWrite: MAX_WRITE,
+      wantSet: fuseCap('ASYNC_READ') | fuseCap('PARALLEL_DIROPS') | fuseCap('READDIRPLUS') |
+        fuseCap('ATOMIC_O_TRUNC') | fuseCap('CACHE_SYMLINKS'),
+      // Always READDIRPLUS (one request per page, no LOOKUP per entry); no
+      // writeback cache (unmeasured for safety); ACLs and kill-priv stay the
+      // kernel's business (mode checks; it clears set-id bits on write).
+      wantClear: fuseCap('READDIRPLUS_AUTO') | fuseCap('WRITEBACK_CACHE') | fuseCap('POSIX_ACL') |
+        fuseCap('HANDLE_KILLPRIV'),
+      onDone: (r: FuseRequest, errno: number) => {
+        if (!stats && !o.debug) return;
+        const us = Number(process.hrtime.bigint() - r.started) / 1000;
+        stats?.record(r.op, us);
+        if (o.debug) log(`${r.op} pid=${r.pid} uid=${r.uid} ${errno ? `-> errno ${errno}` : 'ok'} ${us.toFixed(0)} us`);
+      },
+      onBug: (m: string) => log(`sifuse: internal error in FUSE op ${m}`),
+    });
+
+    const stop = async (why: string): Promise<void> => {
+      if (stopping) return;
+      stopping = true;
+      if (o.debug) log(`sifuse: stopping (${why})`);
+      for (const sig of SIGNALS) process.off(sig, onSignal);
+      session.pause();
+      await session.drained();
+      session.unmount();
+      try {
+        await o.fs.close();
+      } catch (err) {
+        reject(err);
+        return;
+      } finally {
+        if (stats) log(stats.report());
+      }
+      resolve();
+    };
+    const onSignal = (sig: NodeJS.Signals): void => void stop(sig);
+    adapter.onExit(() => void stop(ready ? 'unmounted' : 'connection closed before INIT'));
+    for (const sig of SIGNALS) process.on(sig, onSignal);
+  });
+}
+
+const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];

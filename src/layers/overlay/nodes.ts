@@ -1,0 +1,88 @@
+/**
+ * The Overlay's node table: its own InodeIds (a counter), one node per merged
+ * object. A node's identity key is the layer object that is topmost for it
+ * (`tag:layerId`, tag = the stack index); copy-up re-keys the node to its new
+ * upper object, and the hard-link index maps further lower names of an
+ * indexed inode to the same upper key, so every path to one object finds one
+ * node.
+ */
+import type { FileType, InodeId } from '../../engine.js';
+
+/** A directory or object in one layer: `layer` indexes the Overlay's stack. */
+export interface LayerRef {
+  layer: number;
+  id: InodeId;
+}
+
+export interface Node {
+  readonly id: InodeId;
+  key: string;
+  /** The name it was last reached by (directories have exactly one). */
+  parent: Node | null;
+  name: Buffer;
+  type: FileType;
+  /** The object in the upper layer, once there. */
+  upper: InodeId | null;
+  /** Non-directories: the lower object while not copied up. Directories: unused. */
+  lower: LayerRef | null;
+  /** Directories: the merged lower directories, top first (null until resolved). */
+  lowers: LayerRef[] | null;
+  /** Upper directory's redirect (as read or written), for absolute redirects of descendants. */
+  redirect: Buffer | null;
+  /** Non-directories: the upper object is a hard-link index copy (null: not known yet). */
+  indexed: boolean | null;
+  /** Cached st_ino. */
+  ino: number | null;
+  /** References held by overlay callers (ref/unref). */
+  refs: number;
+  /** No name leads here any more; freed when refs reach 0. */
+  dead: boolean;
+  /** The merged listing, until this directory changes. */
+  listing: readonly import('../../engine.js').DirEntry[] | null;
+}
+
+export function layerKey(layer: number, id: InodeId): string {
+  return `${layer}:${id}`;
+}
+
+export class NodeTable {
+  private next = 1;
+  private readonly byId = new Map<InodeId, Node>();
+  private readonly byKey = new Map<string, Node>();
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  create(fields: Omit<Node, 'id' | 'refs' | 'dead' | 'listing' | 'ino' | 'indexed'> & { ino?: number | null }): Node {
+    const node: Node = { ...fields, id: this.next++, refs: 0, dead: false, listing: null, ino: fields.ino ?? null, indexed: null };
+    this.byId.set(node.id, node);
+    this.byKey.set(node.key, node);
+    return node;
+  }
+
+  get(id: InodeId): Node | undefined {
+    return this.byId.get(id);
+  }
+
+  byLayerKey(key: string): Node | undefined {
+    return this.byKey.get(key);
+  }
+
+  rekey(node: Node, key: string): void {
+    if (this.byKey.get(node.key) === node) this.byKey.delete(node.key);
+    node.key = key;
+    this.byKey.set(key, node);
+  }
+
+  /** No name reaches `node` any more: it can no longer be found by key; freed once unreferenced. */
+  kill(node: Node): void {
+    node.dead = true;
+    if (this.byKey.get(node.key) === node) this.byKey.delete(node.key);
+  }
+
+  /** The last reference to a dead node went: its id is no longer valid. */
+  release(node: Node): void {
+    if (node.dead && node.refs === 0) this.byId.delete(node.id);
+  }
+}

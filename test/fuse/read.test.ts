@@ -1,0 +1,71 @@
+/**
+ * The read path: a SquashFS image and a SIF mounted read-only through
+ * `sifuse mount` show exactly what `sifuse manifest` says is in them, as
+ * seen by an independent walker (tree_manifest.py) on the mount point.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import {
+  expectSameManifest, makeSif, makeTempDir, makeTree, mksquashfs, removeTempDir, runSifuse, skipNote, treeManifest,
+} from '../tools/helpers.js';
+import { cleanup, fuseAvailable, isMounted, logTail, mount, umount } from './helpers.js';
+
+const why = fuseAvailable();
+let dir: string;
+
+beforeAll(async () => {
+  dir = makeTempDir('fuse-read');
+  if (why) return;
+  const tree = await makeTree(join(dir, 'tree'), { many: 3000, depth: 20 });
+  await mksquashfs(tree.root, join(dir, 'img.sqfs'));
+  await makeSif(join(dir, 'img.sqfs'), join(dir, 'img.sif'));
+}, 300_000);
+
+afterAll(async () => {
+  await cleanup();
+  await removeTempDir(dir);
+});
+
+describe('sifuse mount, read-only', () => {
+  for (const image of ['img.sqfs', 'img.sif']) {
+    it(`${image}: the mount shows what sifuse manifest lists`, async () => {
+      if (why) return skipNote('FUSE mount', why);
+      const mnt = join(dir, `mnt-${image}`);
+      const log = join(dir, `${image}.log`);
+      mkdirSync(mnt);
+      await mount(['--stats', join(dir, image), mnt], log);
+      try {
+        expect(isMounted(mnt)).toBe(true);
+        const expected = (await runSifuse(['manifest', join(dir, image)])).stdout;
+        const actual = await treeManifest(mnt);
+        expectSameManifest(actual, expected, `${image} mounted`);
+        const w = await execa('sh', ['-c', `echo x > ${mnt}/newfile`], { reject: false });
+        expect(w.exitCode).not.toBe(0);
+        expect(w.stderr).toMatch(/Read-only file system/);
+      } finally {
+        const u = await umount(mnt);
+        expect(u.stderr).toBe('');
+        expect(u.exitCode).toBe(0);
+      }
+      expect(isMounted(mnt)).toBe(false);
+      const stats = readFileSync(log, 'utf8');
+      expect(stats, logTail(log)).toMatch(/sifuse stats: \d+ requests/);
+      expect(stats).toMatch(/readdirplus/);
+    }, 300_000);
+  }
+
+  it('refuses a non-image and an unknown fuse-overlayfs option with one line', async () => {
+    if (why) return skipNote('FUSE mount', why);
+    const mnt = join(dir, 'mnt-bad');
+    mkdirSync(mnt);
+    const a = await runSifuse(['mount', join(dir, 'tree', 'many', 'f0'), mnt]);
+    expect(a.exitCode).not.toBe(0);
+    expect(a.stderr.trim().split('\n')).toHaveLength(1);
+    const b = await runSifuse(['mount', '-o', `lowerdir=${dir}/tree,xino=on`, mnt]);
+    expect(b.exitCode).not.toBe(0);
+    expect(b.stderr).toMatch(/"xino" is not supported/);
+    expect(isMounted(mnt)).toBe(false);
+  });
+});

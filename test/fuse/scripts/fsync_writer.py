@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Writes files DIR/w<N> (content derived from N, 1-200 KiB) forever, fsyncing
+each file and then the directory, and prints "N" on stdout after each fsync
+returned. Stops at the first error (the mount went away).
+
+    fsync_writer.py DIR
+"""
+import os
+import sys
+
+d = sys.argv[1]
+n = 0
+try:
+    while True:
+        data = (b"%08d" % n) * (128 * (1 + n % 200))
+        fd = os.open(os.path.join(d, "w%d" % n), os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        dfd = os.open(d, os.O_RDONLY)
+        os.fsync(dfd)
+        os.close(dfd)
+        print(n, flush=True)
+        n += 1
+except OSError:
+    pass
