@@ -93,7 +93,8 @@ export function registerInspectCommands(program: Command): void {
           if (fileTypeOf(st.mode) === 'd') throw new FsError('EISDIR');
           if (fileTypeOf(st.mode) !== 'f') throw new UsageError(`${normalizePath(path).toString()}: not a regular file`, image);
           for (let pos = 0; pos < st.size; ) {
-            const chunk = await fs.read(id, pos, Math.min(1 << 20, st.size - pos));
+            // 128 KiB: one SquashFS block per read, a view rather than a joined copy.
+            const chunk = await fs.read(id, pos, Math.min(128 << 10, st.size - pos));
             if (chunk.length === 0) break;
             await writeWithBackpressure(process.stdout, chunk);
             pos += chunk.length;

@@ -26,7 +26,12 @@ import { normalizePath, resolvePath } from './path.js';
  * directory listing per level.
  */
 
-const HASH_CHUNK = 1 << 20;
+/**
+ * Bytes hashed per read: 128 KiB, the largest SquashFS block, so a read is
+ * one cached block (a view, no copy); 1 MiB reads joined eight blocks into a
+ * fresh buffer each time.
+ */
+const HASH_CHUNK = 128 << 10;
 /** Entries of one directory whose lines are computed concurrently. */
 const LOOKAHEAD = 8;
 const SLASH = Buffer.from('/');
