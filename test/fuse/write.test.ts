@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { expectSameManifest, hasTool, makeTempDir, makeTree, removeTempDir, skipNote, treeManifest } from '../tools/helpers.js';
 import { cleanup, fuseAvailable, isMounted, logTail, mount, sh, umount } from './helpers.js';
+import { skipBecause } from '../tools/skip.js';
 
 const scripts = join(import.meta.dirname, 'scripts');
 const bigMiB = Number(process.env.SIFUSE_TEST_BIG_MIB ?? 256);
@@ -63,8 +64,8 @@ afterAll(async () => {
 }, 200_000);
 
 describe('sifuse mount --writable (ext3 served directly)', () => {
-  it('tar x keeps every mtime to the nanosecond, the hard links and the manifest; tar c round-trips', async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it('tar x keeps every mtime to the nanosecond, the hard links and the manifest; tar c round-trips', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     const src = (await makeTree(join(dir, 'src'), { many: 500, depth: 10, small: true })).root;
     // tar does not archive sockets.
     await execa('find', [src, '-type', 's', '-delete']);
@@ -88,8 +89,8 @@ describe('sifuse mount --writable (ext3 served directly)', () => {
     expect(await times(join(mnt, 't'))).toBe(want);
   }, 600_000);
 
-  it('touch -m and touch -a set one time each, to the nanosecond', async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it('touch -m and touch -a set one time each, to the nanosecond', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     const out = await run(`
       echo x > touched
       touch -m -d '2011-02-03 04:05:06.123456789' touched
@@ -103,8 +104,8 @@ describe('sifuse mount --writable (ext3 served directly)', () => {
     ]);
   });
 
-  it('hard links share one inode: chmod through one name shows through the other; st_ino survives remount', async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it('hard links share one inode: chmod through one name shows through the other; st_ino survives remount', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     const before = await run(`
       mkdir -p hl/a hl/b
       echo data > hl/a/one
@@ -121,8 +122,8 @@ describe('sifuse mount --writable (ext3 served directly)', () => {
     expect(after.split('\n')).toEqual([lines[2], lines[2], '600 2']);
   }, 120_000);
 
-  it(`a ${bigMiB} MiB file is written and read back by sha256`, async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it(`a ${bigMiB} MiB file is written and read back by sha256`, async (ctx) => {
+    if (why) skipBecause(ctx, why);
     const src = join(dir, 'big.src');
     await execa('sh', ['-c', `head -c ${bigMiB}M /dev/urandom > ${src}`]);
     const want = (await execa('sha256sum', [src])).stdout.split(' ')[0];
@@ -133,23 +134,23 @@ describe('sifuse mount --writable (ext3 served directly)', () => {
     await run('rm big');
   }, 600_000);
 
-  it('mmap writes and reads agree with read/write', async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it('mmap writes and reads agree with read/write', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     await run(`mkdir -p mm && python3 ${scripts}/ops.py mmap mm`);
   });
 
-  it('an unlinked open file stays readable and writable', async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it('an unlinked open file stays readable and writable', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     await run(`mkdir -p ul && python3 ${scripts}/ops.py unlink-open ul`);
   });
 
-  it('concurrent readers and writers each see whole files', async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it('concurrent readers and writers each see whole files', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     await run(`mkdir -p cc && python3 ${scripts}/ops.py concurrent cc 4`);
   }, 120_000);
 
-  it('a rename storm loses and duplicates nothing', async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it('a rename storm loses and duplicates nothing', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     await run(`mkdir -p rs && python3 ${scripts}/ops.py rename-storm rs 4`);
     await remount();
     await run(`python3 -c "
@@ -158,8 +159,8 @@ c = sorted(open('rs/' + x, 'rb').read() for x in os.listdir('rs') if '.l' not in
 assert c == sorted(b'%d' % i for i in range(8)), c"`);
   }, 120_000);
 
-  it('SEEK_DATA/SEEK_HOLE, rename over a file, xattrs, fifo, statfs answer like a local filesystem', async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it('SEEK_DATA/SEEK_HOLE, rename over a file, xattrs, fifo, statfs answer like a local filesystem', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     const out = await run(`
       printf abc > sk
       python3 -c "
