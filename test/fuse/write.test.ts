@@ -1,7 +1,8 @@
 /**
- * The write path through `sifuse mount --writable` of an ext3 image (the
- * engine served directly), every operation run by programs in child
- * processes: tar keeping nanosecond mtimes and hard links, touch -m/-a,
+ * The write path, through `sifuse mount --writable` of an ext3 image (the
+ * engine served directly) and through the Overlay (`--overlay IMG` over a
+ * SquashFS image, so the first writes copy up), every operation run by
+ * programs in child processes: tar keeping nanosecond mtimes and hard links, touch -m/-a,
  * chmod through one hard link, st_ino across remount, a large file by
  * sha256, mmap, unlink of an open file, concurrent readers and writers,
  * rename storms. After each unmount `e2fsck -fn` is clean.
@@ -10,17 +11,23 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { expectSameManifest, hasTool, makeTempDir, makeTree, removeTempDir, skipNote, treeManifest } from '../tools/helpers.js';
+import {
+  expectSameManifest, hasTool, makeTempDir, makeTree, mksquashfs, removeTempDir, runSifuse, skipNote, treeManifest,
+} from '../tools/helpers.js';
 import { cleanup, fuseAvailable, isMounted, logTail, mount, sh, umount } from './helpers.js';
-import { skipBecause } from '../tools/skip.js';
 
 const scripts = join(import.meta.dirname, 'scripts');
 const bigMiB = Number(process.env.SIFUSE_TEST_BIG_MIB ?? 256);
-let why = fuseAvailable();
+const baseWhy = fuseAvailable();
+
+for (const kind of ['ext3', 'overlay'] as const) {
+describe(kind === 'ext3' ? 'sifuse mount --writable (ext3 served directly)' : 'sifuse mount --overlay IMG (the Overlay over SquashFS)', () => {
+let why = baseWhy;
 let dir: string;
 let image: string;
 let mnt: string;
 let log: string;
+let mountArgs: string[];
 
 async function run(script: string): Promise<string> {
   const r = await sh(script, { cwd: mnt });
@@ -38,20 +45,33 @@ async function remount(): Promise<void> {
   expect(u.exitCode, u.stderr).toBe(0);
   expect(isMounted(mnt)).toBe(false);
   await fsck();
-  await mount(['--writable', image, mnt], log);
+  await mount(mountArgs, log);
 }
 
 beforeAll(async () => {
-  dir = makeTempDir('fuse-write');
+  dir = makeTempDir(`fuse-write-${kind}`);
   if (!why && !(await hasTool('mkfs.ext3'))) why = 'mkfs.ext3 is not installed';
   if (why) return;
   image = join(dir, 'rw.img');
   mnt = join(dir, 'mnt');
   log = join(dir, 'daemon.log');
   mkdirSync(mnt);
-  await execa('truncate', ['-s', `${bigMiB + 400}M`, image]);
-  await execa('mkfs.ext3', ['-q', '-F', '-b', '4096', '-I', '256', image]);
-  await mount(['--writable', image, mnt], log);
+  if (kind === 'ext3') {
+    await execa('truncate', ['-s', `${bigMiB + 400}M`, image]);
+    await execa('mkfs.ext3', ['-q', '-F', '-b', '4096', '-I', '256', image]);
+    mountArgs = ['--writable', image, mnt];
+  } else {
+    // A lower with content the tests overwrite, rename and link (copy-up).
+    const lower = join(dir, 'lower');
+    mkdirSync(join(lower, 'hl'), { recursive: true });
+    await execa('sh', ['-c', `cd ${lower} && echo lower > hl/lowerfile && mkdir rs cc && echo old > rs/r0 && ln hl/lowerfile hl/lowerlink`]);
+    await mksquashfs(lower, join(dir, 'lower.sqfs'));
+    // At least 512 MiB, so the image has 4 KiB blocks (1 KiB blocks cap symlink targets at 1023 bytes).
+    const made = await runSifuse(['overlay', 'create', '--size', String(Math.max(bigMiB + 400, 600)), image]);
+    expect(made.exitCode, made.stderr).toBe(0);
+    mountArgs = ['--overlay', image, join(dir, 'lower.sqfs'), mnt];
+  }
+  await mount(mountArgs, log);
 }, 120_000);
 
 afterAll(async () => {
@@ -63,12 +83,15 @@ afterAll(async () => {
   await removeTempDir(dir);
 }, 200_000);
 
-describe('sifuse mount --writable (ext3 served directly)', () => {
-  it('tar x keeps every mtime to the nanosecond, the hard links and the manifest; tar c round-trips', async (ctx) => {
-    if (why) skipBecause(ctx, why);
+  it('tar x keeps every mtime to the nanosecond, the hard links and the manifest; tar c round-trips', async () => {
+    if (why) return skipNote('FUSE write tests', why);
     const src = (await makeTree(join(dir, 'src'), { many: 500, depth: 10, small: true })).root;
     // tar does not archive sockets.
     await execa('find', [src, '-type', 's', '-delete']);
+    // The Overlay refuses char 0/0 (a whiteout) as the kernel's overlayfs does.
+    if (kind === 'overlay') {
+      await execa('find', [src, '-type', 'c', '-exec', 'sh', '-c', '[ "$(stat -c %t:%T "$1")" = 0:0 ] && rm "$1" || true', '_', '{}', ';']);
+    }
     await execa('python3', [join(scripts, 'ns_times.py'), src, '7']);
     const tarOpts = '--format=posix --xattrs --xattrs-include=* --numeric-owner';
     // The reference is the same tar extracted on the host (tar itself keeps no hard links of devices and fifos).
@@ -89,8 +112,8 @@ describe('sifuse mount --writable (ext3 served directly)', () => {
     expect(await times(join(mnt, 't'))).toBe(want);
   }, 600_000);
 
-  it('touch -m and touch -a set one time each, to the nanosecond', async (ctx) => {
-    if (why) skipBecause(ctx, why);
+  it('touch -m and touch -a set one time each, to the nanosecond', async () => {
+    if (why) return skipNote('FUSE write tests', why);
     const out = await run(`
       echo x > touched
       touch -m -d '2011-02-03 04:05:06.123456789' touched
@@ -104,8 +127,8 @@ describe('sifuse mount --writable (ext3 served directly)', () => {
     ]);
   });
 
-  it('hard links share one inode: chmod through one name shows through the other; st_ino survives remount', async (ctx) => {
-    if (why) skipBecause(ctx, why);
+  it('hard links share one inode: chmod through one name shows through the other; st_ino survives remount', async () => {
+    if (why) return skipNote('FUSE write tests', why);
     const before = await run(`
       mkdir -p hl/a hl/b
       echo data > hl/a/one
@@ -122,8 +145,23 @@ describe('sifuse mount --writable (ext3 served directly)', () => {
     expect(after.split('\n')).toEqual([lines[2], lines[2], '600 2']);
   }, 120_000);
 
-  it(`a ${bigMiB} MiB file is written and read back by sha256`, async (ctx) => {
-    if (why) skipBecause(ctx, why);
+  it('a lower file copied up keeps its content, st_ino and its hard link to the other lower name', async () => {
+    if (why) return skipNote('FUSE write tests', why);
+    if (kind !== 'overlay') return skipNote('copy-up test', 'only the overlay mount has a lower layer');
+    const before = await run(`stat -c '%i' hl/lowerfile hl/lowerlink`);
+    const out = await run(`
+      echo appended >> hl/lowerfile
+      chmod 600 hl/lowerfile
+      stat -c '%a %h' hl/lowerlink
+      cat hl/lowerlink
+      stat -c '%i' hl/lowerfile hl/lowerlink`);
+    expect(out.split('\n')).toEqual(['600 2', 'lower', 'appended', ...before.split('\n')]);
+    await remount();
+    expect(await run(`stat -c '%i' hl/lowerfile hl/lowerlink; cat hl/lowerfile`)).toBe(`${before}\nlower\nappended`);
+  }, 120_000);
+
+  it(`a ${bigMiB} MiB file is written and read back by sha256`, async () => {
+    if (why) return skipNote('FUSE write tests', why);
     const src = join(dir, 'big.src');
     await execa('sh', ['-c', `head -c ${bigMiB}M /dev/urandom > ${src}`]);
     const want = (await execa('sha256sum', [src])).stdout.split(' ')[0];
@@ -134,23 +172,23 @@ describe('sifuse mount --writable (ext3 served directly)', () => {
     await run('rm big');
   }, 600_000);
 
-  it('mmap writes and reads agree with read/write', async (ctx) => {
-    if (why) skipBecause(ctx, why);
+  it('mmap writes and reads agree with read/write', async () => {
+    if (why) return skipNote('FUSE write tests', why);
     await run(`mkdir -p mm && python3 ${scripts}/ops.py mmap mm`);
   });
 
-  it('an unlinked open file stays readable and writable', async (ctx) => {
-    if (why) skipBecause(ctx, why);
+  it('an unlinked open file stays readable and writable', async () => {
+    if (why) return skipNote('FUSE write tests', why);
     await run(`mkdir -p ul && python3 ${scripts}/ops.py unlink-open ul`);
   });
 
-  it('concurrent readers and writers each see whole files', async (ctx) => {
-    if (why) skipBecause(ctx, why);
+  it('concurrent readers and writers each see whole files', async () => {
+    if (why) return skipNote('FUSE write tests', why);
     await run(`mkdir -p cc && python3 ${scripts}/ops.py concurrent cc 4`);
   }, 120_000);
 
-  it('a rename storm loses and duplicates nothing', async (ctx) => {
-    if (why) skipBecause(ctx, why);
+  it('a rename storm loses and duplicates nothing', async () => {
+    if (why) return skipNote('FUSE write tests', why);
     await run(`mkdir -p rs && python3 ${scripts}/ops.py rename-storm rs 4`);
     await remount();
     await run(`python3 -c "
@@ -159,8 +197,8 @@ c = sorted(open('rs/' + x, 'rb').read() for x in os.listdir('rs') if '.l' not in
 assert c == sorted(b'%d' % i for i in range(8)), c"`);
   }, 120_000);
 
-  it('SEEK_DATA/SEEK_HOLE, rename over a file, xattrs, fifo, statfs answer like a local filesystem', async (ctx) => {
-    if (why) skipBecause(ctx, why);
+  it('SEEK_DATA/SEEK_HOLE, rename over a file, xattrs, fifo, statfs answer like a local filesystem', async () => {
+    if (why) return skipNote('FUSE write tests', why);
     const out = await run(`
       printf abc > sk
       python3 -c "
@@ -180,3 +218,4 @@ except OSError as e: print(e.errno)
     expect(out.split('\n')).toEqual(['0 3', '6', 'a', 'v1', '1', 'fifo', '1']);
   });
 });
+}
