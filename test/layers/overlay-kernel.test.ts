@@ -33,6 +33,7 @@ import { openExt3Layer } from '../../src/layers/ext3-layer.js';
 import type { Overlay } from '../../src/layers/overlay/index.js';
 import { e2fsck, isRoot, makeExt3Image, openStack, tempDir } from './overlay-helpers.js';
 import { LOWER_OPS } from './overlay-lower-tree.js';
+import { describeIf } from '../tools/skip.js';
 
 const SEEDS = [31, 32, 33, 34, 35, 36];
 let dir = '';
@@ -99,7 +100,7 @@ async function lowerOnlyAliases(image: string, snap: { lines: string[]; links: s
 
 const noDirLinks = (links: string[], dirs: Set<string>) => links.filter((l) => !dirs.has(l.split('\t')[0]!));
 
-describe.runIf(isRoot)('the kernel overlay as oracle (root)', () => {
+describeIf(isRoot, 'kernel overlayfs and loop mounts need root')('the kernel overlay as oracle (root)', () => {
   beforeAll(async () => {
     dir = tempDir('kern');
     const src = join(dir, 'lower-src');
