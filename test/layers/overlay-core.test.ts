@@ -453,3 +453,28 @@ describe('fuse-overlayfs encoding (directory uppers without mknod)', () => {
   });
 });
 
+describe('redirect_dir=off', () => {
+  it('a renamed lower directory is copied up whole and made opaque, no redirect written', async () => {
+    const { ov, image } = await fresh('noredir', { redirectDir: false });
+    const root = ov.rootId;
+    await ov.unlink(await at(ov, '/tree/sub'), b('other'));
+    const before = (await manifest(ov)).map((l) => l.replace(/^\/tree/, '/moved'));
+    await ov.rename(root, b('tree'), root, b('moved'));
+    expect(await exists(ov, '/tree')).toBe(false);
+    const after = (await manifest(ov)).filter((l) => l.startsWith('/moved'));
+    expect(after).toEqual(before.filter((l) => l.startsWith('/moved')));
+    await ov.close();
+    const up = await openExt3Layer(image);
+    const moved = await at(up.fs, '/upper/moved');
+    expect(await up.fs.getxattr(moved, b('trusted.overlay.redirect'))).toBeNull();
+    expect((await up.fs.getxattr(moved, b('trusted.overlay.opaque')))?.toString()).toBe('y');
+    const sub = await at(up.fs, '/upper/moved/sub');
+    expect((await up.fs.readdir(sub)).map((e) => e.name.toString())).toEqual(['deep']);
+    expect((await up.fs.readdir(await at(up.fs, '/upper/moved/sub/deep'))).map((e) => e.name.toString())).toEqual(['file']);
+    await up.fs.close();
+    const again = await openStack([top, bottom], image);
+    expect((await manifest(again)).filter((l) => l.startsWith('/moved'))).toEqual(after);
+    await closeAndCheck(again, image);
+  });
+});
+

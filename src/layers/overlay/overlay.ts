@@ -68,6 +68,13 @@ export interface OverlayOptions {
   map?: IdMap;
   /** Keep hard links of lower inodes together across copy-up (the kernel's index=on). Default true. */
   index?: boolean;
+  /**
+   * redirect_dir (the kernel's option name). true (default): a renamed lower
+   * directory gets a redirect. false: its whole subtree is copied up and the
+   * copy made opaque, for images meant for readers that do not follow
+   * redirects (fuse-overlayfs, Apptainer's unprivileged stack).
+   */
+  redirectDir?: boolean;
   /** For messages; default: the layer names joined. */
   name?: string;
 }
@@ -92,6 +99,7 @@ export class Overlay implements WritableFs {
   private readonly lock = new NamespaceLock();
   private readonly map: IdMap | undefined;
   private readonly useIndex: boolean;
+  private readonly redirectDir: boolean;
   /** Lower object key -> upper inode of its copy (index entries), and the index dir. */
   private readonly indexed = new Map<string, InodeId>();
   private indexDir: InodeId | null = null;
@@ -104,6 +112,7 @@ export class Overlay implements WritableFs {
     this.writable = this.ops !== null;
     this.map = options.map;
     this.useIndex = options.index ?? true;
+    this.redirectDir = options.redirectDir ?? true;
     this.name = options.name ?? stack.map((l) => l.name).join(':');
     this.rootId = root.id;
   }
@@ -813,7 +822,11 @@ export class Overlay implements WritableFs {
    */
   private async markMovedDir(n: Node, newParent: Node, targetLowerPositive: boolean): Promise<void> {
     const ops = this.requireWritable();
-    const d = await this.resolved(n);
+    let d = await this.resolved(n);
+    if (d.lowers.length > 0 && !this.redirectDir) {
+      await this.copyUpTree(d);
+      d = await this.resolved(n);
+    }
     if (d.lowers.length > 0) {
       const samedir = n.parent === newParent;
       let redirect: Buffer;
@@ -828,6 +841,34 @@ export class Overlay implements WritableFs {
     } else if (targetLowerPositive) {
       const marks = await readDirMarks(ops.fs, n.upper!);
       if (!marks.opaque) await writeOpaque(ops.fs, n.upper!, ops.encoding, ROOT_OWNER);
+    }
+  }
+
+  /**
+   * redirect_dir=off: copies everything under directory `n` up, then makes
+   * each copied directory opaque, so nothing below is merged any more.
+   * Lock held.
+   */
+  private async copyUpTree(n: Node): Promise<void> {
+    const ops = this.requireWritable();
+    const d = await this.resolved(n);
+    const upper = await this.copyUpDir(d);
+    const dirs: LayerRef[] = [{ layer: 0, id: upper }, ...d.lowers];
+    for (const m of await mergeListing(this.stack, dirs)) {
+      const child = this.bindEntry(d, m.layer, m.entry);
+      if (child.type === 'd') await this.copyUpTree(child);
+      else if (child.upper === null) {
+        child.parent = d;
+        child.name = Buffer.from(m.entry.name);
+        await this.copyUpFile(child);
+      }
+    }
+    if (d.lowers.length > 0) {
+      await writeOpaque(ops.fs, upper, ops.encoding, ROOT_OWNER);
+      await ops.dropWhiteouts(upper);
+      d.lowers = [];
+      d.lower = null;
+      d.listing = null;
     }
   }
 
