@@ -55,7 +55,7 @@ import { xino } from './ino.js';
 import { NamespaceLock } from './lock.js';
 import { layerKey, NodeTable, type LayerRef, type Node } from './nodes.js';
 import { mergeListing } from './readdir.js';
-import { lowerPositive, resolveChild, type Resolution } from './resolve.js';
+import { emptyResolution, lowerPositive, resolveChild, type Resolution } from './resolve.js';
 import type { Stack, StackLayer } from './stack.js';
 import { TMP_PREFIX, UpperOps } from './upper-ops.js';
 
@@ -857,10 +857,11 @@ export class Overlay implements WritableFs {
     for (const m of await mergeListing(this.stack, dirs)) {
       const child = this.bindEntry(d, m.layer, m.entry);
       if (child.type === 'd') await this.copyUpTree(child);
-      else if (child.upper === null) {
-        child.parent = d;
-        child.name = Buffer.from(m.entry.name);
-        await this.copyUpFile(child);
+      else if (m.layer !== 0 || !this.hasUpper) {
+        // A name still only below: copied up, or linked to its inode's index copy.
+        const r = emptyResolution();
+        r.type = child.type;
+        await this.nameUp(d, m.entry.name, r, child);
       }
     }
     if (d.lowers.length > 0) {
