@@ -478,3 +478,29 @@ describe('redirect_dir=off', () => {
   });
 });
 
+describe('node table', () => {
+  it('forgets unreferenced nodes past nodeLimit; referenced ids and copy-ups stay right', async () => {
+    const { ov, image } = await fresh('sweep', { nodeLimit: 8 });
+    const deep = await at(ov, '/tree/sub/deep/file');
+    await ov.ref(deep);
+    const first = await manifest(ov);
+    expect(ov.nodeCount).toBeLessThan(40);
+    // A stale unreferenced id (its node forgotten) and a fresh one for the same file: one copy-up.
+    const other = await at(ov, '/tree/sub/other');
+    for (let i = 0; i < 3; i++) await manifest(ov);
+    const again = await at(ov, '/tree/sub/other');
+    await ov.write(again, 0, b('A'));
+    try {
+      await ov.write(other, 1, b('B'));
+    } catch (err) {
+      expect(err instanceof FsError && err.code === 'ENOENT').toBe(true);
+    }
+    expect((await readAll(ov, '/tree/sub/other')).toString()).toMatch(/^A[Bt]her\n$/);
+    await ov.write(deep, 0, b('D'));
+    expect((await readAll(ov, '/tree/sub/deep/file')).toString()).toBe('Deep\n');
+    expect((await manifest(ov)).length).toBe(first.length);
+    await ov.unref(deep);
+    await closeAndCheck(ov, image);
+  });
+});
+

@@ -81,6 +81,31 @@ export class NodeTable {
     if (this.byKey.get(node.key) === node) this.byKey.delete(node.key);
   }
 
+  /**
+   * Forgets unreferenced nodes once the table holds more than `limit`: every
+   * node with references stays, with its ancestors (copy-up walks them) and
+   * `keep` (the root, the directory in use); cached listings are dropped (they name node ids).
+   * Returns how many nodes went.
+   */
+  sweep(limit: number, ...keep: Node[]): number {
+    if (this.byId.size <= limit) return 0;
+    const needed = new Set<Node>();
+    for (const k of keep) for (let c: Node | null = k; c !== null && !needed.has(c); c = c.parent) needed.add(c);
+    for (const n of this.byId.values()) {
+      if (n.refs === 0) continue;
+      for (let c: Node | null = n; c !== null && !needed.has(c); c = c.parent) needed.add(c);
+    }
+    let dropped = 0;
+    for (const n of [...this.byId.values()]) {
+      n.listing = null;
+      if (needed.has(n)) continue;
+      this.byId.delete(n.id);
+      if (this.byKey.get(n.key) === n) this.byKey.delete(n.key);
+      dropped++;
+    }
+    return dropped;
+  }
+
   /** The last reference to a dead node went: its id is no longer valid. */
   release(node: Node): void {
     if (node.dead && node.refs === 0) this.byId.delete(node.id);

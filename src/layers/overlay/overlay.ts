@@ -75,6 +75,12 @@ export interface OverlayOptions {
    * redirects (fuse-overlayfs, Apptainer's unprivileged stack).
    */
   redirectDir?: boolean;
+  /**
+   * Nodes kept before unreferenced ones are forgotten (default 100,000): an
+   * id from lookup or readdir stays valid while referenced (ref), or until
+   * then.
+   */
+  nodeLimit?: number;
   /** For messages; default: the layer names joined. */
   name?: string;
 }
@@ -100,6 +106,8 @@ export class Overlay implements WritableFs {
   private readonly map: IdMap | undefined;
   private readonly useIndex: boolean;
   private readonly redirectDir: boolean;
+  private readonly nodeLimit: number;
+  private readonly root: Node;
   /** Lower object key -> upper inode of its copy (index entries), and the index dir. */
   private readonly indexed = new Map<string, InodeId>();
   private indexDir: InodeId | null = null;
@@ -113,6 +121,8 @@ export class Overlay implements WritableFs {
     this.map = options.map;
     this.useIndex = options.index ?? true;
     this.redirectDir = options.redirectDir ?? true;
+    this.nodeLimit = options.nodeLimit ?? 100_000;
+    this.root = root;
     this.name = options.name ?? stack.map((l) => l.name).join(':');
     this.rootId = root.id;
   }
@@ -177,6 +187,11 @@ export class Overlay implements WritableFs {
       const layer = this.stack.findIndex((l, i) => i > 0 && l.tag === Number(m[1]));
       if (layer > 0) this.indexed.set(layerKey(layer, Number(m[2])), e.id);
     }
+  }
+
+  /** Nodes in the table (bounded by nodeLimit between namespace operations). */
+  get nodeCount(): number {
+    return this.nodes.size;
   }
 
   // ---- nodes ----
@@ -314,6 +329,8 @@ export class Overlay implements WritableFs {
     if (isWhiteoutName(name)) return null;
     if (name.length > NAME_MAX) throw withErrno('ENAMETOOLONG');
     return this.lock.exclusive(async () => {
+      // Between namespace operations (lock held, no node in use by one): the table is bounded.
+      this.nodes.sweep(this.nodeLimit, this.root, d);
       const p = await this.resolved(d);
       const r = await resolveChild(this.stack, this.hasUpper, p, name);
       if (r.type === null) return null;
@@ -441,6 +458,23 @@ export class Overlay implements WritableFs {
     await ops.fs.setattr(parentUpper, { atime: { sec: pst.atime, nsec: pst.atimeNsec }, mtime: { sec: pst.mtime, nsec: pst.mtimeNsec } });
   }
 
+  /**
+   * A node forgotten by the table (sweep) may still be in use by a call that
+   * fetched it before; another node for the same object may have copied it up
+   * since. So copy-up first looks: the object already in the upper at this
+   * name is adopted, never copied twice. Lock held, parent in the upper.
+   */
+  private async alreadyUp(n: Node): Promise<InodeId | null> {
+    if (this.nodes.get(n.id) === n) return null;
+    const parent = await this.resolved(n.parent!);
+    const r = await resolveChild(this.stack, this.hasUpper, parent, n.name);
+    if (r.upper === null || r.type !== n.type) return null;
+    // Swept nodes hold no references, and the live node owns the key.
+    n.upper = r.upper;
+    if (n.type === 'd') n.redirect = r.redirect;
+    return r.upper;
+  }
+
   /** Copies a directory (not its entries) and its parents up; returns its upper directory. Lock held. */
   private async copyUpDir(n: Node): Promise<InodeId> {
     if (n.upper !== null) return n.upper;
@@ -448,6 +482,8 @@ export class Overlay implements WritableFs {
     const d = await this.resolved(n);
     if (d.upper !== null) return d.upper;
     const parentUpper = await this.copyUpDir(n.parent!);
+    const already = await this.alreadyUp(n);
+    if (already !== null) return already;
     const src = d.lower!;
     const st = await this.stack[src.layer]!.fs.getattr(src.id);
     const ino = await this.inoOf(n, st, src.layer);
@@ -463,6 +499,8 @@ export class Overlay implements WritableFs {
     if (n.upper !== null) return n.upper;
     const ops = this.requireWritable();
     const parentUpper = await this.copyUpDir(n.parent!);
+    const already = await this.alreadyUp(n);
+    if (already !== null) return already;
     const src = n.lower!;
     const st = await this.stack[src.layer]!.fs.getattr(src.id);
     const ino = await this.inoOf(n, st, src.layer);
