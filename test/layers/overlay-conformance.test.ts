@@ -29,6 +29,7 @@ import { Overlay } from '../../src/layers/overlay/index.js';
 import { conformanceSuite, FULL_CAPABILITIES, type ConformanceTarget } from '../conformance/index.js';
 import { ModelFs } from '../conformance/model.js';
 import { VfsDriver } from '../conformance/vfs.js';
+import { skipNote } from '../tools/helpers.js';
 import { isRoot, tempDir } from './overlay-helpers.js';
 import { LOWER_OPS } from './overlay-lower-tree.js';
 
@@ -169,5 +170,5 @@ if (isRoot) {
   };
   conformanceSuite(dirUpper, { sequences: 20, ops: 40, seedBase: 9_200_000, reopenEvery: 3, maxOffset: 1 << 20 });
 } else {
-  console.log('overlay conformance: the DirLayer upper runs as root only (a kernel-encoding upper needs mknod and trusted.*)');
+  skipNote('the Overlay over a DirLayer upper in the conformance suite', 'a kernel-encoding directory upper needs root (mknod, trusted.*)');
 }

@@ -32,6 +32,7 @@ import { VfsDriver } from '../conformance/vfs.js';
 import { resolvePath } from '../../src/inspect/path.js';
 import { openExt3Layer } from '../../src/layers/ext3-layer.js';
 import type { Overlay } from '../../src/layers/overlay/index.js';
+import { skipNote } from '../tools/helpers.js';
 import { e2fsck, isRoot, makeExt3Image, openStack, tempDir } from './overlay-helpers.js';
 import { LOWER_OPS } from './overlay-lower-tree.js';
 
@@ -250,4 +251,4 @@ describe.runIf(isRoot)('fuse-overlayfs reads what the Overlay wrote with redirec
   }
 });
 
-if (!isRoot) console.log('overlay-kernel: skipped, loop mounts of the kernel overlay need root');
+if (!isRoot) skipNote('the kernel overlay and fuse-overlayfs as oracles of the Overlay', 'loop mounts need root');
