@@ -22,7 +22,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { FsTarget, KernelTarget, runSequence } from '../conformance/harness.js';
 import { FULL_CAPABILITIES } from '../conformance/index.js';
 import { diffLines, maskMtime } from '../conformance/manifest.js';
@@ -32,7 +32,7 @@ import { VfsDriver } from '../conformance/vfs.js';
 import { resolvePath } from '../../src/inspect/path.js';
 import { openExt3Layer } from '../../src/layers/ext3-layer.js';
 import type { Overlay } from '../../src/layers/overlay/index.js';
-import { skipNote } from '../tools/helpers.js';
+import { describeIf } from '../tools/skip.js';
 import { e2fsck, isRoot, makeExt3Image, openStack, tempDir } from './overlay-helpers.js';
 import { LOWER_OPS } from './overlay-lower-tree.js';
 
@@ -120,7 +120,7 @@ if (isRoot) {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 }
 
-describe.runIf(isRoot)('the kernel overlay as oracle (root)', () => {
+describeIf(isRoot, 'loop mounts need root')('the kernel overlay as oracle (root)', () => {
 
   for (const seed of SEEDS) {
     it(`seed ${seed}: the same ops on the kernel overlay and the Overlay; each reads what the other wrote`, async () => {
@@ -203,7 +203,7 @@ function withoutOverlayXattrs(line: string): string {
   return f.join('\t');
 }
 
-describe.runIf(isRoot)('fuse-overlayfs reads what the Overlay wrote with redirect_dir=off (root)', () => {
+describeIf(isRoot, 'loop mounts need root')('fuse-overlayfs reads what the Overlay wrote with redirect_dir=off (root)', () => {
   for (const seed of [41, 42, 43]) {
     it(`seed ${seed}`, async () => {
       const img = await makeExt3Image(dir, `f${seed}`);
@@ -251,4 +251,3 @@ describe.runIf(isRoot)('fuse-overlayfs reads what the Overlay wrote with redirec
   }
 });
 
-if (!isRoot) skipNote('the kernel overlay and fuse-overlayfs as oracles of the Overlay', 'loop mounts need root');
