@@ -43,8 +43,14 @@ let lower = '';
 function mount(args: string[]): void {
   execFileSync('mount', args, { stdio: ['ignore', 'ignore', 'pipe'] });
 }
+/** Unmounts, retrying while busy (a FUSE daemon or helper still letting go); throws if it stays mounted. */
 function umount(path: string): void {
-  spawnSync('umount', [path]);
+  for (let i = 0; i < 100; i++) {
+    if (spawnSync('umount', [path]).status === 0) return;
+    if (spawnSync('mountpoint', ['-q', path]).status !== 0) return;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+  }
+  throw new Error(`${path}: still mounted after 10 s of umount attempts`);
 }
 
 async function lowerModel(): Promise<ModelFs> {
@@ -236,6 +242,7 @@ describeIf(isRoot, 'loop mounts need root')('fuse-overlayfs reads what the Overl
             }
           } finally {
             spawnSync('fusermount3', ['-u', m]);
+            umount(m);
           }
         } finally {
           umount(u);
