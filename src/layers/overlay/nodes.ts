@@ -39,6 +39,8 @@ export interface Node {
   dead: boolean;
   /** The merged listing, until this directory changes. */
   listing: readonly import('../../engine.js').DirEntry[] | null;
+  /** Lookup results (name -> node id, or null: nothing visible), until this directory changes. */
+  children: Map<string, InodeId | null> | null;
 }
 
 export function layerKey(layer: number, id: InodeId): string {
@@ -54,8 +56,8 @@ export class NodeTable {
     return this.byId.size;
   }
 
-  create(fields: Omit<Node, 'id' | 'refs' | 'dead' | 'listing' | 'ino' | 'indexed'> & { ino?: number | null }): Node {
-    const node: Node = { ...fields, id: this.next++, refs: 0, dead: false, listing: null, ino: fields.ino ?? null, indexed: null };
+  create(fields: Omit<Node, 'id' | 'refs' | 'dead' | 'listing' | 'children' | 'ino' | 'indexed'> & { ino?: number | null }): Node {
+    const node: Node = { ...fields, id: this.next++, refs: 0, dead: false, listing: null, children: null, ino: fields.ino ?? null, indexed: null };
     this.byId.set(node.id, node);
     this.byKey.set(node.key, node);
     return node;
@@ -98,6 +100,7 @@ export class NodeTable {
     let dropped = 0;
     for (const n of [...this.byId.values()]) {
       n.listing = null;
+      n.children = null;
       if (needed.has(n)) continue;
       this.byId.delete(n.id);
       if (this.byKey.get(n.key) === n) this.byKey.delete(n.key);

@@ -189,6 +189,12 @@ export class Overlay implements WritableFs {
     }
   }
 
+  /** Directory `n`'s names changed: its listing and lookup results are rebuilt on next use. */
+  private changed(n: Node): void {
+    n.listing = null;
+    n.children = null;
+  }
+
   /** Nodes in the table (bounded by nodeLimit between namespace operations). */
   get nodeCount(): number {
     return this.nodes.size;
@@ -328,13 +334,19 @@ export class Overlay implements WritableFs {
     const d = this.dirNode(dir);
     if (isWhiteoutName(name)) return null;
     if (name.length > NAME_MAX) throw withErrno('ENAMETOOLONG');
+    const k = name.toString('latin1');
+    const hit = d.children?.get(k);
+    // A cached result is as good as a locked lookup: every change to d's names clears the cache under the lock.
+    if (hit === null) return null;
+    if (hit !== undefined && this.nodes.get(hit)) return hit;
     return this.lock.exclusive(async () => {
       // Between namespace operations (lock held, no node in use by one): the table is bounded.
       this.nodes.sweep(this.nodeLimit, this.root, d);
       const p = await this.resolved(d);
       const r = await resolveChild(this.stack, this.hasUpper, p, name);
-      if (r.type === null) return null;
-      return this.bind(p, name, r).id;
+      const id = r.type === null ? null : this.bind(p, name, r).id;
+      (p.children ??= new Map()).set(k, id);
+      return id;
     });
   }
 
@@ -490,7 +502,7 @@ export class Overlay implements WritableFs {
     const built = await buildCopy(this.stack, ops, src, ino);
     await this.installCopy(built.tmp, parentUpper, n.name);
     await this.adoptUpper(n, built.id);
-    n.parent!.listing = null;
+    this.changed(n.parent!);
     return built.id;
   }
 
@@ -523,7 +535,7 @@ export class Overlay implements WritableFs {
     }
     await this.installCopy(built.tmp, parentUpper, n.name);
     await this.adoptUpper(n, built.id);
-    n.parent!.listing = null;
+    this.changed(n.parent!);
     return built.id;
   }
 
@@ -577,7 +589,7 @@ export class Overlay implements WritableFs {
     const pu = await this.copyUpDir(parent);
     await ops.fs.link(n.upper, pu, name);
     await this.addLowerLinks(n.upper, -1);
-    parent.listing = null;
+    this.changed(parent);
   }
 
   /**
@@ -690,7 +702,7 @@ export class Overlay implements WritableFs {
       } else {
         id = await make(pu, name);
       }
-      p.listing = null;
+      this.changed(p);
       const n = this.nodes.byLayerKey(layerKey(0, id));
       if (n) return n.id;
       const node = this.nodes.create({
@@ -751,7 +763,7 @@ export class Overlay implements WritableFs {
         await ops.fs.link(u, pu, name);
         if (r.upperWhiteout === 'fuse') await ops.dropFuseWhiteout(pu, name);
       }
-      p.listing = null;
+      this.changed(p);
     });
   }
 
@@ -796,7 +808,7 @@ export class Overlay implements WritableFs {
         await writeWhiteout(ops.fs, pu, name, ops.encoding, ROOT_OWNER);
         if (await this.isIndexed(n)) await this.addLowerLinks(n.upper!, -1);
       }
-      p.listing = null;
+      this.changed(p);
       await this.afterNameGone(n);
     });
   }
@@ -829,7 +841,7 @@ export class Overlay implements WritableFs {
       } else {
         await writeWhiteout(ops.fs, pu, name, ops.encoding, ROOT_OWNER);
       }
-      p.listing = null;
+      this.changed(p);
       this.nodes.kill(n);
     });
   }
@@ -907,7 +919,7 @@ export class Overlay implements WritableFs {
       await ops.dropWhiteouts(upper);
       d.lowers = [];
       d.lower = null;
-      d.listing = null;
+      this.changed(d);
     }
   }
 
@@ -956,8 +968,8 @@ export class Overlay implements WritableFs {
         src.name = Buffer.from(newName);
         dst!.parent = op;
         dst!.name = Buffer.from(oldName);
-        op.listing = null;
-        np.listing = null;
+        this.changed(op);
+        this.changed(np);
         return;
       }
       if (dst && rt.type !== 'd') await this.upBeforeRemoval(np, newName, rt, dst);
@@ -976,8 +988,8 @@ export class Overlay implements WritableFs {
       if (rt.upperWhiteout === 'fuse') await ops.dropFuseWhiteout(npu, newName);
       src.parent = np;
       src.name = Buffer.from(newName);
-      op.listing = null;
-      np.listing = null;
+      this.changed(op);
+      this.changed(np);
       if (dst) await this.afterNameGone(dst);
     });
   }
