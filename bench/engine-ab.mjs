@@ -12,6 +12,7 @@
  * process with both builds loaded.
  *
  *   node bench/engine-ab.mjs A_DIST B_DIST [IMAGE] [--reps N] [--only walk,read-all,stall]
+ *   (AB_OPTS='{"dataCacheBytes":16777216}' passes engine options to both; AB_RAW=1 prints every run)
  *
  * The page cache is warm (the image is read once first): this measures the
  * engine's CPU, which is what A/B differ in.
@@ -111,7 +112,7 @@ async function measure(mod, work) {
   const g0 = gcMs;
   const c0 = process.cpuUsage();
   const t0 = performance.now();
-  const fs = await mod.openImage(image);
+  const fs = await mod.openImage(image, JSON.parse(process.env.AB_OPTS ?? '{}'));
   const r = await walk(fs, work === 'read-all');
   await fs.close();
   const wall = (performance.now() - t0) / 1000;

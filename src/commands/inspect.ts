@@ -2,7 +2,7 @@ import { type Command, InvalidArgumentError } from 'commander';
 import { fileTypeOf } from '../engine.js';
 import { FsError, UsageError } from '../errors.js';
 import { openImage } from '../image/index.js';
-import { writeWithBackpressure } from '../io/write-stream.js';
+import { LineWriter, writeWithBackpressure } from '../io/write-stream.js';
 import { lsLines } from '../inspect/ls.js';
 import { writeManifest } from '../inspect/manifest.js';
 import { normalizePath, resolvePath } from '../inspect/path.js';
@@ -66,9 +66,11 @@ export function registerInspectCommands(program: Command): void {
           // As GNU ls: a symlink named on the command line is followed unless -l.
           const id = await resolvePath(fs, path, { followLast: !opts.l });
           const shown = Buffer.from(path === '' ? '/' : path);
-          const nl = Buffer.from('\n');
-          for await (const line of lsLines(fs, id, shown, { long: !!opts.l, recursive: !!opts.R })) {
-            await writeWithBackpressure(process.stdout, Buffer.concat([line, nl]));
+          const out = new LineWriter(process.stdout);
+          try {
+            for await (const line of lsLines(fs, id, shown, { long: !!opts.l, recursive: !!opts.R })) await out.line(line);
+          } finally {
+            await out.flush();
           }
         });
       } finally {
@@ -91,7 +93,8 @@ export function registerInspectCommands(program: Command): void {
           if (fileTypeOf(st.mode) === 'd') throw new FsError('EISDIR');
           if (fileTypeOf(st.mode) !== 'f') throw new UsageError(`${normalizePath(path).toString()}: not a regular file`, image);
           for (let pos = 0; pos < st.size; ) {
-            const chunk = await fs.read(id, pos, Math.min(1 << 20, st.size - pos));
+            // 128 KiB: one SquashFS block per read, a view rather than a joined copy.
+            const chunk = await fs.read(id, pos, Math.min(128 << 10, st.size - pos));
             if (chunk.length === 0) break;
             await writeWithBackpressure(process.stdout, chunk);
             pos += chunk.length;

@@ -31,7 +31,7 @@ import { DirLayer, openDirLayer } from '../layers/dir.js';
 import { encodingFor } from '../layers/dir/capabilities.js';
 import { openExt3Layer } from '../layers/ext3-layer.js';
 import { isUpperLayer, type Layer, type UpperLayer } from '../layers/layer.js';
-import { MemLayer } from '../layers/mem.js';
+import { openMemUpperLayer } from '../layers/mem.js';
 import { openOverlay } from '../layers/overlay/index.js';
 import { openSquashfsLayer } from '../layers/squashfs-layer.js';
 import { ofdLock } from '../native/sys.js';
@@ -241,10 +241,11 @@ async function openApptainer(req: StackRequest): Promise<Stack> {
       }
     }
     if (req.writableTmpfsMiB !== undefined) {
-      const mem = new MemLayer({ name: 'tmpfs', capBytes: req.writableTmpfsMiB * 1024 * 1024, rootMode: S_IFDIR | 0o755 });
-      const upperDir = await mem.mkdir(mem.rootId, Buffer.from('upper'), { mode: S_IFDIR | 0o755, uid: 0, gid: 0 });
-      const work = await mem.mkdir(mem.rootId, Buffer.from('work'), { mode: S_IFDIR | 0o755, uid: 0, gid: 0 });
-      upper = o.add({ name: 'tmpfs', fs: mem, root: upperDir, work, encoding: 'kernel' as const });
+      // upper/ and work/ belong to the caller, as in Apptainer's session tmpfs (so the
+      // merged root is theirs to write in); with --fakeroot that is 0, shown as the caller.
+      const owner = req.fakeroot ? { uid: 0, gid: 0 } : { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+      const mem = await openMemUpperLayer({ name: 'tmpfs', capBytes: req.writableTmpfsMiB * 1024 * 1024, rootMode: S_IFDIR | 0o755, ...owner });
+      upper = o.add({ name: 'tmpfs', fs: mem.fs, root: mem.root, work: mem.work, encoding: 'kernel' as const });
     }
     if (!upper && lowers.length === 1 && !req.fakeroot) {
       // Nothing to merge: the image is served as it is (read-only).

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { devMajor, devMinor, fileTypeOf, type InodeId, type ReadableFs, type Stat } from '../engine.js';
 import { atPath, CorruptError, FsError } from '../errors.js';
-import { writeWithBackpressure } from '../io/write-stream.js';
+import { LineWriter } from '../io/write-stream.js';
 import { normalizePath, resolvePath } from './path.js';
 
 /**
@@ -15,8 +15,9 @@ import { normalizePath, resolvePath } from './path.js';
  * in DATA); TYPE is one of f d l c b p s; MODE 4 octal digits; SIZE bytes for
  * f and l, else "-"; MTIME integer seconds; DATA the sha256 of the content (f),
  * the target (l), MAJOR:MINOR (c, b), else "-"; XATTRS "-" or name=BASE64
- * pairs sorted by name and joined by ",". Lines are bytes: names are written
- * as stored, not re-encoded.
+ * pairs sorted by the name's bytes and joined by ",", names escaped as PATH.
+ * Lines are bytes: names (file and xattr) are written as stored, not
+ * re-encoded.
  *
  * Order is by the raw (unescaped) path bytes. A depth-first walk produces it
  * without sorting the whole tree: within a directory, an entry "x" sorts as
@@ -26,7 +27,12 @@ import { normalizePath, resolvePath } from './path.js';
  * directory listing per level.
  */
 
-const HASH_CHUNK = 1 << 20;
+/**
+ * Bytes hashed per read: 128 KiB, the largest SquashFS block, so a read is
+ * one cached block (a view, no copy); 1 MiB reads joined eight blocks into a
+ * fresh buffer each time.
+ */
+const HASH_CHUNK = 128 << 10;
 /** Entries of one directory whose lines are computed concurrently. */
 const LOOKAHEAD = 8;
 const SLASH = Buffer.from('/');
@@ -93,7 +99,7 @@ export async function manifestLine(fs: ReadableFs, id: InodeId, path: Buffer, st
 async function entryLine(fs: ReadableFs, id: InodeId, path: Buffer, st?: Stat): Promise<Buffer> {
   const s = st ?? (await fs.getattr(id));
   const type = fileTypeOf(s.mode);
-  if (type === null) throw new CorruptError(`${path.toString()}: invalid file type in mode 0${s.mode.toString(8)}`, fs.name);
+  if (type === null) throw new CorruptError(`invalid file type in mode 0${s.mode.toString(8)}`, fs.name);
   let size = '-';
   let data: string | Buffer = '-';
   if (type === 'f') {
@@ -181,8 +187,12 @@ async function* walk(fs: ReadableFs, dir: InodeId, prefix: Buffer, seen: Set<Ino
   }
 }
 
-/** Writes the manifest to a stream, one line at a time, honouring backpressure. */
+/** Writes the manifest to a stream in batches of lines, honouring backpressure (lines before a failure are written). */
 export async function writeManifest(fs: ReadableFs, path: string | Buffer, out: Writable): Promise<void> {
-  const nl = Buffer.from('\n');
-  for await (const line of manifestLines(fs, path)) await writeWithBackpressure(out, Buffer.concat([line, nl]));
+  const lines = new LineWriter(out);
+  try {
+    for await (const line of manifestLines(fs, path)) await lines.line(line);
+  } finally {
+    await lines.flush();
+  }
 }

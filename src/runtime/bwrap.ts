@@ -20,9 +20,24 @@ export interface BindSpec {
   readonly: boolean;
 }
 
+/** A top-level entry of the tree, for the underlay (see BwrapPlan.underlay). */
+export interface TopEntry {
+  name: string;
+  kind: 'dir' | 'file' | 'link';
+  /** A symlink's target. */
+  target?: string;
+}
+
 export interface BwrapPlan {
   /** The merged tree, mounted. */
   root: string;
+  /**
+   * When the tree lacks a mount point bwrap needs (/dev, /proc, /tmp) and
+   * cannot have one made in it (read-only): its top-level entries, to be
+   * bound one by one onto an empty root (Apptainer's "underlay"). Writes at
+   * the top level then go to that root, not the image.
+   */
+  underlay?: TopEntry[];
   /** Host directories to bind at the same path (home, cwd, /tmp), already checked to exist. */
   defaultBinds: string[];
   binds: BindSpec[];
@@ -63,7 +78,18 @@ export const ENV_PRELUDE =
   'while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do export "$1"; shift; done; shift; exec "$@"';
 
 export function bwrapArgs(plan: BwrapPlan): string[] {
-  const a: string[] = ['--bind', plan.root, '/', '--dev', '/dev', '--proc', '/proc', '--die-with-parent'];
+  const a: string[] = [];
+  if (plan.underlay) {
+    a.push('--tmpfs', '/');
+    for (const e of plan.underlay) {
+      const src = `${plan.root}/${e.name}`;
+      if (e.kind === 'link') a.push('--symlink', e.target ?? '', `/${e.name}`);
+      else a.push('--bind', src, `/${e.name}`);
+    }
+  } else {
+    a.push('--bind', plan.root, '/');
+  }
+  a.push('--dev', '/dev', '--proc', '/proc', '--die-with-parent');
   if (plan.contain) {
     a.push('--tmpfs', '/tmp');
   } else {

@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { spawn } from 'node:child_process';
 import { UsageError } from '../errors.js';
-import { bwrapArgs, parseBind, type BindSpec } from './bwrap.js';
+import { bwrapArgs, parseBind, type BindSpec, type BwrapPlan, type TopEntry } from './bwrap.js';
 
 export interface ContainerOptions {
   overlays: string[];
@@ -33,7 +33,7 @@ export interface ContainerOptions {
 
 export type Action = { kind: 'exec'; argv: string[] } | { kind: 'run'; args: string[] } | { kind: 'shell'; shell?: string };
 
-const SIFUSE_BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'sifuse');
+export const SIFUSE_BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'sifuse');
 
 /** The flags `sifuse mount` takes for the same layers. */
 export function mountFlags(o: ContainerOptions): string[] {
@@ -45,7 +45,7 @@ export function mountFlags(o: ContainerOptions): string[] {
   return f;
 }
 
-async function requireBwrap(): Promise<void> {
+export async function requireBwrap(): Promise<void> {
   const v = await execa('bwrap', ['--version'], { reject: false });
   if ((v as { code?: string }).code === 'ENOENT') {
     throw new UsageError('bwrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)', 'bwrap');
@@ -94,6 +94,25 @@ function isDir(p: string): boolean {
   }
 }
 
+/**
+ * The underlay for a tree that lacks a mount point bwrap must make and
+ * cannot (a read-only tree): its top-level entries, or undefined when the
+ * tree can be bound as `/` as it is.
+ */
+function underlayFor(root: string, contain: boolean): TopEntry[] | undefined {
+  const needed = contain ? ['dev', 'proc', 'tmp'] : ['dev', 'proc', 'tmp', 'sys'];
+  if (needed.every((d) => isDir(path.join(root, d)))) return undefined;
+  const out: TopEntry[] = [];
+  for (const name of fs.readdirSync(root)) {
+    if (['dev', 'proc'].includes(name)) continue;
+    const st = fs.lstatSync(path.join(root, name));
+    if (st.isSymbolicLink()) out.push({ name, kind: 'link', target: fs.readlinkSync(path.join(root, name)) });
+    else if (st.isDirectory()) out.push({ name, kind: 'dir' });
+    else if (st.isFile()) out.push({ name, kind: 'file' });
+  }
+  return out;
+}
+
 /** What runs inside for each action, decided by looking at the mounted tree. */
 function commandFor(action: Action, root: string, image: string): { argv: string[]; shell: string | null } {
   const shell = ['/bin/sh', '/bin/bash'].find((s) => isFile(path.join(root, s))) ?? null;
@@ -113,10 +132,87 @@ function commandFor(action: Action, root: string, image: string): { argv: string
   }
 }
 
-/** Runs the action in the image; resolves to the exit status for sifuse to exit with. */
+/**
+ * Host directories never bound over the container's own: `/` and its system
+ * trees (a user whose home or working directory is /, /root, /usr/...
+ * would otherwise replace the image with the host).
+ */
+const SYSTEM_DIRS = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32', 'usr', 'etc', 'var', 'opt', 'boot', 'dev', 'proc', 'sys', 'run', 'srv', 'root', '.singularity.d'];
+
+function bindable(hostDir: string): boolean {
+  const parts = path.resolve(hostDir).split('/').filter(Boolean);
+  return parts.length > 0 && !SYSTEM_DIRS.includes(parts[0]!);
+}
+
+/** The bwrap plan for an action in the tree mounted at `mnt`. */
+export function planFor(mnt: string, action: Action, o: ContainerOptions, image: string): BwrapPlan {
+  const binds = checkBinds(o.binds);
+  const { argv, shell } = commandFor(action, mnt, image);
+  const home = os.homedir();
+  const cwd = o.pwd ?? process.cwd();
+  // The mount points bwrap makes must exist in the tree: a caller cannot create
+  // them in an image's root directory (root's, 0755), so without them the
+  // tree's top level is bound entry by entry onto an empty root instead.
+  const underlay = underlayFor(mnt, o.contain);
+  const defaultBinds: string[] = [];
+  if (!o.contain) {
+    for (const d of ['/tmp', home, process.cwd()]) {
+      // A bind target bwrap would have to create inside the image is skipped
+      // rather than written into the overlay (Apptainer puts such mount
+      // points in its session directory, never in the image).
+      const inside = underlay && d.split('/').filter(Boolean).length === 1 ? true : isDir(path.join(mnt, d));
+      // A directory inside one already bound needs no bind of its own.
+      const covered = defaultBinds.some((b) => d === b || d.startsWith(`${b}/`));
+      if (bindable(d) && isDir(d) && inside && !covered) defaultBinds.push(d);
+    }
+  }
+  return {
+    root: mnt,
+    underlay,
+    defaultBinds,
+    binds,
+    contain: o.contain,
+    fakeroot: o.fakeroot,
+    cwd: isDir(path.join(mnt, cwd)) ? cwd : '/',
+    env: o.env,
+    shell,
+    argv,
+    image: path.resolve(image),
+  };
+}
+
+/** Runs bwrap in the foreground; resolves to the status sifuse exits with. */
+function runBwrap(args: string[]): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const child = spawn('bwrap', args, { stdio: 'inherit' });
+    // The terminal sends Ctrl-C to the whole process group; a kill aimed at
+    // sifuse alone is passed on, so the command can clean up itself.
+    const forward = (sig: NodeJS.Signals) => child.kill(sig);
+    const sigs: NodeJS.Signals[] = ['SIGTERM', 'SIGHUP', 'SIGINT', 'SIGQUIT'];
+    for (const s of sigs) process.on(s, forward);
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      for (const s of sigs) process.removeListener(s, forward);
+      resolve(code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 0));
+    });
+  });
+}
+
+const INSTANCE = 'instance://';
+
+/**
+ * Runs the action in the image (or in the running instance named by
+ * `instance://NAME`); resolves to the exit status for sifuse to exit with.
+ */
 export async function runContainer(image: string, action: Action, o: ContainerOptions): Promise<number> {
   await requireBwrap();
-  const binds = checkBinds(o.binds);
+  checkBinds(o.binds);
+  if (image.startsWith(INSTANCE)) {
+    if (mountFlags(o).length > 0) throw new UsageError('overlay flags belong to `instance start`, not to a command run in the instance', image);
+    const { instanceMountpoint } = await import('./instance.js');
+    const mnt = instanceMountpoint(image.slice(INSTANCE.length));
+    return runBwrap(bwrapArgs(planFor(mnt, action, o, image)));
+  }
   const mnt = makeMountPoint();
   let mounted = false;
   try {
@@ -127,43 +223,7 @@ export async function runContainer(image: string, action: Action, o: ContainerOp
       return m.exitCode ?? 1;
     }
     mounted = true;
-    const { argv, shell } = commandFor(action, mnt, image);
-    const home = os.homedir();
-    const cwd = o.pwd ?? process.cwd();
-    const defaultBinds: string[] = [];
-    if (!o.contain) {
-      for (const d of ['/tmp', home, process.cwd()]) {
-        // A bind target bwrap would have to create inside the image is skipped
-        // rather than written into the overlay (Apptainer puts such mount
-        // points in its session directory, never in the image).
-        if (isDir(d) && isDir(path.join(mnt, d)) && !defaultBinds.includes(d)) defaultBinds.push(d);
-      }
-    }
-    const args = bwrapArgs({
-      root: mnt,
-      defaultBinds,
-      binds,
-      contain: o.contain,
-      fakeroot: o.fakeroot,
-      cwd: isDir(path.join(mnt, cwd)) ? cwd : '/',
-      env: o.env,
-      shell,
-      argv,
-      image: path.resolve(image),
-    });
-    return await new Promise<number>((resolve, reject) => {
-      const child = spawn('bwrap', args, { stdio: 'inherit' });
-      // The terminal sends Ctrl-C to the whole process group; a kill aimed at
-      // sifuse alone is passed on, so the command can clean up itself.
-      const forward = (sig: NodeJS.Signals) => child.kill(sig);
-      const sigs: NodeJS.Signals[] = ['SIGTERM', 'SIGHUP', 'SIGINT', 'SIGQUIT'];
-      for (const s of sigs) process.on(s, forward);
-      child.on('error', reject);
-      child.on('exit', (code, signal) => {
-        for (const s of sigs) process.removeListener(s, forward);
-        resolve(code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 0));
-      });
-    });
+    return await runBwrap(bwrapArgs(planFor(mnt, action, o, image)));
   } finally {
     if (mounted) {
       const u = await execa(SIFUSE_BIN, ['umount', mnt], { reject: false });

@@ -4,7 +4,8 @@ import { LRUCache } from 'lru-cache';
  * A byte-bounded cache of decoded blocks keyed by their position in the image.
  *
  * Policy: least-recently-used eviction once the decoded bytes held pass
- * `maxBytes` (each entry counts its length plus a fixed overhead, so many tiny
+ * `maxBytes` (each entry counts its length plus a fixed overhead for its key
+ * and the LRU's bookkeeping, about 100 bytes in lru-cache 11, so many tiny
  * entries cannot exceed the budget either). A block being loaded is held in
  * `inflight` until it settles, so concurrent requests for the same block share
  * one read and one decompression; a failed load is not cached, and the next
@@ -20,7 +21,7 @@ export class BlockCache<V extends { length: number }> {
   hits = 0;
   misses = 0;
 
-  constructor(maxBytes: number, overhead = 64) {
+  constructor(maxBytes: number, overhead = 128) {
     this.lru = new LRUCache<number, V>({
       maxSize: Math.max(1, maxBytes),
       sizeCalculation: (v) => v.length + overhead,

@@ -1,5 +1,4 @@
 import type { ByteSource } from '../io/byte-source.js';
-import { ScratchPool } from '../io/scratch-pool.js';
 import { CorruptError } from '../errors.js';
 import type { BlockCache } from './cache.js';
 import type { Decompressor } from './compress/index.js';
@@ -25,9 +24,21 @@ export interface MetaBlock {
   readonly length: number;
 }
 
+/**
+ * Bytes read per cold metadata block: the block plus what follows it. Tables
+ * are runs of blocks, and walks read them in order, so the blocks after the
+ * one asked for are kept (compressed, not decoded) for the next miss: one
+ * pread per WINDOW instead of one per 8 KiB block. Each pread is a hop through
+ * libuv's thread pool, and on a loaded machine the hops, not the bytes, are
+ * the cost (bench/engine-ab.mjs walk).
+ */
+const WINDOW = 64 * 1024;
+/** Compressed blocks held from windows, at most (a few windows' worth). */
+const AHEAD_MAX = 128;
+
 export class MetadataReader {
-  /** Compressed blocks are read into these (header + the largest block) and inflated from them. */
-  private readonly scratch = new ScratchPool(2 + METADATA_SIZE);
+  /** Blocks read as part of an earlier window, not decoded yet: position -> header + data. */
+  private readonly ahead = new Map<number, Buffer>();
 
   constructor(
     private readonly source: ByteSource,
@@ -50,28 +61,42 @@ export class MetadataReader {
     if (!Number.isSafeInteger(pos) || pos < 0 || pos + 2 > this.limit) {
       throw new CorruptError(`metadata block at ${pos} lies outside the filesystem`);
     }
-    // One read covers the header and the largest possible block, so a cold
-    // block costs one I/O rather than two.
-    const want = Math.min(2 + METADATA_SIZE, this.limit - pos);
-    let chunk: Buffer;
-    let pooled: Buffer | null = null;
-    if (this.source.readInto) {
-      pooled = this.scratch.take();
-      try {
-        await this.source.readInto(pooled, pos, want);
-      } catch (err) {
-        this.scratch.give(pooled);
-        throw err;
+    const held = this.ahead.get(pos);
+    if (held) {
+      this.ahead.delete(pos);
+      return this.decodeBlock(pos, held);
+    }
+    // One read covers the header, the largest possible block and the blocks
+    // after it, so a cold block costs one I/O rather than two.
+    const window = await this.source.read(pos, Math.min(WINDOW, this.limit - pos));
+    const block = this.decodeBlock(pos, window);
+    this.holdFollowing(block.next, pos, window);
+    return block;
+  }
+
+  /**
+   * Keeps the whole blocks of `window` (read at `start`) from `from` on.
+   * Only the chain from the block asked for is followed, so these are the
+   * same bytes a read at each position would return; sizes are checked again
+   * when each is decoded.
+   */
+  private holdFollowing(from: number, start: number, window: Buffer): void {
+    const end = start + window.length;
+    let p = from;
+    while (p + 2 <= end) {
+      const size = window.readUInt16LE(p - start) & 0x7fff;
+      if (size === 0 || size > METADATA_SIZE || p + 2 + size > end) break;
+      if (!this.cache.has(p)) {
+        if (this.ahead.size >= AHEAD_MAX) this.ahead.delete(this.ahead.keys().next().value!);
+        this.ahead.set(p, window.subarray(p - start, p - start + 2 + size));
       }
-      chunk = pooled.subarray(0, want);
-    } else {
-      chunk = await this.source.read(pos, want);
+      p += 2 + size;
     }
-    try {
-      return this.decodeBlock(pos, chunk);
-    } finally {
-      if (pooled) this.scratch.give(pooled);
-    }
+  }
+
+  /** Drops the compressed blocks held from windows. */
+  clear(): void {
+    this.ahead.clear();
   }
 
   /** The block at `pos` from `chunk` (its header and data; the chunk is not kept). */
@@ -81,7 +106,7 @@ export class MetadataReader {
     const compressed = (hdr & 0x8000) === 0;
     if (size === 0 || size > METADATA_SIZE) throw new CorruptError(`metadata block at ${pos} has invalid size ${size}`);
     if (pos + 2 + size > this.limit) throw new CorruptError(`metadata block at ${pos} runs past the end of the filesystem`);
-    // Uncompressed blocks are kept: copy them out so the 8 KiB chunk is not pinned.
+    // Uncompressed blocks are kept: copy them out so the window is not pinned.
     const raw = compressed ? chunk.subarray(2, 2 + size) : Buffer.from(chunk.subarray(2, 2 + size));
     let data: Buffer;
     if (compressed) {

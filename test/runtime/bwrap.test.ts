@@ -82,6 +82,25 @@ describe('bwrap command line', () => {
     expect((await bwrap(plan({ argv: ['id', '-u'] }))).stdout).toBe(String(me));
   });
 
+  it('binds a tree without /dev, /proc or /tmp entry by entry onto an empty root (underlay)', async () => {
+    const bare = path.join(dir, 'bare');
+    fs.mkdirSync(bare);
+    for (const name of fs.readdirSync(root)) {
+      if (!['dev', 'proc', 'sys', 'tmp'].includes(name)) fs.cpSync(path.join(root, name), path.join(bare, name), { recursive: true, verbatimSymlinks: true });
+    }
+    fs.chmodSync(bare, 0o555);
+    const underlay = fs.readdirSync(bare).map((name) => {
+      const st = fs.lstatSync(path.join(bare, name));
+      return st.isSymbolicLink()
+        ? { name, kind: 'link' as const, target: fs.readlinkSync(path.join(bare, name)) }
+        : { name, kind: st.isDirectory() ? ('dir' as const) : ('file' as const) };
+    });
+    const r = await bwrap(plan({ root: bare, underlay, contain: false, defaultBinds: ['/tmp'], argv: ['sh', '-c', 'ls /proc/self/ >/dev/null && test -d /tmp && cat /etc/passwd | head -1 && ls /dev/null'] }));
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('root:x:0:0:root:/root:/bin/sh\n/dev/null');
+    expect(fs.existsSync(path.join(bare, 'dev'))).toBe(false);
+  });
+
   it('works without a shell in the image: --env through bwrap itself', async () => {
     const r = await bwrap(plan({ shell: null, env: ['ONLY=flag'], argv: ['/bin/sh', '-c', 'echo "$ONLY|$FROM_IMAGE"'] }));
     expect(r.stdout).toBe('flag|');
