@@ -13,6 +13,7 @@ import { execa } from 'execa';
 import {
   expectSameManifest, isRoot, makeTempDir, mksquashfs, removeTempDir, repoRoot, skipNote, treeManifest,
 } from '../tools/helpers.js';
+import { skipBecause } from '../tools/skip.js';
 import { cleanup, fuseAvailable, isMounted, logTail, mount, umount } from './helpers.js';
 
 const why = fuseAvailable();
@@ -36,8 +37,8 @@ afterAll(async () => {
 });
 
 describe('sifuse mount -o lowerdir=...,upperdir=...,workdir=...', () => {
-  it('merges host directories top first, writes into upperdir, and matches the kernel overlayfs view', async () => {
-    if (why) return skipNote('fuse-overlayfs form', why);
+  it('merges host directories top first, writes into upperdir, and matches the kernel overlayfs view', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     const r = join(dir, 'a');
     layout(r);
     const mnt = join(r, 'mnt');
@@ -75,8 +76,8 @@ describe('sifuse mount -o lowerdir=...,upperdir=...,workdir=...', () => {
     }
   }, 300_000);
 
-  it('takes a SquashFS image as a lower, read-only without upperdir', async () => {
-    if (why) return skipNote('fuse-overlayfs form', why);
+  it('takes a SquashFS image as a lower, read-only without upperdir', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     const r = join(dir, 'b');
     layout(r);
     await mksquashfs(join(r, 'l2'), join(r, 'l2.sqfs'));
@@ -92,8 +93,8 @@ describe('sifuse mount -o lowerdir=...,upperdir=...,workdir=...', () => {
     }
   }, 120_000);
 
-  it("mount.fuse.sifuse takes mount(8)'s argument order", async () => {
-    if (why) return skipNote('mount helper', why);
+  it("mount.fuse.sifuse takes mount(8)'s argument order", async (ctx) => {
+    if (why) skipBecause(ctx, why);
     const r = join(dir, 'c');
     layout(r);
     const mnt = join(r, 'mnt');

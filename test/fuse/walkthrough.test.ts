@@ -20,6 +20,7 @@ import {
   expectSameManifest, isRoot, makeSif, makeTempDir, mksquashfs, removeTempDir, sifuseBin, skipNote, treeManifest,
 } from '../tools/helpers.js';
 import { SifImage } from '../../src/sif/index.js';
+import { skipBecause } from '../tools/skip.js';
 import { cleanup, fuseAvailable, isMounted, logTail, sh } from './helpers.js';
 
 const USER = 'sifusetest';
@@ -83,8 +84,8 @@ const INSTALL = `
 const CHECK = `cat mnt/opt/app/data/file && mnt/opt/app/hi && stat -c '%a %u' mnt/opt/app/hello`;
 
 describe('the persistent-overlays walkthrough, as an unprivileged user', () => {
-  it('an ext3 overlay image persists across mounts, is gone without it, and fscks clean', async () => {
-    if (why) return skipNote('walkthrough', why);
+  it('an ext3 overlay image persists across mounts, is gone without it, and fscks clean', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     await as(`${S} overlay create --size 256 ov.img`);
     await as(`${S} mount --log log --fakeroot --overlay ov.img base.sif mnt && ${INSTALL} && ${S} umount mnt`);
     expect(await as(`${S} mount --log log --fakeroot --overlay ov.img base.sif mnt && ${CHECK}; ${S} umount mnt`)).toBe(
@@ -134,8 +135,8 @@ describe('the persistent-overlays walkthrough, as an unprivileged user', () => {
 
   // As root: a host directory cannot hold the root-owned copies of the image's
   // directories for an unprivileged user (the DirLayer stores real owners).
-  it('a directory overlay persists in DIR/upper (as root)', async () => {
-    if (why) return skipNote('walkthrough', why);
+  it('a directory overlay persists in DIR/upper (as root)', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     await as('mkdir -p my_overlay', null);
     await as(`${S} mount --log log --overlay my_overlay/ base.sif mnt && ${INSTALL} && ${S} umount mnt`, null);
     expect(await as('cat my_overlay/upper/opt/app/data/file', null)).toBe('persistent');
@@ -146,8 +147,8 @@ describe('the persistent-overlays walkthrough, as an unprivileged user', () => {
       .toBe('gone');
   }, 300_000);
 
-  it('--writable writes into the overlay partition added to the SIF; without it the partition is a read-only lower', async () => {
-    if (why) return skipNote('walkthrough', why);
+  it('--writable writes into the overlay partition added to the SIF; without it the partition is a read-only lower', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     await as(`cp base.sif part.sif && ${S} overlay create --size 128 part.img && ` +
       `${S} sif add --datatype 4 --partfs 2 --parttype 4 --partarch 2 --groupid 1 part.sif part.img`);
     await as(`${S} mount --log log --fakeroot --writable part.sif mnt && ${INSTALL} && ${S} umount mnt`);
@@ -162,8 +163,8 @@ describe('the persistent-overlays walkthrough, as an unprivileged user', () => {
     expect(noPart.stderr).toMatch(/no SIF writable overlay partition found/);
   }, 300_000);
 
-  it('--writable-tmpfs is capped and discarded at unmount', async () => {
-    if (why) return skipNote('walkthrough', why);
+  it('--writable-tmpfs is capped and discarded at unmount', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     const out = await as(`${S} mount --log log --fakeroot --writable-tmpfs=8 base.sif mnt && mkdir mnt/tmpdir && echo t > mnt/tmpdir/f && ` +
       `cat mnt/tmpdir/f && (head -c 16M /dev/zero > mnt/tmpdir/big 2>err && echo fit || grep -c 'No space left' err); ` +
       `${S} umount mnt`);
