@@ -19,6 +19,7 @@ const MODULES = {
   manifest: 'manifest.mjs',
   'ext3-smallfiles': 'ext3-smallfiles.mjs',
   'ext3-ops': 'ext3-ops.mjs',
+  'fuse-read': 'fuse-read.mjs',
 };
 
 const args = process.argv.slice(2);

@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import { spawn, execFile } from 'node:child_process';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { isFileProblem, FsError, UsageError } from '../errors.js';
-import { serve } from '../fuse/serve.js';
+import { clearDeadMount, serve } from '../fuse/serve.js';
 import { openStack, parseOverlayfsOptions, type StackRequest } from '../fuse/stack.js';
 
 interface MountFlags {
@@ -67,6 +67,11 @@ function tmpfsMiB(v: string | boolean | undefined): number | undefined {
 
 /** The layer stack a command line asks for. */
 export function stackRequest(positional: string[], flags: MountFlags): { req: StackRequest; mountpoint: string } {
+  // `--writable-tmpfs SIF MNT`: the optional size took the SIF; only `--writable-tmpfs=MiB` (digits) is a size.
+  if (typeof flags.writableTmpfs === 'string' && !/^\d+$/.test(flags.writableTmpfs)) {
+    positional = [flags.writableTmpfs, ...positional];
+    flags = { ...flags, writableTmpfs: true };
+  }
   const ovfs = flags.o.flatMap((o) => o.split(',')).filter((o) => o !== '');
   const layerOpts = ovfs.filter((o) => /^(lowerdir|upperdir|workdir)=/.test(o));
   if (layerOpts.length > 0 || positional.length === 1) {
@@ -106,6 +111,7 @@ async function foreground(positional: string[], flags: MountFlags): Promise<void
   let pidPath: string | null = null;
   try {
     const { req, mountpoint } = stackRequest(positional, flags);
+    clearDeadMount(mountpoint);
     const st = fs.statSync(mountpoint, { throwIfNoEntry: false });
     if (st && !st.isDirectory()) throw new UsageError('mount point is not a directory', mountpoint);
     const stack = await openStack(req);

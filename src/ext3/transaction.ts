@@ -95,8 +95,9 @@ export class Transaction {
       this.timer = setTimeout(() => {
         this.timer = null;
         if (this.closed) return;
-        // commit() latches its own failure: the next call reports it, nothing to rethrow to.
-        this.queue = this.queue.then(() => this.commit()).catch(() => undefined);
+        // No caller to tell: the failure is latched (the next call reports it) and logged.
+        // (An earlier failure was already reported to its caller: nothing to commit, nothing to log.)
+        this.queue = this.queue.then(() => (this.failed === null ? this.commit().catch((err: unknown) => this.log(err)) : undefined));
       }, this.commitIntervalMs);
       this.timer.unref();
     }
@@ -114,7 +115,8 @@ export class Transaction {
    * The first commit failure, latched (as jbd2 aborts its journal): the
    * image holds the last committed state and memory is ahead of it, so from
    * then on every change, fsync, sync and close fails with EIO (reads go
-   * on). Logged once, naming the image: a timer commit has no caller to tell.
+   * on). A timer commit has no caller to tell: its failure is logged, once,
+   * naming the image (a foreground one reaches its caller instead).
    */
   private failed: unknown = null;
 
@@ -127,9 +129,16 @@ export class Transaction {
   }
 
   private latch(err: unknown): void {
-    if (this.failed !== null) return;
-    this.failed = err;
-    process.stderr.write(`sifuse: ${this.c.name}: journal commit failed, no further changes are written: ${describeProblem(err)}\n`);
+    if (this.failed === null) this.failed = err;
+  }
+
+  private logged = false;
+
+  private log(err: unknown): void {
+    if (this.logged) return;
+    this.logged = true;
+    const why = describeProblem(err);
+    process.stderr.write(`sifuse: ${this.c.name}: background journal commit failed, no further changes are written: ${why}\n`);
   }
 
   /** Commits the running transaction (callers hold the queue); a failure is latched. */

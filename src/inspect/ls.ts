@@ -1,5 +1,5 @@
 import { devMajor, devMinor, fileTypeOf, type DirEntry, type InodeId, type ReadableFs, type Stat } from '../engine.js';
-import { CorruptError } from '../errors.js';
+import { atPath, CorruptError } from '../errors.js';
 
 /**
  * `ls` and `ls -l` output over any ReadableFs. Long format follows GNU
@@ -80,7 +80,9 @@ export async function* lsLines(
   path: Buffer,
   options: { long: boolean; recursive: boolean },
 ): AsyncGenerator<Buffer> {
-  const top = await lsEntry(fs, path, id);
+  const top = await lsEntry(fs, path, id).catch((err: unknown) => {
+    throw atPath(err, path.toString());
+  });
   if (fileTypeOf(top.stat.mode) !== 'd') {
     yield* formatLs([top], options.long);
     return;
@@ -90,7 +92,9 @@ export async function* lsLines(
   let first = true;
   while (pending.length > 0) {
     const d = pending.shift()!;
-    const entries = await lsEntries(fs, d.id);
+    const entries = await lsEntries(fs, d.id).catch((err: unknown) => {
+      throw atPath(err, d.path.toString());
+    });
     if (options.recursive) {
       if (!first) yield Buffer.alloc(0);
       yield Buffer.concat([d.path, Buffer.from(':')]);

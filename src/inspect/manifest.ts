@@ -15,8 +15,9 @@ import { normalizePath, resolvePath } from './path.js';
  * in DATA); TYPE is one of f d l c b p s; MODE 4 octal digits; SIZE bytes for
  * f and l, else "-"; MTIME integer seconds; DATA the sha256 of the content (f),
  * the target (l), MAJOR:MINOR (c, b), else "-"; XATTRS "-" or name=BASE64
- * pairs sorted by name and joined by ",". Lines are bytes: names are written
- * as stored, not re-encoded.
+ * pairs sorted by the name's bytes and joined by ",", names escaped as PATH.
+ * Lines are bytes: names (file and xattr) are written as stored, not
+ * re-encoded.
  *
  * Order is by the raw (unescaped) path bytes. A depth-first walk produces it
  * without sorting the whole tree: within a directory, an entry "x" sorts as
@@ -98,7 +99,7 @@ export async function manifestLine(fs: ReadableFs, id: InodeId, path: Buffer, st
 async function entryLine(fs: ReadableFs, id: InodeId, path: Buffer, st?: Stat): Promise<Buffer> {
   const s = st ?? (await fs.getattr(id));
   const type = fileTypeOf(s.mode);
-  if (type === null) throw new CorruptError(`${path.toString()}: invalid file type in mode 0${s.mode.toString(8)}`, fs.name);
+  if (type === null) throw new CorruptError(`invalid file type in mode 0${s.mode.toString(8)}`, fs.name);
   let size = '-';
   let data: string | Buffer = '-';
   if (type === 'f') {

@@ -299,7 +299,22 @@ export class DirLayer implements WritableFs {
   }
 
   async write(id: InodeId, position: number, data: Buffer): Promise<number> {
-    return this.mutate('write', () => writeAt(this.dataFd(this.node(id), true), position, data));
+    return this.mutate('write', () => {
+      const node = this.node(id);
+      const fd = this.dataFd(node, true);
+      const before = this.statOf(node);
+      try {
+        return writeAt(fd, position, data);
+      } catch (err) {
+        // The kernel stamps mtime before it finds no space (tmpfs, ext4): a
+        // write that wrote nothing must leave the file as it was.
+        if (isSysError(err, 'ENOSPC', 'EDQUOT')) {
+          const s = sys();
+          s.utimensat(this.fdOf(node), '', 0, s.constants.UTIME_OMIT, before.mtime, before.mtimeNsec, s.constants.AT_EMPTY_PATH);
+        }
+        throw err;
+      }
+    });
   }
 
   async truncate(id: InodeId, size: number): Promise<void> {
@@ -314,7 +329,7 @@ export class DirLayer implements WritableFs {
       const fd = this.fdOf(node);
       // Owner before mode: chown clears set-id bits the mode may set again.
       if (attr.uid !== undefined || attr.gid !== undefined) s.fchownat(fd, '', attr.uid ?? -1, attr.gid ?? -1, c.AT_EMPTY_PATH);
-      if (attr.mode !== undefined) s.fchmodat(fd, '', attr.mode & 0o7777, c.AT_EMPTY_PATH);
+      if (attr.mode !== undefined) this.chmod(node, attr.mode & 0o7777);
       if (attr.atime !== undefined || attr.mtime !== undefined) {
         const a = attr.atime ?? { sec: 0, nsec: c.UTIME_OMIT };
         const m = attr.mtime ?? { sec: 0, nsec: c.UTIME_OMIT };
@@ -424,6 +439,24 @@ export class DirLayer implements WritableFs {
     return openDataFd(node, () => this.fdOf(node), this.writable, forWrite);
   }
 
+  /**
+   * chmod of exactly this inode: fchmodat2(fd, "", AT_EMPTY_PATH) (Linux 6.6);
+   * before it, fchmod on a real fd for files and directories, and no way for
+   * the others that does not resolve a name again (EOPNOTSUPP). Never chmod
+   * through /proc: a mode change must not follow anything.
+   */
+  private chmod(node: DirNode, perm: number): void {
+    const s = sys();
+    try {
+      s.fchmodat(this.fdOf(node), '', perm, s.constants.AT_EMPTY_PATH);
+    } catch (err) {
+      if (!isSysError(err, 'ENOSYS')) throw err;
+      if (node.type === 'f') s.fchmod(this.dataFd(node, false), perm);
+      else if (node.type === 'd') this.withDirFd(node, (fd) => s.fchmod(fd, perm));
+      else throw new FsError('EOPNOTSUPP', 'chmod of a special file needs fchmodat2 (Linux 6.6)');
+    }
+  }
+
   /** A short-lived O_RDONLY fd of a directory (fsync, syncfs). */
   private withDirFd<T>(node: DirNode, fn: (fd: number) => T): T {
     const s = sys();
@@ -460,7 +493,7 @@ export class DirLayer implements WritableFs {
       st = s.fstatat(fd, '', c.AT_EMPTY_PATH);
     }
     const perm = want.mode & 0o7777;
-    if (node.type !== 'l' && (st.mode & 0o7777) !== perm) s.fchmodat(fd, '', perm, c.AT_EMPTY_PATH);
+    if (node.type !== 'l' && (st.mode & 0o7777) !== perm) this.chmod(node, perm);
   }
 
   private remove(dir: InodeId, name: Buffer, directory: boolean): void {

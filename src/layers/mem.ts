@@ -30,6 +30,7 @@
  * - readdir hands out one frozen snapshot per directory version.
  */
 import {
+  S_IFDIR,
   fileTypeOf,
   typeBits,
   type DataRange,
@@ -44,6 +45,7 @@ import {
   type WritableFs,
 } from '../engine.js';
 import { FsError, InternalError, type ErrnoCode } from '../errors.js';
+import type { UpperLayer } from './layer.js';
 import { PAGE, SparseData } from './sparse-data.js';
 
 export const DEFAULT_CAP_BYTES = 64 * 1024 * 1024;
@@ -649,4 +651,24 @@ export class MemLayer implements WritableFs {
   async sync(): Promise<void> {
     this.live();
   }
+}
+
+export interface MemUpperOptions extends MemLayerOptions {
+  /** Owner of upper/ and work/ (the caller, as Apptainer makes them). */
+  uid?: number;
+  gid?: number;
+}
+
+/**
+ * The `--writable-tmpfs` upper as the Overlay takes it: a fresh MemLayer
+ * holding `upper/` (the layer) and `work/` (scratch for copy-up), 0755 and
+ * owned by the caller, writing the kernel's whiteout encoding (char 0/0,
+ * trusted.overlay.*), as a kernel overlay over a tmpfs upper would.
+ */
+export async function openMemUpperLayer(options: MemUpperOptions = {}): Promise<UpperLayer & { fs: MemLayer }> {
+  const fs = new MemLayer(options);
+  const owner = { uid: options.uid ?? 0, gid: options.gid ?? 0 };
+  const root = await fs.mkdir(fs.rootId, Buffer.from('upper'), { mode: S_IFDIR | 0o755, ...owner });
+  const work = await fs.mkdir(fs.rootId, Buffer.from('work'), { mode: S_IFDIR | 0o755, ...owner });
+  return { name: fs.name, fs, root, work, encoding: 'kernel' };
 }

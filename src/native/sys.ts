@@ -158,6 +158,8 @@ export interface SysAddon {
    * True when taken; false when someone else holds a conflicting lock. OFD
    * locks belong to the open file description: they survive other fds of the
    * same process closing the file, and go away when this description closes.
+   * Filesystems without locks (some NFS setups) throw ENOLCK; Apptainer
+   * ignores that case, so callers decide.
    */
   ofdLock(fd: number, start: number, length: number, exclusive: boolean, wait?: boolean): boolean;
   ofdUnlock(fd: number, start: number, length: number): void;

@@ -132,6 +132,18 @@ function commandFor(action: Action, root: string, image: string): { argv: string
   }
 }
 
+/**
+ * Host directories never bound over the container's own: `/` and its system
+ * trees (a user whose home or working directory is /, /root, /usr/...
+ * would otherwise replace the image with the host).
+ */
+const SYSTEM_DIRS = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32', 'usr', 'etc', 'var', 'opt', 'boot', 'dev', 'proc', 'sys', 'run', 'srv', 'root', '.singularity.d'];
+
+function bindable(hostDir: string): boolean {
+  const parts = path.resolve(hostDir).split('/').filter(Boolean);
+  return parts.length > 0 && !SYSTEM_DIRS.includes(parts[0]!);
+}
+
 /** The bwrap plan for an action in the tree mounted at `mnt`. */
 export function planFor(mnt: string, action: Action, o: ContainerOptions, image: string): BwrapPlan {
   const binds = checkBinds(o.binds);
@@ -149,7 +161,9 @@ export function planFor(mnt: string, action: Action, o: ContainerOptions, image:
       // rather than written into the overlay (Apptainer puts such mount
       // points in its session directory, never in the image).
       const inside = underlay && d.split('/').filter(Boolean).length === 1 ? true : isDir(path.join(mnt, d));
-      if (isDir(d) && inside && !defaultBinds.includes(d)) defaultBinds.push(d);
+      // A directory inside one already bound needs no bind of its own.
+      const covered = defaultBinds.some((b) => d === b || d.startsWith(`${b}/`));
+      if (bindable(d) && isDir(d) && inside && !covered) defaultBinds.push(d);
     }
   }
   return {

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openExt3 } from '../../src/ext3/index.js';
 import { FileRegion } from '../../src/io/file-region.js';
+import { itIf } from '../tools/skip.js';
 
 const SIFUSE = path.resolve('bin/sifuse');
 const isRoot = process.getuid?.() === 0;
@@ -191,7 +192,7 @@ describe('sifuse overlay create', () => {
     expect(leftovers()).toEqual([]);
   });
 
-  it.runIf(isRoot)('gives the layer to the caller: 0755 for 16-bit ids, 0777 above 65535', async () => {
+  itIf(isRoot, 'needs root')('gives the layer to the caller: 0755 for 16-bit ids, 0777 above 65535', async () => {
     const a = path.join(dir, 'nobody.img');
     const b = path.join(dir, 'bigid.img');
     expect((await sifuse(['overlay', 'create', '-S', a], { asUser: 65534 })).exitCode).toBe(0);
@@ -205,7 +206,7 @@ describe('sifuse overlay create', () => {
   });
   if (!isRoot) console.warn('overlay create: owner tests for other users skipped: they need root (setpriv)');
 
-  it.runIf(isRoot)('fails cleanly on a full disk: one line, nothing left behind (tmpfs, as root)', async () => {
+  itIf(isRoot, 'needs root')('fails cleanly on a full disk: one line, nothing left behind (tmpfs, as root)', async () => {
     const small = fs.mkdtempSync(path.join(os.tmpdir(), 'sifuse-full-'));
     await execa('mount', ['-t', 'tmpfs', '-o', 'size=16m', 'tmpfs', small]);
     try {
@@ -220,7 +221,7 @@ describe('sifuse overlay create', () => {
     }
   });
 
-  it.runIf(isRoot)('mounts with the kernel (loop) showing upper/, work/, lost+found and their owners', async () => {
+  itIf(isRoot, 'needs root')('mounts with the kernel (loop) showing upper/, work/, lost+found and their owners', async () => {
     const img = path.join(dir, 'kernel.img');
     const made = await sifuse(['overlay', 'create', '-S', '--fakeroot', '--create-dir', 'opt/data', img]);
     expect(made.exitCode, made.stderr).toBe(0);

@@ -12,48 +12,72 @@
  *     import { conformanceSuite, FULL_CAPABILITIES, type ConformanceTarget } from '../conformance/index.js';
  *     const target: ConformanceTarget = {
  *       name: 'MemLayer',
- *       capabilities: { ...FULL_CAPABILITIES, blockSize: 4096 },
- *       async open() {
- *         const fs = new MemLayer({ capBytes: 64 << 20 });
- *         return { fs, close: () => Promise.resolve() };
+ *       capabilities: FULL_CAPABILITIES,
+ *       async open({ small }) {
+ *         const fs = new MemLayer({ capBytes: small ? 1 << 20 : 64 << 20 });
+ *         return { fs, close: async () => undefined };
  *       },
  *     };
- *     conformanceSuite(target, { sequences: 300, ops: 40 });
+ *     conformanceSuite(target, { sequences: 300, ops: 40, seedBase: 12_000_000, fill: 40 });
  *
- * `open()` returns a fresh, empty filesystem each time it is called (one per
- * sequence, several at once: sequences run in lanes). The harness owns the
- * instance's `fs`: it runs the ops, compares with the model, then closes `fs`
- * itself and only then calls the instance's hooks, in this order:
+ * That registers, under `conformance: NAME`: the fixed edge-case sequence
+ * (ops.ts EDGE_CASES, cut to the capabilities), `sequences` random sequences
+ * of `ops` operations (batches of independent ops issued concurrently, 3
+ * sequences in flight), bursts of up to 300 concurrent creates, unlinks and writes, a
+ * lifetime-race test (60 open/unlink/re-create races at once), and with
+ * `fill` that many sequences on small instances until ENOSPC. Counts scale
+ * with SIFUSE_PROPERTY_RUNS. Failures are shrunk on fresh instances and
+ * reported with the ops that still fail (also written to
+ * $TMPDIR/sifuse-conformance-seed-N.txt).
+ *
+ * `open()` returns a fresh filesystem each time it is called (one per
+ * sequence, several at once, plus fresh ones while shrinking with lane -1).
+ * The harness owns the instance's `fs`: it runs the ops, compares with the
+ * model, then closes `fs` itself and only then calls the instance's hooks,
+ * in this order (all optional but close):
  *
  *   check()        the stored result is consistent (ext3: e2fsck -fn)
- *   reopen(w)      opens what was stored again (writable or not); the
- *                  harness compares it with the model and closes it (and
- *                  calls check() again after a writable reopen)
- *   views()        other views of the stored result, each a harness Target
- *                  compared with the model (ext3 as root: a kernel loop mount)
+ *   reopen(w)      opens what was stored again (writable or not) and returns
+ *                  { fs, root? }; the harness compares it with the model and
+ *                  closes it (and calls check() again after a writable reopen)
+ *   views()        other views of the stored result: harness Targets with a
+ *                  close() (ext3 and DirLayer as root: a KernelTarget on the
+ *                  loop mount or the host directory; an Overlay: the kernel's
+ *                  overlayfs over the same layers)
  *   keep()         on failure: saves the state, returns where (for the report)
  *   close()        always last: releases everything the instance holds
  *
- * Options of an instance: `root` (the directory the ops see as '/': a layer's
- * upper/ inside its engine; '..' and absolute symlinks stay inside it),
- * `init(model)` (what the fresh filesystem already holds, e.g. lost+found) or
- * `model` (a model built by whatever wrote first), `exclude` (paths never
- * touched and left out of comparisons).
+ * Instance fields: `root` (the directory the ops see as '/': a layer's
+ * upper/ inside its engine; '..' and absolute symlinks stay inside it, as
+ * under chroot), `init(model)` (what the fresh filesystem already holds in
+ * the ops' view, e.g. lost+found, which `exclude` then leaves out) or `model`
+ * (a model built by whatever wrote first: test/ext3's kernel-first
+ * sequences), `exclude` (paths never touched and left out of comparisons).
  *
- * Capabilities say what a backend cannot do, so the generator never asks it
- * (an unprivileged DirLayer: no devices, no chown, no trusted.*; a layer
- * without renameat2 flags yet). Anything a backend does support must match
- * the model exactly: outcomes (errno names), manifests (type, mode, owner,
- * size, sha256, symlink target, rdev, xattrs, mtime where set explicitly)
- * and link structure (nlink, which paths share an inode).
+ * Capabilities (ops.ts OpFeatures, plus blockSize and concurrent) say what a
+ * backend cannot do, so the generator never asks it: hardLinks, devices
+ * (char/block nodes, whiteouts included), fifos (and sockets), chown (to
+ * other ids), xattrNamespaces (e.g. ['user.'] unprivileged), renameFlags
+ * (renameat2 noreplace/exchange/whiteout), races (the 'race' op: ref, unlink
+ * and re-create at once; needs ref/unref ordered with mutations), blockSize
+ * (symlink targets must fit: target + NUL <= blockSize; 4096 = PATH_MAX),
+ * concurrent (batches issued at once). The suite prints what a target leaves
+ * out. Everything a backend does support must match the model exactly:
+ * outcomes (errno names), manifests (type, mode, owner, size, sha256,
+ * symlink target, rdev, xattrs, mtime where set explicitly) and link
+ * structure (nlink, which paths share an inode).
  *
- * `open({ small: true })` is asked only when the plan has `fill`: a small
- * instance (a byte cap) that the fill sequences run out of space; ENOSPC must
- * then be a clean error that changed nothing (a write may be short).
+ * `open({ small: true })` is asked only by the fill sequences: a small
+ * instance (a byte cap, a small image) that they run out of space; ENOSPC
+ * must then be a clean error that changed nothing (a write may be short).
+ * `open({ views: true })` says the harness will ask for views this time.
  *
- * Lower-level pieces for backend-specific tests: `runSequences` (sequences in
- * lanes with all checks, returning counts), harness.ts (`runSequence`,
- * `FsTarget`, `KernelTarget`, `compareWithModel`, `shrinkFailure`).
+ * Lower-level pieces for backend-specific tests: `runSequences` and
+ * `fillSequences` (lanes with all checks, returning Stats), `checkedSequence`
+ * (one sequence), harness.ts (`runSequence`, `FsTarget`, `KernelTarget`,
+ * `compareWithModel`, `shrinkFailure`). Examples: test/ext3/conformance-target.ts
+ * (hooks for e2fsck, reopen, kernel views, copy-on-write images),
+ * test/layers/mem-conformance.test.ts, test/layers/dir-conformance.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
@@ -149,15 +173,19 @@ export interface Stats {
   enospc: number;
   views: number;
   reopens: number;
+  /** 'race' ops run (open/unlink/re-create at once) and renames with renameat2 flags. */
+  races: number;
+  flaggedRenames: number;
 }
 
 export function newStats(): Stats {
-  return { sequences: 0, ops: 0, outcomes: new Map(), enospc: 0, views: 0, reopens: 0 };
+  return { sequences: 0, ops: 0, outcomes: new Map(), enospc: 0, views: 0, reopens: 0, races: 0, flaggedRenames: 0 };
 }
 
 export function summary(stats: Stats): string {
   return (
-    `${stats.sequences} sequences, ${stats.ops} ops, ${stats.reopens} reopens, ${stats.views} other views, ${stats.enospc} ENOSPC, ` +
+    `${stats.sequences} sequences, ${stats.ops} ops (${stats.races} races, ${stats.flaggedRenames} renames with flags), ` +
+    `${stats.reopens} reopens, ${stats.views} other views, ${stats.enospc} ENOSPC, ` +
     `outcomes ${JSON.stringify(Object.fromEntries(stats.outcomes))}`
   );
 }
@@ -167,6 +195,10 @@ function record(stats: Stats, log: SequenceLog): void {
   stats.ops += log.ops.length;
   stats.enospc += log.enospc;
   for (const o of log.outcomes) stats.outcomes.set(o, (stats.outcomes.get(o) ?? 0) + 1);
+  for (const op of log.ops) {
+    if (op.op === 'race') stats.races++;
+    else if (op.op === 'rename' && op.flags) stats.flaggedRenames++;
+  }
 }
 
 function nameSeed(name: string): number {

@@ -9,6 +9,7 @@ import { S_IFREG } from '../../src/engine.js';
 import { dirHash } from '../../src/ext3/htree.js';
 import { isRoot, makeTempDir, removeTempDir, skipNote } from '../tools/helpers.js';
 import { debugfs, expectFsckClean, mkfs, openImage } from './core-helpers.js';
+import { itIf } from '../tools/skip.js';
 
 let dir: string;
 let src: string;
@@ -186,7 +187,7 @@ describe('images written by other tools', () => {
 
   const canFuse2fs = isRoot && existsSync('/dev/fuse') && spawnSync('sh', ['-c', 'command -v fuse2fs']).status === 0;
   if (!canFuse2fs) skipNote('fuse2fs image test', 'needs root, /dev/fuse and fuse2fs');
-  it.runIf(canFuse2fs)('reads and continues an image written through fuse2fs', async () => {
+  itIf(canFuse2fs, 'needs root, /dev/fuse and fuse2fs')('reads and continues an image written through fuse2fs', async () => {
     const img = join(dir, 'fuse2fs.ext3');
     mkfs(img, { sizeK: 8192, blockSize: 4096, inodeSize: 256 });
     const mnt = join(dir, 'mnt-fuse2fs');
@@ -265,7 +266,7 @@ describe('htree (dir_index) directories', () => {
   });
 
   if (!isRoot) skipNote('kernel-made image test', 'needs root for a loop mount');
-  it.runIf(isRoot)('reads images written by the kernel (htree made by ext3 itself)', async () => {
+  itIf(isRoot, 'loop mounts need root')('reads images written by the kernel (htree made by ext3 itself)', async () => {
     const img = join(dir, 'kernel.ext3');
     mkfs(img, { sizeK: 16 * 1024, blockSize: 4096, inodeSize: 256 });
     const mnt = join(dir, 'mnt');

@@ -27,6 +27,7 @@ import { readJournalSuperblock } from '../../src/ext3/journal/replay.js';
 import { recoverFilesystem, setNeedsRecovery } from '../../src/ext3/recovery.js';
 import { crc32cRaw } from '../../src/ext3/journal/checksum.js';
 import { CrashedError, CrashStore, fsck, referenceMkfsExt3, prng, tempDir } from './journal-helpers.js';
+import { itIf } from '../tools/skip.js';
 
 let dir: string;
 /** 8 MiB, 1 KiB blocks, 1024-block journal: free blocks 1591-8191. */
@@ -270,7 +271,7 @@ describe('journal writer and replay', () => {
     expect(check.code).toBe(0);
   });
 
-  it.runIf(process.getuid?.() === 0)('leaves logs the kernel replays on mount (loop, as root)', async () => {
+  itIf(process.getuid?.() === 0, 'loop mounts need root')('leaves logs the kernel replays on mount (loop, as root)', async () => {
     const bs = 1024;
     const store = new CrashStore(small);
     await setNeedsRecovery(store, true);
@@ -291,7 +292,7 @@ describe('journal writer and replay', () => {
   });
   if (process.getuid?.() !== 0) console.warn('journal: kernel replay test skipped: loop mounts need root');
 
-  it.runIf(process.getuid?.() === 0)(
+  itIf(process.getuid?.() === 0, 'loop mounts need root')(
     'replays a kernel-made ext4 journal (64-bit tags, CSUM_V3, extent-mapped) like e2fsck (loop + shutdown, as root)',
     async () => {
       const file = path.join(dir, 'ext4-crash.img');

@@ -23,6 +23,7 @@ import { hasTool, isRoot, makeTempDir, removeTempDir, skipNote, treeManifest } f
 import { engineManifestLines as engineLines, openImageFile } from '../tools/ext3-engine.js';
 import { diffLines, walkManifest } from '../conformance/manifest.js';
 import { fsck, loopMount, mkfsExt3, unmount } from './image-tools.js';
+import { itIf } from '../tools/skip.js';
 
 if (!isRoot) skipNote('kernel- and fuse2fs-populated images', 'loop and FUSE mounts need root');
 const haveFuse2fs = await hasTool('fuse2fs');
@@ -135,7 +136,7 @@ describe('special images read by the engine', () => {
     }
   });
 
-  it.runIf(isRoot)('kernel-populated image (root): htree, shared xattr blocks, ACLs, symlinks; engine copy-on-write of a shared block', async () => {
+  itIf(isRoot, 'loop mounts need root')('kernel-populated image (root): htree, shared xattr blocks, ACLs, symlinks; engine copy-on-write of a shared block', async () => {
     const image = join(dir, 'kernel.img');
     await mkfsExt3(image, { blockSize: 1024, inodeSize: 128, sizeKiB: 32 * 1024 });
     const mnt = join(dir, 'kmnt');
@@ -172,7 +173,7 @@ describe('special images read by the engine', () => {
     for (const p of ['/shared-2', '/shared-3', '/shared-4']) expect(line(after, p)).toBe(line(before, p));
   });
 
-  it.runIf(isRoot && haveFuse2fs)('fuse2fs-populated image (root)', async () => {
+  itIf(isRoot && haveFuse2fs, isRoot ? 'fuse2fs is not installed (scripts/install-system-deps.sh installs it)' : 'FUSE mounts need root')('fuse2fs-populated image (root)', async () => {
     const image = join(dir, 'fuse2fs.img');
     await mkfsExt3(image, { blockSize: 4096, inodeSize: 256, sizeKiB: 32 * 1024 });
     const mnt = join(dir, 'fmnt');

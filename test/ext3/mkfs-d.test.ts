@@ -29,6 +29,7 @@ import { isRoot, makeTempDir, makeTree, removeTempDir, runSifuse, skipNote, tree
 import { engineManifestLines as engineLines } from '../tools/ext3-engine.js';
 import { diffLines } from '../conformance/manifest.js';
 import { fsck, mkfsExt3 } from './image-tools.js';
+import { itIf } from '../tools/skip.js';
 
 if (!isRoot) skipNote('mkfs-d kernel comparisons', 'loop mounts need root');
 
@@ -122,7 +123,7 @@ describe('mkfs.ext3 -d images', () => {
     expect(d.stdout).toMatch(/Flags: 0x0*1000\b/);
   });
 
-  it.runIf(isRoot)('kernel view equals the source tree under the stated rules (proves fixture and rules)', async () => {
+  itIf(isRoot, 'loop mounts need root')('kernel view equals the source tree under the stated rules (proves fixture and rules)', async () => {
     for (const img of images) {
       const d = diffLines(normalise(img.source), normalise(await kernelLines(img.path)));
       expect(d, img.label).toBe('');
@@ -146,7 +147,7 @@ describe('mkfs.ext3 -d images', () => {
     }
   });
 
-  it.runIf(isRoot)('engine manifest equals the kernel view exactly, mtimes included', async () => {
+  itIf(isRoot, 'loop mounts need root')('engine manifest equals the kernel view exactly, mtimes included', async () => {
     for (const img of images) {
       const d = diffLines(await kernelLines(img.path), await engineLines(img.path));
       expect(d, img.label).toBe('');

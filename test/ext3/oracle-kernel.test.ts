@@ -14,6 +14,7 @@ import { ModelFs } from '../conformance/model.js';
 import { EDGE_CASES } from '../conformance/ops.js';
 import { KernelTarget, formatOps, isRoot, runSequence, runs, timeoutFor, type SequenceLog } from '../conformance/harness.js';
 import { fsck, loopMount, mkfsExt3, unmount } from './image-tools.js';
+import { describeIf } from '../tools/skip.js';
 
 let dir: string;
 beforeAll(() => {
@@ -32,7 +33,7 @@ const GEOMETRIES = [
   { blockSize: 4096, inodeSize: 256 },
 ] as const;
 
-describe.runIf(isRoot)('model against the kernel (root, loop mounts)', () => {
+describeIf(isRoot, 'loop mounts need root')('model against the kernel (root, loop mounts)', () => {
   it('the fixed edge-case sequence gives the kernel\'s outcomes (1 KiB blocks)', async () => {
     const image = join(dir, 'edge.img');
     await mkfsExt3(image, { blockSize: 1024, inodeSize: 256, sizeKiB: 16 * 1024 });

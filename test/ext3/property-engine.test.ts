@@ -29,6 +29,7 @@ import type { ModelFs } from '../conformance/model.js';
 import { conformanceSuite, fillSequences, newStats, runSequences, runs, summary, timeoutFor } from '../conformance/index.js';
 import { ext3Target } from './conformance-target.js';
 import { mkfsExt3, type MkfsOptions } from './image-tools.js';
+import { itIf } from '../tools/skip.js';
 
 if (!isRoot) skipNote('kernel views of engine-written images and kernel-then-engine sequences', 'loop mounts need root');
 
@@ -115,7 +116,7 @@ describe('ext3 engine: images of its own mkfs, kernel-written images, small imag
     expect(stats.sequences).toBe(runs(60) * 2 + runs(120));
   }, timeoutFor(40_000));
 
-  it.runIf(isRoot)('the kernel writes first, the engine continues on the same image (root)', async () => {
+  itIf(isRoot, 'loop mounts need root')('the kernel writes first, the engine continues on the same image (root)', async () => {
     const stats = newStats();
     const geometries: MkfsOptions[] = [
       { blockSize: 1024, inodeSize: 128, sizeKiB: 16 * 1024 },

@@ -34,6 +34,7 @@ import { VfsDriver } from '../conformance/vfs.js';
 import { diffLines, walkManifest } from '../conformance/manifest.js';
 import { FsTarget, KernelTarget, compareWithModel, runSequence } from '../conformance/harness.js';
 import { fsck, loopMount, mkfsExt3, unmount, type MkfsOptions } from './image-tools.js';
+import { itIf, describeIf } from '../tools/skip.js';
 
 if (!isRoot) skipNote('ext3 journal replay of kernel images', 'needs root (loop mounts, xfs_io shutdown)');
 
@@ -114,7 +115,7 @@ const CASES: { g: MkfsOptions; flush: boolean }[] = [
   { g: { blockSize: 2048, inodeSize: 256, sizeKiB: 32 * 1024 }, flush: false },
 ];
 
-describe.runIf(isRoot)('journal replay of images the kernel left needing recovery', () => {
+describeIf(isRoot, 'loop mounts and xfs_io shutdown need root')('journal replay of images the kernel left needing recovery', () => {
   for (const [i, c] of CASES.entries()) {
     const what = `${c.g.blockSize}-byte blocks, ${c.g.inodeSize}-byte inodes, shutdown ${c.flush ? '-f (log flushed)' : 'without log flush'}`;
     it(what, async () => {
@@ -209,7 +210,7 @@ describe('journal replay of a crash snapshot of an image the engine had open', (
     expect(await superblockInfo(copy), (await execa('dumpe2fs', ['-h', copy], { reject: false })).stdout).toEqual({ needsRecovery: false, journalStart: 0 });
   });
 
-  it.runIf(isRoot)('shows the tree the kernel recovers from the same snapshot (root)', async () => {
+  itIf(isRoot, 'loop mounts need root')('shows the tree the kernel recovers from the same snapshot (root)', async () => {
     const forKernel = join(dir, 'snapshot-kernel.img');
     copyFileSync(snapshot, forKernel);
     const reference = await kernelView(forKernel, 'snapshot');

@@ -16,14 +16,21 @@
  * Then the copy the overlay makes on copy-up: every xattr of a mksquashfs
  * image of the fixture tree (make-tree.py, /xattrs/odd-names and all) goes
  * through the engines (squashfs listxattr/getxattr -> ext3 setxattr) into a
- * fresh ext3 image, which must show exactly the source's xattrs.
+ * fresh ext3 image, which must show exactly the source's xattrs; and the
+ * Overlay's own copy-up from that image into an ext3 upper does the same.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execa } from 'execa';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { S_IFDIR, S_IFMT, type InodeId, type ReadableFs, type WritableFs } from '../../src/engine.js';
+import { createOverlayImage } from '../../src/commands/overlay.js';
+import { resolvePath } from '../../src/inspect/path.js';
 import { FileRegion } from '../../src/io/file-region.js';
+import { openExt3Layer } from '../../src/layers/ext3-layer.js';
+import { isUpperLayer } from '../../src/layers/layer.js';
+import { Overlay } from '../../src/layers/overlay/index.js';
+import { openSquashfsLayer } from '../../src/layers/squashfs-layer.js';
 import { openSquashfs } from '../../src/squashfs/index.js';
 import { openImageFile } from '../tools/ext3-engine.js';
 import {
@@ -40,6 +47,7 @@ import {
   withLoopMount,
 } from '../tools/helpers.js';
 import { fsck, mkfsExt3 } from './image-tools.js';
+import { itIf } from '../tools/skip.js';
 
 if (!isRoot) skipNote('xattr-bytes kernel checks (loop mounts of the ext3 images)', 'loop mounts need root');
 
@@ -234,13 +242,14 @@ async function copyTree(from: ReadableFs, fromDir: InodeId, to: WritableFs, toDi
 
 describe('every xattr of a mksquashfs image copied into ext3 through the engines', () => {
   let tree: string;
+  let sqfs: string;
   let image: string;
   let copied = 0;
 
   beforeAll(async () => {
     tree = join(dir, 'tree');
     await makeTree(tree, { many: 50, depth: 5, small: true });
-    const sqfs = join(dir, 'tree.sqfs');
+    sqfs = join(dir, 'tree.sqfs');
     await mksquashfs(tree, sqfs);
     image = join(dir, 'copy.img');
     await mkfsExt3(image, { blockSize: 4096, inodeSize: 256, sizeKiB: 32 * 1024 });
@@ -285,7 +294,7 @@ describe('every xattr of a mksquashfs image copied into ext3 through the engines
     expect(got).toEqual(want);
   });
 
-  it.runIf(isRoot)('the kernel mount of the ext3 image shows the source xattrs: os.listxattr and getfattr -d -m- -e hex', async () => {
+  itIf(isRoot, 'loop mounts need root')('the kernel mount of the ext3 image shows the source xattrs: os.listxattr and getfattr -d -m- -e hex', async () => {
     const [dump, getfattr] = await withLoopMount(image, 'ext3', dir, async (mnt) => [
       await xattrDump(mnt, ['/lost+found']),
       await getfattrDump(mnt),
@@ -294,5 +303,41 @@ describe('every xattr of a mksquashfs image copied into ext3 through the engines
     const source = await getfattrDump(tree);
     expect(source.size).toBeGreaterThan(20);
     expect(Object.fromEntries(getfattr)).toEqual(Object.fromEntries(source));
+  });
+  it('copy-up through the Overlay (this squashfs lower, an ext3 upper) keeps every name byte for byte', async () => {
+    const upperImage = join(dir, 'overlay.img');
+    await createOverlayImage(upperImage, { sizeMiB: 64, sparse: true, createDirs: [], fakeroot: false, owner: { uid: 0, gid: 0 } });
+    const upper = await openExt3Layer(upperImage);
+    if (!isUpperLayer(upper)) throw new Error(`${upperImage}: not opened writable`);
+    const ov = await Overlay.open({ lowers: [await openSquashfsLayer(sqfs)], upper });
+    const paths = ['/xattrs/odd-names', '/xattrs/odd-names-dir'];
+    const marker = Buffer.from('user.copied-up');
+    try {
+      // A new xattr is a metadata change: the object is copied up with all of its xattrs first.
+      for (const p of paths) await ov.setxattr(await resolvePath(ov, p), marker, Buffer.from('y'));
+    } finally {
+      await ov.close();
+    }
+    const want = await xattrDump(tree);
+    const hex = (p: string) => Buffer.from(p).toString('hex');
+    const expected = (p: string) => ({ ...want[hex(p)], [marker.toString('hex')]: Buffer.from('y').toString('hex') });
+    // The overlay's own bookkeeping (trusted.overlay.*, trusted.sifuse.*) is not the source's.
+    const internal = [Buffer.from('trusted.overlay.'), Buffer.from('trusted.sifuse.')];
+    const own = (x: Record<string, string>) =>
+      Object.fromEntries(Object.entries(x).filter(([n]) => !internal.some((p) => Buffer.from(n, 'hex').subarray(0, p.length).equals(p))));
+    await withExt3(upperImage, false, async (fs) => {
+      for (const p of paths) {
+        const id = await resolvePath(fs, `/upper${p}`);
+        const x: Record<string, string> = {};
+        for (const n of await fs.listxattr(id)) x[n.toString('hex')] = (await fs.getxattr(id, n))!.toString('hex');
+        expect(own(x), p).toEqual(expected(p));
+      }
+    });
+    const c = await fsck(upperImage);
+    expect(c.clean, c.output).toBe(true);
+    if (isRoot) {
+      const seen = await withLoopMount(upperImage, 'ext3', dir, (mnt) => xattrDump(join(mnt, 'upper')));
+      for (const p of paths) expect(own(seen[hex(p)] ?? {}), `kernel: ${p}`).toEqual(expected(p));
+    }
   });
 });

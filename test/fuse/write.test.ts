@@ -1,7 +1,8 @@
 /**
- * The write path through `sifuse mount --writable` of an ext3 image (the
- * engine served directly), every operation run by programs in child
- * processes: tar keeping nanosecond mtimes and hard links, touch -m/-a,
+ * The write path, through `sifuse mount --writable` of an ext3 image (the
+ * engine served directly) and through the Overlay (`--overlay IMG` over a
+ * SquashFS image, so the first writes copy up), every operation run by
+ * programs in child processes: tar keeping nanosecond mtimes and hard links, touch -m/-a,
  * chmod through one hard link, st_ino across remount, a large file by
  * sha256, mmap, unlink of an open file, concurrent readers and writers,
  * rename storms. After each unmount `e2fsck -fn` is clean.
@@ -10,16 +11,23 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { expectSameManifest, hasTool, makeTempDir, makeTree, removeTempDir, skipNote, treeManifest } from '../tools/helpers.js';
+import {
+  expectSameManifest, hasTool, makeTempDir, makeTree, mksquashfs, removeTempDir, runSifuse, skipNote, treeManifest,
+} from '../tools/helpers.js';
 import { cleanup, fuseAvailable, isMounted, logTail, mount, sh, umount } from './helpers.js';
 
 const scripts = join(import.meta.dirname, 'scripts');
 const bigMiB = Number(process.env.SIFUSE_TEST_BIG_MIB ?? 256);
-let why = fuseAvailable();
+const baseWhy = fuseAvailable();
+
+for (const kind of ['ext3', 'overlay'] as const) {
+describe(kind === 'ext3' ? 'sifuse mount --writable (ext3 served directly)' : 'sifuse mount --overlay IMG (the Overlay over SquashFS)', () => {
+let why = baseWhy;
 let dir: string;
 let image: string;
 let mnt: string;
 let log: string;
+let mountArgs: string[];
 
 async function run(script: string): Promise<string> {
   const r = await sh(script, { cwd: mnt });
@@ -37,20 +45,33 @@ async function remount(): Promise<void> {
   expect(u.exitCode, u.stderr).toBe(0);
   expect(isMounted(mnt)).toBe(false);
   await fsck();
-  await mount(['--writable', image, mnt], log);
+  await mount(mountArgs, log);
 }
 
 beforeAll(async () => {
-  dir = makeTempDir('fuse-write');
+  dir = makeTempDir(`fuse-write-${kind}`);
   if (!why && !(await hasTool('mkfs.ext3'))) why = 'mkfs.ext3 is not installed';
   if (why) return;
   image = join(dir, 'rw.img');
   mnt = join(dir, 'mnt');
   log = join(dir, 'daemon.log');
   mkdirSync(mnt);
-  await execa('truncate', ['-s', `${bigMiB + 400}M`, image]);
-  await execa('mkfs.ext3', ['-q', '-F', '-b', '4096', '-I', '256', image]);
-  await mount(['--writable', image, mnt], log);
+  if (kind === 'ext3') {
+    await execa('truncate', ['-s', `${bigMiB + 400}M`, image]);
+    await execa('mkfs.ext3', ['-q', '-F', '-b', '4096', '-I', '256', image]);
+    mountArgs = ['--writable', image, mnt];
+  } else {
+    // A lower with content the tests overwrite, rename and link (copy-up).
+    const lower = join(dir, 'lower');
+    mkdirSync(join(lower, 'hl'), { recursive: true });
+    await execa('sh', ['-c', `cd ${lower} && echo lower > hl/lowerfile && mkdir rs cc && echo old > rs/r0 && ln hl/lowerfile hl/lowerlink`]);
+    await mksquashfs(lower, join(dir, 'lower.sqfs'));
+    // At least 512 MiB, so the image has 4 KiB blocks (1 KiB blocks cap symlink targets at 1023 bytes).
+    const made = await runSifuse(['overlay', 'create', '--size', String(Math.max(bigMiB + 400, 600)), image]);
+    expect(made.exitCode, made.stderr).toBe(0);
+    mountArgs = ['--overlay', image, join(dir, 'lower.sqfs'), mnt];
+  }
+  await mount(mountArgs, log);
 }, 120_000);
 
 afterAll(async () => {
@@ -62,12 +83,15 @@ afterAll(async () => {
   await removeTempDir(dir);
 }, 200_000);
 
-describe('sifuse mount --writable (ext3 served directly)', () => {
   it('tar x keeps every mtime to the nanosecond, the hard links and the manifest; tar c round-trips', async () => {
     if (why) return skipNote('FUSE write tests', why);
     const src = (await makeTree(join(dir, 'src'), { many: 500, depth: 10, small: true })).root;
     // tar does not archive sockets.
     await execa('find', [src, '-type', 's', '-delete']);
+    // The Overlay refuses char 0/0 (a whiteout) as the kernel's overlayfs does.
+    if (kind === 'overlay') {
+      await execa('find', [src, '-type', 'c', '-exec', 'sh', '-c', '[ "$(stat -c %t:%T "$1")" = 0:0 ] && rm "$1" || true', '_', '{}', ';']);
+    }
     await execa('python3', [join(scripts, 'ns_times.py'), src, '7']);
     const tarOpts = '--format=posix --xattrs --xattrs-include=* --numeric-owner';
     // The reference is the same tar extracted on the host (tar itself keeps no hard links of devices and fifos).
@@ -119,6 +143,21 @@ describe('sifuse mount --writable (ext3 served directly)', () => {
     await remount();
     const after = await run(`stat -c '%i' hl/a/one hl/b/two; stat -c '%a %h' hl/b/two`);
     expect(after.split('\n')).toEqual([lines[2], lines[2], '600 2']);
+  }, 120_000);
+
+  it('a lower file copied up keeps its content, st_ino and its hard link to the other lower name', async () => {
+    if (why) return skipNote('FUSE write tests', why);
+    if (kind !== 'overlay') return skipNote('copy-up test', 'only the overlay mount has a lower layer');
+    const before = await run(`stat -c '%i' hl/lowerfile hl/lowerlink`);
+    const out = await run(`
+      echo appended >> hl/lowerfile
+      chmod 600 hl/lowerfile
+      stat -c '%a %h' hl/lowerlink
+      cat hl/lowerlink
+      stat -c '%i' hl/lowerfile hl/lowerlink`);
+    expect(out.split('\n')).toEqual(['600 2', 'lower', 'appended', ...before.split('\n')]);
+    await remount();
+    expect(await run(`stat -c '%i' hl/lowerfile hl/lowerlink; cat hl/lowerfile`)).toBe(`${before}\nlower\nappended`);
   }, 120_000);
 
   it(`a ${bigMiB} MiB file is written and read back by sha256`, async () => {
@@ -179,3 +218,4 @@ except OSError as e: print(e.errno)
     expect(out.split('\n')).toEqual(['0 3', '6', 'a', 'v1', '1', 'fifo', '1']);
   });
 });
+}

@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { S_IFCHR, S_IFDIR, S_IFREG, type InodeId } from '../../src/engine.js';
 import { FsError, InternalError } from '../../src/errors.js';
-import { DEFAULT_CAP_BYTES, DIRENT_BYTES, INODE_BYTES, MemLayer, XATTR_BYTES } from '../../src/layers/mem.js';
+import { DEFAULT_CAP_BYTES, DIRENT_BYTES, INODE_BYTES, MemLayer, XATTR_BYTES, openMemUpperLayer } from '../../src/layers/mem.js';
 import { PAGE } from '../../src/layers/sparse-data.js';
 
 const b = (s: string) => Buffer.from(s);
@@ -230,6 +230,19 @@ describe('MemLayer semantics', () => {
     expect([w.mode, w.rdev, w.uid, w.gid, w.nlink]).toEqual([S_IFCHR, 0, 1000, 100, 1]);
     expect(await fs.lookup(root, b('moved'))).toBe(f);
     fs.verify();
+  });
+
+  it('openMemUpperLayer: upper/ and work/ owned by the caller, kernel whiteout encoding, the default cap', async () => {
+    const layer = await openMemUpperLayer({ uid: 1000, gid: 1001 });
+    expect(layer.encoding).toBe('kernel');
+    expect(layer.fs.capBytes).toBe(DEFAULT_CAP_BYTES);
+    expect(await layer.fs.lookup(layer.fs.rootId, b('upper'))).toBe(layer.root);
+    expect(await layer.fs.lookup(layer.fs.rootId, b('work'))).toBe(layer.work);
+    for (const id of [layer.root, layer.work]) {
+      const st = await layer.fs.getattr(id);
+      expect([st.mode, st.uid, st.gid]).toEqual([S_IFDIR | 0o755, 1000, 1001]);
+    }
+    layer.fs.verify();
   });
 
   it('refuses use after close', async () => {

@@ -7,12 +7,12 @@
  * model starts from the same tree (the same ops through the model).
  *
  * Uppers: an ext3 image (in memory; checked by e2fsck -fn after every
- * sequence, reopened writable or read-only every third) and, as root, a
- * DirLayer host directory (kernel encoding there).
+ * sequence, reopened writable or read-only every third), a MemLayer (the
+ * --writable-tmpfs upper) and, as root, a DirLayer host directory (kernel
+ * encoding there).
  *
  * Not generated: device nodes (mknod of char 0/0 is EPERM through an overlay,
- * as in the kernel, and the model would make one) and the `race` op (the ext3
- * upper's ref/unref is not queued with its mutations yet: issue 7).
+ * as in the kernel, and the model would make one).
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,37 +23,15 @@ import { mkfsExt3 } from '../../src/ext3/mkfs.js';
 import { MemoryRegion } from '../../src/io/memory-region.js';
 import { openDirLayer } from '../../src/layers/dir.js';
 import { openExt3Layer } from '../../src/layers/ext3-layer.js';
+import { openMemUpper } from '../../src/layers/mem-upper.js';
 import { isUpperLayer, type Layer, type UpperLayer } from '../../src/layers/layer.js';
 import { Overlay } from '../../src/layers/overlay/index.js';
 import { conformanceSuite, FULL_CAPABILITIES, type ConformanceTarget } from '../conformance/index.js';
 import { ModelFs } from '../conformance/model.js';
-import type { Op } from '../conformance/ops.js';
 import { VfsDriver } from '../conformance/vfs.js';
 import { isRoot, tempDir } from './overlay-helpers.js';
+import { LOWER_OPS } from './overlay-lower-tree.js';
 
-const LOWER_OPS: Op[] = [
-  { op: 'mkdir', path: '/a', mode: 0o755 },
-  { op: 'mkdir', path: '/a/b', mode: 0o755 },
-  { op: 'mkdir', path: '/a/b/c', mode: 0o700 },
-  { op: 'mkdir', path: '/d', mode: 0o755 },
-  { op: 'mkdir', path: '/d/sub', mode: 0o2775 },
-  { op: 'mkdir', path: '/e', mode: 0o1777 },
-  { op: 'mknod', path: '/a/f1', kind: 'f', mode: 0o644, major: 0, minor: 0 },
-  { op: 'write', path: '/a/f1', offset: 0, length: 5000, seed: 1 },
-  { op: 'mknod', path: '/a/b/f2', kind: 'f', mode: 0o600, major: 0, minor: 0 },
-  { op: 'write', path: '/a/b/f2', offset: 100_000, length: 70_000, seed: 2 },
-  { op: 'mknod', path: '/a/b/c/f3', kind: 'f', mode: 0o644, major: 0, minor: 0 },
-  { op: 'mknod', path: '/d/g', kind: 'f', mode: 0o755, major: 0, minor: 0 },
-  { op: 'write', path: '/d/g', offset: 0, length: 300, seed: 3 },
-  { op: 'link', from: '/d/g', path: '/d/g2' },
-  { op: 'link', from: '/d/g', path: '/a/g3' },
-  { op: 'mknod', path: '/d/sub/x', kind: 'f', mode: 0o644, major: 0, minor: 0 },
-  { op: 'symlink', path: '/e/s', target: '../a/f1' },
-  { op: 'setxattr', path: '/a', name: 'user.x', value: 'v', flags: 0 },
-  { op: 'setxattr', path: '/a/f1', name: 'user.y', value: 'w', flags: 0 },
-  { op: 'mknod', path: '/e/dev', kind: 'c', mode: 0o644, major: 1, minor: 3 },
-  { op: 'mknod', path: '/e/fifo', kind: 'p', mode: 0o644, major: 0, minor: 0 },
-];
 
 const BLOCK = 1024;
 let lowerImage: Buffer;
@@ -109,7 +87,7 @@ beforeAll(async () => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const caps = { ...FULL_CAPABILITIES, blockSize: BLOCK, devices: false, races: false };
+const caps = { ...FULL_CAPABILITIES, blockSize: BLOCK, devices: false };
 
 const ext3Upper: ConformanceTarget = {
   name: 'Overlay (ext3 upper over an ext3 lower)',
@@ -146,6 +124,22 @@ const ext3Upper: ConformanceTarget = {
 };
 
 conformanceSuite(ext3Upper, { sequences: 45, ops: 40, seedBase: 9_100_000, reopenEvery: 3, maxOffset: 2 << 20 });
+
+const memUpper: ConformanceTarget = {
+  name: 'Overlay (MemLayer upper, --writable-tmpfs, over an ext3 lower)',
+  capabilities: { ...caps, blockSize: 4096 },
+  async open(o) {
+    const upper = await openMemUpper({ capBytes: 64 << 20 });
+    return {
+      fs: await Overlay.open({ lowers: [await lowerLayer(o.seed === 0)], upper }),
+      ...(o.seed === 0 ? { init: emptyInit } : { model: await lowerModel(4096) }),
+      exclude: ['/lost+found'],
+      close: async () => undefined,
+    };
+  },
+};
+
+conformanceSuite(memUpper, { sequences: 30, ops: 40, seedBase: 9_300_000, reopenEvery: 0, maxOffset: 2 << 20 });
 
 if (isRoot) {
   let n = 0;

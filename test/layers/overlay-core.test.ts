@@ -7,8 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { S_IFCHR, S_IFDIR, S_IFMT, S_IFREG } from '../../src/engine.js';
 import { FsError } from '../../src/errors.js';
 import { openExt3Layer } from '../../src/layers/ext3-layer.js';
-import type { Overlay } from '../../src/layers/overlay/index.js';
-import { at, b, e2fsck, exists, makeExt3Image, makeSquashfs, names, openStack, parentOf, readAll, removeDir, tempDir, writeFile } from './overlay-helpers.js';
+import { Overlay } from '../../src/layers/overlay/index.js';
+import { openSquashfsLayer } from '../../src/layers/squashfs-layer.js';
+import { at, b, e2fsck, exists, makeExt3Image, makeSquashfs, manifest, names, openStack, openUpper, parentOf, readAll, removeDir, tempDir, writeFile } from './overlay-helpers.js';
 
 let dir: string;
 let bottom: string;
@@ -337,9 +338,10 @@ describe('hard links, xattrs, fakeroot', () => {
     const moved = await at(ov, '/moved');
     expect(await ov.listxattr(moved)).toEqual([]);
     expect(await ov.getxattr(moved, b('trusted.overlay.redirect'))).toBeNull();
-    expect(await ov.getxattr(moved, b('trusted.sifuse.ino'))).toBeNull();
+    expect(await ov.getxattr(moved, b('trusted.overlay.sifuse.ino'))).toBeNull();
     expect(await errCode(ov.setxattr(moved, b('user.fuseoverlayfs.opaque'), b('y')))).toBe('EPERM');
-    expect(await errCode(ov.setxattr(moved, b('trusted.sifuse.ino'), b('1')))).toBe('EPERM');
+    expect(await errCode(ov.setxattr(moved, b('user.overlay.sifuse.ino'), b('1')))).toBe('EPERM');
+    expect(await errCode(ov.setxattr(moved, b('trusted.sifuse.x'), b('1')))).toBe('EPERM');
     await ov.setxattr(moved, b('trusted.overlay.opaque'), b('y'));
     await ov.setxattr(moved, b('user.mine'), b('v'));
     expect((await ov.listxattr(moved)).map((x) => x.toString()).sort()).toEqual(['trusted.overlay.opaque', 'user.mine']);
@@ -375,3 +377,79 @@ describe('hard links, xattrs, fakeroot', () => {
     await up.fs.close();
   });
 });
+
+describe('locking', () => {
+  it('copy-ups, a lower-directory rename, removals, creates and readers at once leave one consistent tree', async () => {
+    const { ov, image } = await fresh('lock');
+    const ids = await Promise.all(['/tree/sub/deep/file', '/tree/sub/other', '/tree/top', '/data/big', '/etc/passwd'].map((p) => at(ov, p)));
+    const etc = await at(ov, '/etc');
+    const root = ov.rootId;
+    const readers = Array.from({ length: 20 }, async (_, i) => {
+      // Readers see the tree before or after each change, never an error other than "gone".
+      const p = i % 2 ? '/tree/sub' : '/t2/sub';
+      try {
+        await names(ov, p);
+      } catch (err) {
+        if (!(err instanceof FsError) || err.code !== 'ENOENT') throw err;
+      }
+      await ov.readdir(root);
+    });
+    await Promise.all([
+      ...ids.map((id, i) => ov.write(id, 0, b(`W${i}`))),
+      ov.rename(root, b('tree'), root, b('t2')),
+      ov.unlink(etc, b('hosts')),
+      ov.mknod(etc, b('created'), { mode: S_IFREG | 0o644, uid: 0, gid: 0 }),
+      ov.rename(etc, b('only-top'), etc, b('renamed')),
+      ...readers,
+    ]);
+    expect((await readAll(ov, '/t2/sub/deep/file')).toString()).toBe('W0ep\n');
+    expect((await readAll(ov, '/t2/sub/other')).toString()).toBe('W1her\n');
+    expect((await readAll(ov, '/t2/top')).toString()).toBe('W2p\n');
+    expect(await exists(ov, '/tree')).toBe(false);
+    expect((await names(ov, '/etc')).sort()).toEqual(['created', 'only-bottom', 'passwd', 'renamed']);
+    const before = await manifest(ov);
+    await ov.close();
+    expect(e2fsck(image).ok).toBe(true);
+    const again = await openStack([top, bottom], image);
+    expect(await manifest(again)).toEqual(before);
+    await again.close();
+  });
+});
+
+describe('fuse-overlayfs encoding (directory uppers without mknod)', () => {
+  it('writes .wh.NAME whiteouts and .wh..wh..opq opaque markers, and every encoding reads them', async () => {
+    const image = await makeExt3Image(dir, 'fuseenc');
+    const open = async (encoding: 'kernel' | 'fuse-overlayfs') => {
+      const upper = { ...(await openUpper(image)), encoding };
+      return Overlay.open({ lowers: [await openSquashfsLayer(top), await openSquashfsLayer(bottom)], upper });
+    };
+    const ov = await open('fuse-overlayfs');
+    const etc = await at(ov, '/etc');
+    await ov.unlink(etc, b('hosts'));
+    expect(await exists(ov, '/etc/hosts')).toBe(false);
+    expect(await errCode(ov.mknod(etc, b('.wh.x'), { mode: S_IFREG | 0o644, uid: 0, gid: 0 }))).toBe('EINVAL');
+    for (const n of await names(ov, '/etc')) await ov.unlink(etc, b(n));
+    await ov.rmdir(ov.rootId, b('etc'));
+    await ov.mkdir(ov.rootId, b('etc'), { mode: S_IFDIR | 0o755, uid: 0, gid: 0 });
+    await writeFile(ov, '/etc/hosts', 'again\n');
+    expect(await names(ov, '/etc')).toEqual(['hosts']);
+    await ov.rename(ov.rootId, b('tree'), ov.rootId, b('moved'));
+    expect((await readAll(ov, '/moved/sub/deep/file')).toString()).toBe('deep\n');
+    const before = await manifest(ov);
+    await ov.close();
+    const up = await openExt3Layer(image);
+    const root = await at(up.fs, '/upper');
+    const rootNames = (await up.fs.readdir(root)).map((e) => e.name.toString());
+    expect(rootNames).toEqual(expect.arrayContaining(['etc', '.wh.tree', 'moved']));
+    const uetc = await at(up.fs, '/upper/etc');
+    expect((await up.fs.readdir(uetc)).map((e) => e.name.toString()).sort()).toEqual(['.wh..wh..opq', 'hosts']);
+    await up.fs.close();
+    for (const enc of ['fuse-overlayfs', 'kernel'] as const) {
+      const again = await open(enc);
+      expect(await manifest(again)).toEqual(before);
+      await again.close();
+    }
+    expect(e2fsck(image).ok).toBe(true);
+  });
+});
+

@@ -30,6 +30,7 @@ import {
   withLoopMount,
   withoutSubtree,
 } from '../tools/helpers.js';
+import { itIf } from '../tools/skip.js';
 
 /** 4 GiB + 64 KiB + 17: above 2^32, so sizes and block lists need 64-bit handling. */
 const BIG_SIZE = 2 ** 32 + 65536 + 17;
@@ -114,7 +115,7 @@ describe.each(CONFIGS)('mksquashfs $name', (config) => {
   }, 300_000);
 
   if (isRoot && config.noKernel) skipNote(`kernel loop mount of the ${config.name} image`, config.noKernel);
-  it.runIf(isRoot && !config.noKernel)('the kernel loop mount shows the same manifest', async () => {
+  itIf(isRoot && !config.noKernel, isRoot ? (config.noKernel ?? '') : 'loop mounts need root')('the kernel loop mount shows the same manifest', async () => {
     const mounted = await withLoopMount(image, 'squashfs', dir, (mnt) => treeManifest(mnt));
     expectSameManifest(mounted, expected, `${config.name} kernel mount`);
   }, 300_000);
@@ -155,7 +156,7 @@ describe('a 4 GiB + 64 KiB sparse file (gzip)', () => {
     expectSameManifest(r.stdout, expected, 'big sparse file');
   }, 300_000);
 
-  it.runIf(isRoot)('the kernel loop mount shows the same manifest', async () => {
+  itIf(isRoot, 'loop mounts need root')('the kernel loop mount shows the same manifest', async () => {
     const mounted = await withLoopMount(image, 'squashfs', dir, (mnt) => treeManifest(mnt));
     expectSameManifest(mounted, expected, 'big sparse file, kernel mount');
   }, 300_000);

@@ -23,6 +23,7 @@ import {
   treeManifest,
   withLoopMount,
 } from '../tools/helpers.js';
+import { itIf, skipBecause } from '../tools/skip.js';
 
 let dir: string | undefined;
 let rootfs: string;
@@ -62,8 +63,7 @@ afterAll(async () => {
 describe('debootstrap minbase bookworm in a SIF', () => {
   it('sifuse manifest of the SIF equals the unpacked rootfs', async (ctx) => {
     if (unavailable) {
-      skipNote('sifuse manifest of the rootfs SIF', unavailable);
-      ctx.skip();
+      skipBecause(ctx, unavailable);
     }
     // A real rootfs has thousands of entries; a broken walk would show up as missing lines.
     expect(expected.length).toBeGreaterThan(100_000);
@@ -75,18 +75,16 @@ describe('debootstrap minbase bookworm in a SIF', () => {
 
   it('sifuse manifest of a subdirectory equals that part of the rootfs', async (ctx) => {
     if (unavailable) {
-      skipNote('sifuse manifest of a rootfs subdirectory', unavailable);
-      ctx.skip();
+      skipBecause(ctx, unavailable);
     }
     const r = await runSifuse(['manifest', sif, '/usr/bin']);
     expect(r.exitCode).toBe(0);
     expectSameManifest(r.stdout, await treeManifest(rootfs, { path: '/usr/bin' }), 'rootfs SIF /usr/bin');
   }, 300_000);
 
-  it.runIf(isRoot)('the kernel loop mount of the image shows the same manifest', async (ctx) => {
+  itIf(isRoot, 'loop mounts need root')('the kernel loop mount of the image shows the same manifest', async (ctx) => {
     if (unavailable) {
-      skipNote('kernel mount of the rootfs image', unavailable);
-      ctx.skip();
+      skipBecause(ctx, unavailable);
     }
     const mounted = await withLoopMount(image, 'squashfs', dir!, (mnt) => treeManifest(mnt));
     expectSameManifest(mounted, expected, 'rootfs kernel mount');

@@ -19,6 +19,7 @@ import {
   FLAG_UNCOMPRESSED_INODES,
 } from '../../src/squashfs/superblock.js';
 import { buildTree, isRoot, mksquashfs, openFile, readAll, removeDir, tempDir } from './unit-fixtures.js';
+import { itIf } from '../tools/skip.js';
 
 let work: string;
 let src: string;
@@ -262,7 +263,7 @@ describe('SquashFS engine details', () => {
     }
   });
 
-  it.runIf(isRoot)('decodes device numbers (needs root for mknod)', async () => {
+  itIf(isRoot, 'mknod needs root')('decodes device numbers (needs root for mknod)', async () => {
     const st = await fs.getattr((await fs.lookup(fs.rootId, Buffer.from('blockdev')))!);
     expect([devMajor(st.rdev), devMinor(st.rdev)]).toEqual([259, 300000]);
   });

@@ -52,9 +52,17 @@ export function readAt(fd: number, position: number, length: number): Buffer {
   return out.subarray(0, done);
 }
 
+/** All of `data` at `position`; short (not an error) when the filesystem fills up part way. */
 export function writeAt(fd: number, position: number, data: Buffer): number {
   let done = 0;
-  while (done < data.length) done += writeSync(fd, data, done, data.length - done, position + done);
+  while (done < data.length) {
+    try {
+      done += writeSync(fd, data, done, data.length - done, position + done);
+    } catch (err) {
+      if (done > 0 && isSysError(err, 'ENOSPC', 'EDQUOT')) return done;
+      throw err;
+    }
+  }
   return done;
 }
 

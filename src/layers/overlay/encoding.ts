@@ -23,12 +23,17 @@ export const XATTR_USER_OPAQUE = Buffer.from('user.overlay.opaque');
 export const XATTR_FUSE_OPAQUE = Buffer.from('user.fuseoverlayfs.opaque');
 export const XATTR_REDIRECT = Buffer.from('trusted.overlay.redirect');
 export const XATTR_USER_REDIRECT = Buffer.from('user.overlay.redirect');
-/** sifuse's own: the st_ino an object had where it came from (decimal), kept across copy-up. */
-export const XATTR_INO = Buffer.from('trusted.sifuse.ino');
-export const XATTR_USER_INO = Buffer.from('user.sifuse.ino');
-/** sifuse's own, on an index inode: how many names of the lower inode are still lower-only. */
-export const XATTR_LOWER_LINKS = Buffer.from('trusted.sifuse.lowerlinks');
-export const XATTR_USER_LOWER_LINKS = Buffer.from('user.sifuse.lowerlinks');
+/*
+ * sifuse's own marks live inside the overlay namespaces, so the kernel (which
+ * hides every trusted.overlay.* name, and user.overlay.* with userxattr) and
+ * fuse-overlayfs (user.overlay.*) never show them to users either.
+ */
+/** The st_ino an object had where it came from (decimal), kept across copy-up. */
+export const XATTR_INO = Buffer.from('trusted.overlay.sifuse.ino');
+export const XATTR_USER_INO = Buffer.from('user.overlay.sifuse.ino');
+/** On an index inode: how many names of the lower inode are still lower-only. */
+export const XATTR_LOWER_LINKS = Buffer.from('trusted.overlay.sifuse.lowerlinks');
+export const XATTR_USER_LOWER_LINKS = Buffer.from('user.overlay.sifuse.lowerlinks');
 
 const INTERNAL_PREFIXES = ['trusted.overlay.', 'user.overlay.', 'user.fuseoverlayfs.', 'trusted.sifuse.', 'user.sifuse.'].map((p) =>
   Buffer.from(p),

@@ -295,6 +295,8 @@ export class Overlay implements WritableFs {
     } else if (src.layer === 0 && this.hasUpper && (await this.isIndexed(n, st))) {
       out.nlink = Math.max(0, st.nlink - 1) + (await this.lowerLinks(n.upper!));
     }
+    // No name leads here (an open, unlinked file or removed directory); a lower object still has its links.
+    if (n.dead) out.nlink = 0;
     return out;
   }
 
