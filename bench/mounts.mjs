@@ -146,6 +146,8 @@ export async function run(options = {}) {
   const skipped = [];
   const samples = {}; // workload -> peer -> [values]
   const failures = [];
+  /** workload -> sifuse's --stats report (last repetition). */
+  const stats = {};
   const add = (w, p, v) => ((samples[w] ??= {})[p] ??= []).push(v);
 
   const images = {};
@@ -200,11 +202,13 @@ export async function run(options = {}) {
         }
       }
     }
+    const last = rep === reps - 1;
     for (const w of readWork) {
       for (const peer of order) {
         let m;
         try {
-          m = await peer.mount(images[w.image]);
+          // sifuse counts its requests on the last repetition only (--stats costs a little per request).
+          m = await peer.mount({ ...images[w.image], stats: last });
           if (cold) dropCaches();
           add(w.name, peer.name, timed(w.script(m.mnt)));
           if (w.rss && m.dirs.length > 0) {
@@ -215,6 +219,7 @@ export async function run(options = {}) {
           failures.push(`${w.name} on ${peer.name}: ${err.message}`);
         } finally {
           await m?.umount();
+          if (m?.stats) stats[w.name] = m.stats;
         }
       }
     }
@@ -265,9 +270,11 @@ export async function run(options = {}) {
       table += `| ${w} | ${peerNames.map((p) => fmt(med[p], w === 'peak RSS MB' ? 1 : 3)).join(' | ')} | ${ratio} | ${target || '-'} |\n`;
       rows.push({ workload: w, medians: med });
     }
+    const statLines = Object.entries(stats).map(([w, text]) => `- ${w}: ${text.replace(/\n\s*/g, '; ')}`);
+    if (statLines.length > 0) table += `\nsifuse --stats (requests by type, mean JS time each; last repetition):\n${statLines.join('\n')}\n`;
     if (failures.length > 0) table += `\nfailed runs:\n${failures.map((f) => `- ${f}`).join('\n')}\n`;
     if (!peerNames.includes('sifuse')) table += '\nsifuse is not in this table: see "skipped" below.\n';
-    const results = { cold, reps: done, samples, failures, skipped, images };
+    const results = { cold, reps: done, samples, stats, failures, skipped, images };
     mkdirSync(out, { recursive: true });
     writeFileSync(join(out, 'mounts.json'), JSON.stringify(results, null, 2));
     writeFileSync(join(out, 'mounts.svg'), barChart(rows.filter((r) => r.workload !== 'peak RSS MB'), peerNames, `sifuse and peers, ${cold ? 'cold' : 'warm'}, median of ${done} (seconds)`));

@@ -116,6 +116,21 @@ function undoAll(undo, dir) {
   };
 }
 
+/** The daemon's --stats report from its log (it writes it at unmount; waits up to 2 s), or null. */
+function readStats(log) {
+  for (let i = 0; i < 40; i++) {
+    try {
+      const text = readFileSync(log, 'utf8');
+      const at = text.indexOf('sifuse stats:');
+      if (at >= 0) return text.slice(at).trim();
+    } catch {
+      // not written yet
+    }
+    spawnSync('sleep', ['0.05']);
+  }
+  return null;
+}
+
 /** `sifuse mount` exists in this build (the FUSE mount lands separately). */
 export function sifuseMountState() {
   if (!existsSync(join(repo, 'dist'))) return { ok: false, why: 'dist/ is not built (npm run build)' };
@@ -194,17 +209,22 @@ export function readPeers() {
         const s = sifuseMountState();
         return s.ok ? null : s.why;
       },
-      mount({ sif }) {
+      /** With `stats`, the daemon counts requests (--stats) and `result.stats` holds its report after umount. */
+      mount({ sif, stats = false }) {
         return guarded('sifuse', async (dir, undo) => {
           const mnt = join(dir, 'mnt');
           mkdirSync(mnt);
-          sh(sifuseBin, ['mount', sif, mnt], 'sifuse mount');
+          const log = join(dir, 'daemon.log');
+          sh(sifuseBin, ['mount', ...(stats ? ['--stats', '--log', log] : []), sif, mnt], 'sifuse mount');
+          const result = { mnt, dirs: [mnt], stats: null, umount: undefined };
           undo.push(() => {
             spawnSync(sifuseBin, ['umount', mnt], { stdio: 'ignore', timeout: 60_000 });
             unmount(mnt);
+            if (stats) result.stats = readStats(log);
           });
           await waitMounted(mnt, 'sifuse mount');
-          return { mnt, dirs: [mnt], umount: undoAll(undo, dir) };
+          result.umount = undoAll(undo, dir);
+          return result;
         });
       },
     },
