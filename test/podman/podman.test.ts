@@ -151,11 +151,21 @@ describeIf(why === '', why)('podman with sifuse as mount_program', () => {
     expect(r.stdout.split('\n')).toEqual(['1000', 'written-in-container', 'mine']);
   });
 
+  it('refuses an ID-mapped container by naming the option (uidmapping=), and podman says so', async () => {
+    const r = await podman(['run', '--rm', '--network', 'none', '--uidmap', '0:100000:65536', '--gidmap', '0:100000:65536',
+      'localhost/sifuse-test:base', 'true']);
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr).toContain('mount option "uidmapping" is not supported by sifuse');
+    expect(mountsUnder().filter((l) => l.includes('fuse.sifuse'))).toEqual([]);
+  });
+
   it("mounted every container root through sifuse, in fuse-overlayfs's calling form, and left nothing mounted", async () => {
     const lines = fs.readFileSync(calls, 'utf8').split('\n').filter((l) => l !== '');
     // One per `podman run` at least (4), plus the read-only mounts `podman commit`/`diff` make.
     expect(lines.length).toBeGreaterThanOrEqual(4);
     for (const line of lines) expect(line).toMatch(new RegExp(`^-o lowerdir=${dir}/graph/overlay/\\S+ ${dir}/graph/overlay/\\S+/merged$`));
+    // `podman run --rm` asks for a volatile upper (accepted: sifuse syncs anyway).
+    expect(lines.some((l) => l.includes(',volatile'))).toBe(true);
     // The committed image's containers saw two lower layers, top first.
     expect(lines.some((l) => /lowerdir=[^,:]+:[^,:]+,upperdir=[^,]+\/diff,workdir=[^,]+\/work/.test(l))).toBe(true);
     // The containers have stopped: podman unmounted each root and the daemons are gone.
