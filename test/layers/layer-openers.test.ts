@@ -12,7 +12,7 @@ import { UsageError } from '../../src/errors.js';
 import { FileRegion } from '../../src/io/file-region.js';
 import { openExt3Layer } from '../../src/layers/ext3-layer.js';
 import { isUpperLayer } from '../../src/layers/layer.js';
-import { openMemUpper } from '../../src/layers/mem-upper.js';
+import { openMemUpperLayer as openMemUpper } from '../../src/layers/mem.js';
 import { Overlay } from '../../src/layers/overlay/index.js';
 import { openSquashfsLayer } from '../../src/layers/squashfs-layer.js';
 import { b, names, readAll, tempDir, makeSquashfs } from './overlay-helpers.js';

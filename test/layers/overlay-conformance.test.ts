@@ -23,7 +23,7 @@ import { mkfsExt3 } from '../../src/ext3/mkfs.js';
 import { MemoryRegion } from '../../src/io/memory-region.js';
 import { openDirLayer } from '../../src/layers/dir.js';
 import { openExt3Layer } from '../../src/layers/ext3-layer.js';
-import { openMemUpper } from '../../src/layers/mem-upper.js';
+import { openMemUpperLayer as openMemUpper } from '../../src/layers/mem.js';
 import { isUpperLayer, type Layer, type UpperLayer } from '../../src/layers/layer.js';
 import { Overlay } from '../../src/layers/overlay/index.js';
 import { conformanceSuite, FULL_CAPABILITIES, type ConformanceTarget } from '../conformance/index.js';
