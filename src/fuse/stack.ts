@@ -66,9 +66,14 @@ export interface Stack {
  * name rather than ignored.
  */
 const PASS_THROUGH = new Set(['noatime', 'relatime', 'strictatime', 'nodiratime', 'nodev', 'nosuid', 'noexec', 'dev',
-  'suid', 'exec', 'rw']);
-/** Options that are already what sifuse does, or that only mount(8) acts on. */
-const ALREADY = new Set(['default_permissions', 'noacl', 'defaults', 'auto', 'noauto', 'nofail', '_netdev', 'user', 'users']);
+  'suid', 'exec', 'rw', 'allow_other']);
+/**
+ * Options that are already what sifuse does, or that only mount(8) acts on.
+ * `volatile` (podman passes it for `run --rm`) and fuse-overlayfs's `fsync=0`
+ * only permit skipping syncs; sifuse syncs anyway, which is the stronger promise.
+ */
+const ALREADY = new Set(['default_permissions', 'noacl', 'defaults', 'auto', 'noauto', 'nofail', '_netdev', 'user', 'users',
+  'volatile']);
 
 export function parseOverlayfsOptions(options: string[]): { request: StackRequest; mountOptions: string[] } {
   const request: StackRequest = {};
@@ -83,6 +88,7 @@ export function parseOverlayfsOptions(options: string[]): { request: StackReques
     else if (key === 'ro' && eq < 0) request.writable = false;
     else if (PASS_THROUGH.has(key) && eq < 0) mountOptions.push(key);
     else if ((ALREADY.has(key) || key.startsWith('x-')) && eq < 0) continue;
+    else if (key === 'fsync' && (value === '0' || value === '1')) continue;
     else throw new UsageError(`mount option "${key}" is not supported by sifuse`);
   }
   if (request.lowerdirs !== undefined && request.lowerdirs.length === 0) throw new UsageError('lowerdir= names no layer');
@@ -302,7 +308,11 @@ async function openOverlayfsForm(req: StackRequest): Promise<Stack> {
     if (lowers.length === 0 && !upper) throw new UsageError('no lowerdir= given');
     const name = (req.lowerdirs ?? [])[0] ?? req.upperdir!;
     const overlay = await openOverlay({ lowers, upper, map: fakerootMap(req.fakeroot), name });
-    return { fs: overlay, fsname: name, mountOptions: req.mountOptions ?? [], release: () => o.release() };
+    // As fuse-overlayfs does as root: a container's other users may enter its root
+    // (default_permissions still checks modes) and its set-id programs work. Options
+    // given later (nosuid) win.
+    const rootDefaults = process.getuid?.() === 0 ? ['allow_other', 'suid'] : [];
+    return { fs: overlay, fsname: name, mountOptions: [...rootDefaults, ...(req.mountOptions ?? [])], release: () => o.release() };
   } catch (err) {
     await o.abort();
     throw err;
