@@ -53,7 +53,37 @@ export function describeError(err: unknown): string {
   return `internal error: ${err instanceof Error ? err.message : String(err)}`;
 }
 
-async function main(argv: string[]): Promise<number> {
+/** Options of mount, exec, run, shell and instance start that take a value as the next argument. */
+const VALUE_OPTIONS = new Set(['-o', '--overlay', '-B', '--bind', '--env', '--pwd', '-s', '--shell', '--log', '--ready-fd']);
+
+/**
+ * `--writable-tmpfs` takes an optional size written `--writable-tmpfs=MiB`;
+ * given bare (Apptainer's form) it must not swallow the image that follows,
+ * so it becomes `--writable-tmpfs=64` unless a size in digits follows it.
+ * Only options before the first positional argument are looked at: what
+ * comes after the image belongs to the command run in the container.
+ */
+export function normalizeTmpfsFlag(argv: readonly string[]): string[] {
+  const out = [...argv];
+  if (!['mount', 'exec', 'run', 'shell', 'instance'].includes(out[2] ?? '')) return out;
+  for (let i = out[2] === 'instance' ? 4 : 3; i < out.length; i++) {
+    const a = out[i]!;
+    if (a === '--') break;
+    if (a === '--writable-tmpfs' && !/^\d+$/.test(out[i + 1] ?? '')) {
+      out[i] = '--writable-tmpfs=64';
+      continue;
+    }
+    if (VALUE_OPTIONS.has(a)) {
+      i++;
+      continue;
+    }
+    if (!a.startsWith('-')) break;
+  }
+  return out;
+}
+
+async function main(rawArgv: string[]): Promise<number> {
+  const argv = normalizeTmpfsFlag(rawArgv);
   const program = await buildProgram(argv);
   try {
     await program.parseAsync(argv);

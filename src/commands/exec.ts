@@ -5,6 +5,7 @@
  * img.sif ls -l`).
  */
 import { type Command, InvalidArgumentError } from 'commander';
+import { UsageError } from '../errors.js';
 import { runContainer, type Action, type ContainerOptions } from '../runtime/container.js';
 
 interface Flags {
@@ -31,7 +32,7 @@ export function containerOptions(f: Flags): ContainerOptions {
   let tmpfs: number | undefined;
   if (f.writableTmpfs !== undefined && f.writableTmpfs !== false) {
     tmpfs = f.writableTmpfs === true ? 64 : Number(f.writableTmpfs);
-    if (!Number.isSafeInteger(tmpfs) || tmpfs < 1) throw new InvalidArgumentError(`--writable-tmpfs=${String(f.writableTmpfs)}: expected a size in MiB`);
+    if (!Number.isSafeInteger(tmpfs) || tmpfs < 1) throw new UsageError(`--writable-tmpfs=${String(f.writableTmpfs)}: expected a size in MiB`);
   }
   return {
     overlays: f.overlay,
@@ -98,7 +99,7 @@ export function registerInstanceCommands(program: Command): void {
         for (const s of await listInstances()) await stopInstance(s.name);
         return;
       }
-      if (!name) throw new InvalidArgumentError('name an instance, or use --all');
+      if (!name) throw new UsageError('name an instance, or use --all');
       await stopInstance(name);
     });
 }

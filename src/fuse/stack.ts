@@ -31,7 +31,7 @@ import { DirLayer, openDirLayer } from '../layers/dir.js';
 import { encodingFor } from '../layers/dir/capabilities.js';
 import { openExt3Layer } from '../layers/ext3-layer.js';
 import { isUpperLayer, type Layer, type UpperLayer } from '../layers/layer.js';
-import { MemLayer } from '../layers/mem.js';
+import { openMemUpperLayer } from '../layers/mem.js';
 import { openOverlay } from '../layers/overlay/index.js';
 import { openSquashfsLayer } from '../layers/squashfs-layer.js';
 import { ofdLock } from '../native/sys.js';
@@ -66,9 +66,14 @@ export interface Stack {
  * name rather than ignored.
  */
 const PASS_THROUGH = new Set(['noatime', 'relatime', 'strictatime', 'nodiratime', 'nodev', 'nosuid', 'noexec', 'dev',
-  'suid', 'exec', 'rw']);
-/** Options that are already what sifuse does, or that only mount(8) acts on. */
-const ALREADY = new Set(['default_permissions', 'noacl', 'defaults', 'auto', 'noauto', 'nofail', '_netdev', 'user', 'users']);
+  'suid', 'exec', 'rw', 'allow_other']);
+/**
+ * Options that are already what sifuse does, or that only mount(8) acts on.
+ * `volatile` (podman passes it for `run --rm`) and fuse-overlayfs's `fsync=0`
+ * only permit skipping syncs; sifuse syncs anyway, which is the stronger promise.
+ */
+const ALREADY = new Set(['default_permissions', 'noacl', 'defaults', 'auto', 'noauto', 'nofail', '_netdev', 'user', 'users',
+  'volatile']);
 
 export function parseOverlayfsOptions(options: string[]): { request: StackRequest; mountOptions: string[] } {
   const request: StackRequest = {};
@@ -83,6 +88,7 @@ export function parseOverlayfsOptions(options: string[]): { request: StackReques
     else if (key === 'ro' && eq < 0) request.writable = false;
     else if (PASS_THROUGH.has(key) && eq < 0) mountOptions.push(key);
     else if ((ALREADY.has(key) || key.startsWith('x-')) && eq < 0) continue;
+    else if (key === 'fsync' && (value === '0' || value === '1')) continue;
     else throw new UsageError(`mount option "${key}" is not supported by sifuse`);
   }
   if (request.lowerdirs !== undefined && request.lowerdirs.length === 0) throw new UsageError('lowerdir= names no layer');
@@ -241,10 +247,11 @@ async function openApptainer(req: StackRequest): Promise<Stack> {
       }
     }
     if (req.writableTmpfsMiB !== undefined) {
-      const mem = new MemLayer({ name: 'tmpfs', capBytes: req.writableTmpfsMiB * 1024 * 1024, rootMode: S_IFDIR | 0o755 });
-      const upperDir = await mem.mkdir(mem.rootId, Buffer.from('upper'), { mode: S_IFDIR | 0o755, uid: 0, gid: 0 });
-      const work = await mem.mkdir(mem.rootId, Buffer.from('work'), { mode: S_IFDIR | 0o755, uid: 0, gid: 0 });
-      upper = o.add({ name: 'tmpfs', fs: mem, root: upperDir, work, encoding: 'kernel' as const });
+      // upper/ and work/ belong to the caller, as in Apptainer's session tmpfs (so the
+      // merged root is theirs to write in); with --fakeroot that is 0, shown as the caller.
+      const owner = req.fakeroot ? { uid: 0, gid: 0 } : { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+      const mem = await openMemUpperLayer({ name: 'tmpfs', capBytes: req.writableTmpfsMiB * 1024 * 1024, rootMode: S_IFDIR | 0o755, ...owner });
+      upper = o.add({ name: 'tmpfs', fs: mem.fs, root: mem.root, work: mem.work, encoding: 'kernel' as const });
     }
     if (!upper && lowers.length === 1 && !req.fakeroot) {
       // Nothing to merge: the image is served as it is (read-only).
@@ -301,7 +308,11 @@ async function openOverlayfsForm(req: StackRequest): Promise<Stack> {
     if (lowers.length === 0 && !upper) throw new UsageError('no lowerdir= given');
     const name = (req.lowerdirs ?? [])[0] ?? req.upperdir!;
     const overlay = await openOverlay({ lowers, upper, map: fakerootMap(req.fakeroot), name });
-    return { fs: overlay, fsname: name, mountOptions: req.mountOptions ?? [], release: () => o.release() };
+    // As fuse-overlayfs does as root: a container's other users may enter its root
+    // (default_permissions still checks modes) and its set-id programs work. Options
+    // given later (nosuid) win.
+    const rootDefaults = process.getuid?.() === 0 ? ['allow_other', 'suid'] : [];
+    return { fs: overlay, fsname: name, mountOptions: [...rootDefaults, ...(req.mountOptions ?? [])], release: () => o.release() };
   } catch (err) {
     await o.abort();
     throw err;

@@ -8,8 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { hasTool, makeTempDir, removeTempDir, skipNote } from '../tools/helpers.js';
+import { hasTool, makeTempDir, removeTempDir } from '../tools/helpers.js';
 import { pidFile } from '../../src/commands/mount.js';
+import { skipBecause } from '../tools/skip.js';
 import { cleanup, fuseAvailable, isMounted, logTail, mount, umount } from './helpers.js';
 import { skipBecause } from '../tools/skip.js';
 
