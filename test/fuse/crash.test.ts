@@ -12,7 +12,6 @@ import { hasTool, makeTempDir, removeTempDir } from '../tools/helpers.js';
 import { pidFile } from '../../src/commands/mount.js';
 import { skipBecause } from '../tools/skip.js';
 import { cleanup, fuseAvailable, isMounted, logTail, mount, umount } from './helpers.js';
-import { skipBecause } from '../tools/skip.js';
 
 const scripts = join(import.meta.dirname, 'scripts');
 let why = fuseAvailable();

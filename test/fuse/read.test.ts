@@ -12,7 +12,6 @@ import {
 } from '../tools/helpers.js';
 import { skipBecause } from '../tools/skip.js';
 import { cleanup, fuseAvailable, isMounted, logTail, mount, umount } from './helpers.js';
-import { skipBecause } from '../tools/skip.js';
 
 const why = fuseAvailable();
 let dir: string;
