@@ -50,6 +50,12 @@ export interface StackRequest {
   workdir?: string;
   /** Kernel mount options passed through (checked). */
   mountOptions?: string[];
+  /**
+   * `-o redirect_dir=off`: a renamed lower directory is copied up whole rather
+   * than recorded with trusted.overlay.redirect, for images that Apptainer's
+   * unprivileged stack (fuse-overlayfs, which follows no redirects) will read.
+   */
+  redirectDir?: boolean;
 }
 
 export interface Stack {
@@ -86,6 +92,7 @@ export function parseOverlayfsOptions(options: string[]): { request: StackReques
     else if (key === 'upperdir') request.upperdir = value;
     else if (key === 'workdir') request.workdir = value;
     else if (key === 'ro' && eq < 0) request.writable = false;
+    else if (key === 'redirect_dir' && (value === 'on' || value === 'off')) request.redirectDir = value === 'on';
     else if (PASS_THROUGH.has(key) && eq < 0) mountOptions.push(key);
     else if ((ALREADY.has(key) || key.startsWith('x-')) && eq < 0) continue;
     else if (key === 'fsync' && (value === '0' || value === '1')) continue;
@@ -257,7 +264,7 @@ async function openApptainer(req: StackRequest): Promise<Stack> {
       // Nothing to merge: the image is served as it is (read-only).
       return { fs: base, fsname: image, mountOptions: req.mountOptions ?? [], release: () => o.release() };
     }
-    const overlay = await openOverlay({ lowers, upper, map: fakerootMap(req.fakeroot), name: image });
+    const overlay = await openOverlay({ lowers, upper, map: fakerootMap(req.fakeroot), name: image, redirectDir: req.redirectDir });
     return { fs: overlay, fsname: image, mountOptions: req.mountOptions ?? [], release: () => o.release() };
   } catch (err) {
     await o.abort();
@@ -307,7 +314,7 @@ async function openOverlayfsForm(req: StackRequest): Promise<Stack> {
     const upper = req.upperdir !== undefined && req.writable !== false ? await openUpperDirs(o, req.upperdir, req.workdir!) : undefined;
     if (lowers.length === 0 && !upper) throw new UsageError('no lowerdir= given');
     const name = (req.lowerdirs ?? [])[0] ?? req.upperdir!;
-    const overlay = await openOverlay({ lowers, upper, map: fakerootMap(req.fakeroot), name });
+    const overlay = await openOverlay({ lowers, upper, map: fakerootMap(req.fakeroot), name, redirectDir: req.redirectDir });
     // As fuse-overlayfs does as root: a container's other users may enter its root
     // (default_permissions still checks modes) and its set-id programs work. Options
     // given later (nosuid) win.

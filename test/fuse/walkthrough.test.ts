@@ -22,6 +22,7 @@ import {
 import { SifImage } from '../../src/sif/index.js';
 import { skipBecause } from '../tools/skip.js';
 import { cleanup, fuseAvailable, isMounted, logTail, sh } from './helpers.js';
+import { loopMountSync, unmountSync } from '../tools/loop.js';
 
 const USER = 'sifusetest';
 const cachedSif = join(process.env.SIFUSE_CACHE || '/var/tmp/sifuse-cache', 'bench-bookworm-minbase.sif');
@@ -102,10 +103,9 @@ describe('the persistent-overlays walkthrough, as an unprivileged user', () => {
     const sif = await SifImage.open(join(home, 'base.sif'));
     const part = sif.primaryPartition()!;
     await sif.close();
-    await execa('mount', ['-t', 'squashfs', '-o', `loop,ro,offset=${part.offset},sizelimit=${part.size}`,
-      join(home, 'base.sif'), join(k, 'lower')]);
+    loopMountSync(join(home, 'base.sif'), join(k, 'lower'), { type: 'squashfs', readonly: true, offset: part.offset, sizelimit: part.size });
     try {
-      await execa('mount', ['-t', 'ext3', '-o', 'loop,ro', join(home, 'ov.img'), join(k, 'ovimg')]);
+      loopMountSync(join(home, 'ov.img'), join(k, 'ovimg'), { type: 'ext3', readonly: true });
       try {
         await execa('mount', ['-t', 'overlay', 'overlay', '-o',
           `ro,lowerdir=${k}/ovimg/upper:${k}/lower`, join(k, 'merged')]);
@@ -126,10 +126,10 @@ describe('the persistent-overlays walkthrough, as an unprivileged user', () => {
           await execa('umount', [join(k, 'merged')]);
         }
       } finally {
-        await execa('umount', [join(k, 'ovimg')]);
+        unmountSync(join(k, 'ovimg'));
       }
     } finally {
-      await execa('umount', [join(k, 'lower')]);
+      unmountSync(join(k, 'lower'));
     }
   }, 600_000);
 

@@ -33,6 +33,7 @@ import { resolvePath } from '../../src/inspect/path.js';
 import { openExt3Layer } from '../../src/layers/ext3-layer.js';
 import type { Overlay } from '../../src/layers/overlay/index.js';
 import { describeIf } from '../tools/skip.js';
+import { loopMountSync, unmountSync } from '../tools/loop.js';
 import { e2fsck, isRoot, makeExt3Image, openStack, tempDir } from './overlay-helpers.js';
 import { LOWER_OPS } from './overlay-lower-tree.js';
 
@@ -45,12 +46,7 @@ function mount(args: string[]): void {
 }
 /** Unmounts, retrying while busy (a FUSE daemon or helper still letting go); throws if it stays mounted. */
 function umount(path: string): void {
-  for (let i = 0; i < 100; i++) {
-    if (spawnSync('umount', [path]).status === 0) return;
-    if (spawnSync('mountpoint', ['-q', path]).status !== 0) return;
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
-  }
-  throw new Error(`${path}: still mounted after 10 s of umount attempts`);
+  unmountSync(path);
 }
 
 async function lowerModel(): Promise<ModelFs> {
@@ -66,9 +62,9 @@ async function withKernelOverlay<T>(image: string, tag: string, options: string,
   const u = join(dir, `${tag}-u`);
   const m = join(dir, `${tag}-m`);
   for (const d of [l, u, m]) mkdirSync(d, { recursive: true });
-  mount(['-t', 'squashfs', '-o', 'loop,ro', lower, l]);
+  loopMountSync(lower, l, { type: 'squashfs', readonly: true });
   try {
-    mount(['-t', 'ext3', '-o', 'loop', image, u]);
+    loopMountSync(image, u, { type: 'ext3' });
     try {
       mount(['-t', 'overlay', 'overlay', '-o', `lowerdir=${l},upperdir=${u}/upper,workdir=${u}/work${options}`, m]);
       try {
@@ -227,10 +223,10 @@ describeIf(isRoot, 'loop mounts need root')('fuse-overlayfs reads what the Overl
       const u = join(dir, `f${seed}-u`);
       const m = join(dir, `f${seed}-m`);
       for (const d of [l, u, m]) mkdirSync(d, { recursive: true });
-      mount(['-t', 'squashfs', '-o', 'loop,ro', lower, l]);
+      loopMountSync(lower, l, { type: 'squashfs', readonly: true });
       let theirs;
       try {
-        mount(['-t', 'ext3', '-o', 'loop', img, u]);
+        loopMountSync(img, u, { type: 'ext3' });
         try {
           execFileSync('fuse-overlayfs', ['-o', `lowerdir=${l},upperdir=${u}/upper,workdir=${u}/work`, m]);
           try {
