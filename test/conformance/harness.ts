@@ -154,16 +154,24 @@ export interface SequenceOptions {
   /** Issue batches of independent ops at once (engine targets). */
   concurrency?: boolean;
   bigWrites?: boolean;
-  /** Replays exactly these ops one by one instead of generating (shrinking, regression cases). */
-  replay?: Op[];
+  /**
+   * Replays exactly these steps instead of generating (shrinking, regression
+   * cases): an Op runs alone, an Op[] is a batch issued at once, as generated.
+   */
+  replay?: Step[];
   /** Small images: ENOSPC from the target is accepted for ops that allocate; the model then skips the op. */
   allowEnospc?: boolean;
   /** What the target supports (default: everything); races are left out when ENOSPC is allowed (their outcome would be partial). */
   features?: OpFeatures;
 }
 
+/** One step of a sequence: an op alone, or a batch of independent ops issued at once. */
+export type Step = Op | Op[];
+
 export interface SequenceLog {
   ops: Op[];
+  /** The same ops as issued: batches kept together (for replay; runSequence always fills it). */
+  steps?: Step[];
   outcomes: Outcome[];
   model: ModelFs;
   enospc: number;
@@ -172,6 +180,8 @@ export interface SequenceLog {
 export class SequenceMismatch extends Error {
   /** The ops applied up to the failure, for replay and shrinking. */
   ops: Op[] = [];
+  /** The steps issued up to and including the failing one, batches kept (replay with `replay`). */
+  steps: Step[] = [];
 }
 
 const ALLOCATING = new Set(['mknod', 'mkdir', 'symlink', 'link', 'rename', 'write', 'truncate', 'setxattr', 'unlinkopen']);
@@ -220,14 +230,20 @@ export async function runSequence(target: Target, o: SequenceOptions): Promise<S
   const base = o.base ?? '/';
   const features = o.features && o.allowEnospc ? { ...o.features, races: false } : o.allowEnospc ? { ...ALL_FEATURES, races: false } : o.features;
   const gen = new OpGenerator(o.seed, { blockSize: o.blockSize, exclude, base, maxOffset: o.maxOffset, bigWrites: o.bigWrites, features });
-  const log: SequenceLog = { ops: [], outcomes: [], model, enospc: 0 };
+  const log: SequenceLog = { ops: [], steps: [], outcomes: [], model, enospc: 0 };
   const excludeSet = new Set(exclude);
-  const total = o.replay ? o.replay.length : o.ops;
-  while (log.ops.length < total) {
-    if (o.replay) {
-      await step([o.replay[log.ops.length]!]);
-      continue;
-    }
+  const mismatch = (message: string): SequenceMismatch => {
+    const m = new SequenceMismatch(message);
+    m.ops = [...log.ops];
+    m.steps = [...log.steps!];
+    return m;
+  };
+  if (o.replay) {
+    for (const s of o.replay) await step(Array.isArray(s) ? s : [s]);
+    await compareWithModel(target, log, o);
+    return log;
+  }
+  while (log.ops.length < o.ops) {
     const tree = await listTree(model, excludeSet);
     let batch: Op[] = [gen.next(tree)];
     if (o.concurrency && gen.rng.chance(0.3)) {
@@ -253,6 +269,7 @@ export async function runSequence(target: Target, o: SequenceOptions): Promise<S
   return log;
 
   async function step(batch: Op[]): Promise<void> {
+    log.steps!.push(batch.length === 1 ? batch[0]! : batch);
     const got = await target.apply(batch, batch.length > 1);
     for (let i = 0; i < batch.length; i++) {
       let op = batch[i]!;
@@ -263,7 +280,7 @@ export async function runSequence(target: Target, o: SequenceOptions): Promise<S
         // manifests), except unlinkopen, whose unlink came before the failing write.
         if (op.op === 'unlinkopen') {
           const unlinked = await driver.apply({ op: 'unlink', path: op.path });
-          if (unlinked !== 'ok') throw new SequenceMismatch(`seed ${o.seed}: unlinkopen of ${op.path} hit ENOSPC but the model cannot unlink it (${unlinked})`);
+          if (unlinked !== 'ok') throw mismatch(`seed ${o.seed}: unlinkopen of ${op.path} hit ENOSPC but the model cannot unlink it (${unlinked})`);
         }
         log.ops.push(op);
         log.outcomes.push(actual);
@@ -276,29 +293,28 @@ export async function runSequence(target: Target, o: SequenceOptions): Promise<S
       log.outcomes.push(actual);
       if (expected.startsWith('STALE')) throw new Error(`seed ${o.seed}: the model itself broke a lifetime rule: ${expected} (${describe(op)})`);
       if (expected !== actual) {
-        const m = new SequenceMismatch(
+        throw mismatch(
           `seed ${o.seed}, op #${log.ops.length - 1} on ${target.label}: ${describe(op)}\n` +
             `  model says ${expected}, ${target.label} says ${actual}` +
             (batch.length > 1 ? ` (in a concurrent batch of ${batch.length})` : ''),
         );
-        m.ops = [...log.ops];
-        throw m;
       }
     }
   }
 }
 
 /**
- * Smallest op list (greedy chunk removal) that still fails on fresh targets
- * from `fresh()`; `fresh` returns the target and a cleanup. For reports.
+ * Smallest step list (greedy chunk removal; a concurrent batch stays one
+ * step) that still fails on fresh targets from `fresh()`; `fresh` returns the
+ * target and a cleanup. For reports.
  */
 export async function shrinkFailure(
   fresh: () => Promise<{ target: Target; done: () => Promise<void> }>,
   o: SequenceOptions,
-  ops: Op[],
+  ops: Step[],
   budget = 300,
-): Promise<{ ops: Op[]; error: string }> {
-  const fails = async (candidate: Op[]): Promise<string | null> => {
+): Promise<{ ops: Step[]; error: string }> {
+  const fails = async (candidate: Step[]): Promise<string | null> => {
     const { target, done } = await fresh();
     try {
       await runSequence(target, { ...o, replay: candidate });
@@ -311,7 +327,7 @@ export async function shrinkFailure(
   };
   let best = ops;
   let error = (await fails(best)) ?? '';
-  if (!error) return { ops, error: 'did not fail when replayed one op at a time' };
+  if (!error) return { ops, error: 'did not fail when replayed (a timing-dependent failure)' };
   let chunk = Math.max(1, Math.floor(best.length / 2));
   let tries = 0;
   while (chunk >= 1 && tries < budget) {
@@ -354,6 +370,7 @@ export async function compareWithModel(target: Target, log: SequenceLog, o: { se
       `seed ${o.seed}: ${target.label} differs from the model ${when} (- model, + ${target.label})\n${d1}\n${d2 ? 'links:\n' + d2 : ''}`,
     );
     m.ops = [...log.ops];
+    m.steps = [...(log.steps ?? log.ops)];
     throw m;
   }
 }

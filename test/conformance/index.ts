@@ -237,7 +237,7 @@ export async function checkedSequence(target: ConformanceTarget, seq: SequencePl
     } catch (e) {
       await inst.fs.close().catch(() => undefined);
       let report = `${target.name}: ${String(e)}`;
-      if (e instanceof SequenceMismatch && e.ops.length > 0 && !inst.model) {
+      if (e instanceof SequenceMismatch && e.steps.length > 0 && !inst.model) {
         // Replayed one op at a time on fresh instances, cut down to what still fails.
         const fresh = async () => {
           const f = await target.open({ seed: seq.seed, lane: -1, views: false, small: seq.small ?? false });
@@ -249,10 +249,12 @@ export async function checkedSequence(target: ConformanceTarget, seq: SequencePl
             },
           };
         };
-        const shrunk = await shrinkFailure(fresh, opts, e.ops);
-        report += `\nshrunk to ${shrunk.ops.length} ops:\n${shrunk.ops.map((op) => JSON.stringify(op)).join('\n')}\n${shrunk.error}`;
+        const shrunk = await shrinkFailure(fresh, opts, e.steps);
+        report +=
+          `\nshrunk to ${shrunk.ops.length} steps (an array is a batch issued at once; replay with { replay: [...] }):\n` +
+          `${shrunk.ops.map((step) => JSON.stringify(step)).join('\n')}\n${shrunk.error}`;
       } else if (e instanceof SequenceMismatch) {
-        report += `\nops:\n${e.ops.map((op) => JSON.stringify(op)).join('\n')}`;
+        report += `\nsteps (an array is a batch issued at once):\n${e.steps.map((step) => JSON.stringify(step)).join('\n')}`;
       }
       const kept = inst.keep?.();
       const file = join(tmpdir(), `sifuse-conformance-seed-${seq.seed}.txt`);

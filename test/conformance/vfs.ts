@@ -25,7 +25,13 @@
  * The 'race' op (ops.ts) is the one place the driver itself is concurrent: it
  * issues an open (ref), the unlink and the re-create of one name at once and
  * checks the lifetime rules of src/engine.ts through the handle; a broken rule
- * is the outcome 'STALE', which the model never gives.
+ * is the outcome 'STALE', which the model never gives. The contract lets an
+ * engine reuse a freed number, and a ref issued after the free and after a
+ * create that reused it would attach to the new inode (a caller's race, as
+ * engine.ts says), so the driver issues no create (mknod, mkdir, symlink, the
+ * race's own) while a race of the same batch has yet to issue its ref: then a
+ * ref lands before the unlink (the inode stays) or between the unlink and any
+ * reuse (ENOENT), exactly the two outcomes the contract allows.
  */
 import { FsError } from '../../src/errors.js';
 import { S_IFMT, typeBits, type InodeId, type WritableFs } from '../../src/engine.js';
@@ -76,6 +82,9 @@ const RACE_ORDERS: readonly (readonly [number, number])[] = [[0, 0], [0, 1], [1,
 
 export class VfsDriver {
   readonly root: InodeId;
+  /** Races whose ref is not issued yet: creates wait for them (see the header). */
+  private readonly refGates = new Set<Promise<void>>();
+  private readonly raceRefIssued = new Map<Op, () => void>();
   constructor(
     readonly fs: WritableFs,
     private readonly options: VfsOptions = {},
@@ -148,6 +157,20 @@ export class VfsDriver {
 
   /** The outcome, and for a write the engine answered with fewer bytes than asked, that count. */
   async applyDetailed(op: Op): Promise<{ outcome: Outcome; short: number | null }> {
+    // Registered before the first await, so every op of a batch sees every race of it.
+    let release: (() => void) | undefined;
+    if (op.op === 'race') {
+      let gate!: Promise<void>;
+      gate = new Promise<void>((resolve) => {
+        release = () => {
+          this.refGates.delete(gate);
+          this.raceRefIssued.delete(op);
+          resolve();
+        };
+      });
+      this.refGates.add(gate);
+      this.raceRefIssued.set(op, release!);
+    }
     try {
       const short = await this.run(op);
       return { outcome: 'ok', short };
@@ -156,7 +179,14 @@ export class VfsDriver {
       if (e instanceof StaleHandle) return { outcome: `STALE (${e.message})`, short: null };
       if (e instanceof FsError) return { outcome: e.code, short: null };
       throw e;
+    } finally {
+      release?.();
     }
+  }
+
+  /** Waits until every race in flight has issued its ref (creates may reuse a freed number only after that). */
+  private async createsMayStart(): Promise<void> {
+    while (this.refGates.size > 0) await Promise.all([...this.refGates]);
   }
 
   /**
@@ -165,7 +195,7 @@ export class VfsDriver {
    * read the old bytes with one link fewer (0 unless hard-linked elsewhere)
    * and the new file must be another inode.
    */
-  private async race(r: Resolved & { id: InodeId }, order: number, data: Buffer): Promise<void> {
+  private async race(r: Resolved & { id: InodeId }, order: number, data: Buffer, refIssued: () => void): Promise<void> {
     const fs = this.fs;
     const old = r.id;
     const st = await fs.getattr(old);
@@ -174,8 +204,10 @@ export class VfsDriver {
     const o = await this.owner(r.dir, 0o644, false);
     const opener = (async () => {
       await yields(openDelay);
+      const ref = fs.ref(old);
+      refIssued();
       try {
-        await fs.ref(old);
+        await ref;
         return true;
       } catch (e) {
         if (e instanceof FsError && e.code === 'ENOENT') return false;
@@ -184,7 +216,9 @@ export class VfsDriver {
     })();
     const replacer = (async () => {
       await yields(removeDelay);
-      await fs.unlink(r.dir, r.name);
+      const unlinked = fs.unlink(r.dir, r.name);
+      await this.createsMayStart();
+      await unlinked;
       const id = await fs.mknod(r.dir, r.name, { mode: typeBits('f') | o.mode, uid: o.uid, gid: o.gid });
       if (data.length > 0) await fs.write(id, 0, data);
       return id;
@@ -213,6 +247,7 @@ export class VfsDriver {
         if (r.id !== null) throw new PathError('EEXIST');
         const o = await this.owner(r.dir, op.mode & 0o7777, false);
         const rdev = op.kind === 'c' || op.kind === 'b' ? makedev(op.major, op.minor) : 0;
+        await this.createsMayStart();
         await fs.mknod(r.dir, r.name, { mode: typeBits(op.kind) | o.mode, uid: o.uid, gid: o.gid, rdev });
         return null;
       }
@@ -221,6 +256,7 @@ export class VfsDriver {
         if (r.id !== null) throw new PathError('EEXIST');
         // vfs_mkdir keeps only the permission and sticky bits.
         const o = await this.owner(r.dir, op.mode & 0o1777, true);
+        await this.createsMayStart();
         await fs.mkdir(r.dir, r.name, { mode: typeBits('d') | o.mode, uid: o.uid, gid: o.gid });
         return null;
       }
@@ -230,6 +266,7 @@ export class VfsDriver {
         const r = await this.resolve(op.path);
         if (r.id !== null) throw new PathError('EEXIST');
         const o = await this.owner(r.dir, 0o777, false);
+        await this.createsMayStart();
         await fs.symlink(r.dir, r.name, Buffer.from(op.target), { uid: o.uid, gid: o.gid });
         return null;
       }
@@ -270,6 +307,7 @@ export class VfsDriver {
         if (to.id === from.id) return null;
         if (op.flags === 'whiteout') {
           const o = await this.owner(from.dir, 0, false);
+          await this.createsMayStart();
           await fs.rename(from.dir, from.name, to.dir, to.name, { whiteout: { uid: o.uid, gid: o.gid } });
         } else if (op.flags) {
           await fs.rename(from.dir, from.name, to.dir, to.name, { [op.flags]: true });
@@ -284,7 +322,7 @@ export class VfsDriver {
         if (t === 'd') throw new PathError('EISDIR');
         if (t === 'l') throw new PathError('ELOOP');
         if (t !== 'f') throw new PathError('SKIPPED');
-        await this.race(r, op.order, writeData(op.seed, op.length));
+        await this.race(r, op.order, writeData(op.seed, op.length), this.raceRefIssued.get(op)!);
         return null;
       }
       case 'write':

@@ -28,16 +28,11 @@ import { BaseImage, CowImage, WorkFile } from './model-image.js';
 import { FsckServer, loopMount, unmount } from './image-tools.js';
 
 /**
- * What the ext3 engine supports today, with the two gaps of issue 7 that the
- * engine-contract work closes; set each to true as it lands and the suite
- * shows the fix:
- * - renameFlags: rename flags are refused (EINVAL);
- * - races: `ref` is not queued with mutations, so an open racing an unlink
- *   succeeds on an inode the unlink then frees (seen here: the handle of the
- *   unlinked file reads 0 bytes; seeds 8026636 and 11098564 of the 1024/256
- *   and 4096/256 suites hit it within 40 ops).
+ * What the ext3 engine supports: everything the model knows, renameat2 flags
+ * (one transaction each) and open/unlink/create races (ref/unref queued with
+ * the mutations) included.
  */
-export const EXT3_CAPABILITIES: Omit<Capabilities, 'blockSize'> = { ...FULL_CAPABILITIES, renameFlags: false, races: false };
+export const EXT3_CAPABILITIES: Omit<Capabilities, 'blockSize'> = { ...FULL_CAPABILITIES };
 
 export interface Ext3TargetOptions {
   name: string;

@@ -69,9 +69,7 @@ async function lowerModel(): Promise<ModelFs> {
 const target: ConformanceTarget = {
   name: 'Overlay (MemLayer upper over an ext3 lower)',
   // Device nodes: mknod of char 0/0 is EPERM through an overlay (the kernel's rule), which the model does not know.
-  // Races: an open lower file unlinked through the overlay keeps the lower inode's nlink (1), as a
-  // kernel overlayfs fstat shows it, where the model says 0; left to the Overlay's own tests.
-  capabilities: { ...FULL_CAPABILITIES, devices: false, races: false },
+  capabilities: { ...FULL_CAPABILITIES, devices: false },
   async open(o) {
     const upper = await openMemUpperLayer({ capBytes: o.small ? 1 << 20 : 64 << 20 });
     // The bursts and races (seed 0) and the fill sequences start from an empty lower.
