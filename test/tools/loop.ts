@@ -8,11 +8,12 @@
  * given the old, deleted file: the kernel then shows another image's tree
  * (seen here as rare failures of the kernel views when suites ran in
  * parallel). So every mount here binds a fresh device with `losetup --find`
- * and detaches it synchronously (`losetup -d`) after the umount.
+ * and detaches it (`losetup -d`) after the umount, once the filesystem is
+ * really shut down (see unmountSync).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, mkdirSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
 
 const devices = new Map<string, string>();
 
@@ -59,6 +60,14 @@ export function unmountSync(mountpoint: string): void {
   const dev = devices.get(key);
   if (dev) {
     devices.delete(key);
+    // umount only detaches this namespace's mount: a mount namespace another
+    // process made meanwhile (bwrap, podman, unshare) holds a copy, and the
+    // filesystem is shut down (journal checkpointed, superblock written) only
+    // when the last copy goes. Until then the image file lacks the kernel's
+    // last writes, so wait for ext4's per-device entry to go away first.
+    const live = `/proc/fs/ext4/${basename(dev)}`;
+    for (let i = 0; i < 300 && existsSync(live); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+    if (existsSync(live)) throw new Error(`${mountpoint}: the filesystem on ${dev} is still in use after 30 s (a mount namespace holds it)`);
     spawnSync('losetup', ['-d', dev]);
   }
 }
