@@ -8,7 +8,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { isRoot, sifuseBin, skipNote } from '../tools/helpers.js';
+import { isRoot, sifuseBin } from '../tools/helpers.js';
+import { itIf } from '../tools/skip.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -32,11 +33,7 @@ describe('sifuse demo', () => {
     expect(r.stdout).toContain('   inside the SIF');
   });
 
-  it('runs the same as an unprivileged user', async () => {
-    if (!isRoot) {
-      skipNote('demo as another user', 'needs root to make a test user and run as it');
-      return;
-    }
+  itIf(isRoot, 'needs root to make a test user and run as it')('runs the same as an unprivileged user', async () => {
     const user = 'sifusetest';
     if (spawnSync('id', [user]).status !== 0) expect(spawnSync('useradd', ['-m', user]).status).toBe(0);
     fs.chmodSync('/dev/fuse', 0o666);

@@ -14,7 +14,8 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildSif } from '../../src/commands/build.js';
 import { assembleHostRootfs } from '../../src/runtime/host-rootfs.js';
-import { isRoot, sifuseBin, skipNote } from '../tools/helpers.js';
+import { isRoot, sifuseBin } from '../tools/helpers.js';
+import { itIf } from '../tools/skip.js';
 
 const USER = 'sifusetest';
 let dir: string;
@@ -143,11 +144,7 @@ describe('sifuse instance', () => {
 });
 
 describe('as an unprivileged user', () => {
-  it('runs commands as that user, and as uid 0 with --fakeroot', async () => {
-    if (!isRoot) {
-      skipNote('unprivileged exec', 'needs root to make a test user and run as it');
-      return;
-    }
+  itIf(isRoot, 'needs root to make a test user and run as it')('runs commands as that user, and as uid 0 with --fakeroot', async () => {
     if (spawnSync('id', [USER]).status !== 0) expect(spawnSync('useradd', ['-m', USER]).status).toBe(0);
     fs.chmodSync('/dev/fuse', 0o666);
     const as = (args: string[]) =>
