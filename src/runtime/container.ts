@@ -181,13 +181,42 @@ export function planFor(mnt: string, action: Action, o: ContainerOptions, image:
   };
 }
 
+/**
+ * The command bwrap runs: the children of bwrap's monitor process (bwrap
+ * forks once to enter the namespaces; the child execs the command).
+ */
+function commandPids(bwrapPid: number): number[] {
+  try {
+    return fs
+      .readFileSync(`/proc/${bwrapPid}/task/${bwrapPid}/children`, 'utf8')
+      .split(' ')
+      .filter((p) => p.trim() !== '')
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
 /** Runs bwrap in the foreground; resolves to the status sifuse exits with. */
 function runBwrap(args: string[]): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     const child = spawn('bwrap', args, { stdio: 'inherit' });
     // The terminal sends Ctrl-C to the whole process group; a kill aimed at
-    // sifuse alone is passed on, so the command can clean up itself.
-    const forward = (sig: NodeJS.Signals) => child.kill(sig);
+    // sifuse alone is passed on to the command, so it can clean up itself
+    // and its exit status is sifuse's. Not to bwrap: bwrap (0.8) neither
+    // handles nor forwards signals, so it would die of it and take the
+    // command down with SIGKILL (--die-with-parent) before any trap ran.
+    const forward = (sig: NodeJS.Signals) => {
+      const targets = child.pid === undefined ? [] : commandPids(child.pid);
+      if (targets.length === 0) child.kill(sig);
+      for (const pid of targets) {
+        try {
+          process.kill(pid, sig);
+        } catch {
+          // Ended meanwhile.
+        }
+      }
+    };
     const sigs: NodeJS.Signals[] = ['SIGTERM', 'SIGHUP', 'SIGINT', 'SIGQUIT'];
     for (const s of sigs) process.on(s, forward);
     child.on('error', reject);
