@@ -283,6 +283,22 @@ describe('exec with each overlay kind, as an unprivileged user', () => {
     const done = await child;
     expect(done.exitCode).toBe(5);
     expect((await as(['cat', 'ov.img', '/upper/trapped.txt'])).stdout).toBe('trapped');
+
+    // Ctrl-C: SIGINT to the whole process group, as a terminal sends it. bwrap must survive it
+    // (its death would SIGKILL the command), the command gets it and its trap runs.
+    const group = execa('runuser', ['-u', USER, '--', sifuseBin, 'exec', '--overlay', 'ov.img', sif, 'bash', '-c', 'trap "echo interrupted > /interrupted.txt; exit 6" INT; echo ready; while :; do sleep 0.1; done'], {
+      reject: false,
+      cwd: work,
+      detached: true,
+      stdin: 'ignore',
+      extendEnv: false,
+      env: { HOME: work, XDG_RUNTIME_DIR: path.join(work, 'run'), PATH: process.env.PATH ?? '' },
+      timeout: 60_000,
+    });
+    await new Promise<void>((resolve) => group.stdout!.on('data', (b: Buffer) => b.toString().includes('ready') && resolve()));
+    process.kill(-group.pid!, 'SIGINT');
+    expect((await group).exitCode).toBe(6);
+    expect((await as(['cat', 'ov.img', '/upper/interrupted.txt'])).stdout).toBe('interrupted');
     expect(leftMounted()).toEqual([]);
   });
 });
