@@ -83,9 +83,10 @@ export function stackRequest(positional: string[], flags: MountFlags): { req: St
     return { req: { ...parsed.request, fakeroot: !!flags.fakeroot }, mountpoint: positional[0]! };
   }
   if (positional.length !== 2) throw new UsageError('usage: sifuse mount [flags] SIF MNT');
-  const kernelOpts = parseOverlayfsOptions(ovfs).mountOptions;
+  const { mountOptions: kernelOpts, request: optRequest } = parseOverlayfsOptions(ovfs);
   return {
     req: {
+      redirectDir: optRequest.redirectDir,
       image: positional[0]!,
       overlays: flags.overlay,
       writable: !!flags.writable,

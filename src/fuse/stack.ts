@@ -50,6 +50,12 @@ export interface StackRequest {
   workdir?: string;
   /** Kernel mount options passed through (checked). */
   mountOptions?: string[];
+  /**
+   * `-o redirect_dir=off`: a renamed lower directory is copied up whole rather
+   * than recorded with trusted.overlay.redirect, for images that Apptainer's
+   * unprivileged stack (fuse-overlayfs, which follows no redirects) will read.
+   */
+  redirectDir?: boolean;
 }
 
 export interface Stack {
@@ -66,9 +72,14 @@ export interface Stack {
  * name rather than ignored.
  */
 const PASS_THROUGH = new Set(['noatime', 'relatime', 'strictatime', 'nodiratime', 'nodev', 'nosuid', 'noexec', 'dev',
-  'suid', 'exec', 'rw']);
-/** Options that are already what sifuse does, or that only mount(8) acts on. */
-const ALREADY = new Set(['default_permissions', 'noacl', 'defaults', 'auto', 'noauto', 'nofail', '_netdev', 'user', 'users']);
+  'suid', 'exec', 'rw', 'allow_other']);
+/**
+ * Options that are already what sifuse does, or that only mount(8) acts on.
+ * `volatile` (podman passes it for `run --rm`) and fuse-overlayfs's `fsync=0`
+ * only permit skipping syncs; sifuse syncs anyway, which is the stronger promise.
+ */
+const ALREADY = new Set(['default_permissions', 'noacl', 'defaults', 'auto', 'noauto', 'nofail', '_netdev', 'user', 'users',
+  'volatile']);
 
 export function parseOverlayfsOptions(options: string[]): { request: StackRequest; mountOptions: string[] } {
   const request: StackRequest = {};
@@ -81,8 +92,10 @@ export function parseOverlayfsOptions(options: string[]): { request: StackReques
     else if (key === 'upperdir') request.upperdir = value;
     else if (key === 'workdir') request.workdir = value;
     else if (key === 'ro' && eq < 0) request.writable = false;
+    else if (key === 'redirect_dir' && (value === 'on' || value === 'off')) request.redirectDir = value === 'on';
     else if (PASS_THROUGH.has(key) && eq < 0) mountOptions.push(key);
     else if ((ALREADY.has(key) || key.startsWith('x-')) && eq < 0) continue;
+    else if (key === 'fsync' && (value === '0' || value === '1')) continue;
     else throw new UsageError(`mount option "${key}" is not supported by sifuse`);
   }
   if (request.lowerdirs !== undefined && request.lowerdirs.length === 0) throw new UsageError('lowerdir= names no layer');
@@ -251,7 +264,7 @@ async function openApptainer(req: StackRequest): Promise<Stack> {
       // Nothing to merge: the image is served as it is (read-only).
       return { fs: base, fsname: image, mountOptions: req.mountOptions ?? [], release: () => o.release() };
     }
-    const overlay = await openOverlay({ lowers, upper, map: fakerootMap(req.fakeroot), name: image });
+    const overlay = await openOverlay({ lowers, upper, map: fakerootMap(req.fakeroot), name: image, redirectDir: req.redirectDir });
     return { fs: overlay, fsname: image, mountOptions: req.mountOptions ?? [], release: () => o.release() };
   } catch (err) {
     await o.abort();
@@ -301,8 +314,12 @@ async function openOverlayfsForm(req: StackRequest): Promise<Stack> {
     const upper = req.upperdir !== undefined && req.writable !== false ? await openUpperDirs(o, req.upperdir, req.workdir!) : undefined;
     if (lowers.length === 0 && !upper) throw new UsageError('no lowerdir= given');
     const name = (req.lowerdirs ?? [])[0] ?? req.upperdir!;
-    const overlay = await openOverlay({ lowers, upper, map: fakerootMap(req.fakeroot), name });
-    return { fs: overlay, fsname: name, mountOptions: req.mountOptions ?? [], release: () => o.release() };
+    const overlay = await openOverlay({ lowers, upper, map: fakerootMap(req.fakeroot), name, redirectDir: req.redirectDir });
+    // As fuse-overlayfs does as root: a container's other users may enter its root
+    // (default_permissions still checks modes) and its set-id programs work. Options
+    // given later (nosuid) win.
+    const rootDefaults = process.getuid?.() === 0 ? ['allow_other', 'suid'] : [];
+    return { fs: overlay, fsname: name, mountOptions: [...rootDefaults, ...(req.mountOptions ?? [])], release: () => o.release() };
   } catch (err) {
     await o.abort();
     throw err;

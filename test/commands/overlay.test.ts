@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openExt3 } from '../../src/ext3/index.js';
 import { FileRegion } from '../../src/io/file-region.js';
 import { itIf } from '../tools/skip.js';
+import { loopMountSync, unmountSync } from '../tools/loop.js';
 
 const SIFUSE = path.resolve('bin/sifuse');
 const isRoot = process.getuid?.() === 0;
@@ -227,7 +228,7 @@ describe('sifuse overlay create', () => {
     expect(made.exitCode, made.stderr).toBe(0);
     const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'sifuse-mnt-'));
     try {
-      await execa('mount', ['-t', 'ext3', '-o', 'loop', img, mnt]);
+      loopMountSync(img, mnt, { type: 'ext3' });
       try {
         expect(fs.readdirSync(mnt).sort()).toEqual(['lost+found', 'upper', 'work']);
         const st = fs.statSync(path.join(mnt, 'upper'));
@@ -235,7 +236,7 @@ describe('sifuse overlay create', () => {
         expect(fs.existsSync(path.join(mnt, 'upper/opt/data'))).toBe(true);
         fs.writeFileSync(path.join(mnt, 'upper/opt/data/file'), 'written by the kernel');
       } finally {
-        await execa('umount', [mnt]);
+        unmountSync(mnt);
       }
       await fsckClean(img);
     } finally {
@@ -360,12 +361,12 @@ describe('sifuse overlay resize', () => {
     }
     if (isRoot) {
       const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'sifuse-resize-mnt-'));
-      await execa('mount', ['-o', 'loop,ro', img, mnt]);
+      loopMountSync(img, mnt, { type: 'ext3', readonly: true });
       try {
         expect(fs.readdirSync(path.join(mnt, 'upper')).length).toBe(21);
         expect(fs.statSync(path.join(mnt, 'upper', 'f19')).size).toBe(300_000);
       } finally {
-        await execa('umount', [mnt]);
+        unmountSync(mnt);
         fs.rmdirSync(mnt);
       }
     }

@@ -10,6 +10,7 @@ import { dirHash } from '../../src/ext3/htree.js';
 import { isRoot, makeTempDir, removeTempDir, skipNote } from '../tools/helpers.js';
 import { debugfs, expectFsckClean, mkfs, openImage } from './core-helpers.js';
 import { itIf } from '../tools/skip.js';
+import { loopMountSync, unmountSync } from '../tools/loop.js';
 
 let dir: string;
 let src: string;
@@ -271,13 +272,13 @@ describe('htree (dir_index) directories', () => {
     mkfs(img, { sizeK: 16 * 1024, blockSize: 4096, inodeSize: 256 });
     const mnt = join(dir, 'mnt');
     mkdirSync(mnt, { recursive: true });
-    execFileSync('mount', ['-t', 'ext3', '-o', 'loop', img, mnt]);
+    loopMountSync(img, mnt, { type: 'ext3' });
     try {
       mkdirSync(join(mnt, 'k'));
       for (let i = 0; i < 2000; i++) writeFileSync(join(mnt, 'k', `kernel-file-${i}`), `${i}\n`);
       execFileSync('setfacl', ['-m', 'u:1234:rx', join(mnt, 'k/kernel-file-1')]);
     } finally {
-      execFileSync('umount', [mnt]);
+      unmountSync(mnt);
     }
     expect(debugfs(img, 'htree_dump /k')).toMatch(/Root node dump/);
     const fs = await openImage(img, false);
@@ -295,12 +296,12 @@ describe('htree (dir_index) directories', () => {
     // statfs as the kernel reports it for the same image
     const mine = await fs.statfs();
     await fs.close();
-    execFileSync('mount', ['-t', 'ext3', '-o', 'loop,ro', img, mnt]);
+    loopMountSync(img, mnt, { type: 'ext3', readonly: true });
     try {
       const out = execFileSync('stat', ['-f', '-c', '%S %b %f %a %c %d %l', mnt], { encoding: 'utf8' }).trim().split(' ').map(Number);
       expect([mine.bsize, mine.blocks, mine.bfree, mine.bavail, mine.files, mine.ffree, mine.namemax]).toEqual(out);
     } finally {
-      execFileSync('umount', [mnt]);
+      unmountSync(mnt);
     }
   });
 });

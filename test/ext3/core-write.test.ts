@@ -8,6 +8,7 @@ import { isRoot, makeTempDir, removeTempDir, skipNote } from '../tools/helpers.j
 import { b, debugfs, debugfsCat, expectFsckClean, manifest, mkfs, openImage, resolve } from './core-helpers.js';
 import { execFileSync } from 'node:child_process';
 import { itIf } from '../tools/skip.js';
+import { loopMountSync, unmountSync } from '../tools/loop.js';
 
 let dir: string;
 beforeAll(() => {
@@ -283,14 +284,14 @@ describe('Ext3Fs write path (checked by e2fsck -fn and debugfs)', () => {
     const img = image('shared.img', 8192, 1024, 128);
     const mnt = join(dir, 'mnt-shared');
     execFileSync('mkdir', ['-p', mnt]);
-    execFileSync('mount', ['-o', 'loop', img, mnt]);
+    loopMountSync(img, mnt, { type: 'ext3' });
     try {
       for (const n of ['one', 'two', 'three']) {
         execFileSync('touch', [join(mnt, n)]);
         execFileSync('setfattr', ['-n', 'user.same', '-v', 'identical-value', join(mnt, n)]);
       }
     } finally {
-      execFileSync('umount', [mnt]);
+      unmountSync(mnt);
     }
     expect(debugfs(img, 'stat /one')).toMatch(/File ACL: (\d+)/);
     const blk = /File ACL: (\d+)/.exec(debugfs(img, 'stat /one'))![1];

@@ -3,6 +3,7 @@
  * `e2fsck -fn` (directly, or through a long-lived helper process), kernel
  * loop mounts.
  */
+import { loopMountSync, unmountSync } from '../tools/loop.js';
 import { execa } from 'execa';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
@@ -88,12 +89,12 @@ export class FsckServer {
   }
 }
 
+/** A kernel mount of an ext3 image on a fresh loop device (see test/tools/loop.ts for why not -o loop). */
 export async function loopMount(image: string, mountpoint: string): Promise<void> {
-  mkdirSync(mountpoint, { recursive: true });
-  await execa('mount', ['-t', 'ext3', '-o', 'loop,nodev', image, mountpoint]);
+  loopMountSync(image, mountpoint, { type: 'ext3', options: ['nodev'] });
 }
 
 export async function unmount(mountpoint: string): Promise<void> {
-  await execa('umount', [mountpoint]);
+  unmountSync(mountpoint);
 }
 

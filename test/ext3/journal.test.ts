@@ -28,6 +28,7 @@ import { recoverFilesystem, setNeedsRecovery } from '../../src/ext3/recovery.js'
 import { crc32cRaw } from '../../src/ext3/journal/checksum.js';
 import { CrashedError, CrashStore, fsck, referenceMkfsExt3, prng, tempDir } from './journal-helpers.js';
 import { itIf } from '../tools/skip.js';
+import { loopMountSync, unmountSync } from '../tools/loop.js';
 
 let dir: string;
 /** 8 MiB, 1 KiB blocks, 1024-block journal: free blocks 1591-8191. */
@@ -283,8 +284,8 @@ describe('journal writer and replay', () => {
     const file = path.join(dir, 'kernel-replay.img');
     fs.writeFileSync(file, store.crashImage('none'));
     const mnt = fs.mkdtempSync(path.join(dir, 'mnt-'));
-    await execa('mount', ['-t', 'ext3', '-o', 'loop', file, mnt]);
-    await execa('umount', [mnt]);
+    loopMountSync(file, mnt, { type: 'ext3' });
+    unmountSync(mnt);
     const after = fs.readFileSync(file);
     expect(blockOf(after, bs, b).equals(filled(bs, 9))).toBe(true);
     expect(after.subarray(1024 + 0x78, 1024 + 0x78 + 10).toString()).toBe('kernelsees');
@@ -300,7 +301,7 @@ describe('journal writer and replay', () => {
       fs.truncateSync(file, 64 * 1024 * 1024);
       await execa('mkfs.ext4', ['-q', '-F', file]);
       const mnt = fs.mkdtempSync(path.join(dir, 'mnt-'));
-      await execa('mount', ['-o', 'loop', file, mnt]);
+      loopMountSync(file, mnt, { type: 'ext4' });
       try {
         fs.mkdirSync(path.join(mnt, 'd'));
         for (let i = 0; i < 100; i++) fs.writeFileSync(path.join(mnt, 'd', `f${i}`), `file ${i}\n`);
@@ -309,7 +310,7 @@ describe('journal writer and replay', () => {
         fs.mkdirSync(path.join(mnt, 'e'));
         await execa('xfs_io', ['-x', '-c', 'shutdown -f', mnt]);
       } finally {
-        await execa('umount', [mnt]);
+        unmountSync(mnt);
       }
       const crashed = fs.readFileSync(file);
       const header = (await execa('dumpe2fs', ['-h', file])).stdout;

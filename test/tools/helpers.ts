@@ -13,6 +13,7 @@
  * - `manifestDiff` / `expectSameManifest`: line-by-line comparison of two
  *   manifests with a readable report of missing, extra, changed and misordered lines.
  */
+import { loopMountSync, unmountSync } from './loop.js';
 import { execa } from 'execa';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -277,14 +278,18 @@ export async function withLoopMount<T>(
   if (!isRoot) throw new Error('withLoopMount needs root');
   const mnt = mkdtempSync(join(parentDir, 'mnt-'));
   mkdirSync(mnt, { recursive: true });
-  const opts = ['loop', 'ro'];
-  if (options.offset !== undefined) opts.push(`offset=${options.offset}`);
-  if (options.sizelimit !== undefined) opts.push(`sizelimit=${options.sizelimit}`);
-  await execa('mount', ['-t', fstype, '-o', opts.join(','), image, mnt]);
+  // A fresh loop device each time: see test/tools/loop.ts for why not `mount -o loop`.
+  loopMountSync(image, mnt, { type: fstype, readonly: true, offset: options.offset, sizelimit: options.sizelimit });
   liveMounts.add(mnt);
   try {
     return await fn(mnt);
   } finally {
-    await unmount(mnt);
+    unmountSync(mnt);
+    liveMounts.delete(mnt);
+    try {
+      rmdirSync(mnt);
+    } catch {
+      // Not empty or gone: removeTempDir deals with it.
+    }
   }
 }
