@@ -64,12 +64,15 @@ function userFile(name: string): string {
   return path.join(work, name);
 }
 
-/** sifuse mounts of this file's images still present. */
+/** sifuse mounts of this file's images still present, and mount points or pid files left in the user's runtime directory. */
 function leftMounted(): string[] {
-  return fs
+  const mounts = fs
     .readFileSync('/proc/self/mounts', 'utf8')
     .split('\n')
     .filter((l) => l.split(' ')[2] === 'fuse.sifuse' && dir !== undefined && l.split(' ')[0]!.startsWith(dir));
+  const runtime = path.join(work, 'run', `sifuse-${uid}`);
+  const files = fs.existsSync(runtime) ? fs.readdirSync(runtime).filter((n) => n !== 'instances') : [];
+  return [...mounts, ...files];
 }
 
 function asUser(...cmd: string[]): void {
