@@ -27,7 +27,7 @@ import { skipBecause } from '../tools/skip.js';
 const USER = 'sifusetest';
 let dir: string | undefined;
 /** The user's working directory (and $HOME), where its images live. */
-let work: string;
+let work = '';
 let sif: string;
 let uid: string;
 /** Why the tests cannot run here (null: they can). */
@@ -70,6 +70,7 @@ function leftMounted(): string[] {
     .readFileSync('/proc/self/mounts', 'utf8')
     .split('\n')
     .filter((l) => l.split(' ')[2] === 'fuse.sifuse' && dir !== undefined && l.split(' ')[0]!.startsWith(dir));
+  if (work === '') return mounts;
   const runtime = path.join(work, 'run', `sifuse-${uid}`);
   const files = fs.existsSync(runtime) ? fs.readdirSync(runtime).filter((n) => n !== 'instances') : [];
   return [...mounts, ...files];
