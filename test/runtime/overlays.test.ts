@@ -21,7 +21,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
-import { expectSameManifest, isRoot, makeTempDir, removeTempDir, repoRoot, sifuseBin, treeManifest, withLoopMount } from '../tools/helpers.js';
+import { expectSameManifest, isRoot, makeTempDir, removeTempDir, repoRoot, sifuseBin, toolsDir, treeManifest, withLoopMount } from '../tools/helpers.js';
 import { skipBecause } from '../tools/skip.js';
 
 const USER = 'sifusetest';
@@ -303,6 +303,18 @@ describe('exec with each overlay kind, as an unprivileged user', () => {
     process.kill(-group.pid!, 'SIGINT');
     expect((await group).exitCode).toBe(6);
     expect((await as(['cat', 'ov.img', '/upper/interrupted.txt'])).stdout).toBe('interrupted');
+
+    // `sifuse shell` on a terminal: Ctrl-C stops the foreground command, the shell and its mount live on.
+    const tty = await execa('runuser', ['-u', USER, '--', 'python3', path.join(toolsDir, 'ctrl-c.py'), sifuseBin, 'shell', '--overlay', 'ov.img', sif], {
+      reject: false,
+      cwd: work,
+      extendEnv: false,
+      env: { HOME: work, XDG_RUNTIME_DIR: path.join(work, 'run'), PATH: process.env.PATH ?? '' },
+      timeout: 120_000,
+    });
+    const session = JSON.parse(tty.stdout) as { alive: boolean; status: number; output: string };
+    expect(session.alive, session.output).toBe(true);
+    expect(session.status).toBe(4);
     expect(leftMounted()).toEqual([]);
   });
 });
