@@ -336,6 +336,16 @@ describe('--fakeroot dpkg -i', () => {
 
     let r = await as(['overlay', 'create', '--size', '64', 'fr.img']);
     expect(r.exitCode).toBe(0);
+    // upper/ is the user's (made without --fakeroot): root inside owns it, as with Apptainer's kernel overlay.
+    r = await as(['exec', '--fakeroot', '--overlay', 'fr.img', sif, 'sh', '-c', 'stat -c "%u:%g" / && touch /at-root && rm /at-root']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('0:0');
+    // A directory overlay as the unprivileged user: what root makes is the user's on the host, root's inside.
+    asUser('mkdir', 'fakedir');
+    r = await as(['exec', '--fakeroot', '--overlay', 'fakedir', sif, 'sh', '-c', 'mkdir /opt/new && touch /opt/new/f && echo x >> /etc/hostname && stat -c "%u:%g %n" /opt/new/f /etc/hostname']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('0:0 /opt/new/f\n0:0 /etc/hostname');
+    expect(fs.statSync(userFile('fakedir/upper/opt/new/f')).uid).toBe(Number(uid));
     r = await as(['exec', '--fakeroot', '--overlay', 'fr.img', '--bind', `${debs}:/mnt:ro`, sif, 'dpkg', '-i', '/mnt/hello.deb']);
     expect(r.stderr).toBe('');
     expect(r.stdout).toContain('Setting up hello-sifuse (1.0) ...');
