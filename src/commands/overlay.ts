@@ -327,9 +327,36 @@ export async function resizeOverlayImage(image: string, sizeMiB: number): Promis
   if (!Number.isSafeInteger(sizeMiB) || sizeMiB < MIN_SIZE_MIB) {
     throw new UsageError(`image size must be equal or greater than ${MIN_SIZE_MIB} MiB`, image);
   }
+  // A SIF: its ext3 overlay partition, which must be the last object (so it can grow or shrink in place).
+  let sif: SifImage | null = null;
+  let part: { id: number; offset: number; size: number } | null = null;
   if (isSifFile(image)) {
-    throw new UsageError('resizing the overlay partition inside a SIF is not supported yet; resize an overlay image file', image);
+    sif = await SifImage.open(image, { writable: true });
+    const d = sif.descriptors((o) => o.partition?.fsType === FsType.Ext3 && o.partition.partType === PartType.Overlay)[0];
+    if (!d) {
+      await sif.close();
+      throw new UsageError('the SIF has no ext3 overlay partition to resize', image);
+    }
+    if (sif.descriptors((o) => o.id !== d.id && o.offset + o.size > d.offset).length > 0) {
+      await sif.close();
+      throw new UsageError(`the overlay partition (object ${d.id}) is not the last object in the SIF, so it cannot change size in place`, image);
+    }
+    part = { id: d.id, offset: d.offset, size: d.size };
   }
+  try {
+    return await resizeRegion(image, sizeMiB, part, sif);
+  } finally {
+    await sif?.close();
+  }
+}
+
+/** Resizes the ext3 filesystem at [part.offset, part.offset + part.size) of `image` (the whole file without `part`). */
+async function resizeRegion(
+  image: string,
+  sizeMiB: number,
+  part: { id: number; offset: number; size: number } | null,
+  sif: SifImage | null,
+): Promise<{ oldMiB: number; newMiB: number }> {
   let fd: number;
   try {
     fd = fs.openSync(image, 'r+');
@@ -337,48 +364,60 @@ export async function resizeOverlayImage(image: string, sizeMiB: number): Promis
     throw new UsageError(`cannot open: ${(err as Error).message.replace(/^\w+: /, '').replace(/, open .*$/, '')}`, image);
   }
   const fileBytes = fs.fstatSync(fd).size;
+  const offset = part?.offset ?? 0;
+  const regionBytes = part?.size ?? fileBytes;
+  const lockLength = part ? part.size : 0;
   try {
-    if (!ofdLock(fd, 0, 0, true)) throw new UsageError('the overlay image is in use (locked by another process)', image);
+    // The range a mount of this image or partition locks for writing.
+    if (!ofdLock(fd, offset, lockLength, true)) throw new UsageError('the overlay image is in use (locked by another process)', image);
     try {
       const head = Buffer.alloc(SUPERBLOCK_SIZE);
-      fs.readSync(fd, head, 0, SUPERBLOCK_SIZE, SUPERBLOCK_OFFSET);
+      fs.readSync(fd, head, 0, SUPERBLOCK_SIZE, offset + SUPERBLOCK_OFFSET);
       if (head.readUInt16LE(0x38) !== 0xef53) throw new UsageError('not an ext3 overlay image', image);
-      let sb = decodeSuperblock(head, fileBytes);
+      let sb = decodeSuperblock(head, regionBytes);
       if ((sb.s_feature_incompat & INCOMPAT.needs_recovery) !== 0 || (sb.s_state & EXT2_VALID_FS) === 0) {
         // Replay the journal (the engine does it on open) and close cleanly.
-        const region = await FileRegion.open(image, { writable: true });
+        const region = await FileRegion.open(image, { writable: true, offset, length: regionBytes });
         const engine = await openExt3(region, { writable: true }).catch(async (err: unknown) => {
           await region.close();
           throw err;
         });
         await engine.close();
-        fs.readSync(fd, head, 0, SUPERBLOCK_SIZE, SUPERBLOCK_OFFSET);
-        sb = decodeSuperblock(head, fileBytes);
+        fs.readSync(fd, head, 0, SUPERBLOCK_SIZE, offset + SUPERBLOCK_OFFSET);
+        sb = decodeSuperblock(head, regionBytes);
       }
       const bs = 1024 << sb.s_log_block_size;
       const oldBytes = sb.s_blocks_count * bs;
       const newBytes = sizeMiB * MiB;
-      if (newBytes > oldBytes) {
-        // What lies past the filesystem's end is no part of it: the new groups must read as zeros.
-        fs.ftruncateSync(fd, oldBytes);
-        fs.ftruncateSync(fd, newBytes);
+      const growing = newBytes > oldBytes;
+      if (growing) {
+        // What lies past the filesystem's end is no part of it (nor of any other SIF
+        // object: the partition is the last one): the new groups must read as zeros.
+        fs.ftruncateSync(fd, offset + oldBytes);
+        fs.ftruncateSync(fd, offset + newBytes);
       }
-      const region = await FileRegion.open(image, { writable: true });
+      const region = await FileRegion.open(image, { writable: true, offset, length: growing ? newBytes : regionBytes });
       let result;
       try {
         result = await resizeExt3(region, newBytes);
       } catch (err) {
         await region.close();
-        if (newBytes > oldBytes) fs.ftruncateSync(fd, Math.max(fileBytes, oldBytes));
+        if (growing) fs.ftruncateSync(fd, Math.max(fileBytes, offset + oldBytes));
         throw err;
       }
       await region.close();
       const endBytes = result.newBlocks * result.blockSize;
-      if (endBytes < fileBytes || newBytes > oldBytes) fs.ftruncateSync(fd, endBytes);
       fs.fsyncSync(fd);
+      if (sif && part) {
+        // The descriptor follows the filesystem: Size, SizeWithPadding, the header's DataSize, the file's end.
+        await sif.resizeLastObject(part.id, endBytes);
+      } else if (offset + endBytes < fileBytes || growing) {
+        fs.ftruncateSync(fd, endBytes);
+        fs.fsyncSync(fd);
+      }
       return { oldMiB: oldBytes / MiB, newMiB: endBytes / MiB };
     } finally {
-      ofdUnlock(fd, 0, 0);
+      ofdUnlock(fd, offset, lockLength);
     }
   } finally {
     fs.closeSync(fd);
@@ -427,8 +466,8 @@ export function registerOverlayCommands(program: Command): void {
     });
   overlay
     .command('resize')
-    .description('grow or shrink an ext3 overlay image in place (no e2fsck or resize2fs needed); shrinking needs the data to fit')
-    .argument('<image>', 'the overlay image file')
+    .description('grow or shrink an ext3 overlay image, or the overlay partition of a SIF, in place (no e2fsck or resize2fs needed); shrinking needs the data to fit')
+    .argument('<image>', 'the overlay image file, or a SIF whose overlay partition is its last object')
     .requiredOption('-s, --size <MiB>', `the new size in MiB (at least ${MIN_SIZE_MIB})`, parseSize)
     .action(async (image: string, flags: { size: number }) => {
       const r = await resizeOverlayImage(image, flags.size);

@@ -315,6 +315,44 @@ export class SifImage {
   }
 
   /**
+   * Sets the size of object `id`, which must be the last object in the file
+   * (nothing lies after it), as resizing a SIF's overlay partition needs: the
+   * descriptor's Size and SizeWithPadding and the header's DataSize change by
+   * the difference, and the file is cut or extended (with zeros) to the new
+   * end. The object's bytes are the caller's to have made valid first.
+   */
+  resizeLastObject(id: number, size: number, options: EditOptions = {}): Promise<Descriptor> {
+    return this.edit(async () => {
+      this.requireWritable();
+      const d = this.requireDescriptor(id);
+      const r = d.raw;
+      if (!Number.isSafeInteger(size) || size <= 0) throw new UsageError(`bad object size ${size}`);
+      if (this.descriptors().some((o) => o.id !== id && o.offset + o.size > r.offset)) {
+        throw new UsageError(`object ${id} is not the last object in the file, so it cannot change size`);
+      }
+      const delta = size - r.size;
+      const raw: RawDescriptor = { ...r, size, sizeWithPadding: r.sizeWithPadding + delta, modifiedAt: editTime(options) };
+      const hdr: SifHeader = { ...this.hdr, dataSize: this.hdr.dataSize + delta, modifiedAt: editTime(options) };
+      const slotPos = this.slotPos(d.slot);
+      const saved = await this.saveForRollback(slotPos);
+      try {
+        if (delta > 0) await this.storage.truncate(r.offset + size);
+        await this.storage.write(slotPos, encodeDescriptor(raw));
+        await this.storage.write(0, encodeHeader(hdr));
+        await this.storage.sync();
+        if (delta < 0) await this.storage.truncate(r.offset + size);
+      } catch (err) {
+        await this.rollback(saved);
+        throw err;
+      }
+      this.raws[d.slot] = raw;
+      this.hdr = hdr;
+      this.fileSize = r.offset + size;
+      return new Descriptor(raw, d.slot);
+    });
+  }
+
+  /**
    * Deletes object `id`: its descriptor is zeroed and DescriptorsFree
    * incremented; the data stays unless `zero` (overwrite with zeros) or
    * `compact` (only for the last object: cut the file and DataSize back).

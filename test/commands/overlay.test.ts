@@ -396,4 +396,48 @@ describe('sifuse overlay resize', () => {
     }
     expect(fs.readFileSync(img).equals(bytes)).toBe(true);
   });
+
+  it('resizes the overlay partition of a SIF when it is the last object, and refuses when it is not', async () => {
+    const tree = path.join(dir, 'resize-sif-tree');
+    fs.mkdirSync(path.join(tree, 'etc'), { recursive: true });
+    fs.writeFileSync(path.join(tree, 'etc', 'hostname'), 'box\n');
+    const sqfs = path.join(dir, 'resize-sif.sqfs');
+    await execa('mksquashfs', [tree, sqfs, '-noappend', '-all-root', '-quiet']);
+    const sif = path.join(dir, 'resize.sif');
+    await execa('siftool', ['new', sif]);
+    await execa('siftool', ['add', sif, sqfs, '--datatype', '4', '--parttype', '2', '--partfs', '1', '--partarch', '2', '--groupid', '1']);
+    expect((await sifuse(['overlay', 'create', '--sparse', '--create-dir', '/keep', sif])).exitCode).toBe(0);
+    const partition = async () => {
+      const row = (await execa('siftool', ['list', sif])).stdout.split('\n').find((l) => l.includes('Ext3/Overlay'))!;
+      const [, a, b] = /\|(\d+)-(\d+)/.exec(row)!;
+      return { start: Number(a), size: Number(b) - Number(a) };
+    };
+    const before = await partition();
+    for (const size of [300, 64]) {
+      const r = await sifuse(['overlay', 'resize', '--size', String(size), sif]);
+      expect(r.stderr).toBe('');
+      expect(r.exitCode).toBe(0);
+      const p = await partition();
+      expect(p).toEqual({ start: before.start, size: size * MiB });
+      expect(fs.statSync(sif).size).toBe(p.start + p.size);
+      const header = JSON.parse((await sifuse(['sif', 'header', '--json', sif])).stdout) as { dataOffset: number; dataSize: number };
+      expect(header.dataOffset + header.dataSize).toBe(p.start + p.size);
+      expect((await execa('siftool', ['list', sif])).exitCode).toBe(0);
+      const dumped = path.join(dir, 'resize-sif-part.img');
+      // Through the shell: hundreds of MiB are too much for a child-process buffer.
+      await execa('sh', ['-c', 'siftool dump 2 "$1" > "$2"', 'sh', sif, dumped]);
+      expect((await execa('e2fsck', ['-fn', dumped], { reject: false })).exitCode, `e2fsck at ${size} MiB`).toBe(0);
+      fs.rmSync(dumped);
+      expect((await sifuse(['ls', '--partition', '2', sif, '/upper'])).stdout).toBe('keep');
+      expect((await sifuse(['cat', sif, '/etc/hostname'])).stdout).toBe('box');
+    }
+    const extra = path.join(dir, 'resize-extra.bin');
+    fs.writeFileSync(extra, 'after the overlay');
+    await execa('siftool', ['add', sif, extra, '--datatype', '7']);
+    const bytes = fs.readFileSync(sif);
+    const r = await sifuse(['overlay', 'resize', '--size', '100', sif]);
+    expect(r.stderr.trim()).toBe(`sifuse: ${sif}: the overlay partition (object 2) is not the last object in the SIF, so it cannot change size in place`);
+    expect(fs.readFileSync(sif).equals(bytes)).toBe(true);
+  });
 });
+

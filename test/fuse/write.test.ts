@@ -198,6 +198,15 @@ c = sorted(open('rs/' + x, 'rb').read() for x in os.listdir('rs') if '.l' not in
 assert c == sorted(b'%d' % i for i in range(8)), c"`);
   }, 120_000);
 
+  it('renameat2 RENAME_EXCHANGE swaps, RENAME_NOREPLACE refuses an existing target', async (ctx) => {
+    if (why) skipBecause(ctx, why);
+    const out = await run(`
+      mkdir -p rf && cd rf && echo a > ra && echo b > rb
+      printf 'ra\\trb\\t2\\nra\\trb\\t1\\nra\\trc\\t1\\n' | python3 ${join(import.meta.dirname, '..', 'tools', 'renameat2.py')}
+      cat rb rc`);
+    expect(out.split('\n')).toEqual(['ok', 'EEXIST', 'ok', 'a', 'b']);
+  });
+
   it('SEEK_DATA/SEEK_HOLE, rename over a file, xattrs, fifo, statfs answer like a local filesystem', async (ctx) => {
     if (why) skipBecause(ctx, why);
     const out = await run(`

@@ -7,9 +7,9 @@
  * model starts from the same tree (the same ops through the model).
  *
  * Uppers: an ext3 image (in memory; checked by e2fsck -fn after every
- * sequence, reopened writable or read-only every third), a MemLayer (the
- * --writable-tmpfs upper) and, as root, a DirLayer host directory (kernel
- * encoding there).
+ * sequence, reopened writable or read-only every third) and, as root, a
+ * DirLayer host directory (kernel encoding there). The MemLayer upper
+ * (--writable-tmpfs) runs in overlay-mem-conformance.test.ts.
  *
  * Not generated: device nodes (mknod of char 0/0 is EPERM through an overlay,
  * as in the kernel, and the model would make one).
@@ -23,7 +23,6 @@ import { mkfsExt3 } from '../../src/ext3/mkfs.js';
 import { MemoryRegion } from '../../src/io/memory-region.js';
 import { openDirLayer } from '../../src/layers/dir.js';
 import { openExt3Layer } from '../../src/layers/ext3-layer.js';
-import { openMemUpper } from '../../src/layers/mem-upper.js';
 import { isUpperLayer, type Layer, type UpperLayer } from '../../src/layers/layer.js';
 import { Overlay } from '../../src/layers/overlay/index.js';
 import { conformanceSuite, FULL_CAPABILITIES, type ConformanceTarget } from '../conformance/index.js';
@@ -126,21 +125,6 @@ const ext3Upper: ConformanceTarget = {
 
 conformanceSuite(ext3Upper, { sequences: 45, ops: 40, seedBase: 9_100_000, reopenEvery: 3, maxOffset: 2 << 20 });
 
-const memUpper: ConformanceTarget = {
-  name: 'Overlay (MemLayer upper, --writable-tmpfs, over an ext3 lower)',
-  capabilities: { ...caps, blockSize: 4096 },
-  async open(o) {
-    const upper = await openMemUpper({ capBytes: 64 << 20 });
-    return {
-      fs: await Overlay.open({ lowers: [await lowerLayer(o.seed === 0)], upper }),
-      ...(o.seed === 0 ? { init: emptyInit } : { model: await lowerModel(4096) }),
-      exclude: ['/lost+found'],
-      close: async () => undefined,
-    };
-  },
-};
-
-conformanceSuite(memUpper, { sequences: 30, ops: 40, seedBase: 9_300_000, reopenEvery: 0, maxOffset: 2 << 20 });
 
 describeIf(isRoot, 'a kernel-encoding directory upper needs root (mknod, trusted.*)')('the Overlay over a DirLayer upper', () => {
   let n = 0;

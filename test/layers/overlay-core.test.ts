@@ -101,6 +101,16 @@ describe('merged view (read only)', () => {
     await ov.close();
   });
 
+  it("a merged directory's st_nlink counts its visible subdirectories, or is 1 as the kernel's", async () => {
+    const ov = await openStack([top, bottom]);
+    expect((await ov.getattr(await at(ov, '/tree'))).nlink).toBe(3);
+    expect((await ov.getattr(ov.rootId)).nlink).toBe(2 + (await ov.readdir(ov.rootId)).filter((e) => e.type === 'd').length);
+    await ov.close();
+    const k = await openStack([top, bottom], undefined, { mergedDirNlink: 'one' });
+    expect((await k.getattr(await at(k, '/etc'))).nlink).toBe(1);
+    await k.close();
+  });
+
   it('readdir is one stable snapshot per directory state', async () => {
     const ov = await openStack([top, bottom]);
     const etc = await at(ov, '/etc');

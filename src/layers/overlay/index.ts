@@ -10,7 +10,7 @@
  *     const rootfs = await openSquashfsLayer(sifPath, { offset, length });   // SIF partition
  *     const ro = await openExt3Layer('extra.img', { readOnly: true });      // --overlay extra.img:ro
  *     const upper = await openExt3Layer('overlay.img');                     // --overlay overlay.img
- *     if (!isUpperLayer(upper)) throw ...;                                  // (or openMemUpper() for --writable-tmpfs,
+ *     if (!isUpperLayer(upper)) throw ...;                                  // (or openMemUpperLayer() for --writable-tmpfs,
  *                                                                           //  openDirLayer(dir, { writable: true }))
  *     const ov = await Overlay.open({ lowers: [ro, rootfs], upper, map: fakeroot ? { uid, gid } : undefined });
  *

@@ -81,6 +81,12 @@ export interface OverlayOptions {
    * then.
    */
   nodeLimit?: number;
+  /**
+   * st_nlink of a merged directory: 'count' (default) 2 + its visible
+   * subdirectories (POSIX; costs one merged listing per directory stat'ed),
+   * or 'one' as the kernel shows (find and ls accept it).
+   */
+  mergedDirNlink?: 'count' | 'one';
   /** For messages; default: the layer names joined. */
   name?: string;
 }
@@ -107,6 +113,7 @@ export class Overlay implements WritableFs {
   private readonly useIndex: boolean;
   private readonly redirectDir: boolean;
   private readonly nodeLimit: number;
+  private readonly mergedDirNlink: 'count' | 'one';
   private readonly root: Node;
   /** Lower object key -> upper inode of its copy (index entries), and the index dir. */
   private readonly indexed = new Map<string, InodeId>();
@@ -122,6 +129,7 @@ export class Overlay implements WritableFs {
     this.useIndex = options.index ?? true;
     this.redirectDir = options.redirectDir ?? true;
     this.nodeLimit = options.nodeLimit ?? 100_000;
+    this.mergedDirNlink = options.mergedDirNlink ?? 'count';
     this.root = root;
     this.name = options.name ?? stack.map((l) => l.name).join(':');
     this.rootId = root.id;
@@ -321,7 +329,7 @@ export class Overlay implements WritableFs {
     if (n.type === 'd') {
       const layers = (n.upper !== null ? 1 : 0) + (n.lowers?.length ?? 0);
       // A merged directory's links are counted from its merged listing (the kernel shows 1).
-      if (layers > 1) out.nlink = 2 + (await this.readdir(id)).filter((e) => e.type === 'd').length;
+      if (layers > 1) out.nlink = this.mergedDirNlink === 'one' ? 1 : 2 + (await this.readdir(id)).filter((e) => e.type === 'd').length;
     } else if (src.layer === 0 && this.hasUpper && (await this.isIndexed(n, st))) {
       out.nlink = Math.max(0, st.nlink - 1) + (await this.lowerLinks(n.upper!));
     }
