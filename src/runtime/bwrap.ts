@@ -72,10 +72,16 @@ export function parseBind(spec: string): BindSpec {
 /**
  * Sources the image's environment scripts, then the --env values, then
  * execs the command. "$@" carries the command, so no quoting is needed.
+ * bwrap runs with SIGINT and SIGQUIT ignored (src/runtime/container.ts:
+ * a Ctrl-C must not kill bwrap, whose death would SIGKILL the command), and
+ * an ignored signal stays ignored across exec, so the command gets their
+ * default action back through `env --default-signal` (coreutils >= 8.31)
+ * where the image has it.
  */
 export const ENV_PRELUDE =
   'for f in /.singularity.d/env/*.sh; do [ -f "$f" ] && . "$f"; done; ' +
-  'while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do export "$1"; shift; done; shift; exec "$@"';
+  'while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do export "$1"; shift; done; shift; ' +
+  'if env --default-signal=INT,QUIT true 2>/dev/null; then exec env --default-signal=INT,QUIT "$@"; fi; exec "$@"';
 
 export function bwrapArgs(plan: BwrapPlan): string[] {
   const a: string[] = [];

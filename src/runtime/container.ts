@@ -181,13 +181,49 @@ export function planFor(mnt: string, action: Action, o: ContainerOptions, image:
   };
 }
 
+/**
+ * The command bwrap runs: the children of bwrap's monitor process (bwrap
+ * forks once to enter the namespaces; the child execs the command).
+ */
+function commandPids(bwrapPid: number): number[] {
+  try {
+    return fs
+      .readFileSync(`/proc/${bwrapPid}/task/${bwrapPid}/children`, 'utf8')
+      .split(' ')
+      .filter((p) => p.trim() !== '')
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
 /** Runs bwrap in the foreground; resolves to the status sifuse exits with. */
-function runBwrap(args: string[]): Promise<number> {
+function runBwrap(args: string[], restoresSignals: boolean): Promise<number> {
   return new Promise<number>((resolve, reject) => {
-    const child = spawn('bwrap', args, { stdio: 'inherit' });
+    // The terminal's Ctrl-C (and Ctrl-\) reaches the command directly (same
+    // process group); bwrap ignores them, or it would die and take the command
+    // with it. Only when the command gets them back (ENV_PRELUDE's shell).
+    const child = restoresSignals
+      ? spawn('/bin/sh', ['-c', 'trap "" INT QUIT; exec bwrap "$@"', 'sifuse-bwrap', ...args], { stdio: 'inherit' })
+      : spawn('bwrap', args, { stdio: 'inherit' });
     // The terminal sends Ctrl-C to the whole process group; a kill aimed at
-    // sifuse alone is passed on, so the command can clean up itself.
-    const forward = (sig: NodeJS.Signals) => child.kill(sig);
+    // sifuse alone is passed on to the command, so it can clean up itself
+    // and its exit status is sifuse's. Not to bwrap: bwrap (0.8) neither
+    // handles nor forwards signals, so it would die of it and take the
+    // command down with SIGKILL (--die-with-parent) before any trap ran.
+    const forward = (sig: NodeJS.Signals) => {
+      // From a terminal, Ctrl-C already reached the command with the process group: not twice.
+      if (restoresSignals && (sig === 'SIGINT' || sig === 'SIGQUIT') && process.stdin.isTTY) return;
+      const targets = child.pid === undefined ? [] : commandPids(child.pid);
+      if (targets.length === 0) child.kill(sig);
+      for (const pid of targets) {
+        try {
+          process.kill(pid, sig);
+        } catch {
+          // Ended meanwhile.
+        }
+      }
+    };
     const sigs: NodeJS.Signals[] = ['SIGTERM', 'SIGHUP', 'SIGINT', 'SIGQUIT'];
     for (const s of sigs) process.on(s, forward);
     child.on('error', reject);
@@ -211,7 +247,8 @@ export async function runContainer(image: string, action: Action, o: ContainerOp
     if (mountFlags(o).length > 0) throw new UsageError('overlay flags belong to `instance start`, not to a command run in the instance', image);
     const { instanceMountpoint } = await import('./instance.js');
     const mnt = instanceMountpoint(image.slice(INSTANCE.length));
-    return runBwrap(bwrapArgs(planFor(mnt, action, o, image)));
+    const plan = planFor(mnt, action, o, image);
+    return runBwrap(bwrapArgs(plan), plan.shell !== null);
   }
   const mnt = makeMountPoint();
   let mounted = false;
@@ -223,7 +260,8 @@ export async function runContainer(image: string, action: Action, o: ContainerOp
       return m.exitCode ?? 1;
     }
     mounted = true;
-    return await runBwrap(bwrapArgs(planFor(mnt, action, o, image)));
+    const plan = planFor(mnt, action, o, image);
+    return await runBwrap(bwrapArgs(plan), plan.shell !== null);
   } finally {
     if (mounted) {
       const u = await execa(SIFUSE_BIN, ['umount', mnt], { reject: false });

@@ -26,12 +26,14 @@ function sifuseMounts(): string[] {
   return fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => l.split(' ')[2] === 'fuse.sifuse' && l.includes(dir));
 }
 
+// A runtime directory of this file's own: instance names and mount pid files do not meet other runs'.
 const run = (args: string[], opts: { env?: Record<string, string>; cwd?: string; input?: string } = {}) =>
-  execa(sifuseBin, args, { reject: false, cwd: opts.cwd ?? dir, env: opts.env, input: opts.input, timeout: 120_000 });
+  execa(sifuseBin, args, { reject: false, cwd: opts.cwd ?? dir, env: { XDG_RUNTIME_DIR: path.join(dir, 'run'), ...opts.env }, input: opts.input, timeout: 120_000 });
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sifuse-exec-'));
   fs.chmodSync(dir, 0o755);
+  fs.mkdirSync(path.join(dir, 'run'), { mode: 0o700 });
   const root = path.join(dir, 'rootfs');
   fs.mkdirSync(root);
   await assembleHostRootfs(root, {
