@@ -163,7 +163,9 @@ for (const work of ['walk', 'read-all'].filter(want)) {
   for (const k of ['A', 'B']) {
     const x = t[k];
     if (process.env.AB_RAW) console.log(k, work, x.map((v) => `${v.wall.toFixed(2)}/${v.cpu.toFixed(2)}`).join(' '));
-    rows.push(`| ${work} | ${k} | ${med(x.map((v) => v.wall)).toFixed(3)} | ${med(x.map((v) => v.cpu)).toFixed(3)} | ${med(x.map((v) => v.gc)).toFixed(3)} | ${(med(x.map((v) => v.maxRss)) / 1e6).toFixed(0)} | ${x[0].entries} entries, ${(x[0].bytes / 1e6).toFixed(0)} MB |`);
+    rows.push(
+      `| ${work} | ${k} | ${med(x.map((v) => v.wall)).toFixed(3)} | ${med(x.map((v) => v.cpu)).toFixed(3)} | ${med(x.map((v) => v.gc)).toFixed(3)} | ${(med(x.map((v) => v.maxRss)) / 1e6).toFixed(0)} | ${x[0].entries} entries, ${(x[0].bytes / 1e6).toFixed(0)} MB |`,
+    );
   }
 }
 if (want('stall')) {
@@ -180,7 +182,9 @@ if (want('stall')) {
     }
   }
   for (const k of ['A', 'B']) {
-    rows.push(`| first readdir (${t[k][0].n} entries) | ${k} | ${med(t[k].map((x) => x.total / 1000)).toFixed(4)} | - | - | - | longest event-loop stall ${med(t[k].map((x) => x.worst)).toFixed(1)} ms wall, ${med(t[k].map((x) => x.worstCpu)).toFixed(1)} ms CPU |`);
+    rows.push(
+      `| first readdir (${t[k][0].n} entries) | ${k} | ${med(t[k].map((x) => x.total / 1000)).toFixed(4)} | - | - | - | longest event-loop stall ${med(t[k].map((x) => x.worst)).toFixed(1)} ms wall, ${med(t[k].map((x) => x.worstCpu)).toFixed(1)} ms CPU |`,
+    );
   }
 }
 

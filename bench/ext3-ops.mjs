@@ -93,7 +93,8 @@ export async function run(options = {}) {
   const dists = o.dist && o.dist.length > 0 ? o.dist : [join(root, 'dist')];
   const engines = [];
   for (const d of dists) {
-    if (!existsSync(join(d, 'ext3', 'index.js'))) throw new Error(`${d}/ext3/index.js missing: run \`npx tsc -p tsconfig.json\` first`);
+    if (!existsSync(join(d, 'ext3', 'index.js')))
+      throw new Error(`${d}/ext3/index.js missing: run \`npx tsc -p tsconfig.json\` first`);
     const { openExt3 } = await import(pathToFileURL(join(d, 'ext3', 'index.js')).href);
     const { FileRegion } = await import(pathToFileURL(join(d, 'io', 'file-region.js')).href);
     engines.push({ dist: d, openExt3, FileRegion });
@@ -119,7 +120,9 @@ export async function run(options = {}) {
     `|---|${engines.map(() => '---').join('|')}|`,
   ];
   for (const key of Object.keys(all[0])) {
-    const cells = all.map((a) => `${median(a[key].map((x) => x.wallUs)).toFixed(1)} / ${median(a[key].map((x) => x.cpuUs)).toFixed(1)}`);
+    const cells = all.map(
+      (a) => `${median(a[key].map((x) => x.wallUs)).toFixed(1)} / ${median(a[key].map((x) => x.cpuUs)).toFixed(1)}`,
+    );
     rows.push(`| ${key} | ${cells.join(' | ')} |`);
   }
   return { table: rows.join('\n'), results: all };

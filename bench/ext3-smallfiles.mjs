@@ -16,7 +16,18 @@
  * Also importable: `run(options)` resolves to { table, results } (for bench/run.mjs).
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -95,7 +106,8 @@ function kernelRun(image, o, mnt) {
 export async function run(options = {}) {
   const o = { files: 10_000, dirs: 20, size: 512, reps: 5, ...options };
   const dist = join(root, 'dist');
-  if (!existsSync(join(dist, 'ext3', 'index.js'))) throw new Error('dist/ext3/index.js missing: run `npx tsc -p tsconfig.json` first');
+  if (!existsSync(join(dist, 'ext3', 'index.js')))
+    throw new Error('dist/ext3/index.js missing: run `npx tsc -p tsconfig.json` first');
   const { openExt3 } = await import(pathToFileURL(join(dist, 'ext3', 'index.js')).href);
   const { FileRegion } = await import(pathToFileURL(join(dist, 'io', 'file-region.js')).href);
   const engine = { openExt3, FileRegion };
@@ -125,10 +137,7 @@ export async function run(options = {}) {
     rmSync(work, { recursive: true, force: true });
   }
   const eMed = median(results.engine.map((x) => x.seconds));
-  const rows = [
-    '| workload | sifuse engine (in-process) | kernel ext3 (loop mount) | kernel / sifuse |',
-    '|---|---|---|---|',
-  ];
+  const rows = ['| workload | sifuse engine (in-process) | kernel ext3 (loop mount) | kernel / sifuse |', '|---|---|---|---|'];
   const label = `create ${o.files} files of ${o.size} B in ${o.dirs} dirs + sync (median of ${o.reps})`;
   if (results.kernel.length > 0) {
     const kMed = median(results.kernel.map((x) => x.seconds));

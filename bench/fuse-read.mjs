@@ -132,14 +132,21 @@ export async function run(options = {}) {
           } catch (err) {
             if (round > 0) throw err;
             s.failed = true;
-            skipped.push(`${s.name}: mount failed (${String(err.stderr ?? err.message).trim().split('\n')[0]})`);
+            skipped.push(
+              `${s.name}: mount failed (${
+                String(err.stderr ?? err.message)
+                  .trim()
+                  .split('\n')[0]
+              })`,
+            );
             continue;
           }
           let t;
           try {
-            t = phase === 'walk'
-              ? seconds(() => sh(`find ${q(mnt)} -printf '%s %m %i\\n' > /dev/null`))
-              : seconds(() => sh(`find ${q(mnt)} -type f -print0 | xargs -0 -r cat > /dev/null`));
+            t =
+              phase === 'walk'
+                ? seconds(() => sh(`find ${q(mnt)} -printf '%s %m %i\\n' > /dev/null`))
+                : seconds(() => sh(`find ${q(mnt)} -type f -print0 | xargs -0 -r cat > /dev/null`));
           } finally {
             s.umount(mnt);
           }
@@ -173,7 +180,10 @@ export async function run(options = {}) {
     '',
     '| server | walk (find) | read-all (cat) | mount |',
     '|---|---|---|---|',
-    ...rows.map((r) => `| ${r.server} | ${ms(r.walk)} (${ratio(r.walk, 'walk')}) | ${ms(r.read)} (${ratio(r.read, 'read')}) | ${ms(r.mount)} |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.server} | ${ms(r.walk)} (${ratio(r.walk, 'walk')}) | ${ms(r.read)} (${ratio(r.read, 'read')}) | ${ms(r.mount)} |`,
+    ),
     '',
     ...skipped.map((s) => `skipped: ${s}`),
     '',

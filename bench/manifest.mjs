@@ -55,8 +55,21 @@ function ensureImage() {
     execFileSync('mksquashfs', [rootfs, `${sqfs}.part`, '-noappend', '-all-root', '-comp', 'gzip', '-quiet', '-no-progress']);
     rmSync(sif, { force: true });
     execFileSync('siftool', ['new', `${sif}.part`]);
-    execFileSync('siftool', ['add', `${sif}.part`, `${sqfs}.part`,
-      '--datatype', '4', '--parttype', '2', '--partfs', '1', '--partarch', '2', '--groupid', '1']);
+    execFileSync('siftool', [
+      'add',
+      `${sif}.part`,
+      `${sqfs}.part`,
+      '--datatype',
+      '4',
+      '--parttype',
+      '2',
+      '--partfs',
+      '1',
+      '--partarch',
+      '2',
+      '--groupid',
+      '1',
+    ]);
     execFileSync('mv', [`${sqfs}.part`, sqfs]);
     execFileSync('mv', [`${sif}.part`, sif]);
     return { sqfs, sif };
@@ -94,7 +107,8 @@ export async function run(options = {}) {
     { name: 'unsquashfs -lln', script: `unsquashfs -lln ${q(sqfs)} > /dev/null` },
     {
       name: 'unsquashfs -d + sha256sum of every file',
-      script: `unsquashfs -q -n -d ${q(extractDir)} ${q(sqfs)} > /dev/null && ` +
+      script:
+        `unsquashfs -q -n -d ${q(extractDir)} ${q(sqfs)} > /dev/null && ` +
         `find ${q(extractDir)} -type f -print0 | xargs -0 -r sha256sum > /dev/null`,
       after: () => rmSync(extractDir, { recursive: true, force: true }),
     },
@@ -132,7 +146,10 @@ export async function run(options = {}) {
     '',
     '| workload | wall s (median) | CPU s (median) | peak RSS MiB | sifuse .sqfs / this, wall | sifuse .sqfs / this, CPU |',
     '|---|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.workload} | ${fmt(r.wall)} | ${fmt(r.cpu)} | ${r.rssMiB} | ${fmt(r.sifuseOverThisWall)} | ${fmt(r.sifuseOverThisCpu)} |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.workload} | ${fmt(r.wall)} | ${fmt(r.cpu)} | ${r.rssMiB} | ${fmt(r.sifuseOverThisWall)} | ${fmt(r.sifuseOverThisCpu)} |`,
+    ),
   ].join('\n');
   const results = { image: { sqfs, sif, bytes: statSync(sqfs).size }, reps, cold, loadBefore, loadAfter, samples, rows, skipped };
   mkdirSync(join(root, 'bench', 'out'), { recursive: true });

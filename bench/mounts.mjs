@@ -35,7 +35,10 @@ function dropCaches() {
 /** Wall seconds of `sh -c script`, bounded by LIMIT; throws with the tail of stderr on failure. */
 function timed(script) {
   const t0 = process.hrtime.bigint();
-  const r = spawnSync('timeout', [String(LIMIT), 'sh', '-c', script], { stdio: ['ignore', 'ignore', 'pipe'], maxBuffer: 1 << 24 });
+  const r = spawnSync('timeout', [String(LIMIT), 'sh', '-c', script], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    maxBuffer: 1 << 24,
+  });
   const t = Number(process.hrtime.bigint() - t0) / 1e9;
   if (r.status === 124) throw new Error(`did not finish in ${LIMIT} s`);
   if (r.status !== 0) throw new Error(`exit ${r.status}: ${String(r.stderr).trim().split('\n').slice(-2).join(' / ')}`);
@@ -73,7 +76,21 @@ function bigImage() {
   rmSync(dir, { recursive: true, force: true });
   rmSync(`${sif}.part`, { force: true });
   execFileSync('siftool', ['new', `${sif}.part`]);
-  execFileSync('siftool', ['add', `${sif}.part`, sqfs, '--datatype', '4', '--parttype', '2', '--partfs', '1', '--partarch', '2', '--groupid', '1']);
+  execFileSync('siftool', [
+    'add',
+    `${sif}.part`,
+    sqfs,
+    '--datatype',
+    '4',
+    '--parttype',
+    '2',
+    '--partfs',
+    '1',
+    '--partarch',
+    '2',
+    '--groupid',
+    '1',
+  ]);
   rmSync(sqfs);
   execFileSync('mv', [`${sif}.part`, sif]);
   return { sif, offset: sifOffset(sif) };
@@ -121,11 +138,26 @@ const WRITE = [
 /** BENCHMARKS.md targets: sifuse / peer at most `max`. */
 const TARGETS = {
   walk: [['squashfuse_ll', 0.5]],
-  'read-all': [['squashfuse_ll', 1.0], ['fuse-overlayfs/squashfuse_ll', 0.33]],
-  'seq-read': [['squashfuse_ll', 1.0], ['fuse-overlayfs/squashfuse_ll', 0.33]],
-  'rand-read': [['squashfuse_ll', 1.0], ['fuse-overlayfs/squashfuse_ll', 0.33]],
-  imports: [['squashfuse_ll', 1.0], ['fuse-overlayfs/squashfuse_ll', 0.33]],
-  untar: [['apptainer-stack', 0.2], ['fuse-overlayfs/host', 1.0]],
+  'read-all': [
+    ['squashfuse_ll', 1.0],
+    ['fuse-overlayfs/squashfuse_ll', 0.33],
+  ],
+  'seq-read': [
+    ['squashfuse_ll', 1.0],
+    ['fuse-overlayfs/squashfuse_ll', 0.33],
+  ],
+  'rand-read': [
+    ['squashfuse_ll', 1.0],
+    ['fuse-overlayfs/squashfuse_ll', 0.33],
+  ],
+  imports: [
+    ['squashfuse_ll', 1.0],
+    ['fuse-overlayfs/squashfuse_ll', 0.33],
+  ],
+  untar: [
+    ['apptainer-stack', 0.2],
+    ['fuse-overlayfs/host', 1.0],
+  ],
   'copy-up': [['apptainer-stack', 0.2]],
   'rm-lower': [['apptainer-stack', 0.2]],
   'rm-upper': [['apptainer-stack', 0.2]],
@@ -164,7 +196,8 @@ export async function run(options = {}) {
   }
   if (READ.some((w) => w.image === 'big' && want(w.name))) images.big = bigImage();
   const host = hostTree(images.minbase.tarball);
-  if (!have('fio') && (want('rand-read'))) skipped.push(`rand-read: fio is not installed; ${RAND_READS} seeded 4 KiB preads by bench/lib/randread.mjs instead`);
+  if (!have('fio') && want('rand-read'))
+    skipped.push(`rand-read: fio is not installed; ${RAND_READS} seeded 4 KiB preads by bench/lib/randread.mjs instead`);
 
   const rpeers = readPeers().filter((p) => {
     const why = p.why();
@@ -176,9 +209,14 @@ export async function run(options = {}) {
     if (why) skipped.push(`${p.name} (write path): ${why}`);
     return !why;
   });
-  if (!cold) skipped.push(isRoot ? 'cold cache: --warm given, runs are warm' : 'cold cache: not root, runs are warm (page cache not dropped)');
+  if (!cold)
+    skipped.push(
+      isRoot ? 'cold cache: --warm given, runs are warm' : 'cold cache: not root, runs are warm (page cache not dropped)',
+    );
 
-  const readWork = READ.filter((w) => want(w.name) && images[w.image] && !(w.needs && w.needs() && skipped.push(`${w.name}: ${w.needs()}`)));
+  const readWork = READ.filter(
+    (w) => want(w.name) && images[w.image] && !(w.needs && w.needs() && skipped.push(`${w.name}: ${w.needs()}`)),
+  );
   const writeWork = WRITE.filter((w) => want(w.name));
   const measureMount = want('mount');
 
@@ -254,7 +292,12 @@ export async function run(options = {}) {
     const rows = [];
     let table = `${cold ? 'cold' : 'warm'} cache, median of ${done} interleaved runs, seconds (peak RSS in MB)\n\n`;
     table += `| workload | ${peerNames.join(' | ')} | sifuse / best FUSE peer | target |\n|${'---|'.repeat(peerNames.length + 3)}\n`;
-    for (const w of [...(measureMount ? ['mount', ...(cold ? ['mount-cold'] : [])] : []), ...readWork.map((x) => x.name), ...(readWork.some((x) => x.rss) ? ['peak RSS MB'] : []), ...writeWork.map((x) => x.name)]) {
+    for (const w of [
+      ...(measureMount ? ['mount', ...(cold ? ['mount-cold'] : [])] : []),
+      ...readWork.map((x) => x.name),
+      ...(readWork.some((x) => x.rss) ? ['peak RSS MB'] : []),
+      ...writeWork.map((x) => x.name),
+    ]) {
       const med = Object.fromEntries(Object.entries(samples[w] ?? {}).map(([p, v]) => [p, median(v)]));
       const fusePeers = Object.entries(med).filter(([p]) => p !== 'sifuse' && !p.startsWith('kernel'));
       const best = fusePeers.sort((a, b) => a[1] - b[1])[0];
@@ -271,14 +314,22 @@ export async function run(options = {}) {
       rows.push({ workload: w, medians: med });
     }
     const statLines = Object.entries(stats).map(([w, text]) => `- ${w}: ${text.replace(/\n\s*/g, '; ')}`);
-    if (statLines.length > 0) table += `\nsifuse --stats (requests by type, mean JS time each; last repetition):\n${statLines.join('\n')}\n`;
+    if (statLines.length > 0)
+      table += `\nsifuse --stats (requests by type, mean JS time each; last repetition):\n${statLines.join('\n')}\n`;
     if (failures.length > 0) table += `\nfailed runs:\n${failures.map((f) => `- ${f}`).join('\n')}\n`;
     if (!peerNames.includes('sifuse')) table += '\nsifuse is not in this table: see "skipped" below.\n';
     const results = { cold, reps: done, samples, stats, failures, skipped, images };
     mkdirSync(out, { recursive: true });
     writeFileSync(join(out, 'mounts.json'), JSON.stringify(results, null, 2));
-    writeFileSync(join(out, 'mounts.svg'), barChart(rows.filter((r) => r.workload !== 'peak RSS MB'), peerNames, `sifuse and peers, ${cold ? 'cold' : 'warm'}, median of ${done} (seconds)`));
+    writeFileSync(
+      join(out, 'mounts.svg'),
+      barChart(
+        rows.filter((r) => r.workload !== 'peak RSS MB'),
+        peerNames,
+        `sifuse and peers, ${cold ? 'cold' : 'warm'}, median of ${done} (seconds)`,
+      ),
+    );
     table += `\nraw figures: bench/out/mounts.json; chart: bench/out/mounts.svg\n`;
-  return { table, results };
+    return { table, results };
   }
 }

@@ -47,7 +47,7 @@ const src = join(work, 'src');
 const big = [];
 mkdirSync(join(src, 'big'), { recursive: true });
 for (let i = 0; i < FILES; i++) {
-  const size = 200 * 1024 + Math.floor(((i * 7919) % 100) / 100 * MIB * 1024 * 1024);
+  const size = 200 * 1024 + Math.floor((((i * 7919) % 100) / 100) * MIB * 1024 * 1024);
   const b = Buffer.alloc(size);
   for (let j = 0; j < size; j += 4096) b.writeUInt32LE((i * 2654435761 + j) >>> 0, j);
   writeFileSync(join(src, 'big', `f${i}`), b);
@@ -62,7 +62,13 @@ rmSync(src, { recursive: true, force: true });
 async function image(tag) {
   const p = join(work, `${tag}.img`);
   rmSync(p, { force: true });
-  await createOverlayImage(p, { sizeMiB: 64 + FILES * MIB * 2, sparse: true, createDirs: [], fakeroot: false, owner: { uid: 0, gid: 0 } });
+  await createOverlayImage(p, {
+    sizeMiB: 64 + FILES * MIB * 2,
+    sparse: true,
+    createDirs: [],
+    fakeroot: false,
+    owner: { uid: 0, gid: 0 },
+  });
   return p;
 }
 
@@ -95,7 +101,14 @@ function kernelRun(img) {
   for (const d of [l, u, m]) mkdirSync(d, { recursive: true });
   execFileSync('mount', ['-t', 'squashfs', '-o', 'loop,ro', lower, l]);
   execFileSync('mount', ['-t', 'ext3', '-o', 'loop', img, u]);
-  execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${l},upperdir=${u}/upper,workdir=${u}/work,redirect_dir=on,index=on`, m]);
+  execFileSync('mount', [
+    '-t',
+    'overlay',
+    'overlay',
+    '-o',
+    `lowerdir=${l},upperdir=${u}/upper,workdir=${u}/work,redirect_dir=on,index=on`,
+    m,
+  ]);
   try {
     let t0 = process.hrtime.bigint();
     for (const n of big) chmodSync(join(m, 'big', n), 0o600);
@@ -123,7 +136,9 @@ for (let r = 0; r < REPS; r++) {
   }
 }
 const total = big.length;
-console.log(`lower: ${total} files of 200 KiB..${200 + MIB * 1024} KiB, one directory of ${ENTRIES} entries; ${REPS} reps, medians`);
+console.log(
+  `lower: ${total} files of 200 KiB..${200 + MIB * 1024} KiB, one directory of ${ENTRIES} entries; ${REPS} reps, medians`,
+);
 for (const phase of ['copy', 'rename']) {
   const o = median(res.ov.map((x) => x[phase]));
   const line = [`${phase.padEnd(7)} Overlay ${o.toFixed(1)} ms`];

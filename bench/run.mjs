@@ -33,7 +33,9 @@ for (let i = 0; i < args.length; i++) {
   else if (a === '--only') options.only = args[++i];
   else if (a in MODULES) names.push(a);
   else {
-    console.error(`bench: unknown argument ${a} (modules: ${Object.keys(MODULES).join(', ')}; options: --reps N, --cold, --warm, --only W1,W2)`);
+    console.error(
+      `bench: unknown argument ${a} (modules: ${Object.keys(MODULES).join(', ')}; options: --reps N, --cold, --warm, --only W1,W2)`,
+    );
     process.exit(1);
   }
 }

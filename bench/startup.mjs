@@ -22,7 +22,9 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 export async function run(options = {}) {
   const reps = options.reps ?? 15;
   const image = process.env.IMAGE ?? (await benchImage('minbase', options)).sif;
-  const ca = process.env.NODE_EXTRA_CA_CERTS || (existsSync('/etc/ssl/certs/ca-certificates.crt') ? '/etc/ssl/certs/ca-certificates.crt' : '');
+  const ca =
+    process.env.NODE_EXTRA_CA_CERTS ||
+    (existsSync('/etc/ssl/certs/ca-certificates.crt') ? '/etc/ssl/certs/ca-certificates.crt' : '');
   const withCa = { ...process.env, NODE_EXTRA_CA_CERTS: ca };
   const noCa = { ...process.env };
   delete noCa.NODE_EXTRA_CA_CERTS;

@@ -18,11 +18,10 @@ const report = process.env.SIFUSE_TEST_REPORT ?? join(root, 'test-results.json')
 rmSync(report, { force: true });
 const vitest = join(root, 'node_modules', '.bin', 'vitest');
 const args = process.argv.slice(2);
-const run = spawnSync(
-  vitest,
-  ['run', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`, ...args],
-  { cwd: root, stdio: 'inherit' },
-);
+const run = spawnSync(vitest, ['run', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`, ...args], {
+  cwd: root,
+  stdio: 'inherit',
+});
 let summary;
 try {
   summary = JSON.parse(readFileSync(report, 'utf8'));
@@ -57,7 +56,9 @@ if (withReason.size > 0) {
 let unexplained = 0;
 if (without.length > 0 && !nameFilter) {
   unexplained = without.length;
-  console.error(`\nSkipped WITHOUT a reason (${without.length}): skip through test/tools/skip.ts (skipBecause, itIf, describeIf) so the reason is printed:`);
+  console.error(
+    `\nSkipped WITHOUT a reason (${without.length}): skip through test/tools/skip.ts (skipBecause, itIf, describeIf) so the reason is printed:`,
+  );
   for (const t of without) console.error(`  ${t}`);
 }
 

@@ -88,14 +88,22 @@ export function typeBits(type: FileType): number {
 /** The FileType of an st_mode, or null for an invalid type field. */
 export function fileTypeOf(mode: number): FileType | null {
   switch (mode & S_IFMT) {
-    case S_IFREG: return 'f';
-    case S_IFDIR: return 'd';
-    case S_IFLNK: return 'l';
-    case S_IFCHR: return 'c';
-    case S_IFBLK: return 'b';
-    case S_IFIFO: return 'p';
-    case S_IFSOCK: return 's';
-    default: return null;
+    case S_IFREG:
+      return 'f';
+    case S_IFDIR:
+      return 'd';
+    case S_IFLNK:
+      return 'l';
+    case S_IFCHR:
+      return 'c';
+    case S_IFBLK:
+      return 'b';
+    case S_IFIFO:
+      return 'p';
+    case S_IFSOCK:
+      return 's';
+    default:
+      return null;
   }
 }
 

@@ -136,9 +136,32 @@ export function atPath(err: unknown, path: string): unknown {
 
 /** Every method of the engine contract (src/engine.ts), readable and writable. */
 const ENGINE_METHODS = [
-  'getattr', 'lookup', 'readdir', 'read', 'dataRanges', 'readlink', 'listxattr', 'getxattr', 'ref', 'unref',
-  'statfs', 'close', 'mknod', 'mkdir', 'symlink', 'link', 'unlink', 'rmdir', 'rename', 'write', 'truncate',
-  'setattr', 'setxattr', 'removexattr', 'fsync', 'sync',
+  'getattr',
+  'lookup',
+  'readdir',
+  'read',
+  'dataRanges',
+  'readlink',
+  'listxattr',
+  'getxattr',
+  'ref',
+  'unref',
+  'statfs',
+  'close',
+  'mknod',
+  'mkdir',
+  'symlink',
+  'link',
+  'unlink',
+  'rmdir',
+  'rename',
+  'write',
+  'truncate',
+  'setattr',
+  'setxattr',
+  'removexattr',
+  'fsync',
+  'sync',
 ] as const;
 
 const NAMED = Symbol('sifuse.namedErrors');

@@ -29,7 +29,12 @@ describe('device numbers', () => {
     expect(makedev(0, 0)).toBe(0);
     expect(makedev(8, 1)).toBe(0x801);
     expect(makedev(259, 65536)).toBe(0x10010300);
-    for (const [ma, mi] of [[1, 3], [4095, 0xfffff], [10, 229], [259, 1 << 19]] as [number, number][]) {
+    for (const [ma, mi] of [
+      [1, 3],
+      [4095, 0xfffff],
+      [10, 229],
+      [259, 1 << 19],
+    ] as [number, number][]) {
       const d = makedev(ma, mi);
       expect([devMajor(d), devMinor(d)]).toEqual([ma, mi]);
     }

@@ -45,8 +45,21 @@ export async function benchImage(variant = 'minbase', { keepRootfs = false } = {
     execFileSync('mksquashfs', [rootfs, `${sqfs}.part`, '-noappend', '-all-root', '-comp', 'gzip', '-quiet', '-no-progress']);
     rmSync(`${sif}.part`, { force: true });
     execFileSync('siftool', ['new', `${sif}.part`]);
-    execFileSync('siftool', ['add', `${sif}.part`, `${sqfs}.part`,
-      '--datatype', '4', '--parttype', '2', '--partfs', '1', '--partarch', '2', '--groupid', '1']);
+    execFileSync('siftool', [
+      'add',
+      `${sif}.part`,
+      `${sqfs}.part`,
+      '--datatype',
+      '4',
+      '--parttype',
+      '2',
+      '--partfs',
+      '1',
+      '--partarch',
+      '2',
+      '--groupid',
+      '1',
+    ]);
     execFileSync('mv', [`${sqfs}.part`, sqfs]);
     execFileSync('mv', [`${sif}.part`, sif]);
     return { sqfs, sif, tarball, offset: sifOffset(sif) };

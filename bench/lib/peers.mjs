@@ -25,7 +25,9 @@ export function have(tool) {
 function sh(cmd, args, what) {
   const r = spawnSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
   if (r.status !== 0) {
-    throw new Error(`${what ?? cmd}: ${cmd} ${args.join(' ')} failed (exit ${r.status}): ${String(r.stderr).trim().split('\n').pop()}`);
+    throw new Error(
+      `${what ?? cmd}: ${cmd} ${args.join(' ')} failed (exit ${r.status}): ${String(r.stderr).trim().split('\n').pop()}`,
+    );
   }
   return String(r.stdout);
 }
@@ -39,7 +41,13 @@ export function isMounted(dir) {
 /** Unmounts a FUSE or kernel mount, lazily if it is busy or dead; never throws. */
 export function unmount(dir) {
   if (!isMounted(dir)) return;
-  for (const [cmd, args] of [['fusermount3', ['-u', dir]], ['fusermount', ['-u', dir]], ['umount', [dir]], ['fusermount3', ['-uz', dir]], ['umount', ['-l', dir]]]) {
+  for (const [cmd, args] of [
+    ['fusermount3', ['-u', dir]],
+    ['fusermount', ['-u', dir]],
+    ['umount', [dir]],
+    ['fusermount3', ['-uz', dir]],
+    ['umount', ['-l', dir]],
+  ]) {
     if (spawnSync(cmd, args, { stdio: 'ignore', timeout: 30_000 }).status === 0 && !isMounted(dir)) return;
   }
 }
@@ -270,7 +278,11 @@ export function readPeers() {
           const lower = await squashfuseLl(sif, offset, dir, undo);
           for (const d of ['upper', 'work', 'mnt']) mkdirSync(join(dir, d));
           const mnt = join(dir, 'mnt');
-          sh('fuse-overlayfs', ['-o', `lowerdir=${lower},upperdir=${join(dir, 'upper')},workdir=${join(dir, 'work')}`, mnt], 'fuse-overlayfs');
+          sh(
+            'fuse-overlayfs',
+            ['-o', `lowerdir=${lower},upperdir=${join(dir, 'upper')},workdir=${join(dir, 'work')}`, mnt],
+            'fuse-overlayfs',
+          );
           undo.push(() => unmount(mnt));
           await waitMounted(mnt, 'fuse-overlayfs');
           return { mnt, dirs: [mnt, lower], umount: undoAll(undo, dir) };
@@ -310,7 +322,9 @@ export function writePeers() {
     {
       name: 'apptainer-stack',
       why: () =>
-        ['squashfuse_ll', 'fuse2fs', 'fuse-overlayfs', 'mkfs.ext3'].every(have) ? null : 'needs squashfuse_ll, fuse2fs, fuse-overlayfs and mkfs.ext3',
+        ['squashfuse_ll', 'fuse2fs', 'fuse-overlayfs', 'mkfs.ext3'].every(have)
+          ? null
+          : 'needs squashfuse_ll, fuse2fs, fuse-overlayfs and mkfs.ext3',
       mount({ sif, offset }) {
         return guarded('appt', async (dir, undo) => {
           const lower = await squashfuseLl(sif, offset, dir, undo);
@@ -323,7 +337,11 @@ export function writePeers() {
           execFileSync('mkdir', ['-p', join(e, 'upper'), join(e, 'work')]);
           const mnt = join(dir, 'mnt');
           mkdirSync(mnt);
-          sh('fuse-overlayfs', ['-o', `lowerdir=${lower},upperdir=${join(e, 'upper')},workdir=${join(e, 'work')}`, mnt], 'fuse-overlayfs');
+          sh(
+            'fuse-overlayfs',
+            ['-o', `lowerdir=${lower},upperdir=${join(e, 'upper')},workdir=${join(e, 'work')}`, mnt],
+            'fuse-overlayfs',
+          );
           undo.push(() => unmount(mnt));
           await waitMounted(mnt, 'fuse-overlayfs');
           return { mnt, dirs: [mnt, lower, e], umount: undoAll(undo, dir) };
@@ -337,7 +355,11 @@ export function writePeers() {
         return guarded('fovl-host', async (dir, undo) => {
           for (const d of ['upper', 'work', 'mnt']) mkdirSync(join(dir, d));
           const mnt = join(dir, 'mnt');
-          sh('fuse-overlayfs', ['-o', `lowerdir=${rootfs},upperdir=${join(dir, 'upper')},workdir=${join(dir, 'work')}`, mnt], 'fuse-overlayfs');
+          sh(
+            'fuse-overlayfs',
+            ['-o', `lowerdir=${rootfs},upperdir=${join(dir, 'upper')},workdir=${join(dir, 'work')}`, mnt],
+            'fuse-overlayfs',
+          );
           undo.push(() => unmount(mnt));
           await waitMounted(mnt, 'fuse-overlayfs');
           return { mnt, dirs: [mnt], umount: undoAll(undo, dir) };
@@ -346,7 +368,8 @@ export function writePeers() {
     },
     {
       name: 'kernel-overlay/ext3',
-      why: () => (isRoot ? (have('mkfs.ext3') ? null : 'mkfs.ext3 is not installed') : 'kernel overlayfs on a loop ext3 needs root'),
+      why: () =>
+        isRoot ? (have('mkfs.ext3') ? null : 'mkfs.ext3 is not installed') : 'kernel overlayfs on a loop ext3 needs root',
       mount({ sif, offset }) {
         return guarded('kovl', async (dir, undo) => {
           const lower = kernelSquashfs(sif, offset, dir, undo);
@@ -358,7 +381,11 @@ export function writePeers() {
           execFileSync('mkdir', ['-p', join(e, 'upper'), join(e, 'work')]);
           const mnt = join(dir, 'mnt');
           mkdirSync(mnt);
-          sh('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${join(e, 'upper')},workdir=${join(e, 'work')}`, mnt], 'kernel overlay');
+          sh(
+            'mount',
+            ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${join(e, 'upper')},workdir=${join(e, 'work')}`, mnt],
+            'kernel overlay',
+          );
           undo.push(() => unmount(mnt));
           return { mnt, dirs: [], umount: undoAll(undo, dir) };
         });

@@ -15,7 +15,11 @@ const blocks = Math.floor(fstatSync(fd).size / 4096);
 const buf = Buffer.allocUnsafe(4096);
 for (let i = 0; i < count; i++) {
   // xorshift32: the same offsets for every peer
-  x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+  x ^= x << 13;
+  x >>>= 0;
+  x ^= x >>> 17;
+  x ^= x << 5;
+  x >>>= 0;
   const n = readSync(fd, buf, 0, 4096, (x % blocks) * 4096);
   if (n !== 4096) throw new Error(`short read at block ${x % blocks}: ${n}`);
 }

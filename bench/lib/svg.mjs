@@ -25,14 +25,19 @@ export function barChart(rows, peers, title) {
       const v = row.medians[p];
       const w = Math.max(1, (v / max) * plot);
       const color = COLORS[peers.indexOf(p) % COLORS.length];
-      parts.push(`<rect x="${left}" y="${y}" width="${w.toFixed(1)}" height="${bar}" fill="${color}"><title>${esc(p)}: ${v.toFixed(3)} s</title></rect>`);
+      parts.push(
+        `<rect x="${left}" y="${y}" width="${w.toFixed(1)}" height="${bar}" fill="${color}"><title>${esc(p)}: ${v.toFixed(3)} s</title></rect>`,
+      );
       parts.push(`<text x="${(left + w + 4).toFixed(1)}" y="${y + bar - 3}" font-size="10">${v.toFixed(3)}</text>`);
       y += bar + gap;
     }
     y += 10;
   }
   const legend = peers
-    .map((p, i) => `<rect x="${8 + i * 150}" y="${y + 4}" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/><text x="${22 + i * 150}" y="${y + 13}" font-size="11">${esc(p)}</text>`)
+    .map(
+      (p, i) =>
+        `<rect x="${8 + i * 150}" y="${y + 4}" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/><text x="${22 + i * 150}" y="${y + 13}" font-size="11">${esc(p)}</text>`,
+    )
     .join('');
   const height = y + 30;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif">

@@ -46,7 +46,10 @@ async function requireTool(tool: string, pkg: string, out: string): Promise<void
 }
 
 function oneLine(text: string): string {
-  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   return lines[lines.length - 1] ?? 'failed';
 }
 
@@ -78,7 +81,9 @@ export async function buildSif(out: string, source: string, opts: BuildOptions =
       rootfs = path.join(tmp, 'rootfs');
       fs.mkdirSync(rootfs);
       // As the user: owners come from -all-root below; device nodes need root to unpack.
-      const r = await execa('tar', ['-xf', path.resolve(source), '-C', rootfs, '--no-same-owner', '--delay-directory-restore'], { reject: false });
+      const r = await execa('tar', ['-xf', path.resolve(source), '-C', rootfs, '--no-same-owner', '--delay-directory-restore'], {
+        reject: false,
+      });
       if (r.exitCode !== 0) throw new UsageError(`cannot unpack the tarball: ${oneLine(r.stderr)}`, source);
     }
     const sqfs = path.join(tmp, 'rootfs.squashfs');

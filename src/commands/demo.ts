@@ -43,18 +43,66 @@ export async function runDemo(workdir: string, out: (s: string) => void = (s) =>
   });
   const sif = 'demo.sif';
   const steps: Step[] = [
-    { say: 'Build a SIF from that directory (SquashFS inside, as apptainer build makes)', args: ['build', sif, 'rootfs'], expect: {} },
+    {
+      say: 'Build a SIF from that directory (SquashFS inside, as apptainer build makes)',
+      args: ['build', sif, 'rootfs'],
+      expect: {},
+    },
     { say: 'Run its runscript', args: ['run', sif, 'world'], expect: { output: 'Hello from the demo container: world' } },
-    { say: 'Create a 64 MiB persistent overlay image (ext3, no mkfs.ext3 needed)', args: ['overlay', 'create', '--sparse', 'overlay.img'], expect: {} },
-    { say: 'Write into the container through the overlay', args: ['exec', '--overlay', 'overlay.img', sif, 'sh', '-c', 'mkdir -p /data && echo "kept across runs" > /data/note && ls -l /data'], expect: { output: 'note' } },
-    { say: 'A new run with the same overlay: the change persisted', args: ['exec', '--overlay', 'overlay.img', sif, 'cat', '/data/note'], expect: { output: 'kept across runs' } },
-    { say: 'Without the overlay the image is untouched', args: ['exec', sif, 'ls', '/data'], expect: { output: 'No such file or directory', fails: true } },
-    { say: '--writable-tmpfs: writable for one run, in memory', args: ['exec', '--writable-tmpfs', sif, 'sh', '-c', 'echo scratch > /scratch && cat /scratch'], expect: { output: 'scratch' } },
-    { say: '... and discarded when the run ends', args: ['exec', '--writable-tmpfs', sif, 'ls', '/scratch'], expect: { output: 'No such file or directory', fails: true } },
+    {
+      say: 'Create a 64 MiB persistent overlay image (ext3, no mkfs.ext3 needed)',
+      args: ['overlay', 'create', '--sparse', 'overlay.img'],
+      expect: {},
+    },
+    {
+      say: 'Write into the container through the overlay',
+      args: [
+        'exec',
+        '--overlay',
+        'overlay.img',
+        sif,
+        'sh',
+        '-c',
+        'mkdir -p /data && echo "kept across runs" > /data/note && ls -l /data',
+      ],
+      expect: { output: 'note' },
+    },
+    {
+      say: 'A new run with the same overlay: the change persisted',
+      args: ['exec', '--overlay', 'overlay.img', sif, 'cat', '/data/note'],
+      expect: { output: 'kept across runs' },
+    },
+    {
+      say: 'Without the overlay the image is untouched',
+      args: ['exec', sif, 'ls', '/data'],
+      expect: { output: 'No such file or directory', fails: true },
+    },
+    {
+      say: '--writable-tmpfs: writable for one run, in memory',
+      args: ['exec', '--writable-tmpfs', sif, 'sh', '-c', 'echo scratch > /scratch && cat /scratch'],
+      expect: { output: 'scratch' },
+    },
+    {
+      say: '... and discarded when the run ends',
+      args: ['exec', '--writable-tmpfs', sif, 'ls', '/scratch'],
+      expect: { output: 'No such file or directory', fails: true },
+    },
     { say: 'Embed an overlay partition in the SIF itself', args: ['overlay', 'create', '--sparse', sif], expect: {} },
-    { say: 'The SIF now holds its root filesystem and its overlay', args: ['sif', 'list', sif], expect: { output: 'FS (Ext3/Overlay/' } },
-    { say: '--writable writes into the embedded overlay', args: ['exec', '--writable', sif, 'sh', '-c', 'echo "inside the SIF" > /embedded.txt'], expect: {} },
-    { say: 'Later runs see it: the embedded overlay is a read-only layer by default', args: ['exec', sif, 'cat', '/embedded.txt'], expect: { output: 'inside the SIF' } },
+    {
+      say: 'The SIF now holds its root filesystem and its overlay',
+      args: ['sif', 'list', sif],
+      expect: { output: 'FS (Ext3/Overlay/' },
+    },
+    {
+      say: '--writable writes into the embedded overlay',
+      args: ['exec', '--writable', sif, 'sh', '-c', 'echo "inside the SIF" > /embedded.txt'],
+      expect: {},
+    },
+    {
+      say: 'Later runs see it: the embedded overlay is a read-only layer by default',
+      args: ['exec', sif, 'cat', '/embedded.txt'],
+      expect: { output: 'inside the SIF' },
+    },
   ];
   let n = 0;
   for (const step of steps) {
@@ -62,11 +110,21 @@ export async function runDemo(workdir: string, out: (s: string) => void = (s) =>
     out(`\n${n}. ${step.say}\n   $ sifuse ${step.args.map(shellQuote).join(' ')}\n`);
     const r = await execa(SIFUSE_BIN, step.args, { cwd: workdir, reject: false, all: true, stdin: 'ignore' });
     const shown = (r.all ?? '').trimEnd();
-    if (shown) out(shown.split('\n').map((l) => `   ${l}`).join('\n') + '\n');
+    if (shown)
+      out(
+        shown
+          .split('\n')
+          .map((l) => `   ${l}`)
+          .join('\n') + '\n',
+      );
     const failed = r.exitCode !== 0;
-    const ok = failed === (step.expect.fails ?? false) && (step.expect.output === undefined || shown.includes(step.expect.output));
+    const ok =
+      failed === (step.expect.fails ?? false) && (step.expect.output === undefined || shown.includes(step.expect.output));
     if (!ok) {
-      throw new UsageError(`step ${n} did not show what it should (exit ${r.exitCode}${step.expect.output ? `, expected "${step.expect.output}"` : ''})`, 'sifuse demo');
+      throw new UsageError(
+        `step ${n} did not show what it should (exit ${r.exitCode}${step.expect.output ? `, expected "${step.expect.output}"` : ''})`,
+        'sifuse demo',
+      );
     }
   }
   out(`\nAll ${steps.length} steps showed what they should. The files are in ${workdir}\n`);
@@ -75,7 +133,9 @@ export async function runDemo(workdir: string, out: (s: string) => void = (s) =>
 export function registerDemoCommand(program: Command): void {
   program
     .command('demo')
-    .description('walk through persistent overlays for real: build a SIF, overlay it, persist, discard, embed (no root, no network)')
+    .description(
+      'walk through persistent overlays for real: build a SIF, overlay it, persist, discard, embed (no root, no network)',
+    )
     .option('--dir <dir>', 'where to put the demo files (default: a new directory under the temporary directory)')
     .action(async (flags: { dir?: string }) => {
       const dir = flags.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'sifuse-demo-'));

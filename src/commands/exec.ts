@@ -24,7 +24,8 @@ function collect(value: string, previous: string[]): string[] {
 }
 
 function envPair(value: string, previous: string[]): string[] {
-  if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(value)) throw new InvalidArgumentError(`expected NAME=VALUE, got ${JSON.stringify(value)}`);
+  if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(value))
+    throw new InvalidArgumentError(`expected NAME=VALUE, got ${JSON.stringify(value)}`);
   return [...previous, value];
 }
 
@@ -32,7 +33,8 @@ export function containerOptions(f: Flags): ContainerOptions {
   let tmpfs: number | undefined;
   if (f.writableTmpfs !== undefined && f.writableTmpfs !== false) {
     tmpfs = f.writableTmpfs === true ? 64 : Number(f.writableTmpfs);
-    if (!Number.isSafeInteger(tmpfs) || tmpfs < 1) throw new UsageError(`--writable-tmpfs=${String(f.writableTmpfs)}: expected a size in MiB`);
+    if (!Number.isSafeInteger(tmpfs) || tmpfs < 1)
+      throw new UsageError(`--writable-tmpfs=${String(f.writableTmpfs)}: expected a size in MiB`);
   }
   return {
     overlays: f.overlay,
@@ -48,7 +50,12 @@ export function containerOptions(f: Flags): ContainerOptions {
 
 function withContainerFlags(cmd: Command): Command {
   return cmd
-    .option('-o, --overlay <path[:ro]>', 'an overlay: ext3 image, SquashFS image or directory (repeatable; the last is on top)', collect, [] as string[])
+    .option(
+      '-o, --overlay <path[:ro]>',
+      'an overlay: ext3 image, SquashFS image or directory (repeatable; the last is on top)',
+      collect,
+      [] as string[],
+    )
     .option('-w, --writable', "write into the SIF's own overlay partition")
     .option('--writable-tmpfs [MiB]', 'a writable layer in memory, discarded at exit (default 64 MiB)')
     .option('-f, --fakeroot', 'be root (uid/gid 0) inside; files you create are stored as 0:0')
@@ -66,7 +73,11 @@ async function act(image: string, action: Action, flags: Flags): Promise<void> {
 export function registerInstanceCommands(program: Command): void {
   program.enablePositionalOptions();
   const instance = program.command('instance').description('named, long-running containers (start, list, stop)');
-  withContainerFlags(instance.command('start').description('start a named instance: the mount, and /.singularity.d/startscript if the image has one'))
+  withContainerFlags(
+    instance
+      .command('start')
+      .description('start a named instance: the mount, and /.singularity.d/startscript if the image has one'),
+  )
     .argument('<image>', 'the SIF')
     .argument('<name>', 'the instance name')
     .argument('[args...]', 'arguments for the startscript')
@@ -82,7 +93,13 @@ export function registerInstanceCommands(program: Command): void {
       const { listInstances } = await import('../runtime/instance.js');
       const all = await listInstances();
       if (flags.json) {
-        process.stdout.write(JSON.stringify({ instances: all.map((s) => ({ instance: s.name, pid: s.daemon, img: s.image, mountpoint: s.mountpoint })) }, null, 2) + '\n');
+        process.stdout.write(
+          JSON.stringify(
+            { instances: all.map((s) => ({ instance: s.name, pid: s.daemon, img: s.image, mountpoint: s.mountpoint })) },
+            null,
+            2,
+          ) + '\n',
+        );
         return;
       }
       const rows = [['INSTANCE NAME', 'PID', 'IMAGE'], ...all.map((s) => [s.name, String(s.daemon), s.image])];

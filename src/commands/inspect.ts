@@ -92,7 +92,7 @@ export function registerInspectCommands(program: Command): void {
           const st = await fs.getattr(id);
           if (fileTypeOf(st.mode) === 'd') throw new FsError('EISDIR');
           if (fileTypeOf(st.mode) !== 'f') throw new UsageError(`${normalizePath(path).toString()}: not a regular file`, image);
-          for (let pos = 0; pos < st.size; ) {
+          for (let pos = 0; pos < st.size;) {
             // 128 KiB: one SquashFS block per read, a view rather than a joined copy.
             const chunk = await fs.read(id, pos, Math.min(128 << 10, st.size - pos));
             if (chunk.length === 0) break;

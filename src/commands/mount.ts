@@ -205,7 +205,8 @@ export async function umount(mountpoint: string): Promise<void> {
   if (pid === null) return;
   const deadline = Date.now() + 120_000;
   while (alive(pid) && fs.existsSync(pidPath)) {
-    if (Date.now() > deadline) throw new UsageError(`the daemon (pid ${pid}) is still finishing; it will exit by itself`, mountpoint);
+    if (Date.now() > deadline)
+      throw new UsageError(`the daemon (pid ${pid}) is still finishing; it will exit by itself`, mountpoint);
     await new Promise((res) => setTimeout(res, 20));
   }
 }

@@ -64,12 +64,16 @@ export function createDirComponents(dir: string, image: string): string[] {
     if (part === '' || part === '.') continue;
     if (part === '..') {
       if (out.length === 0) {
-        throw new UsageError(`--create-dir ${dir}: overlay directory would be created outside of the overlay layout (upper/)`, image);
+        throw new UsageError(
+          `--create-dir ${dir}: overlay directory would be created outside of the overlay layout (upper/)`,
+          image,
+        );
       }
       out.pop();
       continue;
     }
-    if (Buffer.byteLength(part) > 255) throw new UsageError(`--create-dir ${dir}: name "${part}" is longer than 255 bytes`, image);
+    if (Buffer.byteLength(part) > 255)
+      throw new UsageError(`--create-dir ${dir}: name "${part}" is longer than 255 bytes`, image);
     out.push(part);
   }
   return out;
@@ -95,7 +99,6 @@ function describeExisting(image: string): string {
   if (head.length >= 1082 && head.readUInt16LE(1080) === 0xef53) return 'EXT3 overlay image already exists';
   return 'already exists';
 }
-
 
 function isSifFile(image: string): boolean {
   try {
@@ -152,7 +155,10 @@ export async function createOverlayImage(image: string, opts: OverlayCreateOptio
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
-        throw new UsageError(`cannot open for writing: ${code === 'EROFS' ? 'read-only file system' : 'permission denied'}`, image);
+        throw new UsageError(
+          `cannot open for writing: ${code === 'EROFS' ? 'read-only file system' : 'permission denied'}`,
+          image,
+        );
       }
       throw err;
     }
@@ -171,8 +177,8 @@ export async function createOverlayImage(image: string, opts: OverlayCreateOptio
 
 async function buildOverlay(image: string, opts: OverlayCreateOptions, sif: SifImage | null): Promise<void> {
   const dirs = opts.createDirs.map((d) => createDirComponents(d, image));
-  const uid = opts.owner?.uid ?? (opts.fakeroot ? 0 : process.getuid?.() ?? 0);
-  const gid = opts.owner?.gid ?? (opts.fakeroot ? 0 : process.getgid?.() ?? 0);
+  const uid = opts.owner?.uid ?? (opts.fakeroot ? 0 : (process.getuid?.() ?? 0));
+  const gid = opts.owner?.gid ?? (opts.fakeroot ? 0 : (process.getgid?.() ?? 0));
   // Apptainer makes the layer directories world-writable when the owner's
   // ids do not fit 16 bits (so they stay usable where ids get squashed).
   const perm = uid > 65535 || gid > 65535 ? 0o777 : 0o755;
@@ -198,7 +204,7 @@ async function buildOverlay(image: string, opts: OverlayCreateOptions, sif: SifI
         fs.ftruncateSync(fd, bytes);
       } else {
         const zeros = Buffer.alloc(ZERO_CHUNK);
-        for (let done = 0; done < bytes; ) {
+        for (let done = 0; done < bytes;) {
           const n = Math.min(ZERO_CHUNK, bytes - done);
           await writeAll(fd, zeros.subarray(0, n), done);
           done += n;
@@ -339,7 +345,10 @@ export async function resizeOverlayImage(image: string, sizeMiB: number): Promis
     }
     if (sif.descriptors((o) => o.id !== d.id && o.offset + o.size > d.offset).length > 0) {
       await sif.close();
-      throw new UsageError(`the overlay partition (object ${d.id}) is not the last object in the SIF, so it cannot change size in place`, image);
+      throw new UsageError(
+        `the overlay partition (object ${d.id}) is not the last object in the SIF, so it cannot change size in place`,
+        image,
+      );
     }
     part = { id: d.id, offset: d.offset, size: d.size };
   }
@@ -369,7 +378,8 @@ async function resizeRegion(
   const lockLength = part ? part.size : 0;
   try {
     // The range a mount of this image or partition locks for writing.
-    if (!ofdLock(fd, offset, lockLength, true)) throw new UsageError('the overlay image is in use (locked by another process)', image);
+    if (!ofdLock(fd, offset, lockLength, true))
+      throw new UsageError('the overlay image is in use (locked by another process)', image);
     try {
       const head = Buffer.alloc(SUPERBLOCK_SIZE);
       fs.readSync(fd, head, 0, SUPERBLOCK_SIZE, offset + SUPERBLOCK_OFFSET);
@@ -466,11 +476,14 @@ export function registerOverlayCommands(program: Command): void {
     });
   overlay
     .command('resize')
-    .description('grow or shrink an ext3 overlay image, or the overlay partition of a SIF, in place (no e2fsck or resize2fs needed); shrinking needs the data to fit')
+    .description(
+      'grow or shrink an ext3 overlay image, or the overlay partition of a SIF, in place (no e2fsck or resize2fs needed); shrinking needs the data to fit',
+    )
     .argument('<image>', 'the overlay image file, or a SIF whose overlay partition is its last object')
     .requiredOption('-s, --size <MiB>', `the new size in MiB (at least ${MIN_SIZE_MIB})`, parseSize)
     .action(async (image: string, flags: { size: number }) => {
       const r = await resizeOverlayImage(image, flags.size);
-      if (r.newMiB !== flags.size) process.stderr.write(`sifuse: ${image}: resized to ${r.newMiB.toFixed(2)} MiB (whole block groups)\n`);
+      if (r.newMiB !== flags.size)
+        process.stderr.write(`sifuse: ${image}: resized to ${r.newMiB.toFixed(2)} MiB (whole block groups)\n`);
     });
 }

@@ -35,11 +35,14 @@ function parseFlagInt(flag: string, s: string, min: number, max: number): number
   let v = NaN;
   if (m) {
     const body = m[2]!.toLowerCase();
-    const n = body.startsWith('0x') || body.startsWith('0b') || body.startsWith('0o')
-      ? Number(body)
-      : body.length > 1 && body.startsWith('0')
-        ? /^[0-7]+$/.test(body) ? parseInt(body, 8) : NaN
-        : Number(body);
+    const n =
+      body.startsWith('0x') || body.startsWith('0b') || body.startsWith('0o')
+        ? Number(body)
+        : body.length > 1 && body.startsWith('0')
+          ? /^[0-7]+$/.test(body)
+            ? parseInt(body, 8)
+            : NaN
+          : Number(body);
     v = m[1] === '-' ? -n : n;
   }
   if (!Number.isSafeInteger(v) || v < min || v > max) {
@@ -78,7 +81,9 @@ function addInput(objectPath: string, f: AddFlags): AddInput {
   const n = f.datatype === undefined ? 0 : parseFlagInt('datatype', f.datatype, ...INT32);
   const dataType = DATA_TYPE_BY_CLI_NUMBER[n - 1];
   if (dataType === undefined) {
-    throw new UsageError(`--datatype must be one of 1..${DATA_TYPE_BY_CLI_NUMBER.length} (1 Deffile ... 9 SBOM, 10 OCI root index, 11 OCI blob)`);
+    throw new UsageError(
+      `--datatype must be one of 1..${DATA_TYPE_BY_CLI_NUMBER.length} (1 Deffile ... 9 SBOM, 10 OCI root index, 11 OCI blob)`,
+    );
   }
   const groupId = f.groupid === undefined ? 0 : parseFlagInt('groupid', f.groupid, 0, 0xffffffff);
   const input: AddInput = { dataType, data: { path: objectPath }, groupId: groupId === 0 ? null : groupId };
@@ -203,13 +208,22 @@ export function registerSifCommands(program: Command): void {
     .description('Add a data object')
     .argument('<sif_path>')
     .argument('<object_path>')
-    .option('--datatype <int>', 'the type of data to add: 1 Deffile, 2 EnvVar, 3 Labels, 4 Partition, 5 Signature, 6 GenericJSON, 7 Generic, 8 CryptoMessage, 9 SBOM, 10 OCI.RootIndex, 11 OCI.Blob')
+    .option(
+      '--datatype <int>',
+      'the type of data to add: 1 Deffile, 2 EnvVar, 3 Labels, 4 Partition, 5 Signature, 6 GenericJSON, 7 Generic, 8 CryptoMessage, 9 SBOM, 10 OCI.RootIndex, 11 OCI.Blob',
+    )
     .option('--parttype <int32>', 'partition type (datatype 4): 1 System, 2 PrimSys, 3 Data, 4 Overlay')
     .option('--partfs <int32>', 'partition filesystem (datatype 4): 1 Squash, 2 Ext3, 3 ImmuObj, 4 Raw, 5 Encrypted squashfs')
-    .option('--partarch <int32>', 'partition architecture (datatype 4): 1 386, 2 amd64, 3 arm, 4 arm64, 5 ppc64, 6 ppc64le, 7 mips, 8 mipsle, 9 mips64, 10 mips64le, 11 s390x, 12 riscv64, 13 loong64')
+    .option(
+      '--partarch <int32>',
+      'partition architecture (datatype 4): 1 386, 2 amd64, 3 arm, 4 arm64, 5 ppc64, 6 ppc64le, 7 mips, 8 mipsle, 9 mips64, 10 mips64le, 11 s390x, 12 riscv64, 13 loong64',
+    )
     .option('--signhash <int32>', 'signature hash (datatype 5): 1 SHA256, 2 SHA384, 3 SHA512, 4 BLAKE2s_256, 5 BLAKE2b_256')
     .option('--signentity <hex>', 'signing entity fingerprint, 40 hex digits (datatype 5)')
-    .option('--sbomformat <name>', 'SBOM format (datatype 9): cyclonedx-json, cyclonedx-xml, github-json, spdx-json, spdx-rdf, spdx-tag-value, spdx-yaml, syft-json')
+    .option(
+      '--sbomformat <name>',
+      'SBOM format (datatype 9): cyclonedx-json, cyclonedx-xml, github-json, spdx-json, spdx-rdf, spdx-tag-value, spdx-yaml, syft-json',
+    )
     .option('--groupid <uint32>', 'object group [default: none]')
     .option('--link <uint32>', 'linked object ID [default: none]')
     .option('--alignment <int>', 'alignment [default: 4096 with datatype 4, 0 otherwise]')

@@ -27,7 +27,14 @@ interface AclEntry {
 }
 
 function validTag(tag: number): boolean {
-  return tag === ACL_USER_OBJ || tag === ACL_USER || tag === ACL_GROUP_OBJ || tag === ACL_GROUP || tag === ACL_MASK || tag === ACL_OTHER;
+  return (
+    tag === ACL_USER_OBJ ||
+    tag === ACL_USER ||
+    tag === ACL_GROUP_OBJ ||
+    tag === ACL_GROUP ||
+    tag === ACL_MASK ||
+    tag === ACL_OTHER
+  );
 }
 
 /** Stored (ext3) form -> user (xattr) form. Throws CorruptError on bad bytes. */
@@ -124,7 +131,7 @@ export function aclChmodDisk(disk: Buffer, mode: number): Buffer {
   const out = Buffer.from(disk);
   let maskAt = -1;
   let groupAt = -1;
-  for (let off = 4; off + 4 <= out.length; ) {
+  for (let off = 4; off + 4 <= out.length;) {
     const tag = out.readUInt16LE(off);
     if (tag === ACL_USER_OBJ) out.writeUInt16LE((mode >> 6) & 7, off + 2);
     else if (tag === ACL_OTHER) out.writeUInt16LE(mode & 7, off + 2);

@@ -130,7 +130,11 @@ export class Ext3Context {
     inode.i_blocks = Math.max(0, inode.i_blocks + n * this.sectorsPerBlock);
   }
 
-  stamp(inode: { i_atime: Time; i_mtime: Time; i_ctime: Time }, which: { a?: boolean; m?: boolean; c?: boolean }, t: Time = this.now()): void {
+  stamp(
+    inode: { i_atime: Time; i_mtime: Time; i_ctime: Time },
+    which: { a?: boolean; m?: boolean; c?: boolean },
+    t: Time = this.now(),
+  ): void {
     if (which.a) inode.i_atime = t;
     if (which.m) inode.i_mtime = t;
     if (which.c) inode.i_ctime = t;

@@ -169,7 +169,8 @@ export function scanFreeSpace(block: Buffer): number {
   const bs = block.length;
   while (off + DIRENT_HEADER <= bs) {
     const recLen = recLenFromDisk(block.readUInt16LE(off + 4), bs);
-    if (recLen < DIRENT_HEADER || off + recLen > bs) throw new CorruptError(`directory record at offset ${off} has bad rec_len ${recLen}`);
+    if (recLen < DIRENT_HEADER || off + recLen > bs)
+      throw new CorruptError(`directory record at offset ${off} has bad rec_len ${recLen}`);
     const slack = block.readUInt32LE(off) === 0 ? recLen : recLen - direntSize(block[off + 6]!);
     if (slack > best) best = slack;
     off += recLen;
@@ -186,7 +187,8 @@ export function findInsertSlot(block: Buffer, need: number): { off: number; spli
   const bs = block.length;
   while (off + DIRENT_HEADER <= bs) {
     const recLen = recLenFromDisk(block.readUInt16LE(off + 4), bs);
-    if (recLen < DIRENT_HEADER || off + recLen > bs) throw new CorruptError(`directory record at offset ${off} has bad rec_len ${recLen}`);
+    if (recLen < DIRENT_HEADER || off + recLen > bs)
+      throw new CorruptError(`directory record at offset ${off} has bad rec_len ${recLen}`);
     if (block.readUInt32LE(off) === 0) {
       if (recLen >= need) return { off, split: false };
     } else if (recLen - direntSize(block[off + 6]!) >= need) {

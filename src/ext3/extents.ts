@@ -50,11 +50,13 @@ async function lookupOne(io: BlockMapIO, root: Buffer, lbn: number): Promise<num
       if (lbn >= first + len || unwritten) return 0;
       const start = node.readUInt16LE(e + 6) * 0x100000000 + node.readUInt32LE(e + 8);
       const pbn = start + (lbn - first);
-      if (start < io.firstDataBlock || start + len > io.blocksCount) throw new CorruptError(`extent points outside the filesystem`);
+      if (start < io.firstDataBlock || start + len > io.blocksCount)
+        throw new CorruptError(`extent points outside the filesystem`);
       return pbn;
     }
     const child = node.readUInt16LE(e + 8) * 0x100000000 + node.readUInt32LE(e + 4);
-    if (child < io.firstDataBlock || child >= io.blocksCount) throw new CorruptError(`extent index points outside the filesystem`);
+    if (child < io.firstDataBlock || child >= io.blocksCount)
+      throw new CorruptError(`extent index points outside the filesystem`);
     node = await io.readMeta(child);
     ({ entries, depth } = checkHeader(node, `extent block ${child}`, depth - 1));
   }

@@ -76,8 +76,7 @@ const INCOMPAT_WRITE = INCOMPAT.filetype | INCOMPAT.needs_recovery;
  * directory with more than 65000 subdirectories gets i_links_count 1, as the
  * kernel does. extra_isize: new inodes get s_want_extra_isize.
  */
-const RO_COMPAT_WRITE =
-  RO_COMPAT.sparse_super | RO_COMPAT.large_file | RO_COMPAT.dir_nlink | RO_COMPAT.extra_isize;
+const RO_COMPAT_WRITE = RO_COMPAT.sparse_super | RO_COMPAT.large_file | RO_COMPAT.dir_nlink | RO_COMPAT.extra_isize;
 /**
  * Compat features whose on-disk structures we would corrupt by writing
  * without maintaining them (the rest are harmless to ignore).
@@ -94,7 +93,7 @@ function names(table: Record<string, number>, mask: number): string[] {
     }
   }
   for (let bit = 0; bit < 32; bit++) {
-    if (rest & (1 << bit)) out.push(`unknown(0x${(1 << bit >>> 0).toString(16)})`);
+    if (rest & (1 << bit)) out.push(`unknown(0x${((1 << bit) >>> 0).toString(16)})`);
   }
   return out;
 }

@@ -271,7 +271,10 @@ export class FileData {
     while (i < blocks.length) {
       let j = i + 1;
       while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && j - i < 1024) j++;
-      await this.c.store.write(blocks[i]! * this.c.blockSize, joinAdjacent(blocks.slice(i, j).map((b) => this.pendingData.get(b)!)));
+      await this.c.store.write(
+        blocks[i]! * this.c.blockSize,
+        joinAdjacent(blocks.slice(i, j).map((b) => this.pendingData.get(b)!)),
+      );
       // Dropped only once on disk, so an unqueued reader always finds the bytes somewhere.
       for (let k = i; k < j; k++) this.pendingData.delete(blocks[k]!);
       i = j;

@@ -415,7 +415,12 @@ export async function mkfsExt3(store: ByteStore, options: MkfsOptions = {}): Pro
   const rootBlock = alloc(groupStart(0));
   const rootImage = encodeDotBlock(bs, ROOT_INO, ROOT_INO, true);
   setRecLen(rootImage, 12, 12);
-  encodeDirent(rootImage, 24, { inode: LOST_FOUND_INO, rec_len: bs - 24, file_type: EXT2_FT_DIR, name: Buffer.from('lost+found') });
+  encodeDirent(rootImage, 24, {
+    inode: LOST_FOUND_INO,
+    rec_len: bs - 24,
+    file_type: EXT2_FT_DIR,
+    name: Buffer.from('lost+found'),
+  });
   blocks.set(rootBlock, rootImage);
   root.i_block[0] = rootBlock;
   root.i_size = bs;
@@ -448,7 +453,13 @@ export async function mkfsExt3(store: ByteStore, options: MkfsOptions = {}): Pro
     for (let i = 0; i < rsv; i++) {
       const gdtBlk = sbBlk + 1 + g.descBlocks + i;
       dindWords[(g.descBlocks + i) % apb] = gdtBlk;
-      blocks.set(gdtBlk, wordsBlock(bs, backups.map((grp) => gdtBlk + grp * g.blocksPerGroup)));
+      blocks.set(
+        gdtBlk,
+        wordsBlock(
+          bs,
+          backups.map((grp) => gdtBlk + grp * g.blocksPerGroup),
+        ),
+      );
     }
     blocks.set(dind, wordsBlock(bs, dindWords));
     const ri = newInode(S_IFREG | 0o600, 0, 0, 1);
@@ -641,7 +652,7 @@ export async function mkfsExt3(store: ByteStore, options: MkfsOptions = {}): Pro
     await store.write(descs[grp]!.bg_inode_table * bs + idx * INODE_SIZE, rec);
   }
   const sorted = [...blocks.keys()].sort((a, b) => a - b);
-  for (let i = 0; i < sorted.length; ) {
+  for (let i = 0; i < sorted.length;) {
     let n = 1;
     while (i + n < sorted.length && sorted[i + n] === sorted[i]! + n) n++;
     const run = sorted.slice(i, i + n).map((b) => blocks.get(b)!);

@@ -88,7 +88,11 @@ export async function resizeExt3(store: ByteStore, newBytes: number): Promise<Re
   const name = store.name;
   const sb = decodeSuperblock(await store.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE), store.size);
   const rawSb = await store.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE);
-  if ((sb.s_feature_compat & ~KNOWN_COMPAT) !== 0 || (sb.s_feature_incompat & ~KNOWN_INCOMPAT) !== 0 || (sb.s_feature_ro_compat & ~KNOWN_RO_COMPAT) !== 0) {
+  if (
+    (sb.s_feature_compat & ~KNOWN_COMPAT) !== 0 ||
+    (sb.s_feature_incompat & ~KNOWN_INCOMPAT) !== 0 ||
+    (sb.s_feature_ro_compat & ~KNOWN_RO_COMPAT) !== 0
+  ) {
     throw new UnsupportedError('only ext3 overlay images (mkfs.ext3 features, no needs_recovery) can be resized here', name);
   }
   if ((sb.s_feature_compat & COMPAT.resize_inode) === 0 || sb.s_reserved_gdt_blocks === 0) {
@@ -180,7 +184,8 @@ export async function resizeExt3(store: ByteStore, newBytes: number): Promise<Re
     // 3. The others gain a copy in each new backup group.
     for (let i = taken; i < oldRsv; i++) {
       const r = sbBlk + 1 + oldDesc + i;
-      if (dind.readUInt32LE(((oldDesc + i) % apb) * 4) !== r) throw new CorruptError(`the resize inode does not list reserved GDT block ${r}`, name);
+      if (dind.readUInt32LE(((oldDesc + i) % apb) * 4) !== r)
+        throw new CorruptError(`the resize inode does not list reserved GDT block ${r}`, name);
       const list = wordsOf(await store.read(r * bs, bs)).filter((w) => w !== 0);
       const block = Buffer.alloc(bs);
       [...list, ...added.map((g) => r + g * B)].forEach((w, k) => block.writeUInt32LE(w, k * 4));
@@ -226,17 +231,26 @@ export async function resizeExt3(store: ByteStore, newBytes: number): Promise<Re
     const lastBitmap = await store.read(descs[newLast]!.bg_block_bitmap * bs, bs);
     for (let b = newBlocks; b < groupEnd(newLast, oldBlocks); b++) {
       if (testBit(lastBitmap, b - start(newLast))) {
-        throw new UsageError(`the data does not fit in ${Math.floor((newBlocks * bs) / 1048576)} MiB (block ${b} is in use); resize2fs can move it`, name);
+        throw new UsageError(
+          `the data does not fit in ${Math.floor((newBlocks * bs) / 1048576)} MiB (block ${b} is in use); resize2fs can move it`,
+          name,
+        );
       }
     }
     for (let g = newGroups; g < oldGroups; g++) {
       const d = descs[g]!;
       const meta = (hasSuper(g) ? 1 + total : 0) + 2 + itb;
       if (d.bg_free_inodes_count !== ipg || d.bg_used_dirs_count !== 0) {
-        throw new UsageError(`the data does not fit in ${Math.floor((newBlocks * bs) / 1048576)} MiB (inodes in use in group ${g}); resize2fs can move them`, name);
+        throw new UsageError(
+          `the data does not fit in ${Math.floor((newBlocks * bs) / 1048576)} MiB (inodes in use in group ${g}); resize2fs can move them`,
+          name,
+        );
       }
       if (d.bg_free_blocks_count !== groupEnd(g, oldBlocks) - start(g) - meta) {
-        throw new UsageError(`the data does not fit in ${Math.floor((newBlocks * bs) / 1048576)} MiB (blocks in use in group ${g}); resize2fs can move them`, name);
+        throw new UsageError(
+          `the data does not fit in ${Math.floor((newBlocks * bs) / 1048576)} MiB (blocks in use in group ${g}); resize2fs can move them`,
+          name,
+        );
       }
       freeBlocks -= d.bg_free_blocks_count;
       freeInodes -= d.bg_free_inodes_count;

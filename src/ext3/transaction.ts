@@ -103,7 +103,9 @@ export class Transaction {
         if (this.closed) return;
         // No caller to tell: the failure is latched (the next call reports it) and logged.
         // (An earlier failure was already reported to its caller: nothing to commit, nothing to log.)
-        this.queue = this.queue.then(() => (this.failed === null ? this.commit().catch((err: unknown) => this.log(err)) : undefined));
+        this.queue = this.queue.then(() =>
+          this.failed === null ? this.commit().catch((err: unknown) => this.log(err)) : undefined,
+        );
       }, this.commitIntervalMs);
       this.timer.unref();
     }
@@ -132,7 +134,10 @@ export class Transaction {
   }
 
   failedError(): Error {
-    return withErrno('EIO', `${this.c.name}: an earlier commit failed (${describeProblem(this.failed)}); reopen the image to recover`);
+    return withErrno(
+      'EIO',
+      `${this.c.name}: an earlier commit failed (${describeProblem(this.failed)}); reopen the image to recover`,
+    );
   }
 
   private latch(err: unknown): void {

@@ -77,7 +77,10 @@ export class FuseAdapter implements FuseHandlers {
   private nextFh = 1;
   private exitHandler: (() => void) | null = null;
 
-  constructor(private readonly fs: ReadableFs, opts: AdapterOptions) {
+  constructor(
+    private readonly fs: ReadableFs,
+    opts: AdapterOptions,
+  ) {
     this.nodes = new NodeTable(fs, (err) => opts.log(`unref: ${describe(err)}`));
   }
 

@@ -23,7 +23,10 @@ export class NodeTable {
   private readonly byId = new Map<InodeId, number>();
   private next = ROOT_NODEID + 1;
 
-  constructor(private readonly fs: ReadableFs, private readonly onUnrefError: (err: unknown) => void) {
+  constructor(
+    private readonly fs: ReadableFs,
+    private readonly onUnrefError: (err: unknown) => void,
+  ) {
     this.byNodeid.set(ROOT_NODEID, { id: fs.rootId, lookups: 1 });
     this.byId.set(fs.rootId, ROOT_NODEID);
   }

@@ -70,8 +70,10 @@ class Stats {
   report(): string {
     const cpu = process.cpuUsage(this.cpu0);
     const cpuUs = cpu.user + cpu.system;
-    const lines = [`sifuse stats: ${this.total} requests, daemon CPU ${(cpuUs / 1000).toFixed(1)} ms` +
-      (this.total ? `, ${(cpuUs / this.total).toFixed(1)} us/request` : '')];
+    const lines = [
+      `sifuse stats: ${this.total} requests, daemon CPU ${(cpuUs / 1000).toFixed(1)} ms` +
+        (this.total ? `, ${(cpuUs / this.total).toFixed(1)} us/request` : ''),
+    ];
     const ops = [...this.count.entries()].sort((a, b) => b[1] - a[1]);
     for (const [op, n] of ops) {
       lines.push(`  ${op.padEnd(12)} ${String(n).padStart(9)}  mean ${((this.micros.get(op) ?? 0) / n).toFixed(1)} us`);
@@ -103,13 +105,16 @@ export function serve(o: ServeOptions): Promise<void> {
       attrTimeout: CACHE_TIMEOUT,
       negativeTimeout: CACHE_TIMEOUT,
       maxWrite: MAX_WRITE,
-      wantSet: fuseCap('ASYNC_READ') | fuseCap('PARALLEL_DIROPS') | fuseCap('READDIRPLUS') |
-        fuseCap('ATOMIC_O_TRUNC') | fuseCap('CACHE_SYMLINKS'),
+      wantSet:
+        fuseCap('ASYNC_READ') |
+        fuseCap('PARALLEL_DIROPS') |
+        fuseCap('READDIRPLUS') |
+        fuseCap('ATOMIC_O_TRUNC') |
+        fuseCap('CACHE_SYMLINKS'),
       // Always READDIRPLUS (one request per page, no LOOKUP per entry); no
       // writeback cache (unmeasured for safety); ACLs and kill-priv stay the
       // kernel's business (mode checks; it clears set-id bits on write).
-      wantClear: fuseCap('READDIRPLUS_AUTO') | fuseCap('WRITEBACK_CACHE') | fuseCap('POSIX_ACL') |
-        fuseCap('HANDLE_KILLPRIV'),
+      wantClear: fuseCap('READDIRPLUS_AUTO') | fuseCap('WRITEBACK_CACHE') | fuseCap('POSIX_ACL') | fuseCap('HANDLE_KILLPRIV'),
       onDone: (r: FuseRequest, errno: number) => {
         if (!stats && !o.debug) return;
         const us = Number(process.hrtime.bigint() - r.started) / 1000;

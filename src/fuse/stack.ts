@@ -71,15 +71,37 @@ export interface Stack {
  * fuse-overlayfs knows (xino, squash_to_root, uidmapping, ...) is refused by
  * name rather than ignored.
  */
-const PASS_THROUGH = new Set(['noatime', 'relatime', 'strictatime', 'nodiratime', 'nodev', 'nosuid', 'noexec', 'dev',
-  'suid', 'exec', 'rw', 'allow_other']);
+const PASS_THROUGH = new Set([
+  'noatime',
+  'relatime',
+  'strictatime',
+  'nodiratime',
+  'nodev',
+  'nosuid',
+  'noexec',
+  'dev',
+  'suid',
+  'exec',
+  'rw',
+  'allow_other',
+]);
 /**
  * Options that are already what sifuse does, or that only mount(8) acts on.
  * `volatile` (podman passes it for `run --rm`) and fuse-overlayfs's `fsync=0`
  * only permit skipping syncs; sifuse syncs anyway, which is the stronger promise.
  */
-const ALREADY = new Set(['default_permissions', 'noacl', 'defaults', 'auto', 'noauto', 'nofail', '_netdev', 'user', 'users',
-  'volatile']);
+const ALREADY = new Set([
+  'default_permissions',
+  'noacl',
+  'defaults',
+  'auto',
+  'noauto',
+  'nofail',
+  '_netdev',
+  'user',
+  'users',
+  'volatile',
+]);
 
 export function parseOverlayfsOptions(options: string[]): { request: StackRequest; mountOptions: string[] } {
   const request: StackRequest = {};
@@ -200,7 +222,8 @@ async function openApptainer(req: StackRequest): Promise<Stack> {
 
   // An ext3 image with no overlays is served directly (read-only, or --writable itself).
   if (kind === 'ext3' && specs.length === 0 && req.writableTmpfsMiB === undefined) {
-    if (!req.writable) return { fs: await openImage(image), fsname: image, mountOptions: req.mountOptions ?? [], release: () => {} };
+    if (!req.writable)
+      return { fs: await openImage(image), fsname: image, mountOptions: req.mountOptions ?? [], release: () => {} };
     const unlock = lockForWriting(image, 0, fs.statSync(image).size);
     try {
       const region = await FileRegion.open(image, { writable: true });
@@ -211,7 +234,8 @@ async function openApptainer(req: StackRequest): Promise<Stack> {
       throw err;
     }
   }
-  if (req.writable && kind !== 'sif') throw new UsageError('--writable needs a SIF with an overlay partition, or an ext3 image', image);
+  if (req.writable && kind !== 'sif')
+    throw new UsageError('--writable needs a SIF with an overlay partition, or an ext3 image', image);
 
   const o = new Opened();
   try {
@@ -239,12 +263,15 @@ async function openApptainer(req: StackRequest): Promise<Stack> {
     let writableSeen = 0;
     for (const spec of specs) {
       let wantWritable = !spec.readOnly;
-      const kindOf = fs.statSync(spec.path, { throwIfNoEntry: false })?.isDirectory() ? 'dir' : await detectImageKind(spec.path).catch(() => null);
+      const kindOf = fs.statSync(spec.path, { throwIfNoEntry: false })?.isDirectory()
+        ? 'dir'
+        : await detectImageKind(spec.path).catch(() => null);
       if (wantWritable && kindOf === 'squashfs') wantWritable = false; // SquashFS is always read-only
       if (wantWritable && ++writableSeen > 1) {
         throw new UsageError("you can't specify more than one writable overlay; use --overlay PATH:ro for the others");
       }
-      if (wantWritable && req.writableTmpfsMiB !== undefined) throw new UsageError('--writable-tmpfs does not combine with a writable overlay');
+      if (wantWritable && req.writableTmpfsMiB !== undefined)
+        throw new UsageError('--writable-tmpfs does not combine with a writable overlay');
       const l = await openLayer(o, spec.path, wantWritable);
       if (wantWritable) {
         if (!isUpperLayer(l)) throw new UsageError('cannot be opened for writing', spec.path);
@@ -257,14 +284,25 @@ async function openApptainer(req: StackRequest): Promise<Stack> {
       // upper/ and work/ belong to the caller, as in Apptainer's session tmpfs (so the
       // merged root is theirs to write in); with --fakeroot that is 0, shown as the caller.
       const owner = req.fakeroot ? { uid: 0, gid: 0 } : { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
-      const mem = await openMemUpperLayer({ name: 'tmpfs', capBytes: req.writableTmpfsMiB * 1024 * 1024, rootMode: S_IFDIR | 0o755, ...owner });
+      const mem = await openMemUpperLayer({
+        name: 'tmpfs',
+        capBytes: req.writableTmpfsMiB * 1024 * 1024,
+        rootMode: S_IFDIR | 0o755,
+        ...owner,
+      });
       upper = o.add({ name: 'tmpfs', fs: mem.fs, root: mem.root, work: mem.work, encoding: 'kernel' as const });
     }
     if (!upper && lowers.length === 1 && !req.fakeroot) {
       // Nothing to merge: the image is served as it is (read-only).
       return { fs: base, fsname: image, mountOptions: req.mountOptions ?? [], release: () => o.release() };
     }
-    const overlay = await openOverlay({ lowers, upper, map: fakerootMap(req.fakeroot), name: image, redirectDir: req.redirectDir });
+    const overlay = await openOverlay({
+      lowers,
+      upper,
+      map: fakerootMap(req.fakeroot),
+      name: image,
+      redirectDir: req.redirectDir,
+    });
     return { fs: overlay, fsname: image, mountOptions: req.mountOptions ?? [], release: () => o.release() };
   } catch (err) {
     await o.abort();
@@ -287,7 +325,9 @@ async function walk(dir: DirLayer, rel: string, what: string): Promise<InodeId> 
 
 /** upperdir=U,workdir=W: a directory layer rooted where both live, U as the layer and W as its work directory. */
 async function openUpperDirs(o: Opened, upperdir: string, workdir: string): Promise<UpperLayer> {
-  const kind = fs.statSync(upperdir, { throwIfNoEntry: false })?.isDirectory() ? 'dir' : await detectImageKind(upperdir).catch(() => null);
+  const kind = fs.statSync(upperdir, { throwIfNoEntry: false })?.isDirectory()
+    ? 'dir'
+    : await detectImageKind(upperdir).catch(() => null);
   if (kind === 'ext3') {
     const l = await openLayer(o, upperdir, true);
     if (!isUpperLayer(l)) throw new UsageError('cannot be opened for writing', upperdir);
@@ -296,7 +336,8 @@ async function openUpperDirs(o: Opened, upperdir: string, workdir: string): Prom
   if (kind !== 'dir') throw new UsageError('upperdir= must be a directory or an ext3 image', upperdir);
   const u = fs.realpathSync(upperdir);
   const w = fs.realpathSync(workdir);
-  if (fs.statSync(u).dev !== fs.statSync(w).dev) throw new UsageError('upperdir= and workdir= must be on the same filesystem', workdir);
+  if (fs.statSync(u).dev !== fs.statSync(w).dev)
+    throw new UsageError('upperdir= and workdir= must be on the same filesystem', workdir);
   let common = path.dirname(u);
   while (!(w + '/').startsWith(common === '/' ? '/' : common + '/')) common = path.dirname(common);
   const dl = DirLayer.open(common, { writable: true });
@@ -311,7 +352,8 @@ async function openOverlayfsForm(req: StackRequest): Promise<Stack> {
   try {
     const lowers: Layer[] = [];
     for (const l of req.lowerdirs ?? []) lowers.push(await openLayer(o, l, false));
-    const upper = req.upperdir !== undefined && req.writable !== false ? await openUpperDirs(o, req.upperdir, req.workdir!) : undefined;
+    const upper =
+      req.upperdir !== undefined && req.writable !== false ? await openUpperDirs(o, req.upperdir, req.workdir!) : undefined;
     if (lowers.length === 0 && !upper) throw new UsageError('no lowerdir= given');
     const name = (req.lowerdirs ?? [])[0] ?? req.upperdir!;
     const overlay = await openOverlay({ lowers, upper, map: fakerootMap(req.fakeroot), name, redirectDir: req.redirectDir });
@@ -319,7 +361,12 @@ async function openOverlayfsForm(req: StackRequest): Promise<Stack> {
     // (default_permissions still checks modes) and its set-id programs work. Options
     // given later (nosuid) win.
     const rootDefaults = process.getuid?.() === 0 ? ['allow_other', 'suid'] : [];
-    return { fs: overlay, fsname: name, mountOptions: [...rootDefaults, ...(req.mountOptions ?? [])], release: () => o.release() };
+    return {
+      fs: overlay,
+      fsname: name,
+      mountOptions: [...rootDefaults, ...(req.mountOptions ?? [])],
+      release: () => o.release(),
+    };
   } catch (err) {
     await o.abort();
     throw err;

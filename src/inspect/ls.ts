@@ -25,9 +25,15 @@ export function modeString(mode: number): string {
     mode & s ? (mode & x ? on : off) : mode & x ? 'x' : '-';
   return (
     t +
-    bit(0o400, 'r') + bit(0o200, 'w') + special(0o100, 0o4000, 's', 'S') +
-    bit(0o040, 'r') + bit(0o020, 'w') + special(0o010, 0o2000, 's', 'S') +
-    bit(0o004, 'r') + bit(0o002, 'w') + special(0o001, 0o1000, 't', 'T')
+    bit(0o400, 'r') +
+    bit(0o200, 'w') +
+    special(0o100, 0o4000, 's', 'S') +
+    bit(0o040, 'r') +
+    bit(0o020, 'w') +
+    special(0o010, 0o2000, 's', 'S') +
+    bit(0o004, 'r') +
+    bit(0o002, 'w') +
+    special(0o001, 0o1000, 't', 'T')
   );
 }
 
@@ -54,7 +60,14 @@ export function formatLs(entries: LsEntry[], long: boolean): Buffer[] {
   const cols = entries.map((e) => {
     const t = fileTypeOf(e.stat.mode);
     const size = t === 'c' || t === 'b' ? `${devMajor(e.stat.rdev)}, ${devMinor(e.stat.rdev)}` : String(e.stat.size);
-    return [modeString(e.stat.mode), String(e.stat.nlink), String(e.stat.uid), String(e.stat.gid), size, timeString(e.stat.mtime)];
+    return [
+      modeString(e.stat.mode),
+      String(e.stat.nlink),
+      String(e.stat.uid),
+      String(e.stat.gid),
+      size,
+      timeString(e.stat.mtime),
+    ];
   });
   const widths = [0, 1, 2, 3, 4].map((i) => Math.max(0, ...cols.map((c) => c[i]!.length)));
   return entries.map((e, k) => {

@@ -55,10 +55,7 @@ export class FileRegion implements ByteStore {
       }
       const length = options.length ?? st.size - offset;
       if (!Number.isSafeInteger(length) || length < 0 || offset + length > st.size) {
-        throw new CorruptError(
-          `region ${offset}+${length} extends past the end of the file (${st.size} bytes)`,
-          path,
-        );
+        throw new CorruptError(`region ${offset}+${length} extends past the end of the file (${st.size} bytes)`, path);
       }
       return new FileRegion(path, fd, offset, length, writable);
     } catch (err) {
@@ -70,7 +67,6 @@ export class FileRegion implements ByteStore {
   private check(position: number, length: number, what: string): void {
     checkRange(this.name, this.size, position, length, what);
   }
-
 
   async read(position: number, length: number): Promise<Buffer> {
     const buf = Buffer.allocUnsafe(length);

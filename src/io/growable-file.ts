@@ -72,9 +72,7 @@ export class HostFileStorage implements SifStorage {
     if (!this.writable) throw new UsageError('opened read-only', this.name);
     let done = 0;
     while (done < data.length) {
-      done += await promisify<number>((cb) =>
-        fs.write(this.fd, data, done, data.length - done, position + done, cb),
-      );
+      done += await promisify<number>((cb) => fs.write(this.fd, data, done, data.length - done, position + done, cb));
     }
   }
 
@@ -149,7 +147,7 @@ export async function* readFileChunks(path: string, limit: number): AsyncGenerat
   try {
     const st = await promisify<fs.Stats>((cb) => fs.fstat(fd, cb));
     if (st.isDirectory()) throw new UsageError('is a directory', path);
-    for (let done = 0; done < limit; ) {
+    for (let done = 0; done < limit;) {
       const want = Math.min(CHUNK, limit - done);
       const buf = Buffer.allocUnsafe(want);
       const n = await promisify<number>((cb) => fs.read(fd, buf, 0, want, done, cb));

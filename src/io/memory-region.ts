@@ -21,7 +21,6 @@ export class MemoryRegion implements ByteStore {
     checkRange(this.name, this.bytes.length, position, length, what);
   }
 
-
   async read(position: number, length: number): Promise<Buffer> {
     this.check(position, length, 'read');
     return Buffer.from(this.bytes.subarray(position, position + length));

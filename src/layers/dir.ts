@@ -78,7 +78,13 @@ export class DirLayer implements WritableFs {
   /** Capabilities of the host directory, when probed (writable layers: see openDirLayer). */
   capabilities: DirCapabilities | null = null;
 
-  private constructor(readonly name: string, readonly writable: boolean, rootFd: number, openCap: number, recordCap: number) {
+  private constructor(
+    readonly name: string,
+    readonly writable: boolean,
+    rootFd: number,
+    openCap: number,
+    recordCap: number,
+  ) {
     // A forgotten node's id must not be handed out again from a cached listing.
     this.nodes = new NodeTable(openCap, recordCap, (node) => {
       if (node.parent !== null) this.snapshots.delete(node.parent);
@@ -210,7 +216,16 @@ export class DirLayer implements WritableFs {
   async statfs(): Promise<StatFs> {
     return this.run('statfs', () => {
       const f = sys().fstatfs(this.fdOf(this.node(this.rootId)));
-      return { bsize: f.bsize, frsize: f.frsize, blocks: f.blocks, bfree: f.bfree, bavail: f.bavail, files: f.files, ffree: f.ffree, namemax: f.namemax };
+      return {
+        bsize: f.bsize,
+        frsize: f.frsize,
+        blocks: f.blocks,
+        bfree: f.bfree,
+        bavail: f.bavail,
+        files: f.files,
+        ffree: f.ffree,
+        namemax: f.namemax,
+      };
     });
   }
 
@@ -237,7 +252,9 @@ export class DirLayer implements WritableFs {
 
   async symlink(dir: InodeId, name: Buffer, target: Buffer, owner: { uid: number; gid: number }): Promise<InodeId> {
     return this.mutate('symlink', () =>
-      this.create(dir, name, { mode: S_IFLNK | 0o777, uid: owner.uid, gid: owner.gid }, (pfd) => sys().symlinkat(target, pfd, name)),
+      this.create(dir, name, { mode: S_IFLNK | 0o777, uid: owner.uid, gid: owner.gid }, (pfd) =>
+        sys().symlinkat(target, pfd, name),
+      ),
     );
   }
 
@@ -283,7 +300,10 @@ export class DirLayer implements WritableFs {
       const tfd = this.fdOf(to);
       const source = this.statAt(ffd, oldName);
       const target = this.statAt(tfd, newName);
-      const bits = (flags.noreplace ? c.RENAME_NOREPLACE : 0) | (flags.exchange ? c.RENAME_EXCHANGE : 0) | (flags.whiteout ? c.RENAME_WHITEOUT : 0);
+      const bits =
+        (flags.noreplace ? c.RENAME_NOREPLACE : 0) |
+        (flags.exchange ? c.RENAME_EXCHANGE : 0) |
+        (flags.whiteout ? c.RENAME_WHITEOUT : 0);
       s.renameat2(ffd, oldName, tfd, newName, bits);
       this.changed(from.id);
       this.changed(to.id);

@@ -195,20 +195,24 @@ export class MemLayer implements WritableFs {
         names.set(id, (names.get(id) ?? 0) + 1);
         if (child.entries) {
           subdirs++;
-          if (child.parent !== n.id) throw new InternalError(`directory ${id} is in ${n.id} but its parent is ${child.parent}`, this.name);
+          if (child.parent !== n.id)
+            throw new InternalError(`directory ${id} is in ${n.id} but its parent is ${child.parent}`, this.name);
         }
       }
-      if (n.nlink !== 0 && n.nlink !== 2 + subdirs) throw new InternalError(`directory ${n.id} has nlink ${n.nlink} with ${subdirs} subdirectories`, this.name);
+      if (n.nlink !== 0 && n.nlink !== 2 + subdirs)
+        throw new InternalError(`directory ${n.id} has nlink ${n.nlink} with ${subdirs} subdirectories`, this.name);
     }
     if (bytes !== this.used) throw new InternalError(`${this.used} bytes counted against the cap, ${bytes} recounted`, this.name);
     for (const n of this.nodes.values()) {
       const named = names.get(n.id) ?? 0;
       if (n.entries) {
-        if (n.id !== this.rootId && named !== (n.nlink === 0 ? 0 : 1)) throw new InternalError(`directory ${n.id} has ${named} names`, this.name);
+        if (n.id !== this.rootId && named !== (n.nlink === 0 ? 0 : 1))
+          throw new InternalError(`directory ${n.id} has ${named} names`, this.name);
       } else if (n.nlink !== named) {
         throw new InternalError(`inode ${n.id} has nlink ${n.nlink} and ${named} names`, this.name);
       }
-      if (n.id !== this.rootId && named === 0 && n.refs === 0) throw new InternalError(`inode ${n.id} is neither named nor referenced`, this.name);
+      if (n.id !== this.rootId && named === 0 && n.refs === 0)
+        throw new InternalError(`inode ${n.id} is neither named nor referenced`, this.name);
     }
   }
 
@@ -368,7 +372,8 @@ export class MemLayer implements WritableFs {
 
   async read(id: InodeId, position: number, length: number): Promise<Buffer> {
     const n = this.regular(id, 'read');
-    if (!Number.isSafeInteger(position) || position < 0 || !Number.isSafeInteger(length) || length < 0) throw fail('EINVAL', 'read range');
+    if (!Number.isSafeInteger(position) || position < 0 || !Number.isSafeInteger(length) || length < 0)
+      throw fail('EINVAL', 'read range');
     return n.data.read(position, length);
   }
 
@@ -398,7 +403,8 @@ export class MemLayer implements WritableFs {
   async unref(id: InodeId, n = 1): Promise<void> {
     this.live();
     const node = this.nodes.get(id);
-    if (!node || node.refs < n) throw new InternalError(`unref of inode ${id} by ${n} with ${node?.refs ?? 0} references held`, this.name);
+    if (!node || node.refs < n)
+      throw new InternalError(`unref of inode ${id} by ${n} with ${node?.refs ?? 0} references held`, this.name);
     node.refs -= n;
     this.maybeFree(node);
   }
@@ -421,7 +427,15 @@ export class MemLayer implements WritableFs {
   // ---- WritableFs -------------------------------------------------------------
 
   /** The common part of every create: checks, the charge for inode and entry, the entry. */
-  private create(dir: InodeId, name: Buffer, type: FileType, perm: number, owner: { uid: number; gid: number }, what: string, extra = 0): MemNode {
+  private create(
+    dir: InodeId,
+    name: Buffer,
+    type: FileType,
+    perm: number,
+    owner: { uid: number; gid: number },
+    what: string,
+    extra = 0,
+  ): MemNode {
     const d = this.liveDir(dir, what);
     this.checkName(name, what);
     if (d.entries.has(key(name))) throw fail('EEXIST', what);
@@ -557,7 +571,14 @@ export class MemLayer implements WritableFs {
   }
 
   /** RENAME_EXCHANGE: both names stay and their inodes swap; directories changing parent fix '..' and link counts. */
-  private exchange(od: MemNode & { entries: Map<string, number> }, oldName: Buffer, a: MemNode, nd: MemNode & { entries: Map<string, number> }, newName: Buffer, b: MemNode): void {
+  private exchange(
+    od: MemNode & { entries: Map<string, number> },
+    oldName: Buffer,
+    a: MemNode,
+    nd: MemNode & { entries: Map<string, number> },
+    newName: Buffer,
+    b: MemNode,
+  ): void {
     if (a === b) return;
     if ((a.type === 'd' && this.isAncestor(a.id, nd.id)) || (b.type === 'd' && this.isAncestor(b.id, od.id))) {
       throw fail('EINVAL', 'rename exchange of a directory into itself');
@@ -565,7 +586,10 @@ export class MemLayer implements WritableFs {
     od.entries.set(key(oldName), b.id);
     nd.entries.set(key(newName), a.id);
     if (od !== nd) {
-      for (const [moved, from, to] of [[a, od, nd], [b, nd, od]] as const) {
+      for (const [moved, from, to] of [
+        [a, od, nd],
+        [b, nd, od],
+      ] as const) {
         if (moved.type !== 'd') continue;
         from.nlink--;
         to.nlink++;

@@ -15,7 +15,8 @@ export interface SquashfsLayerOptions {
 }
 
 export async function openSquashfsLayer(source: string | ByteSource, options: SquashfsLayerOptions = {}): Promise<Layer> {
-  const src = typeof source === 'string' ? await FileRegion.open(source, { offset: options.offset, length: options.length }) : source;
+  const src =
+    typeof source === 'string' ? await FileRegion.open(source, { offset: options.offset, length: options.length }) : source;
   try {
     const fs = await openSquashfs(src);
     return { name: src.name, fs, root: fs.rootId };

@@ -52,11 +52,38 @@ export function fuseCap(name: string): number {
 
 /** Op codes, in the order of `enum op` in fuse.c. */
 export const OPS = [
-  'init', 'lookup', 'forget', 'forget_multi', 'getattr', 'setattr', 'readlink',
-  'mknod', 'mkdir', 'unlink', 'rmdir', 'symlink', 'rename', 'link', 'open',
-  'read', 'write', 'flush', 'release', 'fsync', 'opendir', 'readdirplus',
-  'releasedir', 'fsyncdir', 'statfs', 'setxattr', 'getxattr', 'listxattr',
-  'removexattr', 'create', 'lseek', 'exit',
+  'init',
+  'lookup',
+  'forget',
+  'forget_multi',
+  'getattr',
+  'setattr',
+  'readlink',
+  'mknod',
+  'mkdir',
+  'unlink',
+  'rmdir',
+  'symlink',
+  'rename',
+  'link',
+  'open',
+  'read',
+  'write',
+  'flush',
+  'release',
+  'fsync',
+  'opendir',
+  'readdirplus',
+  'releasedir',
+  'fsyncdir',
+  'statfs',
+  'setxattr',
+  'getxattr',
+  'listxattr',
+  'removexattr',
+  'create',
+  'lseek',
+  'exit',
 ] as const;
 export type OpName = (typeof OPS)[number];
 
@@ -105,8 +132,22 @@ export function encodeStat(st: EntryStat, out: Float64Array = new Float64Array(S
 }
 
 export const NEGATIVE_ENTRY: EntryStat = {
-  nodeid: 0, generation: 0, ino: 0, mode: 0, nlink: 0, uid: 0, gid: 0, size: 0, blocks: 0,
-  atime: 0, atimeNsec: 0, mtime: 0, mtimeNsec: 0, ctime: 0, ctimeNsec: 0, rdev: 0,
+  nodeid: 0,
+  generation: 0,
+  ino: 0,
+  mode: 0,
+  nlink: 0,
+  uid: 0,
+  gid: 0,
+  size: 0,
+  blocks: 0,
+  atime: 0,
+  atimeNsec: 0,
+  mtime: 0,
+  mtimeNsec: 0,
+  ctime: 0,
+  ctimeNsec: 0,
+  rdev: 0,
 };
 
 /** fuse_file_info bits of an open/create reply. */
@@ -119,8 +160,7 @@ export interface OpenFlags {
 }
 
 function openBits(f: OpenFlags): number {
-  return (f.directIo ? 1 : 0) | (f.keepCache ? 2 : 0) | (f.nonseekable ? 4 : 0) | (f.noflush ? 8 : 0) |
-    (f.cacheReaddir ? 16 : 0);
+  return (f.directIo ? 1 : 0) | (f.keepCache ? 2 : 0) | (f.nonseekable ? 4 : 0) | (f.noflush ? 8 : 0) | (f.cacheReaddir ? 16 : 0);
 }
 
 export interface Caller {
@@ -284,11 +324,20 @@ export class FuseSession {
   private idle: (() => void)[] = [];
   private closed = false;
 
-  private constructor(mountpoint: string, handlers: FuseHandlers, private readonly opts: SessionOptions) {
-    const o = Float64Array.of(opts.entryTimeout, opts.attrTimeout, opts.negativeTimeout, opts.maxWrite, opts.wantSet,
-      opts.wantClear);
-    this.session = native().mount(mountpoint, ['sifuse', ...opts.args], o, (...a: unknown[]) =>
-      this.dispatch(handlers, a));
+  private constructor(
+    mountpoint: string,
+    handlers: FuseHandlers,
+    private readonly opts: SessionOptions,
+  ) {
+    const o = Float64Array.of(
+      opts.entryTimeout,
+      opts.attrTimeout,
+      opts.negativeTimeout,
+      opts.maxWrite,
+      opts.wantSet,
+      opts.wantClear,
+    );
+    this.session = native().mount(mountpoint, ['sifuse', ...opts.args], o, (...a: unknown[]) => this.dispatch(handlers, a));
   }
 
   /** Mounts `mountpoint` (via fusermount3 when unprivileged) and starts serving on the Node loop. */
@@ -308,7 +357,7 @@ export class FuseSession {
         else if (op === 'forget_multi') h.forget_multi(args[0] as Float64Array);
         else if (op === 'exit') h.exit();
       } catch (err) {
-        this.opts.onBug(`${op}: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+        this.opts.onBug(`${op}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
       }
       return;
     }
@@ -333,7 +382,7 @@ export class FuseSession {
       (err: unknown) => {
         const errno = errnoOf(err);
         if (!(err instanceof FsError)) {
-          this.opts.onBug(`${op}: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+          this.opts.onBug(`${op}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
         }
         if (!r.answered) r.err(errno);
         this.finish(r, errno);

@@ -31,8 +31,11 @@ export interface SysError extends Error {
 export function isSysError(err: unknown, ...codes: string[]): err is SysError {
   if (!(err instanceof Error)) return false;
   const code = (err as Partial<SysError>).code;
-  return typeof code === 'string' && typeof (err as Partial<SysError>).errno === 'number' &&
-    (codes.length === 0 || codes.includes(code));
+  return (
+    typeof code === 'string' &&
+    typeof (err as Partial<SysError>).errno === 'number' &&
+    (codes.length === 0 || codes.includes(code))
+  );
 }
 
 export interface SysStat {
@@ -88,20 +91,52 @@ export interface OfdLockHolder {
 }
 
 export interface SysConstants {
-  O_RDONLY: number; O_WRONLY: number; O_RDWR: number; O_CREAT: number; O_EXCL: number;
-  O_TRUNC: number; O_APPEND: number; O_NONBLOCK: number; O_DIRECTORY: number;
-  O_NOFOLLOW: number; O_PATH: number; O_NOATIME: number; O_TMPFILE: number; O_NOCTTY: number;
-  RESOLVE_NO_XDEV: number; RESOLVE_NO_MAGICLINKS: number; RESOLVE_NO_SYMLINKS: number;
-  RESOLVE_BENEATH: number; RESOLVE_IN_ROOT: number;
-  AT_FDCWD: number; AT_SYMLINK_NOFOLLOW: number; AT_REMOVEDIR: number;
-  AT_SYMLINK_FOLLOW: number; AT_EMPTY_PATH: number;
-  RENAME_NOREPLACE: number; RENAME_EXCHANGE: number; RENAME_WHITEOUT: number;
-  UTIME_NOW: number; UTIME_OMIT: number;
-  SEEK_SET: number; SEEK_CUR: number; SEEK_END: number; SEEK_DATA: number; SEEK_HOLE: number;
-  XATTR_CREATE: number; XATTR_REPLACE: number;
-  FALLOC_FL_KEEP_SIZE: number; FALLOC_FL_PUNCH_HOLE: number;
-  DT_UNKNOWN: number; DT_FIFO: number; DT_CHR: number; DT_DIR: number; DT_BLK: number;
-  DT_REG: number; DT_LNK: number; DT_SOCK: number;
+  O_RDONLY: number;
+  O_WRONLY: number;
+  O_RDWR: number;
+  O_CREAT: number;
+  O_EXCL: number;
+  O_TRUNC: number;
+  O_APPEND: number;
+  O_NONBLOCK: number;
+  O_DIRECTORY: number;
+  O_NOFOLLOW: number;
+  O_PATH: number;
+  O_NOATIME: number;
+  O_TMPFILE: number;
+  O_NOCTTY: number;
+  RESOLVE_NO_XDEV: number;
+  RESOLVE_NO_MAGICLINKS: number;
+  RESOLVE_NO_SYMLINKS: number;
+  RESOLVE_BENEATH: number;
+  RESOLVE_IN_ROOT: number;
+  AT_FDCWD: number;
+  AT_SYMLINK_NOFOLLOW: number;
+  AT_REMOVEDIR: number;
+  AT_SYMLINK_FOLLOW: number;
+  AT_EMPTY_PATH: number;
+  RENAME_NOREPLACE: number;
+  RENAME_EXCHANGE: number;
+  RENAME_WHITEOUT: number;
+  UTIME_NOW: number;
+  UTIME_OMIT: number;
+  SEEK_SET: number;
+  SEEK_CUR: number;
+  SEEK_END: number;
+  SEEK_DATA: number;
+  SEEK_HOLE: number;
+  XATTR_CREATE: number;
+  XATTR_REPLACE: number;
+  FALLOC_FL_KEEP_SIZE: number;
+  FALLOC_FL_PUNCH_HOLE: number;
+  DT_UNKNOWN: number;
+  DT_FIFO: number;
+  DT_CHR: number;
+  DT_DIR: number;
+  DT_BLK: number;
+  DT_REG: number;
+  DT_LNK: number;
+  DT_SOCK: number;
 }
 
 export interface SysAddon {
@@ -127,7 +162,15 @@ export interface SysAddon {
   /** Non-zero flags use fchmodat2 (Linux 6.6); ('', AT_EMPTY_PATH) on an O_PATH fd; symlinks: EOPNOTSUPP. */
   fchmodat(dirfd: number, path: Path, mode: number, flags: number): void;
   /** nsec may be UTIME_NOW or UTIME_OMIT; flags AT_SYMLINK_NOFOLLOW, AT_EMPTY_PATH. */
-  utimensat(dirfd: number, path: Path, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number, flags: number): void;
+  utimensat(
+    dirfd: number,
+    path: Path,
+    atimeSec: number,
+    atimeNsec: number,
+    mtimeSec: number,
+    mtimeNsec: number,
+    flags: number,
+  ): void;
   renameat2(olddirfd: number, oldpath: Path, newdirfd: number, newpath: Path, flags: number): void;
   /** AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; unprivileged callers link `procFdPath(fd)` with AT_SYMLINK_FOLLOW. */
   linkat(olddirfd: number, oldpath: Path, newdirfd: number, newpath: Path, flags: number): void;

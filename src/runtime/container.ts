@@ -53,7 +53,10 @@ export async function requireBwrap(): Promise<void> {
   const probe = await execa('bwrap', ['--unshare-user', '--dev-bind', '/', '/', 'true'], { reject: false });
   if (probe.exitCode !== 0) {
     const why = probe.stderr.split('\n').filter(Boolean).pop() ?? 'failed';
-    throw new UsageError(`cannot create a user namespace (${why.replace(/^bwrap: /, '')}); unprivileged user namespaces may be disabled on this host`, 'bwrap');
+    throw new UsageError(
+      `cannot create a user namespace (${why.replace(/^bwrap: /, '')}); unprivileged user namespaces may be disabled on this host`,
+      'bwrap',
+    );
   }
 }
 
@@ -72,7 +75,8 @@ function checkBinds(specs: string[]): BindSpec[] {
 
 /** A private, empty mount point under the user's runtime directory. */
 function makeMountPoint(): string {
-  const base = process.env.XDG_RUNTIME_DIR && fs.existsSync(process.env.XDG_RUNTIME_DIR) ? process.env.XDG_RUNTIME_DIR : os.tmpdir();
+  const base =
+    process.env.XDG_RUNTIME_DIR && fs.existsSync(process.env.XDG_RUNTIME_DIR) ? process.env.XDG_RUNTIME_DIR : os.tmpdir();
   const dir = path.join(base, `sifuse-${process.getuid?.() ?? 0}`);
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   return fs.mkdtempSync(path.join(dir, 'root-'));
@@ -137,7 +141,26 @@ function commandFor(action: Action, root: string, image: string): { argv: string
  * trees (a user whose home or working directory is /, /root, /usr/...
  * would otherwise replace the image with the host).
  */
-const SYSTEM_DIRS = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32', 'usr', 'etc', 'var', 'opt', 'boot', 'dev', 'proc', 'sys', 'run', 'srv', 'root', '.singularity.d'];
+const SYSTEM_DIRS = [
+  'bin',
+  'sbin',
+  'lib',
+  'lib32',
+  'lib64',
+  'libx32',
+  'usr',
+  'etc',
+  'var',
+  'opt',
+  'boot',
+  'dev',
+  'proc',
+  'sys',
+  'run',
+  'srv',
+  'root',
+  '.singularity.d',
+];
 
 function bindable(hostDir: string): boolean {
   const parts = path.resolve(hostDir).split('/').filter(Boolean);
@@ -244,7 +267,8 @@ export async function runContainer(image: string, action: Action, o: ContainerOp
   await requireBwrap();
   checkBinds(o.binds);
   if (image.startsWith(INSTANCE)) {
-    if (mountFlags(o).length > 0) throw new UsageError('overlay flags belong to `instance start`, not to a command run in the instance', image);
+    if (mountFlags(o).length > 0)
+      throw new UsageError('overlay flags belong to `instance start`, not to a command run in the instance', image);
     const { instanceMountpoint } = await import('./instance.js');
     const mnt = instanceMountpoint(image.slice(INSTANCE.length));
     const plan = planFor(mnt, action, o, image);

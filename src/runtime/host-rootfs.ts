@@ -12,7 +12,32 @@ import { execa } from 'execa';
 import { UsageError } from '../errors.js';
 
 /** Programs a shell session needs, found on any Debian/Ubuntu host. */
-export const DEMO_PROGRAMS = ['sh', 'ls', 'cat', 'echo', 'mkdir', 'rm', 'cp', 'mv', 'touch', 'id', 'stat', 'sha256sum', 'env', 'sleep', 'true', 'false', 'grep', 'wc', 'head', 'tar', 'dd', 'ln', 'chmod', 'test'];
+export const DEMO_PROGRAMS = [
+  'sh',
+  'ls',
+  'cat',
+  'echo',
+  'mkdir',
+  'rm',
+  'cp',
+  'mv',
+  'touch',
+  'id',
+  'stat',
+  'sha256sum',
+  'env',
+  'sleep',
+  'true',
+  'false',
+  'grep',
+  'wc',
+  'head',
+  'tar',
+  'dd',
+  'ln',
+  'chmod',
+  'test',
+];
 
 async function which(program: string): Promise<string | null> {
   const r = await execa('sh', ['-c', 'command -v "$1"', 'sh', program], { reject: false });
@@ -86,7 +111,8 @@ export async function assembleHostRootfs(root: string, opts: AssembleOptions = {
     for (const so of await sharedObjects(at)) copyInto(root, so);
     copied.push(p);
   }
-  for (const d of ['etc', 'tmp', 'home', 'root', 'proc', 'dev', 'sys', 'var/tmp']) fs.mkdirSync(path.join(root, d), { recursive: true });
+  for (const d of ['etc', 'tmp', 'home', 'root', 'proc', 'dev', 'sys', 'var/tmp'])
+    fs.mkdirSync(path.join(root, d), { recursive: true });
   fs.chmodSync(path.join(root, 'tmp'), 0o1777);
   fs.writeFileSync(path.join(root, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
   fs.writeFileSync(path.join(root, 'etc', 'group'), 'root:x:0:\n');

@@ -59,7 +59,10 @@ function healthy(s: InstanceState): boolean {
   if (!alive(s.daemon)) return false;
   try {
     fs.statfsSync(s.mountpoint);
-    return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === s.mountpoint);
+    return fs
+      .readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .some((l) => l.split(' ')[4] === s.mountpoint);
   } catch {
     return false;
   }
@@ -109,7 +112,10 @@ async function cleanUp(s: InstanceState, graceful: boolean): Promise<void> {
 /** Every instance's state; crashed ones are cleaned up and left out. */
 export async function listInstances(): Promise<InstanceState[]> {
   const out: InstanceState[] = [];
-  for (const f of fs.readdirSync(instancesDir()).filter((n) => n.endsWith('.json')).sort()) {
+  for (const f of fs
+    .readdirSync(instancesDir())
+    .filter((n) => n.endsWith('.json'))
+    .sort()) {
     const s = readState(f.slice(0, -5));
     if (!s) continue;
     if (healthy(s)) out.push(s);
@@ -134,12 +140,24 @@ export async function startInstance(image: string, name: string, args: string[],
     throw new UsageError(m.stderr.trim().replace(/^sifuse: /, ''));
   }
   const daemon = Number(fs.readFileSync(pidFile(mnt), 'utf8').trim());
-  const state: InstanceState = { name, image: path.resolve(image), mountpoint: mnt, daemon, startscript: null, options: o, started: Math.floor(Date.now() / 1000) };
+  const state: InstanceState = {
+    name,
+    image: path.resolve(image),
+    mountpoint: mnt,
+    daemon,
+    startscript: null,
+    options: o,
+    started: Math.floor(Date.now() / 1000),
+  };
   try {
     if (fs.existsSync(path.join(mnt, '.singularity.d', 'startscript'))) {
       const plan = planFor(mnt, { kind: 'exec', argv: ['/.singularity.d/startscript', ...args] }, o, image);
       const log = fs.openSync(path.join(instancesDir(), `${name}.log`), 'a');
-      const child = spawn('bwrap', bwrapArgs(plan).filter((a) => a !== '--die-with-parent'), { detached: true, stdio: ['ignore', log, log] });
+      const child = spawn(
+        'bwrap',
+        bwrapArgs(plan).filter((a) => a !== '--die-with-parent'),
+        { detached: true, stdio: ['ignore', log, log] },
+      );
       fs.closeSync(log);
       child.unref();
       state.startscript = child.pid ?? null;

@@ -96,8 +96,20 @@ const EMPTY = Buffer.alloc(0);
  */
 export function unusedDescriptor(dataType = 0, id = 0): RawDescriptor {
   return {
-    dataType, used: false, id, groupId: 0, linkedId: 0, offset: 0, size: 0, sizeWithPadding: 0,
-    createdAt: 0, modifiedAt: 0, uid: 0, gid: 0, name: EMPTY, extra: EMPTY,
+    dataType,
+    used: false,
+    id,
+    groupId: 0,
+    linkedId: 0,
+    offset: 0,
+    size: 0,
+    sizeWithPadding: 0,
+    createdAt: 0,
+    modifiedAt: 0,
+    uid: 0,
+    gid: 0,
+    name: EMPTY,
+    extra: EMPTY,
   };
 }
 

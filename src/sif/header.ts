@@ -119,9 +119,7 @@ export function decodeHeader(b: Buffer): SifHeader {
     dataSize: readInt64(b, 0x78, 'DataSize'),
   };
   if (h.descriptorsTotal < 0 || h.descriptorsFree < 0 || h.descriptorsFree > h.descriptorsTotal) {
-    throw new CorruptError(
-      `bad descriptor counts in header (free ${h.descriptorsFree}, total ${h.descriptorsTotal})`,
-    );
+    throw new CorruptError(`bad descriptor counts in header (free ${h.descriptorsFree}, total ${h.descriptorsTotal})`);
   }
   if (h.descriptorsOffset < HEADER_SIZE) {
     throw new CorruptError(`descriptor table offset ${h.descriptorsOffset} overlaps the header`);

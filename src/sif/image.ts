@@ -65,16 +65,7 @@ import {
   removeCreatedFile,
   type SifStorage,
 } from '../io/growable-file.js';
-import {
-  archBytes,
-  archFromBytes,
-  DataType,
-  dataTypeLabel,
-  GROUP_MASK,
-  isKnownDataType,
-  PartType,
-  ZERO_TIME,
-} from './types.js';
+import { archBytes, archFromBytes, DataType, dataTypeLabel, GROUP_MASK, isKnownDataType, PartType, ZERO_TIME } from './types.js';
 
 export interface OpenOptions {
   writable?: boolean;
@@ -186,7 +177,13 @@ export class SifImage {
   /** `length` bytes at `position` inside object `id` (bounds-checked against the object). */
   async readObjectAt(id: number, position: number, length: number): Promise<Buffer> {
     const d = this.requireDescriptor(id);
-    if (!Number.isSafeInteger(position) || !Number.isSafeInteger(length) || position < 0 || length < 0 || position + length > d.size) {
+    if (
+      !Number.isSafeInteger(position) ||
+      !Number.isSafeInteger(length) ||
+      position < 0 ||
+      length < 0 ||
+      position + length > d.size
+    ) {
       throw new UsageError(`read of ${length} bytes at ${position} lies outside object ${id} (${d.size} bytes)`, this.path);
     }
     const b = await this.storage.read(d.offset + position, length);
@@ -252,9 +249,7 @@ export class SifImage {
     if (!Number.isSafeInteger(offset + dataSize)) throw new UsageError(`object would end past 2^53 bytes`);
     for (const r of this.raws) {
       if (r.used && r.size > 0 && dataSize > 0 && offset < r.offset + r.size && r.offset < offset + dataSize) {
-        throw new CorruptError(
-          `header data size ${this.hdr.dataSize} puts a new object at ${offset}, inside object ${r.id}`,
-        );
+        throw new CorruptError(`header data size ${this.hdr.dataSize} puts a new object at ${offset}, inside object ${r.id}`);
       }
     }
 
@@ -281,7 +276,7 @@ export class SifImage {
         dataType: input.dataType,
         used: true,
         id,
-        groupId: ((prepared.groupId | GROUP_MASK) >>> 0),
+        groupId: (prepared.groupId | GROUP_MASK) >>> 0,
         linkedId: prepared.linkedId,
         offset,
         size: written,
@@ -430,7 +425,17 @@ export class SifImage {
     const t = editTime(options);
     const old = this.primaryPartition();
     const changed: [number, RawDescriptor][] = [
-      [d.slot, { ...d.raw, extra: encodePartitionExtra(p.fsType, PartType.PrimSys, options.siftoolArchQuirk ? Buffer.from(p.arch.slice(0, 3), 'latin1') : p.archBytes) }],
+      [
+        d.slot,
+        {
+          ...d.raw,
+          extra: encodePartitionExtra(
+            p.fsType,
+            PartType.PrimSys,
+            options.siftoolArchQuirk ? Buffer.from(p.arch.slice(0, 3), 'latin1') : p.archBytes,
+          ),
+        },
+      ],
     ];
     if (old) {
       const op = old.partition!;
@@ -557,7 +562,9 @@ function validate(h: SifHeader, raws: RawDescriptor[], fileSize: number): void {
     if (ids.has(r.id)) throw new CorruptError(`two descriptors have ID ${r.id}`);
     ids.add(r.id);
     if (r.size < 0 || r.offset < 0 || r.sizeWithPadding < r.size) {
-      throw new CorruptError(`${what} has bad offset/size (offset ${r.offset}, size ${r.size}, with padding ${r.sizeWithPadding})`);
+      throw new CorruptError(
+        `${what} has bad offset/size (offset ${r.offset}, size ${r.size}, with padding ${r.sizeWithPadding})`,
+      );
     }
     if (r.offset < h.dataOffset) {
       throw new CorruptError(`${what} at offset ${r.offset} lies before the data section (${h.dataOffset})`);
@@ -696,7 +703,7 @@ function prepareInput(input: AddInput): PreparedInput {
   if (!isKnownDataType(t)) {
     throw new UsageError(`unknown data type ${Number.isInteger(t) ? '0x' + t.toString(16) : String(t)}`);
   }
-  const groupId = input.groupId === undefined ? 1 : input.groupId ?? 0;
+  const groupId = input.groupId === undefined ? 1 : (input.groupId ?? 0);
   if (!Number.isInteger(groupId) || groupId < 0 || groupId > MAX_GROUP || (input.groupId !== undefined && input.groupId === 0)) {
     throw new UsageError(`invalid group ID ${String(input.groupId)} (1..${MAX_GROUP}, or none)`);
   }
@@ -720,16 +727,30 @@ function prepareInput(input: AddInput): PreparedInput {
   if (!Number.isSafeInteger(alignment) || alignment < 0 || alignment > 2 ** 40) {
     throw new UsageError(`invalid alignment ${alignment}`);
   }
-  const nameBytes = input.name === undefined ? Buffer.alloc(0) : Buffer.isBuffer(input.name) ? input.name : Buffer.from(input.name, 'utf8');
+  const nameBytes =
+    input.name === undefined ? Buffer.alloc(0) : Buffer.isBuffer(input.name) ? input.name : Buffer.from(input.name, 'utf8');
   if (nameBytes.length > NAME_SIZE) {
     throw new UsageError(`object name is too long (${nameBytes.length} bytes, at most ${NAME_SIZE})`);
   }
   const name = Buffer.alloc(NAME_SIZE);
   nameBytes.copy(name);
 
-  const extras = [input.partition && 'partition', input.signature && 'signature', input.cryptoMessage && 'cryptoMessage', input.sbom && 'sbom'].filter(Boolean);
+  const extras = [
+    input.partition && 'partition',
+    input.signature && 'signature',
+    input.cryptoMessage && 'cryptoMessage',
+    input.sbom && 'sbom',
+  ].filter(Boolean);
   const expected =
-    t === DataType.Partition ? 'partition' : t === DataType.Signature ? 'signature' : t === DataType.CryptoMessage ? 'cryptoMessage' : t === DataType.SBOM ? 'sbom' : undefined;
+    t === DataType.Partition
+      ? 'partition'
+      : t === DataType.Signature
+        ? 'signature'
+        : t === DataType.CryptoMessage
+          ? 'cryptoMessage'
+          : t === DataType.SBOM
+            ? 'sbom'
+            : undefined;
   for (const e of extras) {
     if (e !== expected) throw new UsageError(`${e} metadata given for a ${dataTypeLabel(t)} object`);
   }
@@ -770,7 +791,10 @@ function parseUuid(id: string | Buffer): Buffer {
     if (id.length !== 16) throw new UsageError(`an image ID is 16 bytes, not ${id.length}`);
     return Buffer.from(id);
   }
-  const hex = id.replace(/^urn:uuid:/i, '').replace(/^\{|\}$/g, '').replace(/-/g, '');
+  const hex = id
+    .replace(/^urn:uuid:/i, '')
+    .replace(/^\{|\}$/g, '')
+    .replace(/-/g, '');
   if (!/^[0-9a-fA-F]{32}$/.test(hex)) throw new UsageError(`invalid UUID: ${id}`);
   return Buffer.from(hex, 'hex');
 }

@@ -365,9 +365,21 @@ export function descriptorJson(d: Descriptor): Record<string, unknown> {
     name: d.name,
   };
   const p = d.partition;
-  if (p) o.partition = { fsType: fsTypeLabel(p.fsType), fsTypeCode: p.fsType, partType: partTypeLabel(p.partType), partTypeCode: p.partType, arch: p.arch };
+  if (p)
+    o.partition = {
+      fsType: fsTypeLabel(p.fsType),
+      fsTypeCode: p.fsType,
+      partType: partTypeLabel(p.partType),
+      partTypeCode: p.partType,
+      arch: p.arch,
+    };
   const sig = d.signature;
-  if (sig) o.signature = { hashType: hashTypeLabel(sig.hashType) ?? 'unknown', hashTypeCode: sig.hashType, entity: sig.entity ? sig.entity.toString('hex').toUpperCase() : null };
+  if (sig)
+    o.signature = {
+      hashType: hashTypeLabel(sig.hashType) ?? 'unknown',
+      hashTypeCode: sig.hashType,
+      entity: sig.entity ? sig.entity.toString('hex').toUpperCase() : null,
+    };
   const c = d.cryptoMessage;
   if (c) o.cryptoMessage = { formatType: formatTypeLabel(c.formatType), messageType: messageTypeLabel(c.messageType) };
   const sb = d.sbom;

@@ -156,8 +156,16 @@ export function archBytes(goArch: string): Buffer {
 /** Go's GOARCH name for Node's process.arch (what a SIF built on this host records), 'unknown' if none. */
 export function hostGoArch(nodeArch: string = process.arch): string {
   const map: Record<string, string> = {
-    x64: 'amd64', ia32: '386', arm: 'arm', arm64: 'arm64', ppc64: 'ppc64le', s390x: 's390x',
-    riscv64: 'riscv64', loong64: 'loong64', mips: 'mips', mipsel: 'mipsle',
+    x64: 'amd64',
+    ia32: '386',
+    arm: 'arm',
+    arm64: 'arm64',
+    ppc64: 'ppc64le',
+    s390x: 's390x',
+    riscv64: 'riscv64',
+    loong64: 'loong64',
+    mips: 'mips',
+    mipsel: 'mipsle',
   };
   return map[nodeArch] ?? 'unknown';
 }

@@ -114,13 +114,7 @@ const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(r
  * bytes of the bounded length, so this always ends. With `yielding`, lets
  * the event loop run after every YIELD_EVERY entries (at run boundaries).
  */
-async function walkListing(
-  cur: MetaCursor,
-  length: number,
-  limits: DirLimits,
-  visit: Visitor,
-  yielding = false,
-): Promise<void> {
+async function walkListing(cur: MetaCursor, length: number, limits: DirLimits, visit: Visitor, yielding = false): Promise<void> {
   const r = new ListingBytes(cur, length);
   let sinceYield = 0;
   while (r.available > 0) {
@@ -135,7 +129,8 @@ async function walkListing(
     const base = r.buf.readUInt32LE(r.at + 8);
     r.at += HEADER_SIZE;
     if (count > MAX_RUN) throw new CorruptError(`directory header claims ${count} entries (at most ${MAX_RUN})`);
-    if (startBlock >= limits.inodeTableSize) throw new CorruptError(`directory header points past the inode table (${startBlock})`);
+    if (startBlock >= limits.inodeTableSize)
+      throw new CorruptError(`directory header points past the inode table (${startBlock})`);
     sinceYield += count;
     for (let i = 0; i < count; i++) {
       if (r.available < ENTRY_SIZE + 1) throw new CorruptError('directory listing ends inside an entry');
@@ -162,10 +157,16 @@ async function walkListing(
 export async function readListing(reader: MetadataReader, dir: DirInode, limits: DirLimits): Promise<RawDirEntry[]> {
   const out: RawDirEntry[] = [];
   const cur = new MetaCursor(reader, limits.directoryTableStart + dir.startBlock, dir.offset, limits.directoryTableEnd);
-  await walkListing(cur, dir.fileSize - 3, limits, (buf, at, size, ref, type, inodeNumber) => {
-    out.push({ name: entryName(buf, at, size), ref, type, inodeNumber });
-    return true;
-  }, true);
+  await walkListing(
+    cur,
+    dir.fileSize - 3,
+    limits,
+    (buf, at, size, ref, type, inodeNumber) => {
+      out.push({ name: entryName(buf, at, size), ref, type, inodeNumber });
+      return true;
+    },
+    true,
+  );
   return out;
 }
 

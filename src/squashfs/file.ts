@@ -61,7 +61,9 @@ export class BlockMap {
       pos += sizes[i]! & BLOCK_SIZE_MASK;
     }
     if (pos > dataEnd) {
-      throw new CorruptError(`file inode ${inodeNumber}: its data blocks run past the data area (to ${pos}, data ends at ${dataEnd})`);
+      throw new CorruptError(
+        `file inode ${inodeNumber}: its data blocks run past the data area (to ${pos}, data ends at ${dataEnd})`,
+      );
     }
   }
 
@@ -160,12 +162,15 @@ export class FileReader {
   }
 
   private async loadTail(file: FileInode): Promise<Buffer> {
-    if (!this.fragments) throw new CorruptError(`file inode ${file.inodeNumber} uses a fragment, but the image has no fragment table`);
+    if (!this.fragments)
+      throw new CorruptError(`file inode ${file.inodeNumber} uses a fragment, but the image has no fragment table`);
     const frag = await this.fragments.get(file.fragment);
     const data = await this.cache.get(frag.start, () => this.loadData(frag.start, frag.size, frag.compressed));
     const tail = file.fileSize % this.blockSize;
     if (file.fragmentOffset + tail > data.length) {
-      throw new CorruptError(`file inode ${file.inodeNumber}: tail of ${tail} bytes at ${file.fragmentOffset} lies past its ${data.length}-byte fragment`);
+      throw new CorruptError(
+        `file inode ${file.inodeNumber}: tail of ${tail} bytes at ${file.fragmentOffset} lies past its ${data.length}-byte fragment`,
+      );
     }
     return data.subarray(file.fragmentOffset, file.fragmentOffset + tail);
   }

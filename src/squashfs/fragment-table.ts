@@ -22,7 +22,8 @@ export function decodeFragmentEntry(bytes: Buffer, blockSize: number, dataEnd: n
   if (size === 0 || size > blockSize || raw >>> 25 !== 0) {
     throw new CorruptError(`fragment block size entry 0x${raw.toString(16)} is invalid`);
   }
-  if (startBig + BigInt(size) > BigInt(dataEnd)) throw new CorruptError(`fragment block at ${startBig} lies outside the data area`);
+  if (startBig + BigInt(size) > BigInt(dataEnd))
+    throw new CorruptError(`fragment block at ${startBig} lies outside the data area`);
   return { start: Number(startBig), size, compressed: (raw & BLOCK_UNCOMPRESSED) === 0 };
 }
 
@@ -36,7 +37,15 @@ export class FragmentTable {
 
   static async open(source: ByteSource, reader: MetadataReader, sb: Superblock): Promise<FragmentTable | null> {
     if (sb.fragments === 0 || sb.fragmentTableStart === null) return null;
-    const table = await IndexedTable.open(source, reader, 'fragment', sb.fragmentTableStart, sb.fragments, 16, sb.directoryTableStart);
+    const table = await IndexedTable.open(
+      source,
+      reader,
+      'fragment',
+      sb.fragmentTableStart,
+      sb.fragments,
+      16,
+      sb.directoryTableStart,
+    );
     return new FragmentTable(table, sb.blockSize, sb.inodeTableStart);
   }
 

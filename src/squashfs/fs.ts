@@ -1,6 +1,16 @@
 import type { ByteSource } from '../io/byte-source.js';
 import { CorruptError, inFile, withErrno } from '../errors.js';
-import { makedev, S_IFMT, S_IFREG, type DataRange, type DirEntry, type InodeId, type ReadableFs, type Stat, type StatFs } from '../engine.js';
+import {
+  makedev,
+  S_IFMT,
+  S_IFREG,
+  type DataRange,
+  type DirEntry,
+  type InodeId,
+  type ReadableFs,
+  type Stat,
+  type StatFs,
+} from '../engine.js';
 import { BlockCache } from './cache.js';
 import { decompressorFor, type Decompressor } from './compress/index.js';
 import { decodeCompressorOptions, type CompressorOptions } from './compress/options.js';
@@ -11,13 +21,7 @@ import { FragmentTable } from './fragment-table.js';
 import { IdTable } from './id-table.js';
 import { inodeCost, readInode, SQUASHFS_INVALID_XATTR, type Inode, type InodeLimits } from './inode.js';
 import { MetadataReader, type MetaBlock } from './metablock.js';
-import {
-  decodeSuperblock,
-  FLAG_COMPRESSOR_OPTIONS,
-  METADATA_SIZE,
-  SUPERBLOCK_SIZE,
-  type Superblock,
-} from './superblock.js';
+import { decodeSuperblock, FLAG_COMPRESSOR_OPTIONS, METADATA_SIZE, SUPERBLOCK_SIZE, type Superblock } from './superblock.js';
 import { XattrTable, type Xattr } from './xattr.js';
 
 export interface SquashfsOptions {
@@ -112,8 +116,9 @@ export class SquashfsFs implements ReadableFs {
     this.listings = new BlockCache(options.listingCacheBytes ?? 16 << 20);
     this.xattrCache = new BlockCache(1 << 20);
     this.listingAfterLookups = options.listingAfterLookups ?? 128;
-    const afterDir = [sb.fragmentTableStart, sb.lookupTableStart, sb.idTableStart, sb.xattrIdTableStart]
-      .filter((p): p is number => p !== null && p > sb.directoryTableStart);
+    const afterDir = [sb.fragmentTableStart, sb.lookupTableStart, sb.idTableStart, sb.xattrIdTableStart].filter(
+      (p): p is number => p !== null && p > sb.directoryTableStart,
+    );
     this.dirLimits = {
       directoryTableStart: sb.directoryTableStart,
       directoryTableEnd: Math.min(sb.bytesUsed, ...afterDir),
@@ -153,7 +158,20 @@ export class SquashfsFs implements ReadableFs {
       const xattrs = await XattrTable.open(source, meta, sb);
       const exportTable = await ExportTable.open(source, meta, sb);
       const dataCache = new BlockCache<Buffer>(options.dataCacheBytes ?? 16 << 20);
-      const fs = new SquashfsFs(source, sb, decompressor, meta, dataCache, metaCache, ids, fragments, xattrs, exportTable, compressorOptions, options);
+      const fs = new SquashfsFs(
+        source,
+        sb,
+        decompressor,
+        meta,
+        dataCache,
+        metaCache,
+        ids,
+        fragments,
+        xattrs,
+        exportTable,
+        compressorOptions,
+        options,
+      );
       const root = await fs.inode(fs.rootId);
       if (root.kind !== 'd') throw new CorruptError('the root inode is not a directory');
       return fs;
@@ -374,12 +392,23 @@ export class SquashfsFs implements ReadableFs {
 /** A copy built as a literal: V8's object spread costs microseconds here. */
 function copyStat(s: Stat): Stat {
   return {
-    ino: s.ino, mode: s.mode, nlink: s.nlink, uid: s.uid, gid: s.gid, size: s.size, blocks: s.blocks,
-    atime: s.atime, atimeNsec: s.atimeNsec, mtime: s.mtime, mtimeNsec: s.mtimeNsec,
-    ctime: s.ctime, ctimeNsec: s.ctimeNsec, rdev: s.rdev, generation: s.generation,
+    ino: s.ino,
+    mode: s.mode,
+    nlink: s.nlink,
+    uid: s.uid,
+    gid: s.gid,
+    size: s.size,
+    blocks: s.blocks,
+    atime: s.atime,
+    atimeNsec: s.atimeNsec,
+    mtime: s.mtime,
+    mtimeNsec: s.mtimeNsec,
+    ctime: s.ctime,
+    ctimeNsec: s.ctimeNsec,
+    rdev: s.rdev,
+    generation: s.generation,
   };
 }
-
 
 /** The id of `name` in a cached listing; the by-name map is built on the first lookup. */
 function findInListing(listing: CachedListing, name: Buffer): InodeId | null {

@@ -124,10 +124,14 @@ export interface InodeLimits {
 /** Approximate memory held by a decoded inode, for the byte-bounded inode cache. */
 export function inodeCost(inode: Inode): number {
   switch (inode.kind) {
-    case 'f': return 120 + inode.blockSizes.byteLength;
-    case 'd': return 120 + inode.index.reduce((n, e) => n + 48 + e.name.length, 0);
-    case 'l': return 120 + inode.target.length;
-    default: return 120;
+    case 'f':
+      return 120 + inode.blockSizes.byteLength;
+    case 'd':
+      return 120 + inode.index.reduce((n, e) => n + 48 + e.name.length, 0);
+    case 'l':
+      return 120 + inode.target.length;
+    default:
+      return 120;
   }
 }
 
@@ -156,33 +160,52 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
   switch (inodeType) {
     case 1: {
       const b = cur.take(16);
-      return checkDir({
-        kind: 'd', inodeType, mode, uidIndex, gidIndex, mtime, inodeNumber,
-        startBlock: b.readUInt32LE(0x00),
-        nlink: b.readUInt32LE(0x04),
-        fileSize: b.readUInt16LE(0x08),
-        offset: b.readUInt16LE(0x0a),
-        parentInode: b.readUInt32LE(0x0c),
-        xattr: noXattr,
-        index: [],
-      }, limits);
+      return checkDir(
+        {
+          kind: 'd',
+          inodeType,
+          mode,
+          uidIndex,
+          gidIndex,
+          mtime,
+          inodeNumber,
+          startBlock: b.readUInt32LE(0x00),
+          nlink: b.readUInt32LE(0x04),
+          fileSize: b.readUInt16LE(0x08),
+          offset: b.readUInt16LE(0x0a),
+          parentInode: b.readUInt32LE(0x0c),
+          xattr: noXattr,
+          index: [],
+        },
+        limits,
+      );
     }
     case 8: {
       const b = cur.take(24);
       const count = b.readUInt16LE(0x10);
-      const dir: DirInode = checkDir({
-        kind: 'd', inodeType, mode, uidIndex, gidIndex, mtime, inodeNumber,
-        nlink: b.readUInt32LE(0x00),
-        fileSize: b.readUInt32LE(0x04),
-        startBlock: b.readUInt32LE(0x08),
-        parentInode: b.readUInt32LE(0x0c),
-        offset: b.readUInt16LE(0x12),
-        xattr: b.readUInt32LE(0x14),
-        index: [],
-      }, limits);
+      const dir: DirInode = checkDir(
+        {
+          kind: 'd',
+          inodeType,
+          mode,
+          uidIndex,
+          gidIndex,
+          mtime,
+          inodeNumber,
+          nlink: b.readUInt32LE(0x00),
+          fileSize: b.readUInt32LE(0x04),
+          startBlock: b.readUInt32LE(0x08),
+          parentInode: b.readUInt32LE(0x0c),
+          offset: b.readUInt16LE(0x12),
+          xattr: b.readUInt32LE(0x14),
+          index: [],
+        },
+        limits,
+      );
       // One index entry per metadata block of listing at most: bounded by
       // the listing's size, checked before reading any of them.
-      if (count > Math.ceil(dir.fileSize / 8192) + 1) throw new CorruptError(`directory index of ${count} entries is larger than its listing`);
+      if (count > Math.ceil(dir.fileSize / 8192) + 1)
+        throw new CorruptError(`directory index of ${count} entries is larger than its listing`);
       let prevIndex = -1;
       for (let i = 0; i < count; i++) {
         const e = cur.take(12);
@@ -193,7 +216,8 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
           startBlock: e.readUInt32LE(0x04),
           name: Buffer.from(cur.take(size)),
         };
-        if (entry.index <= prevIndex || entry.index >= dir.fileSize - 3) throw new CorruptError('directory index entries are out of order');
+        if (entry.index <= prevIndex || entry.index >= dir.fileSize - 3)
+          throw new CorruptError('directory index entries are out of order');
         prevIndex = entry.index;
         dir.index.push(entry);
       }
@@ -201,17 +225,27 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
     }
     case 2: {
       const b = cur.take(16);
-      return readBlockList(cur, {
-        kind: 'f', inodeType, mode, uidIndex, gidIndex, mtime, inodeNumber,
-        nlink: 1,
-        xattr: noXattr,
-        startBlock: b.readUInt32LE(0x00),
-        fragment: b.readUInt32LE(0x04),
-        fragmentOffset: b.readUInt32LE(0x08),
-        fileSize: b.readUInt32LE(0x0c),
-        sparse: 0,
-        blockSizes: EMPTY_BLOCKS,
-      }, limits);
+      return readBlockList(
+        cur,
+        {
+          kind: 'f',
+          inodeType,
+          mode,
+          uidIndex,
+          gidIndex,
+          mtime,
+          inodeNumber,
+          nlink: 1,
+          xattr: noXattr,
+          startBlock: b.readUInt32LE(0x00),
+          fragment: b.readUInt32LE(0x04),
+          fragmentOffset: b.readUInt32LE(0x08),
+          fileSize: b.readUInt32LE(0x0c),
+          sparse: 0,
+          blockSizes: EMPTY_BLOCKS,
+        },
+        limits,
+      );
     }
     case 9: {
       const b = cur.take(40);
@@ -220,17 +254,27 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
       const sparse = b.readBigUInt64LE(0x10);
       if (start > BigInt(limits.imageSize)) throw new CorruptError(`file data start ${start} lies past the end of the image`);
       if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw new CorruptError(`file size ${size} is impossible`);
-      return readBlockList(cur, {
-        kind: 'f', inodeType, mode, uidIndex, gidIndex, mtime, inodeNumber,
-        startBlock: Number(start),
-        fileSize: Number(size),
-        sparse: sparse > size ? 0 : Number(sparse),
-        nlink: b.readUInt32LE(0x18),
-        fragment: b.readUInt32LE(0x1c),
-        fragmentOffset: b.readUInt32LE(0x20),
-        xattr: b.readUInt32LE(0x24),
-        blockSizes: EMPTY_BLOCKS,
-      }, limits);
+      return readBlockList(
+        cur,
+        {
+          kind: 'f',
+          inodeType,
+          mode,
+          uidIndex,
+          gidIndex,
+          mtime,
+          inodeNumber,
+          startBlock: Number(start),
+          fileSize: Number(size),
+          sparse: sparse > size ? 0 : Number(sparse),
+          nlink: b.readUInt32LE(0x18),
+          fragment: b.readUInt32LE(0x1c),
+          fragmentOffset: b.readUInt32LE(0x20),
+          xattr: b.readUInt32LE(0x24),
+          blockSizes: EMPTY_BLOCKS,
+        },
+        limits,
+      );
     }
     case 3:
     case 10: {
@@ -239,7 +283,13 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
       if (size === 0 || size > 4096) throw new CorruptError(`symlink target of ${size} bytes is invalid`);
       const target = Buffer.from(cur.take(size));
       return {
-        kind: 'l', inodeType, mode, uidIndex, gidIndex, mtime, inodeNumber,
+        kind: 'l',
+        inodeType,
+        mode,
+        uidIndex,
+        gidIndex,
+        mtime,
+        inodeNumber,
         nlink: b.readUInt32LE(0x00),
         target,
         xattr: inodeType === 10 ? cur.take(4).readUInt32LE(0) : noXattr,
@@ -251,7 +301,13 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
     case 12: {
       const b = cur.take(inodeType > 7 ? 12 : 8);
       return {
-        kind: kind as 'b' | 'c', inodeType, mode, uidIndex, gidIndex, mtime, inodeNumber,
+        kind: kind as 'b' | 'c',
+        inodeType,
+        mode,
+        uidIndex,
+        gidIndex,
+        mtime,
+        inodeNumber,
         nlink: b.readUInt32LE(0x00),
         rdev: b.readUInt32LE(0x04),
         xattr: inodeType > 7 ? b.readUInt32LE(0x08) : noXattr,
@@ -260,7 +316,13 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
     default: {
       const b = cur.take(inodeType > 7 ? 8 : 4);
       return {
-        kind: kind as 'p' | 's', inodeType, mode, uidIndex, gidIndex, mtime, inodeNumber,
+        kind: kind as 'p' | 's',
+        inodeType,
+        mode,
+        uidIndex,
+        gidIndex,
+        mtime,
+        inodeNumber,
         nlink: b.readUInt32LE(0x00),
         xattr: inodeType > 7 ? b.readUInt32LE(0x04) : noXattr,
       };
@@ -299,7 +361,9 @@ function readBlockList(cur: SyncMetaCursor, file: FileInode, limits: InodeLimits
   // table cannot hold is corrupt, and is refused before reading. The cursor
   // copies only once every block it spans has really been decompressed.
   if (count * 4 > maxDecompressed(limits.inodeTableSize)) {
-    throw new CorruptError(`file inode ${file.inodeNumber} of ${file.fileSize} bytes needs more block entries than the inode table holds`);
+    throw new CorruptError(
+      `file inode ${file.inodeNumber} of ${file.fileSize} bytes needs more block entries than the inode table holds`,
+    );
   }
   if (count === 0) return file;
   const raw = cur.take(count * 4);

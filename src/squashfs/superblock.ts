@@ -89,7 +89,8 @@ export function decodeSuperblock(bytes: Buffer, imageSize: number): Superblock {
   if (blockSize < 4096 || blockSize > 1 << 20 || (blockSize & (blockSize - 1)) !== 0) {
     throw new CorruptError(`superblock block_size ${blockSize} is not a power of two between 4 KiB and 1 MiB`);
   }
-  if (1 << blockLog !== blockSize) throw new CorruptError(`superblock block_log ${blockLog} does not match block_size ${blockSize}`);
+  if (1 << blockLog !== blockSize)
+    throw new CorruptError(`superblock block_log ${blockLog} does not match block_size ${blockSize}`);
 
   const compression = bytes.readUInt16LE(0x14);
   if (compression < 1 || compression > 6) throw new UnsupportedError(`unknown SquashFS compressor id ${compression}`);
@@ -123,14 +124,17 @@ export function decodeSuperblock(bytes: Buffer, imageSize: number): Superblock {
   if (sb.directoryTableStart < sb.inodeTableStart) {
     throw new CorruptError('superblock directory_table_start lies before inode_table_start');
   }
-  if (sb.idTableStart < sb.directoryTableStart) throw new CorruptError('superblock id_table_start lies before the directory table');
+  if (sb.idTableStart < sb.directoryTableStart)
+    throw new CorruptError('superblock id_table_start lies before the directory table');
   if (sb.noIds === 0) throw new CorruptError('superblock no_ids is 0 (every inode needs an owner)');
   // Every inode takes at least 16 bytes of (decompressed) inode table, every
   // fragment 16 bytes of fragment table, and a metadata block of at least 3
   // bytes on disk holds at most 8 KiB: the counts cannot exceed that.
   const capacity = Math.ceil(bytesUsed / 3) * METADATA_SIZE;
-  if (sb.inodes === 0 || sb.inodes * 16 > capacity) throw new CorruptError(`superblock inode count ${sb.inodes} is impossible for this image`);
-  if (sb.fragments * 16 > capacity) throw new CorruptError(`superblock fragment count ${sb.fragments} is impossible for this image`);
+  if (sb.inodes === 0 || sb.inodes * 16 > capacity)
+    throw new CorruptError(`superblock inode count ${sb.inodes} is impossible for this image`);
+  if (sb.fragments * 16 > capacity)
+    throw new CorruptError(`superblock fragment count ${sb.fragments} is impossible for this image`);
   return sb;
 }
 

@@ -19,7 +19,8 @@ beforeAll(() => {
 });
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-const sifuse = (args: string[], env?: Record<string, string>) => execa(SIFUSE, args, { reject: false, env, extendEnv: env === undefined });
+const sifuse = (args: string[], env?: Record<string, string>) =>
+  execa(SIFUSE, args, { reject: false, env, extendEnv: env === undefined });
 
 function leftovers(): string[] {
   return fs.readdirSync(dir).filter((n) => n.startsWith('.'));
@@ -58,7 +59,16 @@ describe('sifuse build', () => {
     const b = path.join(dir, 'b.sif');
     expect((await sifuse(['build', a, tree])).exitCode).toBe(0);
     expect((await sifuse(['build', b, tgz])).exitCode).toBe(0);
-    const strip = (s: string) => s.split('\n').map((l) => l.split('\t').filter((_, i) => i !== 6).join('\t')).slice(1);
+    const strip = (s: string) =>
+      s
+        .split('\n')
+        .map((l) =>
+          l
+            .split('\t')
+            .filter((_, i) => i !== 6)
+            .join('\t'),
+        )
+        .slice(1);
     expect(strip((await sifuse(['manifest', b])).stdout)).toEqual(strip((await sifuse(['manifest', a])).stdout));
   });
 
@@ -89,8 +99,12 @@ describe('sifuse build', () => {
     }
     r = await sifuse(['build', path.join(dir, 'z.sif'), tree], { PATH: only });
     expect(r.exitCode).toBe(1);
-    expect(r.stderr).toBe(`sifuse: ${path.join(dir, 'z.sif')}: mksquashfs is not installed (Debian/Ubuntu: apt-get install squashfs-tools)`);
-    expect(fs.existsSync(path.join(dir, 'x.sif')) || fs.existsSync(path.join(dir, 'y.sif')) || fs.existsSync(path.join(dir, 'z.sif'))).toBe(false);
+    expect(r.stderr).toBe(
+      `sifuse: ${path.join(dir, 'z.sif')}: mksquashfs is not installed (Debian/Ubuntu: apt-get install squashfs-tools)`,
+    );
+    expect(
+      fs.existsSync(path.join(dir, 'x.sif')) || fs.existsSync(path.join(dir, 'y.sif')) || fs.existsSync(path.join(dir, 'z.sif')),
+    ).toBe(false);
     expect(leftovers()).toEqual([]);
   });
 });

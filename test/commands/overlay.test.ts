@@ -102,11 +102,22 @@ describe('sifuse overlay create', () => {
 
   it('creates --create-dir paths under upper/, sparse when asked, 0:0 with --fakeroot', async () => {
     const img = path.join(dir, 'dirs.img');
-    const r = await sifuse([
-      'overlay', 'create', '--sparse', '--size', '100', '--fakeroot',
-      '--create-dir', '/opt/data', '--create-dir', 'a/b/../c', '--create-dir', 'opt',
-    ]
-      .concat([img]));
+    const r = await sifuse(
+      [
+        'overlay',
+        'create',
+        '--sparse',
+        '--size',
+        '100',
+        '--fakeroot',
+        '--create-dir',
+        '/opt/data',
+        '--create-dir',
+        'a/b/../c',
+        '--create-dir',
+        'opt',
+      ].concat([img]),
+    );
     expect(r.exitCode, r.stderr).toBe(0);
     const st = fs.statSync(img);
     expect(st.size).toBe(100 * MiB);
@@ -276,7 +287,21 @@ describe('sifuse overlay create', () => {
     const makeSif = async (name: string, partfs = '1') => {
       const f = path.join(dir, name);
       await execa('siftool', ['new', f]);
-      await execa('siftool', ['add', f, sqfs, '--datatype', '4', '--parttype', '2', '--partfs', partfs, '--partarch', '2', '--groupid', '1']);
+      await execa('siftool', [
+        'add',
+        f,
+        sqfs,
+        '--datatype',
+        '4',
+        '--parttype',
+        '2',
+        '--partfs',
+        partfs,
+        '--partarch',
+        '2',
+        '--groupid',
+        '1',
+      ]);
       return f;
     };
     const sif = await makeSif('with-overlay.sif');
@@ -310,14 +335,25 @@ describe('sifuse overlay create', () => {
     const signed = await makeSif('signed.sif');
     const sig = path.join(dir, 'sig.bin');
     fs.writeFileSync(sig, 'not really a signature');
-    await execa('siftool', ['add', signed, sig, '--datatype', '5', '--signhash', '1', '--signentity', 'a'.repeat(40), '--link', '1']);
+    await execa('siftool', [
+      'add',
+      signed,
+      sig,
+      '--datatype',
+      '5',
+      '--signhash',
+      '1',
+      '--signentity',
+      'a'.repeat(40),
+      '--link',
+      '1',
+    ]);
     await refused(signed, 'the SIF image is signed');
     const encrypted = await makeSif('encrypted.sif', '5');
     await refused(encrypted, 'the root filesystem is encrypted');
     expect(leftovers()).toEqual([]);
   });
 });
-
 
 describe('sifuse overlay resize', () => {
   /** dumpe2fs minus what differs between any two tools' runs (times, UUIDs, checksums, mount counts). */
@@ -379,7 +415,11 @@ describe('sifuse overlay resize', () => {
     const bytes = fs.readFileSync(img);
     let r = await sifuse(['overlay', 'resize', '--size', '100', img]);
     expect(r.exitCode).toBe(1);
-    expect(r.stderr).toMatch(new RegExp(`^sifuse: ${img.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: the data does not fit in 100 MiB \\((block|blocks|inodes) .*resize2fs can move`));
+    expect(r.stderr).toMatch(
+      new RegExp(
+        `^sifuse: ${img.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: the data does not fit in 100 MiB \\((block|blocks|inodes) .*resize2fs can move`,
+      ),
+    );
     expect(fs.readFileSync(img).equals(bytes)).toBe(true);
 
     r = await sifuse(['overlay', 'resize', '--size', '63', img]);
@@ -405,7 +445,21 @@ describe('sifuse overlay resize', () => {
     await execa('mksquashfs', [tree, sqfs, '-noappend', '-all-root', '-quiet']);
     const sif = path.join(dir, 'resize.sif');
     await execa('siftool', ['new', sif]);
-    await execa('siftool', ['add', sif, sqfs, '--datatype', '4', '--parttype', '2', '--partfs', '1', '--partarch', '2', '--groupid', '1']);
+    await execa('siftool', [
+      'add',
+      sif,
+      sqfs,
+      '--datatype',
+      '4',
+      '--parttype',
+      '2',
+      '--partfs',
+      '1',
+      '--partarch',
+      '2',
+      '--groupid',
+      '1',
+    ]);
     expect((await sifuse(['overlay', 'create', '--sparse', '--create-dir', '/keep', sif])).exitCode).toBe(0);
     const partition = async () => {
       const row = (await execa('siftool', ['list', sif])).stdout.split('\n').find((l) => l.includes('Ext3/Overlay'))!;
@@ -420,7 +474,10 @@ describe('sifuse overlay resize', () => {
       const p = await partition();
       expect(p).toEqual({ start: before.start, size: size * MiB });
       expect(fs.statSync(sif).size).toBe(p.start + p.size);
-      const header = JSON.parse((await sifuse(['sif', 'header', '--json', sif])).stdout) as { dataOffset: number; dataSize: number };
+      const header = JSON.parse((await sifuse(['sif', 'header', '--json', sif])).stdout) as {
+        dataOffset: number;
+        dataSize: number;
+      };
       expect(header.dataOffset + header.dataSize).toBe(p.start + p.size);
       expect((await execa('siftool', ['list', sif])).exitCode).toBe(0);
       const dumped = path.join(dir, 'resize-sif-part.img');
@@ -436,8 +493,9 @@ describe('sifuse overlay resize', () => {
     await execa('siftool', ['add', sif, extra, '--datatype', '7']);
     const bytes = fs.readFileSync(sif);
     const r = await sifuse(['overlay', 'resize', '--size', '100', sif]);
-    expect(r.stderr.trim()).toBe(`sifuse: ${sif}: the overlay partition (object 2) is not the last object in the SIF, so it cannot change size in place`);
+    expect(r.stderr.trim()).toBe(
+      `sifuse: ${sif}: the overlay partition (object 2) is not the last object in the SIF, so it cannot change size in place`,
+    );
     expect(fs.readFileSync(sif).equals(bytes)).toBe(true);
   });
 });
-

@@ -113,7 +113,8 @@ export class KernelTarget implements Target {
   async apply(ops: Op[]): Promise<{ outcomes: Outcome[]; shortWrites: (number | null)[] }> {
     const outcomes: Outcome[] = [];
     for (const op of ops) {
-      const data = op.op === 'write' || op.op === 'unlinkopen' || op.op === 'race' ? writeData(op.seed, op.length).toString('base64') : '';
+      const data =
+        op.op === 'write' || op.op === 'unlinkopen' || op.op === 'race' ? writeData(op.seed, op.length).toString('base64') : '';
       const r = await this.request({ cmd: 'op', op, data });
       if (typeof r.outcome !== 'string') throw new Error(`kernel helper: ${JSON.stringify(r)} ${this.stderr}`);
       outcomes.push(r.outcome);
@@ -123,9 +124,16 @@ export class KernelTarget implements Target {
 
   async snapshot(): Promise<Snapshot> {
     const r = await execa('python3', [join(TOOLS, 'tree_manifest.py'), this.mountpoint], { encoding: 'buffer' });
-    const lines = Buffer.from(r.stdout).toString('latin1').split('\n').filter((l) => l.length > 0);
+    const lines = Buffer.from(r.stdout)
+      .toString('latin1')
+      .split('\n')
+      .filter((l) => l.length > 0);
     const l = await this.request({ cmd: 'links' });
-    const raw = (l.links as [string, number, number][]).map(([p, ino, nlink]) => ({ path: Buffer.from(p, 'base64'), ino, nlink }));
+    const raw = (l.links as [string, number, number][]).map(([p, ino, nlink]) => ({
+      path: Buffer.from(p, 'base64'),
+      ino,
+      nlink,
+    }));
     raw.sort((a, b) => Buffer.compare(a.path, b.path));
     return { lines, links: linkLines(raw) };
   }
@@ -185,7 +193,21 @@ export class SequenceMismatch extends Error {
 }
 
 const ALLOCATING = new Set(['mknod', 'mkdir', 'symlink', 'link', 'rename', 'write', 'truncate', 'setxattr', 'unlinkopen']);
-const CONCURRENT_SAFE = new Set(['mknod', 'mkdir', 'symlink', 'unlink', 'rmdir', 'write', 'truncate', 'chmod', 'chown', 'utimes', 'setxattr', 'removexattr', 'race']);
+const CONCURRENT_SAFE = new Set([
+  'mknod',
+  'mkdir',
+  'symlink',
+  'unlink',
+  'rmdir',
+  'write',
+  'truncate',
+  'chmod',
+  'chown',
+  'utimes',
+  'setxattr',
+  'removexattr',
+  'race',
+]);
 
 function describe(op: Op): string {
   return JSON.stringify(op, (_key, v) => (typeof v === 'string' && v.length > 40 ? `${v.slice(0, 12)}…(${v.length})` : v));
@@ -228,8 +250,20 @@ export async function runSequence(target: Target, o: SequenceOptions): Promise<S
   const driver = new VfsDriver(model);
   const exclude = o.exclude ?? [];
   const base = o.base ?? '/';
-  const features = o.features && o.allowEnospc ? { ...o.features, races: false } : o.allowEnospc ? { ...ALL_FEATURES, races: false } : o.features;
-  const gen = new OpGenerator(o.seed, { blockSize: o.blockSize, exclude, base, maxOffset: o.maxOffset, bigWrites: o.bigWrites, features });
+  const features =
+    o.features && o.allowEnospc
+      ? { ...o.features, races: false }
+      : o.allowEnospc
+        ? { ...ALL_FEATURES, races: false }
+        : o.features;
+  const gen = new OpGenerator(o.seed, {
+    blockSize: o.blockSize,
+    exclude,
+    base,
+    maxOffset: o.maxOffset,
+    bigWrites: o.bigWrites,
+    features,
+  });
   const log: SequenceLog = { ops: [], steps: [], outcomes: [], model, enospc: 0 };
   const excludeSet = new Set(exclude);
   const mismatch = (message: string): SequenceMismatch => {
@@ -280,7 +314,8 @@ export async function runSequence(target: Target, o: SequenceOptions): Promise<S
         // manifests), except unlinkopen, whose unlink came before the failing write.
         if (op.op === 'unlinkopen') {
           const unlinked = await driver.apply({ op: 'unlink', path: op.path });
-          if (unlinked !== 'ok') throw mismatch(`seed ${o.seed}: unlinkopen of ${op.path} hit ENOSPC but the model cannot unlink it (${unlinked})`);
+          if (unlinked !== 'ok')
+            throw mismatch(`seed ${o.seed}: unlinkopen of ${op.path} hit ENOSPC but the model cannot unlink it (${unlinked})`);
         }
         log.ops.push(op);
         log.outcomes.push(actual);
@@ -291,7 +326,8 @@ export async function runSequence(target: Target, o: SequenceOptions): Promise<S
       const expected = await driver.apply(op);
       log.ops.push(op);
       log.outcomes.push(actual);
-      if (expected.startsWith('STALE')) throw new Error(`seed ${o.seed}: the model itself broke a lifetime rule: ${expected} (${describe(op)})`);
+      if (expected.startsWith('STALE'))
+        throw new Error(`seed ${o.seed}: the model itself broke a lifetime rule: ${expected} (${describe(op)})`);
       if (expected !== actual) {
         throw mismatch(
           `seed ${o.seed}, op #${log.ops.length - 1} on ${target.label}: ${describe(op)}\n` +
@@ -332,7 +368,7 @@ export async function shrinkFailure(
   let tries = 0;
   while (chunk >= 1 && tries < budget) {
     let removed = false;
-    for (let i = 0; i + chunk <= best.length && tries < budget; ) {
+    for (let i = 0; i + chunk <= best.length && tries < budget;) {
       const candidate = [...best.slice(0, i), ...best.slice(i + chunk)];
       tries++;
       const e = await fails(candidate);
@@ -350,7 +386,12 @@ export async function shrinkFailure(
 }
 
 /** Compares the target's manifest and links with the model's (MTIME only where the model knows it). */
-export async function compareWithModel(target: Target, log: SequenceLog, o: { seed: number; exclude?: string[] }, when = 'after the sequence'): Promise<void> {
+export async function compareWithModel(
+  target: Target,
+  log: SequenceLog,
+  o: { seed: number; exclude?: string[] },
+  when = 'after the sequence',
+): Promise<void> {
   const entries = await walkManifest(log.model, { exclude: o.exclude ?? [] });
   const known = new Set(entries.filter((e) => log.model.mtimeKnown(e.id)).map((e) => pathField(e.line)));
   const mask = (line: string) => (known.has(pathField(line)) ? line : maskMtime(line));

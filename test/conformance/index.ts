@@ -347,7 +347,12 @@ export async function runSequences(target: ConformanceTarget, plan: Plan, stats 
  * small instances (`open({ small: true })`) until they are full: ENOSPC must
  * change nothing (a write may be short); views every 10th, reopen every 3rd.
  */
-export async function fillSequences(target: ConformanceTarget, count: number, o: { seedBase?: number; lanes?: number } = {}, stats = newStats()): Promise<Stats> {
+export async function fillSequences(
+  target: ConformanceTarget,
+  count: number,
+  o: { seedBase?: number; lanes?: number } = {},
+  stats = newStats(),
+): Promise<Stats> {
   const seedBase = o.seedBase ?? nameSeed(target.name) + 500_000;
   await inLanes(runs(count), o.lanes ?? 3, (s, lane) =>
     checkedSequence(
@@ -392,8 +397,11 @@ const mknod = (path: string): Op => ({ op: 'mknod', path, kind: 'f', mode: 0o644
 export function conformanceSuite(target: ConformanceTarget, plan: Plan): void {
   const caps = target.capabilities;
   const timeout = timeoutFor(plan.timeoutMs ?? 60_000);
-  const off = (Object.keys(caps) as (keyof Capabilities)[]).filter((k) => caps[k] === false || (k === 'xattrNamespaces' && caps.xattrNamespaces.length < 2));
-  if (off.length > 0) console.log(`conformance: ${target.name}: the generator leaves out what the target does not support: ${off.join(', ')}`);
+  const off = (Object.keys(caps) as (keyof Capabilities)[]).filter(
+    (k) => caps[k] === false || (k === 'xattrNamespaces' && caps.xattrNamespaces.length < 2),
+  );
+  if (off.length > 0)
+    console.log(`conformance: ${target.name}: the generator leaves out what the target does not support: ${off.join(', ')}`);
   describe(`conformance: ${target.name}`, () => {
     if (target.setup) beforeAll(target.setup);
     if (target.teardown) afterAll(target.teardown);
@@ -401,19 +409,28 @@ export function conformanceSuite(target: ConformanceTarget, plan: Plan): void {
     it('the fixed edge-case sequence (its outcomes proven on the kernel in test/ext3/oracle-kernel.test.ts)', async () => {
       const stats = newStats();
       for (const views of [false, true]) {
-        await checkedSequence(target, { seed: views ? 2 : 1, ops: 0, blockSize: caps.blockSize, replay: edgeCases(caps), reopen: true, views }, stats, 0);
+        await checkedSequence(
+          target,
+          { seed: views ? 2 : 1, ops: 0, blockSize: caps.blockSize, replay: edgeCases(caps), reopen: true, views },
+          stats,
+          0,
+        );
       }
       expect(stats.sequences).toBe(2);
       expect(stats.outcomes.get('ok') ?? 0).toBeGreaterThan(20);
     });
 
-    it(`${runs(plan.sequences)} random sequences of ${plan.ops} ops: outcomes, manifests, links, then the target's checks`, async () => {
-      const stats = await runSequences(target, plan);
-      console.log(`${target.name}: ${summary(stats)}`);
-      const n = runs(plan.sequences);
-      expect(stats.sequences).toBe(n);
-      expect(stats.outcomes.get('ok') ?? 0).toBeGreaterThan(n * 10);
-    }, timeout);
+    it(
+      `${runs(plan.sequences)} random sequences of ${plan.ops} ops: outcomes, manifests, links, then the target's checks`,
+      async () => {
+        const stats = await runSequences(target, plan);
+        console.log(`${target.name}: ${summary(stats)}`);
+        const n = runs(plan.sequences);
+        expect(stats.sequences).toBe(n);
+        expect(stats.outcomes.get('ok') ?? 0).toBeGreaterThan(n * 10);
+      },
+      timeout,
+    );
 
     it('bursts of concurrent operations on one file and in one directory (order-independent by construction)', async () => {
       const inst = await target.open({ seed: 0, lane: 0, views: false, small: false });
@@ -425,14 +442,29 @@ export function conformanceSuite(target: ConformanceTarget, plan: Plan): void {
         await burst(fsTarget, driver, [mknod('/f'), { op: 'mkdir', path: '/d', mode: 0o755 }]);
         // 64 writes of 3000 bytes at disjoint offsets of one file (ext3: direct, indirect and double-indirect blocks).
         const slots = Array.from({ length: 64 }, (_, i) => i).sort((a, b) => ((a * 37) % 64) - ((b * 37) % 64));
-        await burst(fsTarget, driver, slots.map((i) => ({ op: 'write', path: '/f', offset: i * 70_001, length: 3000, seed: i })));
+        await burst(
+          fsTarget,
+          driver,
+          slots.map((i) => ({ op: 'write', path: '/f', offset: i * 70_001, length: 3000, seed: i })),
+        );
         // 300 creates, then 100 unlinks and 100 more mkdirs, each burst at once in one directory.
-        await burst(fsTarget, driver, Array.from({ length: 300 }, (_, i) => mknod(`/d/n${i}`)));
+        await burst(
+          fsTarget,
+          driver,
+          Array.from({ length: 300 }, (_, i) => mknod(`/d/n${i}`)),
+        );
         await burst(fsTarget, driver, [
           ...Array.from({ length: 100 }, (_, i) => ({ op: 'unlink', path: `/d/n${i * 3}` }) as Op),
           ...Array.from({ length: 100 }, (_, i) => ({ op: 'mkdir', path: `/d/m${i}`, mode: 0o700 }) as Op),
         ]);
-        await burst(fsTarget, driver, Array.from({ length: 50 }, (_, i) => ({ op: 'write', path: `/d/n${i * 3 + 1}`, offset: 0, length: 5000, seed: 1000 + i }) as Op));
+        await burst(
+          fsTarget,
+          driver,
+          Array.from(
+            { length: 50 },
+            (_, i) => ({ op: 'write', path: `/d/n${i * 3 + 1}`, offset: 0, length: 5000, seed: 1000 + i }) as Op,
+          ),
+        );
         await compareWithModel(fsTarget, { ops: [], outcomes: [], model, enospc: 0 }, { seed: 0, exclude: inst.exclude });
         await inst.fs.close();
         await inst.check?.();
@@ -450,12 +482,33 @@ export function conformanceSuite(target: ConformanceTarget, plan: Plan): void {
           const driver = new VfsDriver(model);
           const fsTarget = new FsTarget(inst.fs, inst.exclude, inst.root);
           await burst(fsTarget, driver, [{ op: 'mkdir', path: '/r', mode: 0o755 }]);
-          await burst(fsTarget, driver, Array.from({ length: 60 }, (_, i) => mknod(`/r/f${i}`)));
+          await burst(
+            fsTarget,
+            driver,
+            Array.from({ length: 60 }, (_, i) => mknod(`/r/f${i}`)),
+          );
           for (let round = 0; round < 4; round++) {
             // Files with distinct contents, so a handle reading another file's bytes is seen.
-            await burst(fsTarget, driver, Array.from({ length: 60 }, (_, i) => ({ op: 'write', path: `/r/f${i}`, offset: 0, length: 100 + i * 37, seed: round * 100 + i }) as Op));
+            await burst(
+              fsTarget,
+              driver,
+              Array.from(
+                { length: 60 },
+                (_, i) => ({ op: 'write', path: `/r/f${i}`, offset: 0, length: 100 + i * 37, seed: round * 100 + i }) as Op,
+              ),
+            );
             await burst(fsTarget, driver, [
-              ...Array.from({ length: 60 }, (_, i) => ({ op: 'race', path: `/r/f${i}`, order: (i + round) % 6, length: i % 4 === 0 ? 0 : 4000 + i, seed: round * 1000 + i }) as Op),
+              ...Array.from(
+                { length: 60 },
+                (_, i) =>
+                  ({
+                    op: 'race',
+                    path: `/r/f${i}`,
+                    order: (i + round) % 6,
+                    length: i % 4 === 0 ? 0 : 4000 + i,
+                    seed: round * 1000 + i,
+                  }) as Op,
+              ),
               ...Array.from({ length: 20 }, (_, i) => mknod(`/r/new${round}-${i}`)),
               ...Array.from({ length: 20 }, (_, i) => ({ op: 'unlink', path: `/r/new${round - 1}-${i}` }) as Op),
             ]);
@@ -470,13 +523,19 @@ export function conformanceSuite(target: ConformanceTarget, plan: Plan): void {
     }
 
     if (plan.fill) {
-      it(`${runs(plan.fill)} sequences filling small instances: ENOSPC is a clean error, nothing corrupted`, async () => {
-        const stats = await fillSequences(target, plan.fill!, { seedBase: (plan.seedBase ?? nameSeed(target.name)) + 500_000, lanes: plan.lanes });
-        console.log(`${target.name} small: ${summary(stats)}`);
-        expect(stats.sequences).toBe(runs(plan.fill!));
-        expect(stats.enospc).toBeGreaterThan(0);
-      }, timeout);
+      it(
+        `${runs(plan.fill)} sequences filling small instances: ENOSPC is a clean error, nothing corrupted`,
+        async () => {
+          const stats = await fillSequences(target, plan.fill!, {
+            seedBase: (plan.seedBase ?? nameSeed(target.name)) + 500_000,
+            lanes: plan.lanes,
+          });
+          console.log(`${target.name} small: ${summary(stats)}`);
+          expect(stats.sequences).toBe(runs(plan.fill!));
+          expect(stats.enospc).toBeGreaterThan(0);
+        },
+        timeout,
+      );
     }
   });
 }
-

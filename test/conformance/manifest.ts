@@ -33,7 +33,8 @@ async function sha256Of(fs: ReadableFs, id: InodeId, size: number): Promise<stri
   while (pos < size) {
     const want = Math.min(READ_CHUNK, size - pos);
     const chunk = await fs.read(id, pos, want);
-    if (chunk.length !== want) throw new Error(`${fs.name}: short read at ${pos} (${chunk.length} of ${want}) in a ${size}-byte file`);
+    if (chunk.length !== want)
+      throw new Error(`${fs.name}: short read at ${pos} (${chunk.length} of ${want}) in a ${size}-byte file`);
     h.update(chunk);
     pos += chunk.length;
   }
@@ -47,7 +48,8 @@ async function xattrField(fs: ReadableFs, id: InodeId, excludePrefixes: Buffer[]
   const pairs: [Buffer, string][] = [];
   for (const name of names) {
     const v = await fs.getxattr(id, name);
-    if (v === null) throw new Error(`${fs.name}: listxattr names ${JSON.stringify(name.toString('latin1'))} but getxattr finds nothing`);
+    if (v === null)
+      throw new Error(`${fs.name}: listxattr names ${JSON.stringify(name.toString('latin1'))} but getxattr finds nothing`);
     pairs.push([name, `${escapeBytes(name)}=${v.toString('base64')}`]);
   }
   pairs.sort((a, b) => Buffer.compare(a[0], b[0]));

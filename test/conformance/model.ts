@@ -71,8 +71,10 @@ export interface ModelOptions {
 }
 
 const key = (name: Buffer): string => name.toString('latin1');
-const err = (code: 'ENOENT' | 'EEXIST' | 'ENOTDIR' | 'EISDIR' | 'ENOTEMPTY' | 'EINVAL' | 'ENAMETOOLONG' | 'EPERM' | 'ENODATA', what: string) =>
-  new FsError(code, what);
+const err = (
+  code: 'ENOENT' | 'EEXIST' | 'ENOTDIR' | 'EISDIR' | 'ENOTEMPTY' | 'EINVAL' | 'ENAMETOOLONG' | 'EPERM' | 'ENODATA',
+  what: string,
+) => new FsError(code, what);
 
 export class ModelFs implements WritableFs {
   readonly name = 'model';
@@ -166,7 +168,13 @@ export class ModelFs implements WritableFs {
 
   private checkName(name: Buffer, what: string): void {
     if (name.length > NAME_MAX) throw err('ENAMETOOLONG', what);
-    if (name.length === 0 || name.includes(0x2f) || name.includes(0) || name.equals(Buffer.from('.')) || name.equals(Buffer.from('..'))) {
+    if (
+      name.length === 0 ||
+      name.includes(0x2f) ||
+      name.includes(0) ||
+      name.equals(Buffer.from('.')) ||
+      name.equals(Buffer.from('..'))
+    ) {
       throw err('EINVAL', `${what}: bad name`);
     }
   }
@@ -242,7 +250,16 @@ export class ModelFs implements WritableFs {
   }
 
   async statfs(): Promise<StatFs> {
-    return { bsize: this.blockSize, frsize: this.blockSize, blocks: 0, bfree: 0, bavail: 0, files: 0, ffree: 0, namemax: NAME_MAX };
+    return {
+      bsize: this.blockSize,
+      frsize: this.blockSize,
+      blocks: 0,
+      bfree: 0,
+      bavail: 0,
+      files: 0,
+      ffree: 0,
+      namemax: NAME_MAX,
+    };
   }
 
   async close(): Promise<void> {}
@@ -393,7 +410,10 @@ export class ModelFs implements WritableFs {
     od.entries.set(key(oldName), b.id);
     nd.entries.set(key(newName), a.id);
     if (od.id !== nd.id) {
-      for (const [moved, from, to] of [[a, od, nd], [b, nd, od]] as const) {
+      for (const [moved, from, to] of [
+        [a, od, nd],
+        [b, nd, od],
+      ] as const) {
         if (moved.type !== 'd') continue;
         from.nlink--;
         to.nlink++;

@@ -108,7 +108,8 @@ export async function listTree(fs: ReadableFs, exclude: Set<string>): Promise<Tr
     const type = typeOfMode((await fs.getattr(id)).mode);
     out.push({ path, type });
     if (type === 'd') {
-      for (const e of await fs.readdir(id)) stack.push([path === '/' ? `/${e.name.toString()}` : `${path}/${e.name.toString()}`, e.id]);
+      for (const e of await fs.readdir(id))
+        stack.push([path === '/' ? `/${e.name.toString()}` : `${path}/${e.name.toString()}`, e.id]);
     }
   }
   return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
@@ -183,20 +184,63 @@ export interface GeneratorOptions {
 }
 
 type OpKind =
-  | 'create' | 'mkdir' | 'special' | 'symlink' | 'link' | 'unlink' | 'rmdir' | 'rename' | 'write'
-  | 'truncate' | 'chmod' | 'chown' | 'utimes' | 'setxattr' | 'removexattr' | 'unlinkopen' | 'race';
+  | 'create'
+  | 'mkdir'
+  | 'special'
+  | 'symlink'
+  | 'link'
+  | 'unlink'
+  | 'rmdir'
+  | 'rename'
+  | 'write'
+  | 'truncate'
+  | 'chmod'
+  | 'chown'
+  | 'utimes'
+  | 'setxattr'
+  | 'removexattr'
+  | 'unlinkopen'
+  | 'race';
 
 const WEIGHTS: readonly (readonly [OpKind, number])[] = [
-  ['create', 14], ['mkdir', 9], ['special', 4], ['symlink', 5], ['link', 5], ['unlink', 6], ['rmdir', 4],
-  ['rename', 11], ['write', 15], ['truncate', 5], ['chmod', 4], ['chown', 3], ['utimes', 3],
-  ['setxattr', 8], ['removexattr', 3], ['unlinkopen', 2], ['race', 3],
+  ['create', 14],
+  ['mkdir', 9],
+  ['special', 4],
+  ['symlink', 5],
+  ['link', 5],
+  ['unlink', 6],
+  ['rmdir', 4],
+  ['rename', 11],
+  ['write', 15],
+  ['truncate', 5],
+  ['chmod', 4],
+  ['chown', 3],
+  ['utimes', 3],
+  ['setxattr', 8],
+  ['removexattr', 3],
+  ['unlinkopen', 2],
+  ['race', 3],
 ];
 
 /** Filling small images: mostly creating and writing, some removing so space is freed and reused. */
 const FILL_WEIGHTS: readonly (readonly [OpKind, number])[] = [
-  ['create', 22], ['mkdir', 10], ['special', 3], ['symlink', 8], ['link', 3], ['unlink', 3], ['rmdir', 1],
-  ['rename', 4], ['write', 35], ['truncate', 2], ['chmod', 1], ['chown', 1], ['utimes', 1],
-  ['setxattr', 8], ['removexattr', 1], ['unlinkopen', 1], ['race', 1],
+  ['create', 22],
+  ['mkdir', 10],
+  ['special', 3],
+  ['symlink', 8],
+  ['link', 3],
+  ['unlink', 3],
+  ['rmdir', 1],
+  ['rename', 4],
+  ['write', 35],
+  ['truncate', 2],
+  ['chmod', 1],
+  ['chown', 1],
+  ['utimes', 1],
+  ['setxattr', 8],
+  ['removexattr', 1],
+  ['unlinkopen', 1],
+  ['race', 1],
 ];
 
 const COMMON_NAMES = ['a', 'b', 'c', 'd', 'e'];
@@ -264,7 +308,9 @@ export class OpGenerator {
   }
 
   private newPath(tree: TreeEntry[]): string {
-    const dirs = tree.filter((e) => e.type === 'd' && (e.path === this.o.base || e.path.startsWith(this.o.base === '/' ? '/' : this.o.base + '/')));
+    const dirs = tree.filter(
+      (e) => e.type === 'd' && (e.path === this.o.base || e.path.startsWith(this.o.base === '/' ? '/' : this.o.base + '/')),
+    );
     if (dirs.length === 0 || this.rng.chance(0.1)) return this.randomPath();
     return this.join(this.rng.pick(dirs).path, this.name());
   }
@@ -289,25 +335,42 @@ export class OpGenerator {
     const f = this.o.features;
     switch (kind) {
       case 'create':
-        return { op: 'mknod', path: r.chance(0.85) ? this.newPath(tree) : this.existing(tree), kind: 'f', mode: r.pick(MODES), major: 0, minor: 0 };
+        return {
+          op: 'mknod',
+          path: r.chance(0.85) ? this.newPath(tree) : this.existing(tree),
+          kind: 'f',
+          mode: r.pick(MODES),
+          major: 0,
+          minor: 0,
+        };
       case 'special': {
-        const k = r.pick(f.devices && f.fifos ? (['c', 'b', 'p', 's'] as const) : f.devices ? (['c', 'b'] as const) : (['p', 's'] as const));
+        const k = r.pick(
+          f.devices && f.fifos ? (['c', 'b', 'p', 's'] as const) : f.devices ? (['c', 'b'] as const) : (['p', 's'] as const),
+        );
         const whiteout = k === 'c' && r.chance(0.5);
         return {
-          op: 'mknod', path: this.newPath(tree), kind: k, mode: r.pick([0o644, 0o600, 0o000]),
-          major: whiteout ? 0 : r.pick([1, 8, 254, 4095]), minor: whiteout ? 0 : r.pick([0, 3, 255, 256, 1048575]),
+          op: 'mknod',
+          path: this.newPath(tree),
+          kind: k,
+          mode: r.pick([0o644, 0o600, 0o000]),
+          major: whiteout ? 0 : r.pick([1, 8, 254, 4095]),
+          minor: whiteout ? 0 : r.pick([0, 3, 255, 256, 1048575]),
         };
       }
       case 'mkdir':
-        return { op: 'mkdir', path: r.chance(0.85) ? this.newPath(tree) : this.existing(tree), mode: r.pick([0o755, 0o700, 0o1777, 0o2775, 0o555]) };
+        return {
+          op: 'mkdir',
+          path: r.chance(0.85) ? this.newPath(tree) : this.existing(tree),
+          mode: r.pick([0o755, 0o700, 0o1777, 0o2775, 0o555]),
+        };
       case 'symlink':
         return { op: 'symlink', path: this.newPath(tree), target: this.symlinkTarget() };
       case 'link':
         return { op: 'link', from: this.existing(tree), path: r.chance(0.8) ? this.newPath(tree) : this.existing(tree) };
       case 'unlink':
-        return { op: 'unlink', path: this.existing(tree, (t) => r.chance(0.85) ? t !== 'd' : true) };
+        return { op: 'unlink', path: this.existing(tree, (t) => (r.chance(0.85) ? t !== 'd' : true)) };
       case 'rmdir':
-        return { op: 'rmdir', path: this.existing(tree, (t) => r.chance(0.85) ? t === 'd' : true) };
+        return { op: 'rmdir', path: this.existing(tree, (t) => (r.chance(0.85) ? t === 'd' : true)) };
       case 'rename': {
         const from = this.existing(tree);
         let to: string;
@@ -316,7 +379,9 @@ export class OpGenerator {
         else if (how < 0.85) to = this.existing(tree);
         else to = this.join(from, this.name()); // into itself: EINVAL or ENOTDIR
         if (f.renameFlags && r.chance(0.3)) {
-          const flag = r.pick(f.devices ? (['noreplace', 'exchange', 'whiteout'] as const) : (['noreplace', 'exchange'] as const));
+          const flag = r.pick(
+            f.devices ? (['noreplace', 'exchange', 'whiteout'] as const) : (['noreplace', 'exchange'] as const),
+          );
           // Exchange mostly between existing names, so it does something.
           if (flag === 'exchange' && how < 0.45 && r.chance(0.7)) to = this.existing(tree);
           return { op: 'rename', from, path: to, flags: flag };
@@ -324,23 +389,61 @@ export class OpGenerator {
         return { op: 'rename', from, path: to };
       }
       case 'write':
-        return { op: 'write', path: this.existing(tree, (t) => r.chance(0.9) ? t === 'f' : true), offset: this.offset(), length: r.pick(this.o.bigWrites ? [1, 4096, 5000, 65536, 200_000] : [1, 100, 1000, 1024, 4096, 5000, 12288]), seed: r.int(0, 1 << 30) };
+        return {
+          op: 'write',
+          path: this.existing(tree, (t) => (r.chance(0.9) ? t === 'f' : true)),
+          offset: this.offset(),
+          length: r.pick(this.o.bigWrites ? [1, 4096, 5000, 65536, 200_000] : [1, 100, 1000, 1024, 4096, 5000, 12288]),
+          seed: r.int(0, 1 << 30),
+        };
       case 'truncate':
-        return { op: 'truncate', path: this.existing(tree, (t) => r.chance(0.9) ? t === 'f' : true), size: r.chance(0.3) ? 0 : this.offset() };
+        return {
+          op: 'truncate',
+          path: this.existing(tree, (t) => (r.chance(0.9) ? t === 'f' : true)),
+          size: r.chance(0.3) ? 0 : this.offset(),
+        };
       case 'chmod':
         return { op: 'chmod', path: this.existing(tree), mode: r.pick(MODES) };
       case 'chown':
         return { op: 'chown', path: this.existing(tree), uid: r.pick(IDS), gid: r.pick(IDS) };
       case 'utimes':
-        return { op: 'utimes', path: this.existing(tree), atime: r.int(0, 2 ** 31 - 1), mtime: r.int(0, 2 ** 31 - 1), mtimeNsec: r.int(0, 999_999_999) };
+        return {
+          op: 'utimes',
+          path: this.existing(tree),
+          atime: r.int(0, 2 ** 31 - 1),
+          mtime: r.int(0, 2 ** 31 - 1),
+          mtimeNsec: r.int(0, 999_999_999),
+        };
       case 'setxattr':
-        return { op: 'setxattr', path: this.existing(tree), name: r.pick(this.xattrNames), value: r.pick(XATTR_VALUES), flags: r.weighted<0 | 'create' | 'replace'>([[0, 6], ['create', 2], ['replace', 2]]) };
+        return {
+          op: 'setxattr',
+          path: this.existing(tree),
+          name: r.pick(this.xattrNames),
+          value: r.pick(XATTR_VALUES),
+          flags: r.weighted<0 | 'create' | 'replace'>([
+            [0, 6],
+            ['create', 2],
+            ['replace', 2],
+          ]),
+        };
       case 'removexattr':
         return { op: 'removexattr', path: this.existing(tree), name: r.pick(this.xattrNames) };
       case 'unlinkopen':
-        return { op: 'unlinkopen', path: this.existing(tree, (t) => t === 'f'), offset: this.offset(), length: r.pick([1, 4096, 5000]), seed: r.int(0, 1 << 30) };
+        return {
+          op: 'unlinkopen',
+          path: this.existing(tree, (t) => t === 'f'),
+          offset: this.offset(),
+          length: r.pick([1, 4096, 5000]),
+          seed: r.int(0, 1 << 30),
+        };
       case 'race':
-        return { op: 'race', path: this.existing(tree, (t) => t === 'f'), order: r.int(0, 5), length: r.pick([0, 1, 1000, 5000]), seed: r.int(0, 1 << 30) };
+        return {
+          op: 'race',
+          path: this.existing(tree, (t) => t === 'f'),
+          order: r.int(0, 5),
+          length: r.pick([0, 1, 1000, 5000]),
+          seed: r.int(0, 1 << 30),
+        };
     }
   }
 }

@@ -78,7 +78,14 @@ async function yields(n: number): Promise<void> {
 }
 
 /** [opener delay, remover delay] in microtask yields, indexed by a race op's `order`. */
-const RACE_ORDERS: readonly (readonly [number, number])[] = [[0, 0], [0, 1], [1, 0], [0, 4], [4, 0], [12, 0]];
+const RACE_ORDERS: readonly (readonly [number, number])[] = [
+  [0, 0],
+  [0, 1],
+  [1, 0],
+  [0, 4],
+  [4, 0],
+  [12, 0],
+];
 
 export class VfsDriver {
   readonly root: InodeId;
@@ -100,7 +107,10 @@ export class VfsDriver {
   async resolve(path: string): Promise<Resolved> {
     const root = this.root;
     let stack: InodeId[] = [root];
-    let rest = path.split('/').filter((c) => c.length > 0).map((c) => Buffer.from(c));
+    let rest = path
+      .split('/')
+      .filter((c) => c.length > 0)
+      .map((c) => Buffer.from(c));
     if (rest.length === 0) throw new PathError('EBUSY');
     let links = 0;
     for (;;) {
@@ -124,7 +134,10 @@ export class VfsDriver {
         if (++links > MAX_SYMLINKS) throw new PathError('ELOOP');
         const target = (await this.fs.readlink(id)).toString('latin1');
         if (target.startsWith('/')) stack = [root];
-        const parts = target.split('/').filter((c) => c.length > 0).map((c) => Buffer.from(c, 'latin1'));
+        const parts = target
+          .split('/')
+          .filter((c) => c.length > 0)
+          .map((c) => Buffer.from(c, 'latin1'));
         rest = [...parts, ...rest];
         continue;
       }
@@ -228,9 +241,11 @@ export class VfsDriver {
       try {
         if (fresh === old) throw new StaleHandle(`the new file reuses inode ${old} while it is open`);
         const through = await fs.read(old, 0, Math.max(st.size, data.length) + 1);
-        if (!through.equals(before)) throw new StaleHandle(`an open handle of an unlinked file reads ${through.length} other bytes`);
+        if (!through.equals(before))
+          throw new StaleHandle(`an open handle of an unlinked file reads ${through.length} other bytes`);
         const now = await fs.getattr(old);
-        if (now.nlink !== st.nlink - 1) throw new StaleHandle(`an open file with ${st.nlink} links has nlink ${now.nlink} after an unlink`);
+        if (now.nlink !== st.nlink - 1)
+          throw new StaleHandle(`an open file with ${st.nlink} links has nlink ${now.nlink} after an unlink`);
       } finally {
         await fs.unref(old);
       }
@@ -335,7 +350,8 @@ export class VfsDriver {
         if (t !== 'f') throw new PathError('SKIPPED');
         if (op.op === 'write') {
           const n = await fs.write(r.id, op.offset, writeData(op.seed, op.length));
-          if (!Number.isInteger(n) || n < 0 || n > op.length) throw new Error(`${fs.name}: write returned ${n} for ${op.length} bytes`);
+          if (!Number.isInteger(n) || n < 0 || n > op.length)
+            throw new Error(`${fs.name}: write returned ${n} for ${op.length} bytes`);
           if (n < op.length) return n;
         } else if (op.op === 'truncate') {
           await fs.truncate(r.id, op.size);
@@ -377,7 +393,8 @@ export class VfsDriver {
         const r = await this.existing(op.path);
         const t = await this.type(r.id);
         if (op.name.startsWith('user.') && t !== 'f' && t !== 'd') throw new PathError('EPERM');
-        if (op.op === 'setxattr') await fs.setxattr(r.id, Buffer.from(op.name, 'latin1'), xattrValue(op), op.flags === 0 ? undefined : op.flags);
+        if (op.op === 'setxattr')
+          await fs.setxattr(r.id, Buffer.from(op.name, 'latin1'), xattrValue(op), op.flags === 0 ? undefined : op.flags);
         else await fs.removexattr(r.id, Buffer.from(op.name, 'latin1'));
         return null;
       }

@@ -103,7 +103,14 @@ export function ext3Target(o: Ext3TargetOptions): ConformanceTarget & { sequence
       await loopMount(file(), mnt);
       const k = new KernelTarget(mnt);
       try {
-        const log = await runSequence(k, { seed: options.seed + 500, ops: o.kernelFirst.ops, blockSize: o.blockSize, init: o.init, exclude, maxOffset: o.kernelFirst.maxOffset });
+        const log = await runSequence(k, {
+          seed: options.seed + 500,
+          ops: o.kernelFirst.ops,
+          blockSize: o.blockSize,
+          init: o.init,
+          exclude,
+          maxOffset: o.kernelFirst.maxOffset,
+        });
         model = log.model;
       } finally {
         await k.close();

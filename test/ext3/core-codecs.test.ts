@@ -9,7 +9,15 @@ import { decodeSuperblock, encodeSuperblock, groupHasSuper } from '../../src/ext
 import { decodeGroupDesc, encodeGroupDesc } from '../../src/ext3/group-desc.js';
 import { decodeDevice, decodeInode, emptyInode, encodeDevice, encodeInode } from '../../src/ext3/inode.js';
 import { decodeDirBlock, encodeDirent, encodeDotBlock, emptyDirBlock, scanFreeSpace } from '../../src/ext3/dir.js';
-import { decodeInodeXattrs, decodeXattrBlock, encodeInodeXattrs, encodeXattrBlock, fullXattrName, splitXattrName, xattrEntryHash } from '../../src/ext3/xattr.js';
+import {
+  decodeInodeXattrs,
+  decodeXattrBlock,
+  encodeInodeXattrs,
+  encodeXattrBlock,
+  fullXattrName,
+  splitXattrName,
+  xattrEntryHash,
+} from '../../src/ext3/xattr.js';
 import { aclDiskToXattr, aclXattrToDisk } from '../../src/ext3/acl.js';
 import { blockPath, maxLogicalBlocks } from '../../src/ext3/block-map.js';
 import { MaxTree } from '../../src/ext3/dir-index.js';
@@ -57,7 +65,9 @@ describe('superblock', () => {
     expect(sb.s_log_block_size).toBe(0);
     expect(encodeSuperblock(sb).equals(raw)).toBe(true);
     expect(encodeSuperblock({ ...sb, raw: undefined }).equals(raw)).toBe(false); // unmodelled fields live in raw
-    expect(featureNames({ compat: sb.s_feature_compat, incompat: sb.s_feature_incompat, roCompat: sb.s_feature_ro_compat })).toEqual(
+    expect(
+      featureNames({ compat: sb.s_feature_compat, incompat: sb.s_feature_incompat, roCompat: sb.s_feature_ro_compat }),
+    ).toEqual(
       expect.arrayContaining(['has_journal', 'ext_attr', 'resize_inode', 'dir_index', 'filetype', 'sparse_super', 'large_file']),
     );
     expect([0, 1, 2, 3, 4, 5, 7, 9, 25, 27, 49].filter((g) => groupHasSuper(sb, g))).toEqual([0, 1, 3, 5, 7, 9, 25, 27, 49]);
@@ -87,14 +97,19 @@ describe('superblock', () => {
   });
 
   it('refuses unknown or unwritable features by name', () => {
-    expect(() => checkFeatures({ compat: 0, incompat: INCOMPAT.filetype | INCOMPAT.inline_data, roCompat: 0 }, false, 'x.img')).toThrow(
-      /x\.img|inline_data/,
-    );
+    expect(() =>
+      checkFeatures({ compat: 0, incompat: INCOMPAT.filetype | INCOMPAT.inline_data, roCompat: 0 }, false, 'x.img'),
+    ).toThrow(/x\.img|inline_data/);
     expect(() => checkFeatures({ compat: 0, incompat: 0x80000000, roCompat: 0 }, false)).toThrow(UnsupportedError);
     expect(() => checkFeatures({ compat: 0, incompat: INCOMPAT.extent, roCompat: 0 }, true)).toThrow(/extent/);
     expect(() => checkFeatures({ compat: 0, incompat: 0, roCompat: RO_COMPAT.metadata_csum }, true)).toThrow(/metadata_csum/);
     expect(() => checkFeatures({ compat: 0, incompat: 0, roCompat: RO_COMPAT.metadata_csum }, false)).not.toThrow();
-    expect(() => checkFeatures({ compat: COMPAT.has_journal | COMPAT.dir_index, incompat: INCOMPAT.filetype, roCompat: RO_COMPAT.large_file }, true)).not.toThrow();
+    expect(() =>
+      checkFeatures(
+        { compat: COMPAT.has_journal | COMPAT.dir_index, incompat: INCOMPAT.filetype, roCompat: RO_COMPAT.large_file },
+        true,
+      ),
+    ).not.toThrow();
   });
 });
 
@@ -119,14 +134,26 @@ describe('group descriptors and inodes', () => {
     const enc = encodeInode(ino);
     const dec = decodeInode(enc, 256);
     expect([dec.i_uid, dec.i_gid, dec.i_size, dec.i_mtime, dec.i_atime, dec.i_ctime, dec.i_block[14]]).toEqual([
-      100000, 0x12345678, 5 * 1024 ** 3 + 7, { sec: 1_700_000_000, nsec: 999_999_999 }, { sec: -5, nsec: 1 }, { sec: 2 ** 32 + 10, nsec: 3 }, 0xfffffffe,
+      100000,
+      0x12345678,
+      5 * 1024 ** 3 + 7,
+      { sec: 1_700_000_000, nsec: 999_999_999 },
+      { sec: -5, nsec: 1 },
+      { sec: 2 ** 32 + 10, nsec: 3 },
+      0xfffffffe,
     ]);
     const small = decodeInode(encodeInode(ino, 128), 128);
     expect(small.i_mtime).toEqual({ sec: 1_700_000_000, nsec: 0 });
     const bad = Buffer.from(enc);
     bad.writeUInt16LE(200, 0x80);
     expect(() => decodeInode(bad, 256)).toThrow(CorruptError);
-    for (const [maj, min] of [[0, 0], [1, 3], [255, 255], [259, 70000], [4095, 1048575]]) {
+    for (const [maj, min] of [
+      [0, 0],
+      [1, 3],
+      [255, 255],
+      [259, 70000],
+      [4095, 1048575],
+    ]) {
       expect(decodeDevice(encodeDevice(maj!, min!))).toEqual({ major: maj, minor: min });
     }
     expect(encodeDevice(0, 0)).toEqual(new Array(15).fill(0));
@@ -137,7 +164,10 @@ describe('directory blocks', () => {
   it('encodes "." and ".." and parses records', () => {
     const blk = encodeDotBlock(1024, 12, 2, true);
     const recs = decodeDirBlock(blk);
-    expect(recs.map((r) => [r.inode, r.rec_len, r.name.toString(), r.file_type])).toEqual([[12, 12, '.', 2], [2, 1012, '..', 2]]);
+    expect(recs.map((r) => [r.inode, r.rec_len, r.name.toString(), r.file_type])).toEqual([
+      [12, 12, '.', 2],
+      [2, 1012, '..', 2],
+    ]);
     expect(scanFreeSpace(blk)).toBe(1000);
     const e = emptyDirBlock(4096);
     encodeDirent(e, 0, { inode: 5, rec_len: 4096, file_type: 1, name: Buffer.from('abc') });
@@ -233,7 +263,11 @@ describe('xattrs and ACLs', () => {
   it('converts POSIX ACLs between the user and the ext3 form', () => {
     const user = Buffer.alloc(4 + 8 * 3);
     user.writeUInt32LE(2, 0);
-    [[1, 6, 0xffffffff], [8, 4, 42], [0x20, 0, 0xffffffff]].forEach(([t, p, id], i) => {
+    [
+      [1, 6, 0xffffffff],
+      [8, 4, 42],
+      [0x20, 0, 0xffffffff],
+    ].forEach(([t, p, id], i) => {
       user.writeUInt16LE(t!, 4 + 8 * i);
       user.writeUInt16LE(p!, 6 + 8 * i);
       user.writeUInt32LE(id!, 8 + 8 * i);
@@ -329,7 +363,10 @@ describe('hostile images', () => {
       opened++;
       const root = fs.rootId;
       const ops: (() => Promise<unknown>)[] = [
-        () => fs.mknod(root, Buffer.from(`n${i}`), { mode: 0o100644, uid: 0, gid: 0 }).then((id) => fs.write(id, 0, Buffer.alloc(5000, 1))),
+        () =>
+          fs
+            .mknod(root, Buffer.from(`n${i}`), { mode: 0o100644, uid: 0, gid: 0 })
+            .then((id) => fs.write(id, 0, Buffer.alloc(5000, 1))),
         () => fs.mkdir(root, Buffer.from(`d${i}`), { mode: 0o755, uid: 0, gid: 0 }),
         async () => {
           for (const e of await fs.readdir(root)) {

@@ -85,14 +85,19 @@ export async function manifest(fs: Ext3Fs): Promise<string[]> {
       let data = '-';
       if (e.type === 'f') {
         const { createHash } = await import('node:crypto');
-        data = createHash('sha256').update(await fs.read(e.id, 0, st.size)).digest('hex').slice(0, 16);
+        data = createHash('sha256')
+          .update(await fs.read(e.id, 0, st.size))
+          .digest('hex')
+          .slice(0, 16);
       } else if (e.type === 'l') data = (await fs.readlink(e.id)).toString('latin1');
       else if (e.type === 'c' || e.type === 'b') data = String(st.rdev);
       // Names as bytes (one latin1 character per byte, like the paths here), in byte order.
       const xs = (await fs.listxattr(e.id)).sort(Buffer.compare);
       const xv: string[] = [];
       for (const x of xs) xv.push(`${x.toString('latin1')}=${(await fs.getxattr(e.id, x))!.toString('hex')}`);
-      lines.push(`${p} ${e.type} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${e.type === 'd' ? '-' : st.size} ${data} ${xv.join(',')}`);
+      lines.push(
+        `${p} ${e.type} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${e.type === 'd' ? '-' : st.size} ${data} ${xv.join(',')}`,
+      );
       if (e.type === 'd') await walk(e.id, p);
     }
   };

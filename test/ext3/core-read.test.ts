@@ -1,7 +1,21 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, linkSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, symlinkSync, truncateSync, writeFileSync, appendFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  readdirSync,
+  readlinkSync,
+  symlinkSync,
+  truncateSync,
+  writeFileSync,
+  appendFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { devMajor, devMinor } from '../../src/engine.js';
 import type { Ext3Fs } from '../../src/ext3/fs.js';
@@ -27,10 +41,13 @@ function buildTree(root: string): void {
     }
     return out;
   };
-  for (const n of [0, 1, 1023, 1024, 1025, 4096, 13 * 1024, 300 * 1024, 1100 * 1024]) writeFileSync(join(root, `size-${n}`), det(n, `s${n}`));
+  for (const n of [0, 1, 1023, 1024, 1025, 4096, 13 * 1024, 300 * 1024, 1100 * 1024])
+    writeFileSync(join(root, `size-${n}`), det(n, `s${n}`));
   writeFileSync(join(root, 'holey'), Buffer.alloc(0));
   truncateSync(join(root, 'holey'), 2 * 1024 * 1024);
-  execFileSync('dd', ['if=/dev/urandom', `of=${join(root, 'holey')}`, 'bs=4096', 'seek=100', 'count=2', 'conv=notrunc'], { stdio: 'ignore' });
+  execFileSync('dd', ['if=/dev/urandom', `of=${join(root, 'holey')}`, 'bs=4096', 'seek=100', 'count=2', 'conv=notrunc'], {
+    stdio: 'ignore',
+  });
   writeFileSync(join(root, 'huge-sparse'), Buffer.alloc(0));
   truncateSync(join(root, 'huge-sparse'), 5 * 1024 ** 3);
   appendFileSync(join(root, 'huge-sparse'), 'end of a five gigabyte file\n');
@@ -59,7 +76,7 @@ function hashFile(p: Buffer): string {
   const fd = openSync(p, 'r');
   const buf = Buffer.alloc(1 << 20);
   try {
-    for (let pos = 0; ; ) {
+    for (let pos = 0; ;) {
       const n = readSync(fd, buf, 0, buf.length, pos);
       if (n === 0) break;
       h.update(buf.subarray(0, n));
@@ -74,7 +91,9 @@ function hashFile(p: Buffer): string {
 /** The host's view: one line per path (sorted), from lstat, file bytes, readlink and getfattr. */
 function hostManifest(root: string): string[] {
   const xattrs = new Map<string, string[]>();
-  const out = spawnSync('getfattr', ['-R', '-P', '-d', '-m', '-', '-e', 'hex', '--absolute-names', root], { encoding: 'latin1' }).stdout;
+  const out = spawnSync('getfattr', ['-R', '-P', '-d', '-m', '-', '-e', 'hex', '--absolute-names', root], {
+    encoding: 'latin1',
+  }).stdout;
   let cur = '';
   for (const line of out.split('\n')) {
     if (line.startsWith('# file: ')) cur = line.slice(8);
@@ -86,14 +105,29 @@ function hostManifest(root: string): string[] {
       const name = nameBuf.toString('latin1');
       const p = Buffer.concat([d, Buffer.from('/'), nameBuf]);
       const st = lstatSync(p, { bigint: false });
-      const type = st.isFile() ? 'f' : st.isDirectory() ? 'd' : st.isSymbolicLink() ? 'l' : st.isCharacterDevice() ? 'c' : st.isBlockDevice() ? 'b' : st.isFIFO() ? 'p' : 's';
+      const type = st.isFile()
+        ? 'f'
+        : st.isDirectory()
+          ? 'd'
+          : st.isSymbolicLink()
+            ? 'l'
+            : st.isCharacterDevice()
+              ? 'c'
+              : st.isBlockDevice()
+                ? 'b'
+                : st.isFIFO()
+                  ? 'p'
+                  : 's';
       let data = '-';
       // The 5 GiB sparse file is checked by targeted reads instead of hashing 5 GiB.
       if (type === 'f') data = st.size > 1024 ** 3 ? 'huge' : hashFile(p);
       else if (type === 'l') data = readlinkSync(p, { encoding: 'latin1' });
-      else if (type === 'c' || type === 'b') data = `${Math.floor(st.rdev / 256) & 0xfff}:${(st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00)}`;
+      else if (type === 'c' || type === 'b')
+        data = `${Math.floor(st.rdev / 256) & 0xfff}:${(st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00)}`;
       const x = (xattrs.get(p.toString('latin1')) ?? []).sort().join(',');
-      lines.push(`${rel}/${name} ${type} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${type === 'd' ? '-' : st.size} ${st.nlink} ${Math.floor(st.mtimeMs / 1000)} ${data} ${x}`);
+      lines.push(
+        `${rel}/${name} ${type} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${type === 'd' ? '-' : st.size} ${st.nlink} ${Math.floor(st.mtimeMs / 1000)} ${data} ${x}`,
+      );
       if (type === 'd') walk(p, `${rel}/${name}`);
     }
   };
@@ -112,7 +146,7 @@ async function engineManifest(fs: Ext3Fs): Promise<string[]> {
       if (e.type === 'f' && st.size > 1024 ** 3) data = 'huge';
       else if (e.type === 'f') {
         const h = createHash('sha256');
-        for (let pos = 0; pos < st.size; ) {
+        for (let pos = 0; pos < st.size;) {
           // Skip the big holes quickly: read in 1 MiB steps.
           const chunk = await fs.read(e.id, pos, 1 << 20);
           h.update(chunk);
@@ -123,8 +157,11 @@ async function engineManifest(fs: Ext3Fs): Promise<string[]> {
       } else if (e.type === 'l') data = (await fs.readlink(e.id)).toString('latin1');
       else if (e.type === 'c' || e.type === 'b') data = `${devMajor(st.rdev)}:${devMinor(st.rdev)}`;
       const xs: string[] = [];
-      for (const x of await fs.listxattr(e.id)) xs.push(`${x.toString('latin1')}=${(await fs.getxattr(e.id, x))!.toString('hex')}`);
-      lines.push(`${rel}/${name} ${e.type} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${e.type === 'd' ? '-' : st.size} ${st.nlink} ${st.mtime} ${data} ${xs.sort().join(',')}`);
+      for (const x of await fs.listxattr(e.id))
+        xs.push(`${x.toString('latin1')}=${(await fs.getxattr(e.id, x))!.toString('hex')}`);
+      lines.push(
+        `${rel}/${name} ${e.type} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid} ${e.type === 'd' ? '-' : st.size} ${st.nlink} ${st.mtime} ${data} ${xs.sort().join(',')}`,
+      );
       if (e.type === 'd') await walk(e.id, `${rel}/${name}`);
     }
   };
@@ -145,7 +182,13 @@ afterAll(async () => {
 });
 
 describe('reading mkfs.ext3 -d images', () => {
-  for (const [bs, isz] of [[1024, 128], [1024, 256], [2048, 256], [4096, 128], [4096, 256]] as const) {
+  for (const [bs, isz] of [
+    [1024, 128],
+    [1024, 256],
+    [2048, 256],
+    [4096, 128],
+    [4096, 256],
+  ] as const) {
     it(`${bs}-byte blocks, ${isz}-byte inodes: the engine's view equals the source tree`, async () => {
       const img = join(dir, `img-${bs}-${isz}.ext3`);
       mkfs(img, { sizeK: 24 * 1024, blockSize: bs, inodeSize: isz, src });
@@ -172,7 +215,16 @@ describe('images written by other tools', () => {
     writeFileSync(
       script,
       // (debugfs's mknod only creates in the current directory, hence the cd)
-      ['mkdir d', `write ${payload} d/payload`, 'symlink d/link /some/where/else', 'mkdir d/sub', 'cd d', 'mknod tty c 4 1', 'mknod pipe p', ''].join('\n'),
+      [
+        'mkdir d',
+        `write ${payload} d/payload`,
+        'symlink d/link /some/where/else',
+        'mkdir d/sub',
+        'cd d',
+        'mknod tty c 4 1',
+        'mknod pipe p',
+        '',
+      ].join('\n'),
     );
     execFileSync('debugfs', ['-w', '-f', script, img], { stdio: 'ignore' });
     const fs = await openImage(img, false);
@@ -298,7 +350,10 @@ describe('htree (dir_index) directories', () => {
     await fs.close();
     loopMountSync(img, mnt, { type: 'ext3', readonly: true });
     try {
-      const out = execFileSync('stat', ['-f', '-c', '%S %b %f %a %c %d %l', mnt], { encoding: 'utf8' }).trim().split(' ').map(Number);
+      const out = execFileSync('stat', ['-f', '-c', '%S %b %f %a %c %d %l', mnt], { encoding: 'utf8' })
+        .trim()
+        .split(' ')
+        .map(Number);
       expect([mine.bsize, mine.blocks, mine.bfree, mine.bavail, mine.files, mine.ffree, mine.namemax]).toEqual(out);
     } finally {
       unmountSync(mnt);

@@ -197,10 +197,18 @@ describe('Ext3Fs write path (checked by e2fsck -fn and debugfs)', () => {
     await fs.mknod(r, b('fifo'), { mode: S_IFIFO | 0o600, uid: 1, gid: 1 });
     await fs.mknod(r, b('sock'), { mode: S_IFSOCK | 0o755, uid: 1, gid: 1 });
     const f = await fs.mknod(r, b('f'), REG(0o600));
-    await fs.setattr(f, { mode: 0o4755, uid: 70000, gid: 80000, atime: { sec: 1_000_000_000, nsec: 5 }, mtime: { sec: 1_600_000_000, nsec: 123_456_789 } });
+    await fs.setattr(f, {
+      mode: 0o4755,
+      uid: 70000,
+      gid: 80000,
+      atime: { sec: 1_000_000_000, nsec: 5 },
+      mtime: { sec: 1_600_000_000, nsec: 123_456_789 },
+    });
     const st = await fs.getattr(f);
     expect(st.mode).toBe(S_IFREG | 0o4755);
-    expect([st.uid, st.gid, st.mtime, st.mtimeNsec, st.atime, st.atimeNsec]).toEqual([70000, 80000, 1_600_000_000, 123_456_789, 1_000_000_000, 5]);
+    expect([st.uid, st.gid, st.mtime, st.mtimeNsec, st.atime, st.atimeNsec]).toEqual([
+      70000, 80000, 1_600_000_000, 123_456_789, 1_000_000_000, 5,
+    ]);
     expect((await fs.getattr(wh)).rdev).toBe(0);
     expect((await fs.getattr(tty)).rdev).toBe(makedev(4, 1));
     expect((await fs.getattr(big)).rdev).toBe(makedev(259, 70000));
@@ -230,7 +238,12 @@ describe('Ext3Fs write path (checked by e2fsck -fn and debugfs)', () => {
       await expect(fs.setxattr(f, Buffer.from('user.huge'), Buffer.alloc(2000))).rejects.toMatchObject({ code: 'ENOSPC' });
       const acl = Buffer.alloc(4 + 8 * 4);
       acl.writeUInt32LE(2, 0);
-      const ents: [number, number, number][] = [[1, 7, 0xffffffff], [2, 5, 1234], [4, 5, 0xffffffff], [0x10, 5, 0xffffffff]];
+      const ents: [number, number, number][] = [
+        [1, 7, 0xffffffff],
+        [2, 5, 1234],
+        [4, 5, 0xffffffff],
+        [0x10, 5, 0xffffffff],
+      ];
       ents.forEach(([tag, perm, id], i) => {
         acl.writeUInt16LE(tag, 4 + 8 * i);
         acl.writeUInt16LE(perm, 6 + 8 * i);
@@ -247,12 +260,21 @@ describe('Ext3Fs write path (checked by e2fsck -fn and debugfs)', () => {
       const perms = new Map<number, number>();
       for (let o = 4; o < chmodded.length; o += 8) perms.set(chmodded.readUInt16LE(o), chmodded.readUInt16LE(o + 2));
       expect([perms.get(1), perms.get(0x10), perms.get(0x20), perms.get(2)]).toEqual([6, 4, 0, 5]);
-      expect((await fs.listxattr(f)).map(String).sort()).toEqual(['system.posix_acl_access', 'trusted.overlay.opaque', 'user.big', 'user.small']);
+      expect((await fs.listxattr(f)).map(String).sort()).toEqual([
+        'system.posix_acl_access',
+        'trusted.overlay.opaque',
+        'user.big',
+        'user.small',
+      ]);
       // An ACL the mode fully expresses is not stored: it only sets the mode.
       const g = await fs.mknod(r, b('g'), REG());
       const plain = Buffer.alloc(4 + 24);
       plain.writeUInt32LE(2, 0);
-      [[1, 7], [4, 0], [0x20, 1]].forEach(([tag, perm], i) => {
+      [
+        [1, 7],
+        [4, 0],
+        [0x20, 1],
+      ].forEach(([tag, perm], i) => {
         plain.writeUInt16LE(tag!, 4 + 8 * i);
         plain.writeUInt16LE(perm!, 6 + 8 * i);
         plain.writeUInt32LE(0xffffffff, 8 + 8 * i);
@@ -280,33 +302,36 @@ describe('Ext3Fs write path (checked by e2fsck -fn and debugfs)', () => {
   });
 
   if (!isRoot) skipNote('shared xattr block test', 'needs root for a kernel loop mount to make shared blocks');
-  itIf(isRoot, 'a kernel loop mount makes the shared xattr blocks: needs root')('copies a shared xattr block on write (kernel-made sharing)', async () => {
-    const img = image('shared.img', 8192, 1024, 128);
-    const mnt = join(dir, 'mnt-shared');
-    execFileSync('mkdir', ['-p', mnt]);
-    loopMountSync(img, mnt, { type: 'ext3' });
-    try {
-      for (const n of ['one', 'two', 'three']) {
-        execFileSync('touch', [join(mnt, n)]);
-        execFileSync('setfattr', ['-n', 'user.same', '-v', 'identical-value', join(mnt, n)]);
+  itIf(isRoot, 'a kernel loop mount makes the shared xattr blocks: needs root')(
+    'copies a shared xattr block on write (kernel-made sharing)',
+    async () => {
+      const img = image('shared.img', 8192, 1024, 128);
+      const mnt = join(dir, 'mnt-shared');
+      execFileSync('mkdir', ['-p', mnt]);
+      loopMountSync(img, mnt, { type: 'ext3' });
+      try {
+        for (const n of ['one', 'two', 'three']) {
+          execFileSync('touch', [join(mnt, n)]);
+          execFileSync('setfattr', ['-n', 'user.same', '-v', 'identical-value', join(mnt, n)]);
+        }
+      } finally {
+        unmountSync(mnt);
       }
-    } finally {
-      unmountSync(mnt);
-    }
-    expect(debugfs(img, 'stat /one')).toMatch(/File ACL: (\d+)/);
-    const blk = /File ACL: (\d+)/.exec(debugfs(img, 'stat /one'))![1];
-    expect(/File ACL: (\d+)/.exec(debugfs(img, 'stat /two'))![1]).toBe(blk);
-    const fs = await openImage(img, true);
-    const two = (await resolve(fs, 'two'))!;
-    await fs.setxattr(two, Buffer.from('user.other'), b('x'));
-    const three = (await resolve(fs, 'three'))!;
-    await fs.removexattr(three, Buffer.from('user.same'));
-    expect((await fs.getxattr((await resolve(fs, 'one'))!, Buffer.from('user.same')))!.toString()).toBe('identical-value');
-    await fs.close();
-    expectFsckClean(img);
-    expect(/File ACL: (\d+)/.exec(debugfs(img, 'stat /two'))![1]).not.toBe(blk);
-    expect(/File ACL: (\d+)/.exec(debugfs(img, 'stat /one'))![1]).toBe(blk);
-  });
+      expect(debugfs(img, 'stat /one')).toMatch(/File ACL: (\d+)/);
+      const blk = /File ACL: (\d+)/.exec(debugfs(img, 'stat /one'))![1];
+      expect(/File ACL: (\d+)/.exec(debugfs(img, 'stat /two'))![1]).toBe(blk);
+      const fs = await openImage(img, true);
+      const two = (await resolve(fs, 'two'))!;
+      await fs.setxattr(two, Buffer.from('user.other'), b('x'));
+      const three = (await resolve(fs, 'three'))!;
+      await fs.removexattr(three, Buffer.from('user.same'));
+      expect((await fs.getxattr((await resolve(fs, 'one'))!, Buffer.from('user.same')))!.toString()).toBe('identical-value');
+      await fs.close();
+      expectFsckClean(img);
+      expect(/File ACL: (\d+)/.exec(debugfs(img, 'stat /two'))![1]).not.toBe(blk);
+      expect(/File ACL: (\d+)/.exec(debugfs(img, 'stat /one'))![1]).toBe(blk);
+    },
+  );
 
   it('keeps an unlinked open file until release, and frees orphans left by a crash', async () => {
     const img = image('orphan.img');
@@ -410,7 +435,16 @@ describe('Ext3Fs write path (checked by e2fsck -fn and debugfs)', () => {
     expect(hash()).toBe(before);
     // Extent-mapped files of an ext4 image read fine (read-only): not with metadata_csum/64bit though.
     const ext4ro = join(dir, 'ext4-plain.img');
-    execFileSync('mkfs.ext4', ['-q', '-F', '-O', '^metadata_csum,^64bit,^flex_bg,^huge_file,^dir_nlink,^extra_isize,^metadata_csum_seed,^orphan_file', '-d', src, ext4ro, '8M']);
+    execFileSync('mkfs.ext4', [
+      '-q',
+      '-F',
+      '-O',
+      '^metadata_csum,^64bit,^flex_bg,^huge_file,^dir_nlink,^extra_isize,^metadata_csum_seed,^orphan_file',
+      '-d',
+      src,
+      ext4ro,
+      '8M',
+    ]);
     const fs = await openImage(ext4ro, false).catch((e: unknown) => e);
     if (fs instanceof Error) throw fs;
     const rfs = fs as Awaited<ReturnType<typeof openImage>>;

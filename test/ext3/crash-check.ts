@@ -63,7 +63,12 @@ export async function checkPromises(fs: WritableFs, p: Promises): Promise<string
         await walk(e.id, child);
       } else if (e.type === 'f') {
         const st = await fs.getattr(e.id);
-        files.set(child, createHash('sha256').update(await fs.read(e.id, 0, st.size)).digest('hex'));
+        files.set(
+          child,
+          createHash('sha256')
+            .update(await fs.read(e.id, 0, st.size))
+            .digest('hex'),
+        );
       } else {
         problems.push(`${child}: unexpected type ${e.type}`);
       }

@@ -173,7 +173,10 @@ describe('needs_recovery is cleared only after the journal is empty', () => {
         await loopMount(file, mnt);
         let kernel: string[];
         try {
-          kernel = (await treeManifest(mnt, { exclude: ['/lost+found'] })).toString('latin1').split('\n').filter((l) => l.length > 0);
+          kernel = (await treeManifest(mnt, { exclude: ['/lost+found'] }))
+            .toString('latin1')
+            .split('\n')
+            .filter((l) => l.length > 0);
         } finally {
           await unmount(mnt);
         }
@@ -204,7 +207,8 @@ describe('background commit errors are latched', () => {
       store.failAfterWrites = store.writes; // the disk goes away
       await new Promise((r) => setTimeout(r, 200));
       store.failAfterWrites = Infinity; // ...and comes back: the error must still be reported
-      const eio = (p: Promise<unknown>) => expect(p).rejects.toSatisfy((err: unknown) => err instanceof FsError && err.code === 'EIO');
+      const eio = (p: Promise<unknown>) =>
+        expect(p).rejects.toSatisfy((err: unknown) => err instanceof FsError && err.code === 'EIO');
       await eio(e.fsync(f, false));
       await eio(e.sync());
       await eio(e.write(f, 0, b('x')));
@@ -243,7 +247,7 @@ describe('foreground commit errors are latched too', () => {
     }
     expect(lines.filter((l) => l.includes(store.name))).toEqual([]);
     // The image was left as after a crash: recovery gives a consistent filesystem.
-    expect((await fsckBytes(dir, (await engineRecoveredBytes(store.crashImage('none'))))).code).toBe(0);
+    expect((await fsckBytes(dir, await engineRecoveredBytes(store.crashImage('none')))).code).toBe(0);
   });
 });
 
@@ -289,13 +293,15 @@ describe('InternalError for engine misuse', () => {
   });
 
   it('no internal-failure message in src/ext3 or src/squashfs is raised as CorruptError', () => {
-    const internal = /journal is closed|left the transaction|less room than its index|not where its index says|read-only here|region is read-only/;
+    const internal =
+      /journal is closed|left the transaction|less room than its index|not where its index says|read-only here|region is read-only/;
     const offenders: string[] = [];
     for (const top of ['src/ext3', 'src/squashfs', 'src/io']) {
       for (const file of fs.readdirSync(top, { recursive: true }) as string[]) {
         if (!file.endsWith('.ts')) continue;
         const text = fs.readFileSync(path.join(top, file), 'utf8');
-        for (const m of text.matchAll(/new CorruptError\(([^;]*)/g)) if (internal.test(m[1]!)) offenders.push(`${top}/${file}: ${m[1]!.slice(0, 60)}`);
+        for (const m of text.matchAll(/new CorruptError\(([^;]*)/g))
+          if (internal.test(m[1]!)) offenders.push(`${top}/${file}: ${m[1]!.slice(0, 60)}`);
       }
     }
     expect(offenders).toEqual([]);
@@ -318,7 +324,10 @@ describe('i_size beyond the block map', () => {
     const e = await openAnyImage(img);
     try {
       const f = (await e.lookup(e.rootId, b('f')))!;
-      const err = await e.getattr(f).then(() => null, (x: unknown) => x);
+      const err = await e.getattr(f).then(
+        () => null,
+        (x: unknown) => x,
+      );
       expect(err).toBeInstanceOf(CorruptError);
       expect((err as CorruptError).describe()).toContain(img);
       expect((err as CorruptError).message).toMatch(/size/);
@@ -344,7 +353,11 @@ describe('errors found after open name the image', () => {
     fs.writeFileSync(path.join(src, 'sub', 'x'), 'x');
     const img = path.join(dir, 'baddir.img');
     mkfs(img, { sizeK: 2048, src });
-    const blk = Number(/BLOCKS:\s*\(0\):(\d+)/.exec(execFileSync('debugfs', ['-R', 'stat /sub', img], { encoding: 'latin1', stdio: ['ignore', 'pipe', 'ignore'] }))?.[1]);
+    const blk = Number(
+      /BLOCKS:\s*\(0\):(\d+)/.exec(
+        execFileSync('debugfs', ['-R', 'stat /sub', img], { encoding: 'latin1', stdio: ['ignore', 'pipe', 'ignore'] }),
+      )?.[1],
+    );
     expect(blk).toBeGreaterThan(0);
     const fd = fs.openSync(img, 'r+');
     const rec = Buffer.alloc(2);
@@ -370,10 +383,16 @@ describe('errors found after open name the image', () => {
     for (const e of [await openAnyImage(img), await openExt3(await FileRegion.open(img), { writable: false })]) {
       try {
         const sub = (await e.lookup(e.rootId, b('sub')))!;
-        const err = await e.readdir(sub).then(() => null, (x: unknown) => x);
+        const err = await e.readdir(sub).then(
+          () => null,
+          (x: unknown) => x,
+        );
         expect(err).toBeInstanceOf(CorruptError);
         expect((err as CorruptError).file).toBe(img);
-        const err2 = await e.lookup(sub, b('x')).then(() => null, (x: unknown) => x);
+        const err2 = await e.lookup(sub, b('x')).then(
+          () => null,
+          (x: unknown) => x,
+        );
         expect((err2 as CorruptError).file).toBe(img);
       } finally {
         await e.close();

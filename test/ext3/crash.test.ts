@@ -110,7 +110,11 @@ describe('ext3 crash test: power cuts at sync boundaries (in-process)', () => {
         async (s) => {
           const subset = rand() < 0.5;
           const img = s.crashImage(subset ? () => rand() < 0.5 : 'none');
-          const { acked } = await judge(img, log.slice(), `seed ${seed} cut at sync ${s.syncs}${subset ? ' (random subset)' : ''}`);
+          const { acked } = await judge(
+            img,
+            log.slice(),
+            `seed ${seed} cut at sync ${s.syncs}${subset ? ' (random subset)' : ''}`,
+          );
           maxAcked = Math.max(maxAcked, acked);
           cuts++;
         },
@@ -118,7 +122,9 @@ describe('ext3 crash test: power cuts at sync boundaries (in-process)', () => {
       const e = await openExt3(store, { writable: true });
       await runWorkload(e, { seed, ops: OPS, log: (l) => log.push(l) });
       await e.close();
-      console.log(`crash test seed ${seed}: ${store.syncs} syncs, ${cuts} power cuts judged, up to ${maxAcked} fsynced operations checked`);
+      console.log(
+        `crash test seed ${seed}: ${store.syncs} syncs, ${cuts} power cuts judged, up to ${maxAcked} fsynced operations checked`,
+      );
       expect(cuts).toBeGreaterThanOrEqual(8);
       expect(maxAcked).toBeGreaterThan(50);
     });
@@ -135,7 +141,9 @@ describe('ext3 crash test: a writer process killed with SIGKILL', () => {
     fs.writeFileSync(img, base);
     fs.writeFileSync(logFile, '');
     const interval = rand() < 0.5 ? 30 : 5000;
-    const child = spawn(process.execPath, [writer, img, logFile, String(seed), String(interval)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [writer, img, logFile, String(seed), String(interval)], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));

@@ -97,4 +97,3 @@ export async function loopMount(image: string, mountpoint: string): Promise<void
 export async function unmount(mountpoint: string): Promise<void> {
   unmountSync(mountpoint);
 }
-

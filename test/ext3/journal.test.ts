@@ -142,8 +142,14 @@ describe('journal format codec', () => {
 
   it('encodes and decodes tags for every layout (32/64-bit, CSUM_V2, CSUM_V3)', () => {
     const uuid = Buffer.alloc(16, 0xab);
-    const variants = [0, JournalIncompat.BIT64, JournalIncompat.CSUM_V2, JournalIncompat.CSUM_V2 | JournalIncompat.BIT64,
-      JournalIncompat.CSUM_V3, JournalIncompat.CSUM_V3 | JournalIncompat.BIT64];
+    const variants = [
+      0,
+      JournalIncompat.BIT64,
+      JournalIncompat.CSUM_V2,
+      JournalIncompat.CSUM_V2 | JournalIncompat.BIT64,
+      JournalIncompat.CSUM_V3,
+      JournalIncompat.CSUM_V3 | JournalIncompat.BIT64,
+    ];
     const expectedSizes = [8, 12, 10, 14, 16, 16];
     variants.forEach((features, vi) => {
       const layout = tagLayout(features);
@@ -154,7 +160,13 @@ describe('journal format codec', () => {
       let off = 12;
       nrs.forEach((nr, k) => {
         const flags = (k ? TagFlag.SAME_UUID : 0) | (k === 1 ? TagFlag.ESCAPE : 0) | (k === 2 ? TagFlag.LAST_TAG : 0);
-        off = encodeDescriptorTag(block, off, layout, { blockNr: nr, flags, checksum: layout.csumV3 ? 0x12345678 : 0x1234 }, uuid);
+        off = encodeDescriptorTag(
+          block,
+          off,
+          layout,
+          { blockNr: nr, flags, checksum: layout.csumV3 ? 0x12345678 : 0x1234 },
+          uuid,
+        );
       });
       expect(off).toBe(12 + 3 * layout.tagSize + 16);
       const tags = decodeDescriptorTags(block, layout);
@@ -280,7 +292,13 @@ describe('journal writer and replay', () => {
     const vol = withVolumeName(store.current, 'kernelsees');
     const [a, b] = freeBlocks(small, 2) as [number, number];
     await journal.commit(new Map([[a, filled(bs, 8)]]));
-    await journal.commit(new Map([[vol.nr, vol.data], [b, filled(bs, 9)]]), new Set([a]));
+    await journal.commit(
+      new Map([
+        [vol.nr, vol.data],
+        [b, filled(bs, 9)],
+      ]),
+      new Set([a]),
+    );
     const file = path.join(dir, 'kernel-replay.img');
     fs.writeFileSync(file, store.crashImage('none'));
     const mnt = fs.mkdtempSync(path.join(dir, 'mnt-'));
@@ -323,7 +341,8 @@ describe('journal writer and replay', () => {
       const theirs = await e2fsckReplay(crashed);
       const bs = 4096;
       for (let b = 1; b < crashed.length / bs; b++) {
-        if (!blockOf(theirs, bs, b).equals(blockOf(ours.bytes, bs, b))) throw new Error(`block ${b} differs from e2fsck's replay`);
+        if (!blockOf(theirs, bs, b).equals(blockOf(ours.bytes, bs, b)))
+          throw new Error(`block ${b} differs from e2fsck's replay`);
       }
       const check = await fsck(dir, ours.bytes);
       expect(check.code, check.out).toBe(0);
@@ -376,7 +395,7 @@ describe('journal writer and replay', () => {
       }
       crashPoints++;
       // Power cut: durable bytes plus a random subset of unsynced writes.
-      const img = store.crashImage((i) => (rand() < 0.5) !== (i % 3 === 0));
+      const img = store.crashImage((i) => rand() < 0.5 !== (i % 3 === 0));
       const region = new MemoryRegion(img);
       await recoverFilesystem(region);
       const seen = (h: number) => {
@@ -405,7 +424,12 @@ describe('journal writer and replay', () => {
     const store = new CrashStore(small);
     await setNeedsRecovery(store, true);
     const journal = await Journal.open(await openJournalFile(store));
-    await journal.commit(new Map([[x, filled(bs, 1)], [y, filled(bs, 1)]]));
+    await journal.commit(
+      new Map([
+        [x, filled(bs, 1)],
+        [y, filled(bs, 1)],
+      ]),
+    );
     // x is freed from metadata use and reused for file data (written in place).
     await journal.commit(new Map(), new Set([x]));
     await store.write(x * bs, filled(bs, 99));

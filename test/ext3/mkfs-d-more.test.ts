@@ -17,7 +17,17 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execa } from 'execa';
-import { closeSync, mkdirSync, openSync, symlinkSync, linkSync, writeFileSync, writeSync, ftruncateSync, utimesSync } from 'node:fs';
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  symlinkSync,
+  linkSync,
+  writeFileSync,
+  writeSync,
+  ftruncateSync,
+  utimesSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { hasTool, isRoot, makeTempDir, removeTempDir, skipNote, treeManifest } from '../tools/helpers.js';
 import { engineManifestLines as engineLines, openImageFile } from '../tools/ext3-engine.js';
@@ -35,7 +45,11 @@ beforeAll(() => {
 });
 afterAll(() => removeTempDir(dir));
 
-const split = (b: Buffer) => b.toString('latin1').split('\n').filter((l) => l.length > 0);
+const split = (b: Buffer) =>
+  b
+    .toString('latin1')
+    .split('\n')
+    .filter((l) => l.length > 0);
 const GiB = 1024 ** 3;
 const BIG = 4 * GiB + 4096 * 3;
 
@@ -56,7 +70,8 @@ async function debugfs(image: string, request: string): Promise<string> {
 /** What a kernel or fuse2fs mount gets written into it (names are the checks' anchors). */
 async function populate(mnt: string, entries: number): Promise<void> {
   mkdirSync(join(mnt, 'htree'));
-  for (let i = 0; i < entries; i++) writeFileSync(join(mnt, 'htree', `entry-${String(i).padStart(5, '0')}-with-a-longer-name`), `${i}\n`);
+  for (let i = 0; i < entries; i++)
+    writeFileSync(join(mnt, 'htree', `entry-${String(i).padStart(5, '0')}-with-a-longer-name`), `${i}\n`);
   for (let i = 1; i <= 4; i++) {
     const p = join(mnt, `shared-${i}`);
     writeFileSync(p, `shared ${i}\n`);
@@ -90,7 +105,13 @@ describe('special images read by the engine', () => {
     writeFileSync(join(src, 'small'), 'beside the big one\n');
     const fd = openSync(join(src, 'big'), 'w');
     // 12 direct + 256 single + 65536 double-indirect 1 KiB blocks end at 64.26 MiB: 65 MiB is triple indirect.
-    const pieces = [[0, 'at zero'], [65 << 20, 'triple indirect'], [GiB, 'after 1 GiB'], [4 * GiB - 3, 'across 4 GiB'], [BIG - 4, 'end!']] as const;
+    const pieces = [
+      [0, 'at zero'],
+      [65 << 20, 'triple indirect'],
+      [GiB, 'after 1 GiB'],
+      [4 * GiB - 3, 'across 4 GiB'],
+      [BIG - 4, 'end!'],
+    ] as const;
     for (const [pos, text] of pieces) writeSync(fd, Buffer.from(text), 0, text.length, pos);
     ftruncateSync(fd, BIG);
     closeSync(fd);
@@ -99,7 +120,15 @@ describe('special images read by the engine', () => {
     await mkfsExt3(image, { blockSize: 1024, inodeSize: 256, sizeKiB: 64 * 1024, source: src });
     expect(await debugfs(image, 'stat /big')).toMatch(/\(TIND\)/);
     // mkfs -d stamps the root with the time of the run, and makes it 0:0 whoever runs it.
-    const noRootTime = (ls: string[]) => ls.map((l) => (l.startsWith('/\t') ? l.split('\t').map((f, i) => ([3, 4, 6].includes(i) ? '*' : f)).join('\t') : l));
+    const noRootTime = (ls: string[]) =>
+      ls.map((l) =>
+        l.startsWith('/\t')
+          ? l
+              .split('\t')
+              .map((f, i) => ([3, 4, 6].includes(i) ? '*' : f))
+              .join('\t')
+          : l,
+      );
     // Hashing 4 GiB costs ~10 s per side on these machines: the full sha256 comparison of /big runs in
     // long runs (SIFUSE_PROPERTY_RUNS >= 2); by default its data and holes are checked by reads below.
     const full = Number(process.env.SIFUSE_PROPERTY_RUNS ?? '1') >= 2;
@@ -128,7 +157,10 @@ describe('special images read by the engine', () => {
         if (pieces.some(([p, t]) => pos < p + t.length && p < pos + 4096)) continue;
         const hole = await fs.read(id!, pos, 4096);
         expect(hole.length).toBe(4096);
-        expect(hole.every((b) => b === 0), `hole at ${pos}`).toBe(true);
+        expect(
+          hole.every((b) => b === 0),
+          `hole at ${pos}`,
+        ).toBe(true);
       }
       expect((await fs.read(id!, BIG - 2, 100)).toString()).toBe('d!');
     } finally {
@@ -136,44 +168,50 @@ describe('special images read by the engine', () => {
     }
   });
 
-  itIf(isRoot, 'loop mounts need root')('kernel-populated image (root): htree, shared xattr blocks, ACLs, symlinks; engine copy-on-write of a shared block', async () => {
-    const image = join(dir, 'kernel.img');
-    await mkfsExt3(image, { blockSize: 1024, inodeSize: 128, sizeKiB: 32 * 1024 });
-    const mnt = join(dir, 'kmnt');
-    await loopMount(image, mnt);
-    try {
-      await populate(mnt, 3000);
-    } finally {
-      await unmount(mnt);
-    }
-    expect(await debugfs(image, 'stat /htree')).toMatch(/Flags: 0x0*1000\b/);
-    const acl1 = /File ACL: (\d+)/.exec(await debugfs(image, 'stat /shared-1'))?.[1];
-    const acl2 = /File ACL: (\d+)/.exec(await debugfs(image, 'stat /shared-2'))?.[1];
-    expect(acl1 && acl1 !== '0').toBeTruthy();
-    expect(acl2).toBe(acl1);
-    const before = await kernelLines(image);
-    expect(before.some((l) => l.startsWith('/acl-file\t') && l.includes('system.posix_acl_access='))).toBe(true);
-    expect(diffLines(before, await engineLines(image))).toBe('');
+  itIf(isRoot, 'loop mounts need root')(
+    'kernel-populated image (root): htree, shared xattr blocks, ACLs, symlinks; engine copy-on-write of a shared block',
+    async () => {
+      const image = join(dir, 'kernel.img');
+      await mkfsExt3(image, { blockSize: 1024, inodeSize: 128, sizeKiB: 32 * 1024 });
+      const mnt = join(dir, 'kmnt');
+      await loopMount(image, mnt);
+      try {
+        await populate(mnt, 3000);
+      } finally {
+        await unmount(mnt);
+      }
+      expect(await debugfs(image, 'stat /htree')).toMatch(/Flags: 0x0*1000\b/);
+      const acl1 = /File ACL: (\d+)/.exec(await debugfs(image, 'stat /shared-1'))?.[1];
+      const acl2 = /File ACL: (\d+)/.exec(await debugfs(image, 'stat /shared-2'))?.[1];
+      expect(acl1 && acl1 !== '0').toBeTruthy();
+      expect(acl2).toBe(acl1);
+      const before = await kernelLines(image);
+      expect(before.some((l) => l.startsWith('/acl-file\t') && l.includes('system.posix_acl_access='))).toBe(true);
+      expect(diffLines(before, await engineLines(image))).toBe('');
 
-    // Copy on write: changing one sharer leaves the others' block alone.
-    const fs = await openImageFile(image, true);
-    try {
-      const id = await fs.lookup(fs.rootId, Buffer.from('shared-1'));
-      expect(id).not.toBeNull();
-      await fs.setxattr(id!, Buffer.from('user.shared'), Buffer.from('changed'));
-    } finally {
-      await fs.close();
-    }
-    const check = await fsck(image);
-    expect(check.clean, check.output).toBe(true);
-    const after = await kernelLines(image);
-    expect(diffLines(after, await engineLines(image))).toBe('');
-    const line = (ls: string[], p: string) => ls.find((l) => l.startsWith(`${p}\t`));
-    expect(line(after, '/shared-1')).toContain(`user.shared=${Buffer.from('changed').toString('base64')}`);
-    for (const p of ['/shared-2', '/shared-3', '/shared-4']) expect(line(after, p)).toBe(line(before, p));
-  });
+      // Copy on write: changing one sharer leaves the others' block alone.
+      const fs = await openImageFile(image, true);
+      try {
+        const id = await fs.lookup(fs.rootId, Buffer.from('shared-1'));
+        expect(id).not.toBeNull();
+        await fs.setxattr(id!, Buffer.from('user.shared'), Buffer.from('changed'));
+      } finally {
+        await fs.close();
+      }
+      const check = await fsck(image);
+      expect(check.clean, check.output).toBe(true);
+      const after = await kernelLines(image);
+      expect(diffLines(after, await engineLines(image))).toBe('');
+      const line = (ls: string[], p: string) => ls.find((l) => l.startsWith(`${p}\t`));
+      expect(line(after, '/shared-1')).toContain(`user.shared=${Buffer.from('changed').toString('base64')}`);
+      for (const p of ['/shared-2', '/shared-3', '/shared-4']) expect(line(after, p)).toBe(line(before, p));
+    },
+  );
 
-  itIf(isRoot && haveFuse2fs, isRoot ? 'fuse2fs is not installed (scripts/install-system-deps.sh installs it)' : 'FUSE mounts need root')('fuse2fs-populated image (root)', async () => {
+  itIf(
+    isRoot && haveFuse2fs,
+    isRoot ? 'fuse2fs is not installed (scripts/install-system-deps.sh installs it)' : 'FUSE mounts need root',
+  )('fuse2fs-populated image (root)', async () => {
     const image = join(dir, 'fuse2fs.img');
     await mkfsExt3(image, { blockSize: 4096, inodeSize: 256, sizeKiB: 32 * 1024 });
     const mnt = join(dir, 'fmnt');

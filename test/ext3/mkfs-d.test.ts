@@ -25,7 +25,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execa } from 'execa';
 import { lstatSync, unlinkSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
-import { isRoot, makeTempDir, makeTree, removeTempDir, runSifuse, skipNote, treeManifest, withLoopMount } from '../tools/helpers.js';
+import {
+  isRoot,
+  makeTempDir,
+  makeTree,
+  removeTempDir,
+  runSifuse,
+  skipNote,
+  treeManifest,
+  withLoopMount,
+} from '../tools/helpers.js';
 import { engineManifestLines as engineLines } from '../tools/ext3-engine.js';
 import { diffLines } from '../conformance/manifest.js';
 import { fsck, mkfsExt3 } from './image-tools.js';
@@ -46,7 +55,11 @@ function normalise(lines: string[]): string[] {
   });
 }
 
-const split = (b: Buffer) => b.toString('latin1').split('\n').filter((l) => l.length > 0);
+const split = (b: Buffer) =>
+  b
+    .toString('latin1')
+    .split('\n')
+    .filter((l) => l.length > 0);
 
 interface Img {
   label: string;
@@ -123,12 +136,15 @@ describe('mkfs.ext3 -d images', () => {
     expect(d.stdout).toMatch(/Flags: 0x0*1000\b/);
   });
 
-  itIf(isRoot, 'loop mounts need root')('kernel view equals the source tree under the stated rules (proves fixture and rules)', async () => {
-    for (const img of images) {
-      const d = diffLines(normalise(img.source), normalise(await kernelLines(img.path)));
-      expect(d, img.label).toBe('');
-    }
-  });
+  itIf(isRoot, 'loop mounts need root')(
+    'kernel view equals the source tree under the stated rules (proves fixture and rules)',
+    async () => {
+      for (const img of images) {
+        const d = diffLines(normalise(img.source), normalise(await kernelLines(img.path)));
+        expect(d, img.label).toBe('');
+      }
+    },
+  );
 
   it('engine manifest equals the source tree manifest', async () => {
     for (const img of images) {

@@ -146,7 +146,9 @@ describe('mkfs output equals mkfs.ext3', () => {
     await store.close();
     // Two runs differ in UUID and hash seed.
     const c = await ours('ours-rand2.img', 100 * MiB, false);
-    const uuids = await Promise.all([b, c].map(async (f) => /UUID:\s+(\S+)/.exec((await execa('dumpe2fs', ['-h', f])).stdout)![1]));
+    const uuids = await Promise.all(
+      [b, c].map(async (f) => /UUID:\s+(\S+)/.exec((await execa('dumpe2fs', ['-h', f])).stdout)![1]),
+    );
     expect(uuids[0]).not.toBe(uuids[1]);
     for (const f of [a, b, c]) fs.rmSync(f);
   });

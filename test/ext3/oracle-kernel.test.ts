@@ -34,7 +34,7 @@ const GEOMETRIES = [
 ] as const;
 
 describeIf(isRoot, 'loop mounts need root')('model against the kernel (root, loop mounts)', () => {
-  it('the fixed edge-case sequence gives the kernel\'s outcomes (1 KiB blocks)', async () => {
+  it("the fixed edge-case sequence gives the kernel's outcomes (1 KiB blocks)", async () => {
     const image = join(dir, 'edge.img');
     await mkfsExt3(image, { blockSize: 1024, inodeSize: 256, sizeKiB: 16 * 1024 });
     const mnt = join(dir, 'edge-mnt');
@@ -42,50 +42,82 @@ describeIf(isRoot, 'loop mounts need root')('model against the kernel (root, loo
     const kernel = new KernelTarget(mnt);
     let log: SequenceLog;
     try {
-      log = await runSequence(kernel, { seed: 0, ops: 0, blockSize: 1024, init: mkfsInit, exclude: ['/lost+found'], replay: EDGE_CASES });
+      log = await runSequence(kernel, {
+        seed: 0,
+        ops: 0,
+        blockSize: 1024,
+        init: mkfsInit,
+        exclude: ['/lost+found'],
+        replay: EDGE_CASES,
+      });
     } finally {
       await kernel.close();
       await unmount(mnt);
     }
     console.log(`edge cases on the kernel: ${log.outcomes.join(' ')}`);
-    expect(new Set(log.outcomes)).toEqual(new Set(['ok', 'EINVAL', 'ENOTEMPTY', 'EISDIR', 'ENOTDIR', 'EPERM', 'ELOOP', 'EEXIST', 'ENODATA', 'ENAMETOOLONG', 'ENOENT']));
+    expect(new Set(log.outcomes)).toEqual(
+      new Set([
+        'ok',
+        'EINVAL',
+        'ENOTEMPTY',
+        'EISDIR',
+        'ENOTDIR',
+        'EPERM',
+        'ELOOP',
+        'EEXIST',
+        'ENODATA',
+        'ENAMETOOLONG',
+        'ENOENT',
+      ]),
+    );
     const check = await fsck(image);
     expect(check.clean, check.output).toBe(true);
   });
 
   for (const g of GEOMETRIES) {
-    it(`${g.blockSize}-byte blocks, ${g.inodeSize}-byte inodes: same outcomes, manifest, links; e2fsck clean`, async () => {
-      const pristine = join(dir, `pristine-${g.blockSize}-${g.inodeSize}.img`);
-      await mkfsExt3(pristine, { ...g, sizeKiB: 16 * 1024 });
-      const counts = new Map<string, number>();
-      const sequences = runs(4);
-      for (let s = 0; s < sequences; s++) {
-        const seed = g.blockSize * 1000 + g.inodeSize * 10 + s;
-        const image = join(dir, 'k.img');
-        const mnt = join(dir, 'mnt');
-        copyFileSync(pristine, image);
-        await loopMount(image, mnt);
-        const kernel = new KernelTarget(mnt);
-        let log: SequenceLog | undefined;
-        try {
-          log = await runSequence(kernel, {
-            seed, ops: 80, blockSize: g.blockSize, init: mkfsInit, exclude: ['/lost+found'], maxOffset: 6 << 20,
-          });
-        } catch (e) {
-          writeFileSync(join(tmpdir(), `sifuse-e3-oracle-seed-${seed}.txt`), String(e));
-          throw e;
-        } finally {
-          await kernel.close();
-          await unmount(mnt);
+    it(
+      `${g.blockSize}-byte blocks, ${g.inodeSize}-byte inodes: same outcomes, manifest, links; e2fsck clean`,
+      async () => {
+        const pristine = join(dir, `pristine-${g.blockSize}-${g.inodeSize}.img`);
+        await mkfsExt3(pristine, { ...g, sizeKiB: 16 * 1024 });
+        const counts = new Map<string, number>();
+        const sequences = runs(4);
+        for (let s = 0; s < sequences; s++) {
+          const seed = g.blockSize * 1000 + g.inodeSize * 10 + s;
+          const image = join(dir, 'k.img');
+          const mnt = join(dir, 'mnt');
+          copyFileSync(pristine, image);
+          await loopMount(image, mnt);
+          const kernel = new KernelTarget(mnt);
+          let log: SequenceLog | undefined;
+          try {
+            log = await runSequence(kernel, {
+              seed,
+              ops: 80,
+              blockSize: g.blockSize,
+              init: mkfsInit,
+              exclude: ['/lost+found'],
+              maxOffset: 6 << 20,
+            });
+          } catch (e) {
+            writeFileSync(join(tmpdir(), `sifuse-e3-oracle-seed-${seed}.txt`), String(e));
+            throw e;
+          } finally {
+            await kernel.close();
+            await unmount(mnt);
+          }
+          for (const o of log.outcomes) counts.set(o, (counts.get(o) ?? 0) + 1);
+          const check = await fsck(image);
+          expect(check.clean, `${check.output}\n${formatOps(log.ops, log.outcomes)}`).toBe(true);
         }
-        for (const o of log.outcomes) counts.set(o, (counts.get(o) ?? 0) + 1);
-        const check = await fsck(image);
-        expect(check.clean, `${check.output}\n${formatOps(log.ops, log.outcomes)}`).toBe(true);
-      }
-      console.log(`kernel ${g.blockSize}/${g.inodeSize}: ${sequences} sequences, outcomes ${JSON.stringify(Object.fromEntries(counts))}`);
-      // Successes and the common errors all occurred.
-      for (const code of ['ok', 'ENOENT', 'EEXIST']) expect(counts.get(code) ?? 0).toBeGreaterThan(0);
-    }, timeoutFor(20_000));
+        console.log(
+          `kernel ${g.blockSize}/${g.inodeSize}: ${sequences} sequences, outcomes ${JSON.stringify(Object.fromEntries(counts))}`,
+        );
+        // Successes and the common errors all occurred.
+        for (const code of ['ok', 'ENOENT', 'EEXIST']) expect(counts.get(code) ?? 0).toBeGreaterThan(0);
+      },
+      timeoutFor(20_000),
+    );
   }
 });
 

@@ -57,7 +57,14 @@ const mkfsInit = (m: ModelFs) => {
 };
 
 function mkfsTarget(name: string, g: MkfsOptions, extra: { kernelFirst?: { ops: number; maxOffset: number } } = {}) {
-  const t = ext3Target({ name, blockSize: g.blockSize, make: (path) => mkfsExt3(path, g), init: mkfsInit, dir: () => dir, ...extra });
+  const t = ext3Target({
+    name,
+    blockSize: g.blockSize,
+    make: (path) => mkfsExt3(path, g),
+    init: mkfsInit,
+    dir: () => dir,
+    ...extra,
+  });
   targets.push(t);
   return t;
 }
@@ -106,53 +113,69 @@ describe('ext3 engine: images of its own mkfs, kernel-written images, small imag
   beforeAll(() => overlay.setup!(), 300_000);
   afterAll(() => overlay.teardown!());
 
-  it("images made by `sifuse overlay create --sparse` (the engine's own mkfs), operations under / and /upper", async () => {
-    const stats = newStats();
-    const plan = { ops: 40, viewEvery: KERNEL_EVERY, reopenEvery: 3 };
-    await runSequences(overlay, { ...plan, sequences: 60, seedBase: 8_800_000, maxOffset: 70 << 20 }, stats);
-    await runSequences(overlay, { ...plan, sequences: 60, seedBase: 8_810_000, maxOffset: 4 << 20 }, stats);
-    await runSequences(overlay, { ...plan, sequences: 120, seedBase: 8_820_000, maxOffset: 4 << 20, base: '/upper' }, stats);
-    console.log(`engine on overlay-create images: ${summary(stats)}`);
-    expect(stats.sequences).toBe(runs(60) * 2 + runs(120));
-  }, timeoutFor(40_000));
+  it(
+    "images made by `sifuse overlay create --sparse` (the engine's own mkfs), operations under / and /upper",
+    async () => {
+      const stats = newStats();
+      const plan = { ops: 40, viewEvery: KERNEL_EVERY, reopenEvery: 3 };
+      await runSequences(overlay, { ...plan, sequences: 60, seedBase: 8_800_000, maxOffset: 70 << 20 }, stats);
+      await runSequences(overlay, { ...plan, sequences: 60, seedBase: 8_810_000, maxOffset: 4 << 20 }, stats);
+      await runSequences(overlay, { ...plan, sequences: 120, seedBase: 8_820_000, maxOffset: 4 << 20, base: '/upper' }, stats);
+      console.log(`engine on overlay-create images: ${summary(stats)}`);
+      expect(stats.sequences).toBe(runs(60) * 2 + runs(120));
+    },
+    timeoutFor(40_000),
+  );
 
-  itIf(isRoot, 'loop mounts need root')('the kernel writes first, the engine continues on the same image (root)', async () => {
-    const stats = newStats();
-    const geometries: MkfsOptions[] = [
-      { blockSize: 1024, inodeSize: 128, sizeKiB: 16 * 1024 },
-      { blockSize: 4096, inodeSize: 256, sizeKiB: 32 * 1024 },
-    ];
-    for (const [i, g] of geometries.entries()) {
-      const t = mkfsTarget(`ext3 kernel first ${i}`, g, { kernelFirst: { ops: 60, maxOffset: 6 << 20 } });
-      await t.setup!();
-      try {
-        await runSequences(t, { sequences: 4, ops: 40, seedBase: 6_600_000 + i * 1000, reopenEvery: 1, viewEvery: 4, maxOffset: 6 << 20 }, stats);
-      } finally {
-        await t.teardown!();
+  itIf(isRoot, 'loop mounts need root')(
+    'the kernel writes first, the engine continues on the same image (root)',
+    async () => {
+      const stats = newStats();
+      const geometries: MkfsOptions[] = [
+        { blockSize: 1024, inodeSize: 128, sizeKiB: 16 * 1024 },
+        { blockSize: 4096, inodeSize: 256, sizeKiB: 32 * 1024 },
+      ];
+      for (const [i, g] of geometries.entries()) {
+        const t = mkfsTarget(`ext3 kernel first ${i}`, g, { kernelFirst: { ops: 60, maxOffset: 6 << 20 } });
+        await t.setup!();
+        try {
+          await runSequences(
+            t,
+            { sequences: 4, ops: 40, seedBase: 6_600_000 + i * 1000, reopenEvery: 1, viewEvery: 4, maxOffset: 6 << 20 },
+            stats,
+          );
+        } finally {
+          await t.teardown!();
+        }
       }
-    }
-    console.log(`kernel then engine: ${summary(stats)}`);
-    expect(stats.sequences).toBe(runs(4) * 2);
-  }, timeoutFor(40_000));
+      console.log(`kernel then engine: ${summary(stats)}`);
+      expect(stats.sequences).toBe(runs(4) * 2);
+    },
+    timeoutFor(40_000),
+  );
 
-  it('small images: ENOSPC and inode exhaustion are clean errors, nothing corrupted', async () => {
-    const stats = newStats();
-    const small: MkfsOptions[] = [
-      { blockSize: 1024, inodeSize: 256, sizeKiB: 2048, inodes: 32 },
-      { blockSize: 1024, inodeSize: 128, sizeKiB: 3072 },
-      { blockSize: 4096, inodeSize: 256, sizeKiB: 8192, inodes: 64 },
-    ];
-    for (const [i, g] of small.entries()) {
-      const t = mkfsTarget(`ext3 small ${i}`, g);
-      await t.setup!();
-      try {
-        await fillSequences(t, 20, { seedBase: 9_100_000 + i * 1000 }, stats);
-      } finally {
-        await t.teardown!();
+  it(
+    'small images: ENOSPC and inode exhaustion are clean errors, nothing corrupted',
+    async () => {
+      const stats = newStats();
+      const small: MkfsOptions[] = [
+        { blockSize: 1024, inodeSize: 256, sizeKiB: 2048, inodes: 32 },
+        { blockSize: 1024, inodeSize: 128, sizeKiB: 3072 },
+        { blockSize: 4096, inodeSize: 256, sizeKiB: 8192, inodes: 64 },
+      ];
+      for (const [i, g] of small.entries()) {
+        const t = mkfsTarget(`ext3 small ${i}`, g);
+        await t.setup!();
+        try {
+          await fillSequences(t, 20, { seedBase: 9_100_000 + i * 1000 }, stats);
+        } finally {
+          await t.teardown!();
+        }
       }
-    }
-    console.log(`engine small images: ${summary(stats)}`);
-    expect(stats.sequences).toBe(runs(20) * 3);
-    expect(stats.enospc).toBeGreaterThan(0);
-  }, timeoutFor(40_000));
+      console.log(`engine small images: ${summary(stats)}`);
+      expect(stats.sequences).toBe(runs(20) * 3);
+      expect(stats.enospc).toBeGreaterThan(0);
+    },
+    timeoutFor(40_000),
+  );
 });

@@ -44,7 +44,11 @@ beforeAll(() => {
 });
 afterAll(() => removeTempDir(dir));
 
-const split = (b: Buffer) => b.toString('latin1').split('\n').filter((l) => l.length > 0);
+const split = (b: Buffer) =>
+  b
+    .toString('latin1')
+    .split('\n')
+    .filter((l) => l.length > 0);
 const sha = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 
 async function superblockInfo(image: string): Promise<{ needsRecovery: boolean; journalStart: number }> {
@@ -115,57 +119,65 @@ const CASES: { g: MkfsOptions; flush: boolean }[] = [
   { g: { blockSize: 2048, inodeSize: 256, sizeKiB: 32 * 1024 }, flush: false },
 ];
 
-describeIf(isRoot, 'loop mounts and xfs_io shutdown need root')('journal replay of images the kernel left needing recovery', () => {
-  for (const [i, c] of CASES.entries()) {
-    const what = `${c.g.blockSize}-byte blocks, ${c.g.inodeSize}-byte inodes, shutdown ${c.flush ? '-f (log flushed)' : 'without log flush'}`;
-    it(what, async () => {
-      const crashed = await crashKernel(c.g, 5_000 + i, c.flush);
-      const before = await superblockInfo(crashed.image);
-      expect(before.needsRecovery).toBe(true);
-      expect(before.journalStart).toBeGreaterThan(0);
+describeIf(isRoot, 'loop mounts and xfs_io shutdown need root')(
+  'journal replay of images the kernel left needing recovery',
+  () => {
+    for (const [i, c] of CASES.entries()) {
+      const what = `${c.g.blockSize}-byte blocks, ${c.g.inodeSize}-byte inodes, shutdown ${c.flush ? '-f (log flushed)' : 'without log flush'}`;
+      it(what, async () => {
+        const crashed = await crashKernel(c.g, 5_000 + i, c.flush);
+        const before = await superblockInfo(crashed.image);
+        expect(before.needsRecovery).toBe(true);
+        expect(before.journalStart).toBeGreaterThan(0);
 
-      // Reference: the kernel's own recovery on a copy.
-      const ref = join(dir, `ref-${i}.img`);
-      copyFileSync(crashed.image, ref);
-      const reference = await kernelView(ref, `ref-${i}`);
+        // Reference: the kernel's own recovery on a copy.
+        const ref = join(dir, `ref-${i}.img`);
+        copyFileSync(crashed.image, ref);
+        const reference = await kernelView(ref, `ref-${i}`);
 
-      // Read-only engine: same tree, image untouched.
-      const ro = join(dir, `ro-${i}.img`);
-      copyFileSync(crashed.image, ro);
-      const roSha = sha(ro);
-      const roFs = await openImageFile(ro, false);
-      try {
-        const lines = (await walkManifest(roFs, { exclude: ['/lost+found'] })).map((e) => e.line);
-        expect(diffLines(reference, lines), 'read-only engine vs kernel recovery').toBe('');
-      } finally {
-        await roFs.close();
-      }
-      expect(sha(ro)).toBe(roSha);
-
-      // Writable engine: replays in place, same tree, clean and empty journal after close.
-      const rw = join(dir, `rw-${i}.img`);
-      copyFileSync(crashed.image, rw);
-      const fs = await openImageFile(rw, true);
-      try {
-        const lines = (await walkManifest(fs, { exclude: ['/lost+found'] })).map((e) => e.line);
-        expect(diffLines(reference, lines), 'writable engine vs kernel recovery').toBe('');
-        if (c.flush) {
-          await compareWithModel(new FsTarget(fs, ['/lost+found']), { ops: [], outcomes: [], model: crashed.model, enospc: 0 }, { seed: crashed.seed, exclude: ['/lost+found'] }, 'after replay (every op was committed)');
+        // Read-only engine: same tree, image untouched.
+        const ro = join(dir, `ro-${i}.img`);
+        copyFileSync(crashed.image, ro);
+        const roSha = sha(ro);
+        const roFs = await openImageFile(ro, false);
+        try {
+          const lines = (await walkManifest(roFs, { exclude: ['/lost+found'] })).map((e) => e.line);
+          expect(diffLines(reference, lines), 'read-only engine vs kernel recovery').toBe('');
+        } finally {
+          await roFs.close();
         }
-      } finally {
-        await fs.close();
-      }
-      const check = await fsck(rw);
-      expect(check.clean, check.output).toBe(true);
-      const after = await superblockInfo(rw);
-      expect(after).toEqual({ needsRecovery: false, journalStart: 0 });
+        expect(sha(ro)).toBe(roSha);
 
-      // The kernel agrees with what the engine left.
-      const kernelAfter = await kernelView(rw, `after-${i}`);
-      expect(diffLines(reference, kernelAfter), 'kernel view of the engine-recovered image').toBe('');
-    });
-  }
-});
+        // Writable engine: replays in place, same tree, clean and empty journal after close.
+        const rw = join(dir, `rw-${i}.img`);
+        copyFileSync(crashed.image, rw);
+        const fs = await openImageFile(rw, true);
+        try {
+          const lines = (await walkManifest(fs, { exclude: ['/lost+found'] })).map((e) => e.line);
+          expect(diffLines(reference, lines), 'writable engine vs kernel recovery').toBe('');
+          if (c.flush) {
+            await compareWithModel(
+              new FsTarget(fs, ['/lost+found']),
+              { ops: [], outcomes: [], model: crashed.model, enospc: 0 },
+              { seed: crashed.seed, exclude: ['/lost+found'] },
+              'after replay (every op was committed)',
+            );
+          }
+        } finally {
+          await fs.close();
+        }
+        const check = await fsck(rw);
+        expect(check.clean, check.output).toBe(true);
+        const after = await superblockInfo(rw);
+        expect(after).toEqual({ needsRecovery: false, journalStart: 0 });
+
+        // The kernel agrees with what the engine left.
+        const kernelAfter = await kernelView(rw, `after-${i}`);
+        expect(diffLines(reference, kernelAfter), 'kernel view of the engine-recovered image').toBe('');
+      });
+    }
+  },
+);
 
 describe('journal replay of a crash snapshot of an image the engine had open', () => {
   let snapshot: string;
@@ -207,7 +219,10 @@ describe('journal replay of a crash snapshot of an image the engine had open', (
     }
     const check = await fsck(copy);
     expect(check.clean, check.output).toBe(true);
-    expect(await superblockInfo(copy), (await execa('dumpe2fs', ['-h', copy], { reject: false })).stdout).toEqual({ needsRecovery: false, journalStart: 0 });
+    expect(await superblockInfo(copy), (await execa('dumpe2fs', ['-h', copy], { reject: false })).stdout).toEqual({
+      needsRecovery: false,
+      journalStart: 0,
+    });
   });
 
   itIf(isRoot, 'loop mounts need root')('shows the tree the kernel recovers from the same snapshot (root)', async () => {

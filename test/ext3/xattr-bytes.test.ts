@@ -102,7 +102,11 @@ async function xattrDump(root: string, exclude: string[] = []): Promise<Record<s
 
 /** `getfattr -R -P -d -m- -e hex` of a tree as {file: its lines}, so traversal order does not matter. */
 async function getfattrDump(root: string): Promise<Map<string, string>> {
-  const r = await execa('getfattr', ['-R', '-P', '-d', '-m', '-', '-e', 'hex', '.'], { cwd: root, encoding: 'buffer', reject: false });
+  const r = await execa('getfattr', ['-R', '-P', '-d', '-m', '-', '-e', 'hex', '.'], {
+    cwd: root,
+    encoding: 'buffer',
+    reject: false,
+  });
   const blocks = new Map<string, string>();
   for (const block of Buffer.from(r.stdout).toString('latin1').split('\n\n')) {
     const lines = block.split('\n').filter((l) => l.length > 0);
@@ -170,7 +174,9 @@ describe.each(GEOMETRIES)('mkfs.ext3 -d, $blockSize-byte blocks, $inodeSize-byte
     const r = await runSifuse(['manifest', image, '/f']);
     expect(r.exitCode, r.stderr.toString()).toBe(0);
     const got = manifestLines(r.stdout)[0]!.toString('latin1').split('\t')[8];
-    const want = manifestLines(await treeManifest(src, { path: '/f' }))[0]!.toString('latin1').split('\t')[8];
+    const want = manifestLines(await treeManifest(src, { path: '/f' }))[0]!
+      .toString('latin1')
+      .split('\t')[8];
     expect(got).toBe(want);
     expect(got).toContain('user.caf\xc3\xa9=');
     expect(got).toContain('user.\xff\xfe=');
@@ -214,7 +220,13 @@ describe.each(GEOMETRIES)('mkfs.ext3 -d, $blockSize-byte blocks, $inodeSize-byte
 });
 
 /** Copies the tree under a squashfs directory into an ext3 directory: every entry and every xattr, through the engines. */
-async function copyTree(from: ReadableFs, fromDir: InodeId, to: WritableFs, toDir: InodeId, links: Map<number, InodeId>): Promise<number> {
+async function copyTree(
+  from: ReadableFs,
+  fromDir: InodeId,
+  to: WritableFs,
+  toDir: InodeId,
+  links: Map<number, InodeId>,
+): Promise<number> {
   let xattrs = 0;
   for (const e of await from.readdir(fromDir)) {
     const st = await from.getattr(e.id);
@@ -257,7 +269,8 @@ describe('every xattr of a mksquashfs image copied into ext3 through the engines
     try {
       await withExt3(image, true, async (fs) => {
         // The root's own xattrs, then everything below it.
-        for (const name of await sq.listxattr(sq.rootId)) await fs.setxattr(fs.rootId, name, (await sq.getxattr(sq.rootId, name))!);
+        for (const name of await sq.listxattr(sq.rootId))
+          await fs.setxattr(fs.rootId, name, (await sq.getxattr(sq.rootId, name))!);
         copied = (await sq.listxattr(sq.rootId)).length + (await copyTree(sq, sq.rootId, fs, fs.rootId, new Map()));
       });
     } finally {
@@ -294,19 +307,30 @@ describe('every xattr of a mksquashfs image copied into ext3 through the engines
     expect(got).toEqual(want);
   });
 
-  itIf(isRoot, 'loop mounts need root')('the kernel mount of the ext3 image shows the source xattrs: os.listxattr and getfattr -d -m- -e hex', async () => {
-    const [dump, getfattr] = await withLoopMount(image, 'ext3', dir, async (mnt) => [
-      await xattrDump(mnt, ['/lost+found']),
-      await getfattrDump(mnt),
-    ] as const);
-    expect(dump).toEqual(await xattrDump(tree));
-    const source = await getfattrDump(tree);
-    expect(source.size).toBeGreaterThan(20);
-    expect(Object.fromEntries(getfattr)).toEqual(Object.fromEntries(source));
-  });
+  itIf(isRoot, 'loop mounts need root')(
+    'the kernel mount of the ext3 image shows the source xattrs: os.listxattr and getfattr -d -m- -e hex',
+    async () => {
+      const [dump, getfattr] = await withLoopMount(
+        image,
+        'ext3',
+        dir,
+        async (mnt) => [await xattrDump(mnt, ['/lost+found']), await getfattrDump(mnt)] as const,
+      );
+      expect(dump).toEqual(await xattrDump(tree));
+      const source = await getfattrDump(tree);
+      expect(source.size).toBeGreaterThan(20);
+      expect(Object.fromEntries(getfattr)).toEqual(Object.fromEntries(source));
+    },
+  );
   it('copy-up through the Overlay (this squashfs lower, an ext3 upper) keeps every name byte for byte', async () => {
     const upperImage = join(dir, 'overlay.img');
-    await createOverlayImage(upperImage, { sizeMiB: 64, sparse: true, createDirs: [], fakeroot: false, owner: { uid: 0, gid: 0 } });
+    await createOverlayImage(upperImage, {
+      sizeMiB: 64,
+      sparse: true,
+      createDirs: [],
+      fakeroot: false,
+      owner: { uid: 0, gid: 0 },
+    });
     const upper = await openExt3Layer(upperImage);
     if (!isUpperLayer(upper)) throw new Error(`${upperImage}: not opened writable`);
     const ov = await Overlay.open({ lowers: [await openSquashfsLayer(sqfs)], upper });
@@ -324,7 +348,9 @@ describe('every xattr of a mksquashfs image copied into ext3 through the engines
     // The overlay's own bookkeeping (trusted.overlay.*, trusted.sifuse.*) is not the source's.
     const internal = [Buffer.from('trusted.overlay.'), Buffer.from('trusted.sifuse.')];
     const own = (x: Record<string, string>) =>
-      Object.fromEntries(Object.entries(x).filter(([n]) => !internal.some((p) => Buffer.from(n, 'hex').subarray(0, p.length).equals(p))));
+      Object.fromEntries(
+        Object.entries(x).filter(([n]) => !internal.some((p) => Buffer.from(n, 'hex').subarray(0, p.length).equals(p))),
+      );
     await withExt3(upperImage, false, async (fs) => {
       for (const p of paths) {
         const id = await resolvePath(fs, `/upper${p}`);

@@ -32,7 +32,11 @@ function expected(n: number): Buffer {
 }
 
 describe('kill -9 of a writable mount', () => {
-  for (const [trial, delayMs] of [[1, 1500], [2, 2500], [3, 4000]] as const) {
+  for (const [trial, delayMs] of [
+    [1, 1500],
+    [2, 2500],
+    [3, 4000],
+  ] as const) {
     it(`trial ${trial}: killed after ${delayMs} ms, fsynced files survive and e2fsck is clean`, async (ctx) => {
       if (why) skipBecause(ctx, why);
       const image = join(dir, `crash${trial}.img`);
@@ -53,7 +57,10 @@ describe('kill -9 of a writable mount', () => {
       process.kill(pid, 'SIGKILL');
       const w = await writer;
       await untar;
-      const done = w.stdout.split('\n').filter((x) => x !== '').map(Number);
+      const done = w.stdout
+        .split('\n')
+        .filter((x) => x !== '')
+        .map(Number);
       // Dead mount: every access fails until it is detached.
       await execa('fusermount3', ['-uz', mnt]);
       expect(isMounted(mnt)).toBe(false);

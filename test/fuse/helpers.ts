@@ -51,4 +51,3 @@ export function sh(script: string, options: { cwd?: string; user?: string } = {}
   const argv = options.user ? ['runuser', '-u', options.user, '--', 'sh', '-ec', script] : ['sh', '-ec', script];
   return execa(argv[0]!, argv.slice(1), { cwd: options.cwd, reject: false, timeout: 600_000 });
 }
-

@@ -134,7 +134,9 @@ describe('the end of a mount', () => {
     const as = (script: string) => sh(script, { user, cwd: home });
     const m = await as(`${runSifuseBin()} mount --writable --log ${home}/log own.img mnt`);
     expect(m.exitCode, m.stderr + logTail(join(home, 'log'))).toBe(0);
-    const line = readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === join(home, 'mnt'));
+    const line = readFileSync('/proc/self/mounts', 'utf8')
+      .split('\n')
+      .find((l) => l.split(' ')[1] === join(home, 'mnt'));
     expect(line).toContain(`user_id=${uid}`);
     const w = await as('mkdir mnt/dir && echo mine > mnt/dir/f && stat -c %u mnt/dir/f');
     expect(w.stdout.trim(), w.stderr).toBe(String(uid));
@@ -142,7 +144,9 @@ describe('the end of a mount', () => {
     expect(u.exitCode, u.stderr).toBe(0);
     expect(isMounted(join(home, 'mnt'))).toBe(false);
     await fsckClean(image);
-    const again = await as(`${runSifuseBin()} mount --log ${home}/log own.img mnt && cat mnt/dir/f && ${runSifuseBin()} umount mnt`);
+    const again = await as(
+      `${runSifuseBin()} mount --log ${home}/log own.img mnt && cat mnt/dir/f && ${runSifuseBin()} umount mnt`,
+    );
     expect(again.stdout.trim()).toBe('mine');
   }, 120_000);
 });

@@ -11,7 +11,14 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import {
-  expectSameManifest, isRoot, makeTempDir, mksquashfs, removeTempDir, repoRoot, skipNote, treeManifest,
+  expectSameManifest,
+  isRoot,
+  makeTempDir,
+  mksquashfs,
+  removeTempDir,
+  repoRoot,
+  skipNote,
+  treeManifest,
 } from '../tools/helpers.js';
 import { skipBecause } from '../tools/skip.js';
 import { cleanup, fuseAvailable, isMounted, logTail, mount, umount } from './helpers.js';
@@ -100,9 +107,13 @@ describe('sifuse mount -o lowerdir=...,upperdir=...,workdir=...', () => {
     const mnt = join(r, 'mnt');
     const helper = join(repoRoot, 'bin', 'mount.fuse.sifuse');
     expect(existsSync(helper)).toBe(true);
-    const m = await execa(helper, ['sifuse', mnt, '-o', `rw,nosuid,lowerdir=${r}/l1:${r}/l2,upperdir=${r}/upper,workdir=${r}/work`], {
-      reject: false,
-    });
+    const m = await execa(
+      helper,
+      ['sifuse', mnt, '-o', `rw,nosuid,lowerdir=${r}/l1:${r}/l2,upperdir=${r}/upper,workdir=${r}/work`],
+      {
+        reject: false,
+      },
+    );
     expect(m.exitCode, m.stderr).toBe(0);
     try {
       expect(readFileSync(join(mnt, 'shared/top'), 'utf8')).toBe('from l1\n');

@@ -8,7 +8,14 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import {
-  expectSameManifest, makeSif, makeTempDir, makeTree, mksquashfs, removeTempDir, runSifuse, treeManifest,
+  expectSameManifest,
+  makeSif,
+  makeTempDir,
+  makeTree,
+  mksquashfs,
+  removeTempDir,
+  runSifuse,
+  treeManifest,
 } from '../tools/helpers.js';
 import { skipBecause } from '../tools/skip.js';
 import { cleanup, fuseAvailable, isMounted, logTail, mount, umount } from './helpers.js';

@@ -17,7 +17,15 @@ import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, writeFileSyn
 import { join } from 'node:path';
 import { execa } from 'execa';
 import {
-  expectSameManifest, isRoot, makeSif, makeTempDir, mksquashfs, removeTempDir, sifuseBin, skipNote, treeManifest,
+  expectSameManifest,
+  isRoot,
+  makeSif,
+  makeTempDir,
+  mksquashfs,
+  removeTempDir,
+  sifuseBin,
+  skipNote,
+  treeManifest,
 } from '../tools/helpers.js';
 import { SifImage } from '../../src/sif/index.js';
 import { skipBecause } from '../tools/skip.js';
@@ -92,8 +100,9 @@ describe('the persistent-overlays walkthrough, as an unprivileged user', () => {
     expect(await as(`${S} mount --log log --fakeroot --overlay ov.img base.sif mnt && ${CHECK}; ${S} umount mnt`)).toBe(
       `persistent\nhello from the overlay\n755 ${uid}`,
     );
-    expect(await as(`${S} mount --log log base.sif mnt && (test -e mnt/opt/app && echo there || echo gone); ${S} umount mnt`))
-      .toBe('gone');
+    expect(
+      await as(`${S} mount --log log base.sif mnt && (test -e mnt/opt/app && echo there || echo gone); ${S} umount mnt`),
+    ).toBe('gone');
     const fsck = await execa('e2fsck', ['-fn', join(home, 'ov.img')], { reject: false });
     expect(fsck.exitCode, fsck.stdout).toBe(0);
 
@@ -103,12 +112,16 @@ describe('the persistent-overlays walkthrough, as an unprivileged user', () => {
     const sif = await SifImage.open(join(home, 'base.sif'));
     const part = sif.primaryPartition()!;
     await sif.close();
-    loopMountSync(join(home, 'base.sif'), join(k, 'lower'), { type: 'squashfs', readonly: true, offset: part.offset, sizelimit: part.size });
+    loopMountSync(join(home, 'base.sif'), join(k, 'lower'), {
+      type: 'squashfs',
+      readonly: true,
+      offset: part.offset,
+      sizelimit: part.size,
+    });
     try {
       loopMountSync(join(home, 'ov.img'), join(k, 'ovimg'), { type: 'ext3', readonly: true });
       try {
-        await execa('mount', ['-t', 'overlay', 'overlay', '-o',
-          `ro,lowerdir=${k}/ovimg/upper:${k}/lower`, join(k, 'merged')]);
+        await execa('mount', ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${k}/ovimg/upper:${k}/lower`, join(k, 'merged')]);
         try {
           // Mounted by root this time: root cannot enter the user's mount (no allow_other).
           const rootMnt = join(k, 'sifuse');
@@ -117,8 +130,11 @@ describe('the persistent-overlays walkthrough, as an unprivileged user', () => {
           try {
             // trusted.sifuse.* is the Overlay's own bookkeeping in the upper: the kernel shows it, sifuse does not.
             const opts = { excludeXattr: ['trusted.overlay.', 'trusted.sifuse.', 'security.selinux'] };
-            expectSameManifest(await treeManifest(rootMnt, opts), await treeManifest(join(k, 'merged'), opts),
-              'sifuse vs kernel overlayfs');
+            expectSameManifest(
+              await treeManifest(rootMnt, opts),
+              await treeManifest(join(k, 'merged'), opts),
+              'sifuse vs kernel overlayfs',
+            );
           } finally {
             await as(`${S} umount ${rootMnt}`, null);
           }
@@ -143,20 +159,26 @@ describe('the persistent-overlays walkthrough, as an unprivileged user', () => {
     expect(await as(`${S} mount --log log --overlay my_overlay base.sif mnt && ${CHECK}; ${S} umount mnt`, null)).toBe(
       'persistent\nhello from the overlay\n755 0',
     );
-    expect(await as(`${S} mount --log log base.sif mnt && (test -e mnt/opt/app && echo there || echo gone); ${S} umount mnt`, null))
-      .toBe('gone');
+    expect(
+      await as(`${S} mount --log log base.sif mnt && (test -e mnt/opt/app && echo there || echo gone); ${S} umount mnt`, null),
+    ).toBe('gone');
   }, 300_000);
 
   it('--writable writes into the overlay partition added to the SIF; without it the partition is a read-only lower', async (ctx) => {
     if (why) skipBecause(ctx, why);
-    await as(`cp base.sif part.sif && ${S} overlay create --size 128 part.img && ` +
-      `${S} sif add --datatype 4 --partfs 2 --parttype 4 --partarch 2 --groupid 1 part.sif part.img`);
+    await as(
+      `cp base.sif part.sif && ${S} overlay create --size 128 part.img && ` +
+        `${S} sif add --datatype 4 --partfs 2 --parttype 4 --partarch 2 --groupid 1 part.sif part.img`,
+    );
     await as(`${S} mount --log log --fakeroot --writable part.sif mnt && ${INSTALL} && ${S} umount mnt`);
     expect(await as(`${S} mount --log log --fakeroot --writable part.sif mnt && ${CHECK}; ${S} umount mnt`)).toBe(
       `persistent\nhello from the overlay\n755 ${uid}`,
     );
-    const ro = await sh(`${S} mount --log log part.sif mnt && cat mnt/opt/app/data/file && ` +
-      `(echo x > mnt/opt/app/new 2>/dev/null && echo wrote || echo refused); ${S} umount mnt`, { user: USER, cwd: home });
+    const ro = await sh(
+      `${S} mount --log log part.sif mnt && cat mnt/opt/app/data/file && ` +
+        `(echo x > mnt/opt/app/new 2>/dev/null && echo wrote || echo refused); ${S} umount mnt`,
+      { user: USER, cwd: home },
+    );
     expect(ro.stdout).toBe('persistent\nrefused');
     const noPart = await sh(`${S} mount --writable base.sif mnt`, { user: USER, cwd: home });
     expect(noPart.exitCode).not.toBe(0);
@@ -165,11 +187,17 @@ describe('the persistent-overlays walkthrough, as an unprivileged user', () => {
 
   it('--writable-tmpfs is capped and discarded at unmount', async (ctx) => {
     if (why) skipBecause(ctx, why);
-    const out = await as(`${S} mount --log log --fakeroot --writable-tmpfs=8 base.sif mnt && mkdir mnt/tmpdir && echo t > mnt/tmpdir/f && ` +
-      `cat mnt/tmpdir/f && (head -c 16M /dev/zero > mnt/tmpdir/big 2>err && echo fit || grep -c 'No space left' err); ` +
-      `${S} umount mnt`);
+    const out = await as(
+      `${S} mount --log log --fakeroot --writable-tmpfs=8 base.sif mnt && mkdir mnt/tmpdir && echo t > mnt/tmpdir/f && ` +
+        `cat mnt/tmpdir/f && (head -c 16M /dev/zero > mnt/tmpdir/big 2>err && echo fit || grep -c 'No space left' err); ` +
+        `${S} umount mnt`,
+    );
     expect(out).toBe('t\n1');
-    expect(await as(`${S} mount --log log --writable-tmpfs base.sif mnt && (test -e mnt/tmpdir && echo there || echo gone); ` +
-      `${S} umount mnt`)).toBe('gone');
+    expect(
+      await as(
+        `${S} mount --log log --writable-tmpfs base.sif mnt && (test -e mnt/tmpdir && echo there || echo gone); ` +
+          `${S} umount mnt`,
+      ),
+    ).toBe('gone');
   }, 300_000);
 });

@@ -118,6 +118,8 @@ describe('sifuse manifest / ls / cat', () => {
     writeFileSync(bad, bytes);
     const r = await sifuse('manifest', bad);
     expect(r.exitCode).toBe(1);
-    expect(r.stderr.toString()).toBe(`sifuse: ${bad}: superblock block_size 74565 is not a power of two between 4 KiB and 1 MiB\n`);
+    expect(r.stderr.toString()).toBe(
+      `sifuse: ${bad}: superblock block_size 74565 is not a power of two between 4 KiB and 1 MiB\n`,
+    );
   });
 });

@@ -58,8 +58,21 @@ describe('manifest', () => {
   it('orders by raw path bytes, escapes names and targets, and formats every field', async () => {
     const got = await lines();
     expect(got.map((l) => l.split('\t')[0])).toEqual([
-      '/', '/a', '/a-b', '/a.b', '/a.b/y', '/a/rel-link', '/a/x', '/a/x/f', '/abs-dir-link', '/back\\\\slash',
-      '/loop1', '/loop2', '/new\\nline', '/odd-link', '/tab\\there',
+      '/',
+      '/a',
+      '/a-b',
+      '/a.b',
+      '/a.b/y',
+      '/a/rel-link',
+      '/a/x',
+      '/a/x/f',
+      '/abs-dir-link',
+      '/back\\\\slash',
+      '/loop1',
+      '/loop2',
+      '/new\\nline',
+      '/odd-link',
+      '/tab\\there',
     ]);
     const byPath = new Map(got.map((l) => [l.split('\t')[0], l]));
     expect(byPath.get('/')).toBe('/\td\t0755\t0\t0\t-\t1700000000\t-\t-');

@@ -21,9 +21,7 @@ let base = '';
 
 const target: ConformanceTarget = {
   name: 'DirLayer',
-  capabilities: isRoot
-    ? FULL_CAPABILITIES
-    : { ...FULL_CAPABILITIES, devices: false, chown: false, xattrNamespaces: ['user.'] },
+  capabilities: isRoot ? FULL_CAPABILITIES : { ...FULL_CAPABILITIES, devices: false, chown: false, xattrNamespaces: ['user.'] },
   async setup() {
     base = mkdtempSync(join(tmpdir(), 'sifuse-dir-conformance-'));
   },
@@ -56,4 +54,11 @@ const target: ConformanceTarget = {
 };
 
 if (!isRoot) console.log('DirLayer conformance: no fill sequences (mounting a small tmpfs needs root)');
-conformanceSuite(target, { sequences: 150, ops: 50, seedBase: 13_000_000, viewEvery: 5, fill: isRoot ? 30 : 0, timeoutMs: 60_000 });
+conformanceSuite(target, {
+  sequences: 150,
+  ops: 50,
+  seedBase: 13_000_000,
+  viewEvery: 5,
+  fill: isRoot ? 30 : 0,
+  timeoutMs: 60_000,
+});

@@ -34,7 +34,11 @@ function manifest(dir: string): string[] {
     else if (st.isSymbolicLink()) extra = readlinkSync(path);
     let xattrs = '';
     try {
-      xattrs = sys().listxattrat(sys().constants.AT_FDCWD, path, sys().constants.AT_SYMLINK_NOFOLLOW).map(String).sort().join(',');
+      xattrs = sys()
+        .listxattrat(sys().constants.AT_FDCWD, path, sys().constants.AT_SYMLINK_NOFOLLOW)
+        .map(String)
+        .sort()
+        .join(',');
     } catch {
       xattrs = '?';
     }
@@ -125,7 +129,14 @@ it('operations racing symlink swaps and renames never touch anything outside the
     const name = b(`${tag}-${i % 5}`);
     const d = await fs.lookup(fs.rootId, b('d')).catch(() => null);
     if (d !== null) ids.push(d);
-    if (d !== null && (await fs.getattr(d).then((st) => (st.mode & 0o170000) === 0o120000, () => false))) note('saw d as a symlink');
+    if (
+      d !== null &&
+      (await fs.getattr(d).then(
+        (st) => (st.mode & 0o170000) === 0o120000,
+        () => false,
+      ))
+    )
+      note('saw d as a symlink');
     const sub = d === null ? null : await fs.lookup(d, b('sub')).catch(() => null);
     if (sub !== null) ids.push(sub);
     const f = d === null ? null : await fs.lookup(d, b('f')).catch(() => null);
@@ -134,20 +145,52 @@ it('operations racing symlink swaps and renames never touch anything outside the
     const dir = i % 3 === 0 ? pick(i) : (sub ?? d ?? fs.rootId);
     const node = { mode: S_IFREG | 0o644, ...me };
     switch (i % 14) {
-      case 0: await attempt('mknod', fs.mknod(dir, name, node)); break;
-      case 1: await attempt('mkdir', fs.mkdir(dir, name, { mode: S_IFDIR | 0o755, ...me })); break;
-      case 2: await attempt('symlink', fs.symlink(dir, name, b('/etc/passwd'), me)); break;
-      case 3: await attempt('fifo', fs.mknod(dir, name, { mode: S_IFIFO | 0o644, ...me })); break;
-      case 4: await attempt('unlink', fs.unlink(dir, name)); await attempt('unlink f', fs.unlink(dir, b('f'))); break;
-      case 5: await attempt('rmdir', fs.rmdir(dir, name)); break;
-      case 6: await attempt('rename', fs.rename(dir, b('f'), dir, name, { noreplace: true })); await attempt('rename back', fs.rename(dir, name, dir, b('f'))); break;
-      case 7: await attempt('write', fs.write(pick(i), 0, b('escaped!'))); break;
-      case 8: await attempt('truncate', fs.truncate(pick(i), 1)); break;
-      case 9: await attempt('setattr', fs.setattr(pick(i), { mtime: { sec: 12345, nsec: 6 } })); break;
-      case 10: await attempt('setxattr', fs.setxattr(pick(i), b('user.escaped'), b('1'))); break;
-      case 11: await attempt('link', fs.link(pick(i), dir, name)); break;
-      case 12: await attempt('readdir', fs.readdir(dir)); await attempt('read', fs.read(pick(i), 0, 16)); break;
-      case 13: await attempt('mode', fs.setattr(pick(i), { mode: 0o755 })); await attempt('exchange', fs.rename(fs.rootId, b('d'), dir, b('sub'), { exchange: true })); break;
+      case 0:
+        await attempt('mknod', fs.mknod(dir, name, node));
+        break;
+      case 1:
+        await attempt('mkdir', fs.mkdir(dir, name, { mode: S_IFDIR | 0o755, ...me }));
+        break;
+      case 2:
+        await attempt('symlink', fs.symlink(dir, name, b('/etc/passwd'), me));
+        break;
+      case 3:
+        await attempt('fifo', fs.mknod(dir, name, { mode: S_IFIFO | 0o644, ...me }));
+        break;
+      case 4:
+        await attempt('unlink', fs.unlink(dir, name));
+        await attempt('unlink f', fs.unlink(dir, b('f')));
+        break;
+      case 5:
+        await attempt('rmdir', fs.rmdir(dir, name));
+        break;
+      case 6:
+        await attempt('rename', fs.rename(dir, b('f'), dir, name, { noreplace: true }));
+        await attempt('rename back', fs.rename(dir, name, dir, b('f')));
+        break;
+      case 7:
+        await attempt('write', fs.write(pick(i), 0, b('escaped!')));
+        break;
+      case 8:
+        await attempt('truncate', fs.truncate(pick(i), 1));
+        break;
+      case 9:
+        await attempt('setattr', fs.setattr(pick(i), { mtime: { sec: 12345, nsec: 6 } }));
+        break;
+      case 10:
+        await attempt('setxattr', fs.setxattr(pick(i), b('user.escaped'), b('1')));
+        break;
+      case 11:
+        await attempt('link', fs.link(pick(i), dir, name));
+        break;
+      case 12:
+        await attempt('readdir', fs.readdir(dir));
+        await attempt('read', fs.read(pick(i), 0, 16));
+        break;
+      case 13:
+        await attempt('mode', fs.setattr(pick(i), { mode: 0o755 }));
+        await attempt('exchange', fs.rename(fs.rootId, b('d'), dir, b('sub'), { exchange: true }));
+        break;
     }
     ops++;
     if (i % 20 === 0) await new Promise((r) => setImmediate(r));

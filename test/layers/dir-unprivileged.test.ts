@@ -69,18 +69,33 @@ process.stdout.write(JSON.stringify(out));
 it('an unprivileged user gets the fuse-overlayfs encoding and a working layer', (ctx) => {
   const user = unprivilegedUser();
   if ('reason' in user) skipBecause(ctx, user.reason);
-  if (!existsSync(distDir)) throw new Error('dist/layers/dir.js is missing: run `npx tsc -p tsconfig.json` (npm test does) first');
+  if (!existsSync(distDir))
+    throw new Error('dist/layers/dir.js is missing: run `npx tsc -p tsconfig.json` (npm test does) first');
   base = mkdtempSync(join(tmpdir(), 'sifuse-unpriv-'));
   chownSync(base, user.uid, user.gid);
-  const r = spawnSync('runuser', ['-u', USER, '--', process.execPath, '--input-type=module', '-e', CHILD, base], { encoding: 'utf8', cwd: '/' });
+  const r = spawnSync('runuser', ['-u', USER, '--', process.execPath, '--input-type=module', '-e', CHILD, base], {
+    encoding: 'utf8',
+    cwd: '/',
+  });
   if (r.status !== 0) throw new Error(`child failed (${r.status}): ${r.stderr}`);
   const out = JSON.parse(r.stdout) as Record<string, unknown>;
   console.log('unprivileged DirLayer:', out);
   expect(out.capabilities).toMatchObject({ trustedXattrs: false, userXattrs: true });
   expect(out.encoding).toBe('fuse-overlayfs');
   expect(out).toMatchObject({
-    link: 'ok', nlink: 2, linkSymlink: 'ok', l2: 'f', fifo: 'ok', device: 'EPERM', chownOther: 'EPERM', chownSelf: 'ok',
-    userXattr: 'ok', trustedXattr: 'EPERM', exchange: 'ok', mode: 'ok', modeAfter: '4711',
+    link: 'ok',
+    nlink: 2,
+    linkSymlink: 'ok',
+    l2: 'f',
+    fifo: 'ok',
+    device: 'EPERM',
+    chownOther: 'EPERM',
+    chownSelf: 'ok',
+    userXattr: 'ok',
+    trustedXattr: 'EPERM',
+    exchange: 'ok',
+    mode: 'ok',
+    modeAfter: '4711',
   });
   // Linux >= 5.8 lets anyone make the 0/0 whiteout device; the probe must agree with what mknod did.
   expect(out.whiteoutDevice === 'ok').toBe((out.capabilities as { whiteoutDevice: boolean }).whiteoutDevice);

@@ -1,5 +1,18 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { existsSync, lstatSync, readdirSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  readdirSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -114,7 +127,7 @@ describe('DirLayer basics', () => {
     expect(await code(fs.link(f, d, b('b')))).toBe('EEXIST');
     await fs.unlink(fs.rootId, b('a'));
     expect((await fs.getattr(f)).nlink).toBe(1);
-    expect((await fs.read(await fs.lookup(d, b('b')) as number, 0, 10)).toString()).toBe('data');
+    expect((await fs.read((await fs.lookup(d, b('b'))) as number, 0, 10)).toString()).toBe('data');
   });
 
   it('an unlinked file stays readable and writable while referenced, then is forgotten', async () => {
@@ -157,7 +170,7 @@ describe('DirLayer basics', () => {
     expect(await code(fs.rename(fs.rootId, b('a'), fs.rootId, b('b'), { exchange: true, noreplace: true }))).toBe('EINVAL');
     await fs.rename(fs.rootId, b('b'), fs.rootId, b('a'));
     expect(await fs.lookup(fs.rootId, b('b'))).toBeNull();
-    expect((await fs.read(await fs.lookup(fs.rootId, b('a')) as number, 0, 9)).toString()).toBe('A');
+    expect((await fs.read((await fs.lookup(fs.rootId, b('a'))) as number, 0, 9)).toString()).toBe('A');
     await fs.rename(fs.rootId, b('d1'), d2, b('moved'));
     expect(await fs.lookup(d2, b('moved'))).toBe(d1);
     expect((await fs.getattr(d2)).nlink).toBe(3);
@@ -253,7 +266,10 @@ describe('DirLayer basics', () => {
     unlinkSync(join(dir, 'd', 'f5'));
     writeFileSync(join(dir, 'd', 'f5'), 'impostor');
     writeFileSync(join(dir, 'keep-inode-busy'), ''); // avoid the freed inode number coming straight back
-    const got = await fs.read(ids[5]!, 0, 100).then((x) => x.toString(), (e: FsError) => e.code);
+    const got = await fs.read(ids[5]!, 0, 100).then(
+      (x) => x.toString(),
+      (e: FsError) => e.code,
+    );
     expect(['ENOENT', 'content 5']).toContain(got);
     expect(got).not.toBe('impostor');
   });
@@ -297,15 +313,22 @@ describe('DirLayer basics', () => {
 
   it('concurrent operations leave a consistent tree', async () => {
     const d = await fs.mkdir(fs.rootId, b('c'), { mode: S_IFDIR | 0o755, ...me });
-    await Promise.all(Array.from({ length: 50 }, async (_, i) => {
-      const f = await mkfile(d, `n${i}`, `v${i}`);
-      if (i % 2) await fs.rename(d, b(`n${i}`), d, b(`m${i}`));
-      if (i % 5 === 0) await fs.unlink(d, b(i % 2 ? `m${i}` : `n${i}`));
-      return f;
-    }));
+    await Promise.all(
+      Array.from({ length: 50 }, async (_, i) => {
+        const f = await mkfile(d, `n${i}`, `v${i}`);
+        if (i % 2) await fs.rename(d, b(`n${i}`), d, b(`m${i}`));
+        if (i % 5 === 0) await fs.unlink(d, b(i % 2 ? `m${i}` : `n${i}`));
+        return f;
+      }),
+    );
     const names = (await fs.readdir(d)).map((e) => e.name.toString()).sort();
     expect(names.length).toBe(40);
-    expect(names).toEqual(execFileSync('ls', ['-A', join(dir, 'c')], { encoding: 'utf8' }).trim().split('\n').sort());
+    expect(names).toEqual(
+      execFileSync('ls', ['-A', join(dir, 'c')], { encoding: 'utf8' })
+        .trim()
+        .split('\n')
+        .sort(),
+    );
   });
 });
 

@@ -163,7 +163,9 @@ describe('MemLayer semantics', () => {
     expect((await fs.getattr(fs.rootId)).mtimeNsec).toBe(123_456_789);
     await fs.setattr(a, { atime: { sec: 1, nsec: 2 }, mtime: { sec: 3, nsec: 999_999_999 } });
     const s2 = await fs.getattr(a);
-    expect([s2.atime, s2.atimeNsec, s2.mtime, s2.mtimeNsec, s2.ctime, s2.ctimeNsec]).toEqual([1, 2, 3, 999_999_999, 1_700_000_001, 5]);
+    expect([s2.atime, s2.atimeNsec, s2.mtime, s2.mtimeNsec, s2.ctime, s2.ctimeNsec]).toEqual([
+      1, 2, 3, 999_999_999, 1_700_000_001, 5,
+    ]);
     const c = await mkfile(fs, 'c');
     expect((await fs.getattr(c)).generation).not.toBe(sa.generation);
     // Wall clock by default: now, with a sub-second part.
@@ -197,7 +199,9 @@ describe('MemLayer semantics', () => {
     await fs.setxattr(id, utf8, b('2'));
     await fs.setxattr(id, b('trusted.overlay.opaque'), b('y'));
     const names = await fs.listxattr(id);
-    expect(names.map((n) => n.toString('hex')).sort()).toEqual([latin, utf8, b('trusted.overlay.opaque')].map((n) => n.toString('hex')).sort());
+    expect(names.map((n) => n.toString('hex')).sort()).toEqual(
+      [latin, utf8, b('trusted.overlay.opaque')].map((n) => n.toString('hex')).sort(),
+    );
     expect((await fs.getxattr(id, utf8))!.toString()).toBe('2');
     expect(await fs.getxattr(id, b('user.cafe'))).toBeNull();
     expect(await errno(fs.setxattr(id, b('bogus.x'), b('')))).toBe('EOPNOTSUPP');

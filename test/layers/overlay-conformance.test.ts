@@ -32,7 +32,6 @@ import { describeIf } from '../tools/skip.js';
 import { isRoot, tempDir } from './overlay-helpers.js';
 import { LOWER_OPS } from './overlay-lower-tree.js';
 
-
 const BLOCK = 1024;
 let lowerImage: Buffer;
 let dir = '';
@@ -125,7 +124,6 @@ const ext3Upper: ConformanceTarget = {
 
 conformanceSuite(ext3Upper, { sequences: 45, ops: 40, seedBase: 9_100_000, reopenEvery: 3, maxOffset: 2 << 20 });
 
-
 describeIf(isRoot, 'a kernel-encoding directory upper needs root (mknod, trusted.*)')('the Overlay over a DirLayer upper', () => {
   let n = 0;
   const dirUpper: ConformanceTarget = {
@@ -141,7 +139,10 @@ describeIf(isRoot, 'a kernel-encoding directory upper needs root (mknod, trusted
         // The same stack opened read-only: the upper directory read-only, its index still read.
         const ro = await openDirLayer(path, { writable: false });
         const work = (await ro.fs.lookup(ro.fs.rootId, Buffer.from('work')))!;
-        return Overlay.open({ lowers: [lower], upper: { ...ro, fs: ro.fs as unknown as UpperLayer['fs'], work, encoding: 'kernel' } });
+        return Overlay.open({
+          lowers: [lower],
+          upper: { ...ro, fs: ro.fs as unknown as UpperLayer['fs'], work, encoding: 'kernel' },
+        });
       };
       return {
         fs: await open(true),

@@ -9,7 +9,23 @@ import { FsError } from '../../src/errors.js';
 import { openExt3Layer } from '../../src/layers/ext3-layer.js';
 import { Overlay } from '../../src/layers/overlay/index.js';
 import { openSquashfsLayer } from '../../src/layers/squashfs-layer.js';
-import { at, b, e2fsck, exists, makeExt3Image, makeSquashfs, manifest, names, openStack, openUpper, parentOf, readAll, removeDir, tempDir, writeFile } from './overlay-helpers.js';
+import {
+  at,
+  b,
+  e2fsck,
+  exists,
+  makeExt3Image,
+  makeSquashfs,
+  manifest,
+  names,
+  openStack,
+  openUpper,
+  parentOf,
+  readAll,
+  removeDir,
+  tempDir,
+  writeFile,
+} from './overlay-helpers.js';
 
 let dir: string;
 let bottom: string;
@@ -20,29 +36,25 @@ for (let i = 0; i < big.length; i++) big[i] = (i * 7 + (i >> 10)) & 0xff;
 
 beforeAll(() => {
   dir = tempDir('core');
-  bottom = makeSquashfs(
-    dir,
-    'bottom',
-    {
-      'etc/passwd': 'root:x:0:0\n',
-      'etc/hosts': 'bottom hosts\n',
-      'etc/only-bottom': 'b\n',
-      'shadowed/inner': 'hidden by a file above\n',
-      'opq/old': 'hidden by opaque\n',
-      'wh/gone': 'whited out above\n',
-      'wh/gone2': 'whited out above by .wh.\n',
-      'wh/kept': 'kept\n',
-      'data/big': big,
-      'data/sparse': { sparse: 1 << 20, data: Buffer.from('middle') },
-      'links/a': 'shared inode\n',
-      'links/b': { hardlink: 'links/a' },
-      'tree/sub/deep/file': 'deep\n',
-      'tree/sub/other': 'other\n',
-      'tree/top': 'top\n',
-      'bin/sh': { link: '/bin/busybox' },
-      'empty': { dir: true },
-    },
-  );
+  bottom = makeSquashfs(dir, 'bottom', {
+    'etc/passwd': 'root:x:0:0\n',
+    'etc/hosts': 'bottom hosts\n',
+    'etc/only-bottom': 'b\n',
+    'shadowed/inner': 'hidden by a file above\n',
+    'opq/old': 'hidden by opaque\n',
+    'wh/gone': 'whited out above\n',
+    'wh/gone2': 'whited out above by .wh.\n',
+    'wh/kept': 'kept\n',
+    'data/big': big,
+    'data/sparse': { sparse: 1 << 20, data: Buffer.from('middle') },
+    'links/a': 'shared inode\n',
+    'links/b': { hardlink: 'links/a' },
+    'tree/sub/deep/file': 'deep\n',
+    'tree/sub/other': 'other\n',
+    'tree/top': 'top\n',
+    'bin/sh': { link: '/bin/busybox' },
+    empty: { dir: true },
+  });
   top = makeSquashfs(
     dir,
     'top',
@@ -391,7 +403,9 @@ describe('hard links, xattrs, fakeroot', () => {
 describe('locking', () => {
   it('copy-ups, a lower-directory rename, removals, creates and readers at once leave one consistent tree', async () => {
     const { ov, image } = await fresh('lock');
-    const ids = await Promise.all(['/tree/sub/deep/file', '/tree/sub/other', '/tree/top', '/data/big', '/etc/passwd'].map((p) => at(ov, p)));
+    const ids = await Promise.all(
+      ['/tree/sub/deep/file', '/tree/sub/other', '/tree/top', '/data/big', '/etc/passwd'].map((p) => at(ov, p)),
+    );
     const etc = await at(ov, '/etc');
     const root = ov.rootId;
     const readers = Array.from({ length: 20 }, async (_, i) => {
@@ -513,4 +527,3 @@ describe('node table', () => {
     await closeAndCheck(ov, image);
   });
 });
-

@@ -24,7 +24,15 @@ export function tempDir(tag: string): string {
 }
 
 /** A tree spec: path -> file content (string/Buffer), `{dir}`, `{link}`, `{xattrs}` on files/dirs. */
-export type TreeSpec = Record<string, string | Buffer | { dir: true; xattrs?: Record<string, string> } | { link: string } | { hardlink: string } | { sparse: number; data: Buffer }>;
+export type TreeSpec = Record<
+  string,
+  | string
+  | Buffer
+  | { dir: true; xattrs?: Record<string, string> }
+  | { link: string }
+  | { hardlink: string }
+  | { sparse: number; data: Buffer }
+>;
 
 export function writeTree(root: string, spec: TreeSpec): void {
   for (const [path, v] of Object.entries(spec)) {

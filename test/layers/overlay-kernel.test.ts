@@ -112,7 +112,10 @@ if (isRoot) {
     const k = new KernelTarget(src);
     try {
       const r = await k.apply(LOWER_OPS);
-      expect(r.outcomes.every((o) => o === 'ok'), JSON.stringify(r.outcomes)).toBe(true);
+      expect(
+        r.outcomes.every((o) => o === 'ok'),
+        JSON.stringify(r.outcomes),
+      ).toBe(true);
     } finally {
       await k.close();
     }
@@ -123,7 +126,6 @@ if (isRoot) {
 }
 
 describeIf(isRoot, 'loop mounts need root')('the kernel overlay as oracle (root)', () => {
-
   for (const seed of SEEDS) {
     it(`seed ${seed}: the same ops on the kernel overlay and the Overlay; each reads what the other wrote`, async () => {
       const imgO = await makeExt3Image(dir, `o${seed}`);
@@ -132,7 +134,16 @@ describeIf(isRoot, 'loop mounts need root')('the kernel overlay as oracle (root)
       // 1. The Overlay, against the model.
       let ov: Overlay = await openStack([lower], imgO);
       const target = new FsTarget(ov);
-      const log = await runSequence(target, { seed, ops: 40, blockSize: 1024, init: () => undefined, model: await lowerModel(), maxOffset: 1 << 20, concurrency: false, features });
+      const log = await runSequence(target, {
+        seed,
+        ops: 40,
+        blockSize: 1024,
+        init: () => undefined,
+        model: await lowerModel(),
+        maxOffset: 1 << 20,
+        concurrency: false,
+        features,
+      });
       const mine = await target.snapshot();
       const dirs = new Set(mine.lines.filter((l) => l.split('\t')[1] === 'd').map((l) => l.split('\t')[0]!));
       await ov.close();
@@ -141,7 +152,9 @@ describeIf(isRoot, 'loop mounts need root')('the kernel overlay as oracle (root)
         const k = new KernelTarget(m);
         try {
           const r = await k.apply(log.ops);
-          const diffs = log.ops.map((op, i) => ({ op, mine: log.outcomes[i], kernel: r.outcomes[i] })).filter((d) => d.mine !== d.kernel);
+          const diffs = log.ops
+            .map((op, i) => ({ op, mine: log.outcomes[i], kernel: r.outcomes[i] }))
+            .filter((d) => d.mine !== d.kernel);
           expect(diffs, JSON.stringify(diffs, null, 1)).toEqual([]);
           return await k.snapshot();
         } finally {
@@ -213,9 +226,29 @@ describeIf(isRoot, 'loop mounts need root')('fuse-overlayfs reads what the Overl
       const ov = await openStack([lower], img, { redirectDir: false });
       const target = new FsTarget(ov);
       // Lower directories renamed first (what redirects would encode), then random ops.
-      const first = await runSequence(target, { seed, ops: 0, replay: RENAMES, blockSize: 1024, init: () => undefined, model: await lowerModel(), features });
-      expect(first.outcomes.every((o) => o === 'ok'), JSON.stringify(first.outcomes)).toBe(true);
-      await runSequence(target, { seed, ops: 30, blockSize: 1024, init: () => undefined, model: first.model, maxOffset: 1 << 20, concurrency: false, features });
+      const first = await runSequence(target, {
+        seed,
+        ops: 0,
+        replay: RENAMES,
+        blockSize: 1024,
+        init: () => undefined,
+        model: await lowerModel(),
+        features,
+      });
+      expect(
+        first.outcomes.every((o) => o === 'ok'),
+        JSON.stringify(first.outcomes),
+      ).toBe(true);
+      await runSequence(target, {
+        seed,
+        ops: 30,
+        blockSize: 1024,
+        init: () => undefined,
+        model: first.model,
+        maxOffset: 1 << 20,
+        concurrency: false,
+        features,
+      });
       const mine = await target.snapshot();
       await ov.close();
       const aliases = await lowerOnlyAliases(img, mine);
@@ -246,11 +279,11 @@ describeIf(isRoot, 'loop mounts need root')('fuse-overlayfs reads what the Overl
       } finally {
         umount(l);
       }
-      const norm = (lines: string[]) => lines.filter((x) => !aliases.has(x.split('\t')[0]!)).map((x) => withoutOverlayXattrs(maskMtime(x)));
+      const norm = (lines: string[]) =>
+        lines.filter((x) => !aliases.has(x.split('\t')[0]!)).map((x) => withoutOverlayXattrs(maskMtime(x)));
       expect(diffLines(norm(mine.lines), norm(theirs.lines))).toBe('');
       const r = e2fsck(img);
       expect(r.ok, r.output).toBe(true);
     }, 120_000);
   }
 });
-

@@ -1,5 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, mkdirSync, writeSync, readlinkSync, lstatSync, statfsSync } from 'node:fs';
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+  mkdirSync,
+  writeSync,
+  readlinkSync,
+  lstatSync,
+  statfsSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -271,7 +285,7 @@ describe('extended attributes', () => {
     expect(out).toContain('user.big=');
   });
 
-  it('*xattrat through /proc/self/fd/N reaches an O_PATH fd\'s own inode (a symlink, not its target)', () => {
+  it("*xattrat through /proc/self/fd/N reaches an O_PATH fd's own inode (a symlink, not its target)", () => {
     writeFileSync(join(dir, 'xt'), '');
     symlinkSync('xt', join(dir, 'xl'));
     const f = s.openat2(dfd, 'xt', c.O_PATH | c.O_NOFOLLOW, 0, c.RESOLVE_BENEATH);
@@ -286,7 +300,9 @@ describe('extended attributes', () => {
       const l = s.openat2(dfd, 'xl', c.O_PATH | c.O_NOFOLLOW, 0, c.RESOLVE_BENEATH);
       s.setxattrat(c.AT_FDCWD, procFdPath(l), 0, 'trusted.on-link', Buffer.from('L'), 0);
       closeSync(l);
-      const linkAttrs = execFileSync('getfattr', ['-h', '-d', '-m', '-', '--absolute-names', join(dir, 'xl')], { encoding: 'utf8' });
+      const linkAttrs = execFileSync('getfattr', ['-h', '-d', '-m', '-', '--absolute-names', join(dir, 'xl')], {
+        encoding: 'utf8',
+      });
       const fileAttrs = execFileSync('getfattr', ['-d', '-m', '-', '--absolute-names', join(dir, 'xt')], { encoding: 'utf8' });
       expect(linkAttrs).toContain('trusted.on-link="L"');
       expect(fileAttrs).not.toContain('trusted.on-link');
@@ -295,7 +311,7 @@ describe('extended attributes', () => {
 });
 
 describe('file data', () => {
-  it('lseek SEEK_DATA / SEEK_HOLE finds a sparse file\'s data; ENXIO past it; fallocate punches', () => {
+  it("lseek SEEK_DATA / SEEK_HOLE finds a sparse file's data; ENXIO past it; fallocate punches", () => {
     const path = join(dir, 'sparse');
     const fd = openSync(path, 'w+');
     const block = Buffer.alloc(65536, 1);

@@ -34,11 +34,19 @@ describeIf(why === '', why)('podman with sifuse as mount_program', () => {
   let env: NodeJS.ProcessEnv;
 
   const podman = (args: string[], input?: string) =>
-    execa('podman', ['--runtime', 'runc', ...args], { env, reject: false, timeout: 60_000, ...(input === undefined ? {} : { input }) });
+    execa('podman', ['--runtime', 'runc', ...args], {
+      env,
+      reject: false,
+      timeout: 60_000,
+      ...(input === undefined ? {} : { input }),
+    });
 
   /** The mounts under the temp dir, as /proc/self/mounts lines. */
   const mountsUnder = (): string[] =>
-    fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => l.split(' ')[1]?.startsWith(dir + '/'));
+    fs
+      .readFileSync('/proc/self/mounts', 'utf8')
+      .split('\n')
+      .filter((l) => l.split(' ')[1]?.startsWith(dir + '/'));
 
   const describeFailure = (what: string, r: { exitCode?: number | undefined; stdout: unknown; stderr: unknown }): string =>
     `${what}: exit ${r.exitCode}\n${String(r.stdout)}\n${String(r.stderr)}\n--- daemon log ---\n` +
@@ -58,29 +66,39 @@ describeIf(why === '', why)('podman with sifuse as mount_program', () => {
     calls = path.join(dir, 'calls.log');
     daemonLog = path.join(dir, 'daemon.log');
     const program = path.join(dir, 'mount-program');
-    fs.writeFileSync(program, `#!/bin/sh\nprintf '%s\\n' "$*" >> '${calls}'\nexec '${path.join(repoRoot, 'scripts', 'sifuse-overlayfs')}' "$@"\n`, { mode: 0o755 });
-    fs.writeFileSync(path.join(dir, 'containers.conf'), [
-      '[containers]',
-      'default_ulimits = []',
-      '[engine]',
-      'cgroup_manager = "cgroupfs"',
-      'runtime = "runc"',
-      'events_logger = "file"',
-      `tmp_dir = "${dir}/libpod-tmp"`,
-      '[network]',
-      'network_backend = "cni"',
-      `network_config_dir = "${dir}/cni"`,
-      '',
-    ].join('\n'));
-    fs.writeFileSync(path.join(dir, 'storage.conf'), [
-      '[storage]',
-      'driver = "overlay"',
-      `graphroot = "${dir}/graph"`,
-      `runroot = "${dir}/run"`,
-      '[storage.options.overlay]',
-      `mount_program = "${program}"`,
-      '',
-    ].join('\n'));
+    fs.writeFileSync(
+      program,
+      `#!/bin/sh\nprintf '%s\\n' "$*" >> '${calls}'\nexec '${path.join(repoRoot, 'scripts', 'sifuse-overlayfs')}' "$@"\n`,
+      { mode: 0o755 },
+    );
+    fs.writeFileSync(
+      path.join(dir, 'containers.conf'),
+      [
+        '[containers]',
+        'default_ulimits = []',
+        '[engine]',
+        'cgroup_manager = "cgroupfs"',
+        'runtime = "runc"',
+        'events_logger = "file"',
+        `tmp_dir = "${dir}/libpod-tmp"`,
+        '[network]',
+        'network_backend = "cni"',
+        `network_config_dir = "${dir}/cni"`,
+        '',
+      ].join('\n'),
+    );
+    fs.writeFileSync(
+      path.join(dir, 'storage.conf'),
+      [
+        '[storage]',
+        'driver = "overlay"',
+        `graphroot = "${dir}/graph"`,
+        `runroot = "${dir}/run"`,
+        '[storage.options.overlay]',
+        `mount_program = "${program}"`,
+        '',
+      ].join('\n'),
+    );
     env = {
       ...process.env,
       CONTAINERS_CONF: path.join(dir, 'containers.conf'),
@@ -128,42 +146,85 @@ describeIf(why === '', why)('podman with sifuse as mount_program', () => {
     const diff = await podman(['diff', 'writer']);
     expect(diff.exitCode, describeFailure('podman diff', diff)).toBe(0);
     const changes = diff.stdout.split('\n').filter((l) => l !== '');
-    expect(changes).toEqual(expect.arrayContaining(['A /written', 'A /usr/new', 'A /usr/new/file', 'D /etc/lower-only', 'C /etc/passwd']));
+    expect(changes).toEqual(
+      expect.arrayContaining(['A /written', 'A /usr/new', 'A /usr/new/file', 'D /etc/lower-only', 'C /etc/passwd']),
+    );
 
     const commit = await podman(['commit', '-q', 'writer', 'localhost/sifuse-test:committed']);
     expect(commit.exitCode, describeFailure('podman commit', commit)).toBe(0);
 
-    const read = await podman(['run', '--rm', '--network', 'none', 'localhost/sifuse-test:committed', 'sh', '-c',
-      'cat /written /usr/new/file; stat -c %a /etc/passwd; test ! -e /etc/lower-only && echo lower-only-gone']);
+    const read = await podman([
+      'run',
+      '--rm',
+      '--network',
+      'none',
+      'localhost/sifuse-test:committed',
+      'sh',
+      '-c',
+      'cat /written /usr/new/file; stat -c %a /etc/passwd; test ! -e /etc/lower-only && echo lower-only-gone',
+    ]);
     expect(read.exitCode, describeFailure('podman run (committed image)', read)).toBe(0);
     expect(read.stdout.split('\n')).toEqual(['written-in-container', 'nested', '600', 'lower-only-gone']);
 
     // The base image is unchanged underneath.
-    const base = await podman(['run', '--rm', '--network', 'none', 'localhost/sifuse-test:base', 'sh', '-c', 'cat /etc/lower-only; test ! -e /written && echo clean']);
+    const base = await podman([
+      'run',
+      '--rm',
+      '--network',
+      'none',
+      'localhost/sifuse-test:base',
+      'sh',
+      '-c',
+      'cat /etc/lower-only; test ! -e /written && echo clean',
+    ]);
     expect(base.exitCode, describeFailure('podman run (base image)', base)).toBe(0);
     expect(base.stdout.split('\n')).toEqual(['from the image', 'clean']);
   });
 
   it("lets a container's non-root user into its root", async () => {
-    const r = await podman(['run', '--rm', '--network', 'none', '--user', '1000:1000', 'localhost/sifuse-test:committed', 'sh', '-c',
-      'id -u; cat /written; echo mine > /tmp/by-user && cat /tmp/by-user']);
+    const r = await podman([
+      'run',
+      '--rm',
+      '--network',
+      'none',
+      '--user',
+      '1000:1000',
+      'localhost/sifuse-test:committed',
+      'sh',
+      '-c',
+      'id -u; cat /written; echo mine > /tmp/by-user && cat /tmp/by-user',
+    ]);
     expect(r.exitCode, describeFailure('podman run --user 1000', r)).toBe(0);
     expect(r.stdout.split('\n')).toEqual(['1000', 'written-in-container', 'mine']);
   });
 
   it('refuses an ID-mapped container by naming the option (uidmapping=), and podman says so', async () => {
-    const r = await podman(['run', '--rm', '--network', 'none', '--uidmap', '0:100000:65536', '--gidmap', '0:100000:65536',
-      'localhost/sifuse-test:base', 'true']);
+    const r = await podman([
+      'run',
+      '--rm',
+      '--network',
+      'none',
+      '--uidmap',
+      '0:100000:65536',
+      '--gidmap',
+      '0:100000:65536',
+      'localhost/sifuse-test:base',
+      'true',
+    ]);
     expect(r.exitCode).not.toBe(0);
     expect(r.stderr).toContain('mount option "uidmapping" is not supported by sifuse');
     expect(mountsUnder().filter((l) => l.includes('fuse.sifuse'))).toEqual([]);
   });
 
   it("mounted every container root through sifuse, in fuse-overlayfs's calling form, and left nothing mounted", async () => {
-    const lines = fs.readFileSync(calls, 'utf8').split('\n').filter((l) => l !== '');
+    const lines = fs
+      .readFileSync(calls, 'utf8')
+      .split('\n')
+      .filter((l) => l !== '');
     // One per `podman run` at least (4), plus the read-only mounts `podman commit`/`diff` make.
     expect(lines.length).toBeGreaterThanOrEqual(4);
-    for (const line of lines) expect(line).toMatch(new RegExp(`^-o lowerdir=${dir}/graph/overlay/\\S+ ${dir}/graph/overlay/\\S+/merged$`));
+    for (const line of lines)
+      expect(line).toMatch(new RegExp(`^-o lowerdir=${dir}/graph/overlay/\\S+ ${dir}/graph/overlay/\\S+/merged$`));
     // `podman run --rm` asks for a volatile upper (accepted: sifuse syncs anyway).
     expect(lines.some((l) => l.includes(',volatile'))).toBe(true);
     // The committed image's containers saw two lower layers, top first.
@@ -173,7 +234,10 @@ describeIf(why === '', why)('podman with sifuse as mount_program', () => {
     expect(ps.stdout.trim()).toBe('');
     expect(mountsUnder().filter((l) => l.includes('fuse.sifuse'))).toEqual([]);
     // Each daemon exits once its mount is gone (after closing its layers).
-    const daemons = async () => (await execa('ps', ['-eo', 'pid=,args='])).stdout.split('\n').filter((l) => l.includes(` mount -f `) && l.includes(`${dir}/graph/`));
+    const daemons = async () =>
+      (await execa('ps', ['-eo', 'pid=,args='])).stdout
+        .split('\n')
+        .filter((l) => l.includes(` mount -f `) && l.includes(`${dir}/graph/`));
     const deadline = Date.now() + 30_000;
     while ((await daemons()).length > 0 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 100));
     expect(await daemons()).toEqual([]);

@@ -33,7 +33,19 @@ beforeAll(async () => {
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 function plan(over: Partial<BwrapPlan>): BwrapPlan {
-  return { root, defaultBinds: [], binds: [], contain: true, fakeroot: false, cwd: '/', env: [], shell: '/bin/sh', argv: ['true'], image: '/images/test.sif', ...over };
+  return {
+    root,
+    defaultBinds: [],
+    binds: [],
+    contain: true,
+    fakeroot: false,
+    cwd: '/',
+    env: [],
+    shell: '/bin/sh',
+    argv: ['true'],
+    image: '/images/test.sif',
+    ...over,
+  };
 }
 
 const bwrap = (p: BwrapPlan) => execa('bwrap', bwrapArgs(p), { reject: false });
@@ -48,7 +60,12 @@ describe('bwrap command line', () => {
   });
 
   it("sources the image's environment in name order, then --env wins", async () => {
-    const r = await bwrap(plan({ env: ['OVERRIDDEN=flag', 'WITH_SPACE=a b'], argv: ['sh', '-c', 'echo "$FROM_IMAGE|$OVERRIDDEN|$ORDER|$WITH_SPACE|$APPTAINER_CONTAINER|$SINGULARITY_NAME"'] }));
+    const r = await bwrap(
+      plan({
+        env: ['OVERRIDDEN=flag', 'WITH_SPACE=a b'],
+        argv: ['sh', '-c', 'echo "$FROM_IMAGE|$OVERRIDDEN|$ORDER|$WITH_SPACE|$APPTAINER_CONTAINER|$SINGULARITY_NAME"'],
+      }),
+    );
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('image|flag|first,second|a b|/images/test.sif|test.sif');
   });
@@ -71,7 +88,9 @@ describe('bwrap command line', () => {
       }),
     );
     expect(r.stdout).toBe('from host\nread-only');
-    const w = await bwrap(plan({ binds: [{ src: host, dst: '/home', readonly: false }], argv: ['sh', '-c', 'echo hi > /home/out.txt'] }));
+    const w = await bwrap(
+      plan({ binds: [{ src: host, dst: '/home', readonly: false }], argv: ['sh', '-c', 'echo hi > /home/out.txt'] }),
+    );
     expect(w.exitCode).toBe(0);
     expect(fs.readFileSync(path.join(host, 'out.txt'), 'utf8')).toBe('hi\n');
   });
@@ -86,7 +105,8 @@ describe('bwrap command line', () => {
     const bare = path.join(dir, 'bare');
     fs.mkdirSync(bare);
     for (const name of fs.readdirSync(root)) {
-      if (!['dev', 'proc', 'sys', 'tmp'].includes(name)) fs.cpSync(path.join(root, name), path.join(bare, name), { recursive: true, verbatimSymlinks: true });
+      if (!['dev', 'proc', 'sys', 'tmp'].includes(name))
+        fs.cpSync(path.join(root, name), path.join(bare, name), { recursive: true, verbatimSymlinks: true });
     }
     fs.chmodSync(bare, 0o555);
     const underlay = fs.readdirSync(bare).map((name) => {
@@ -95,7 +115,15 @@ describe('bwrap command line', () => {
         ? { name, kind: 'link' as const, target: fs.readlinkSync(path.join(bare, name)) }
         : { name, kind: st.isDirectory() ? ('dir' as const) : ('file' as const) };
     });
-    const r = await bwrap(plan({ root: bare, underlay, contain: false, defaultBinds: ['/tmp'], argv: ['sh', '-c', 'ls /proc/self/ >/dev/null && test -d /tmp && cat /etc/passwd | head -1 && ls /dev/null'] }));
+    const r = await bwrap(
+      plan({
+        root: bare,
+        underlay,
+        contain: false,
+        defaultBinds: ['/tmp'],
+        argv: ['sh', '-c', 'ls /proc/self/ >/dev/null && test -d /tmp && cat /etc/passwd | head -1 && ls /dev/null'],
+      }),
+    );
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('root:x:0:0:root:/root:/bin/sh\n/dev/null');
     expect(fs.existsSync(path.join(bare, 'dev'))).toBe(false);

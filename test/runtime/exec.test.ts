@@ -23,12 +23,21 @@ let sif: string;
 let bare: string;
 
 function sifuseMounts(): string[] {
-  return fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').filter((l) => l.split(' ')[2] === 'fuse.sifuse' && l.includes(dir));
+  return fs
+    .readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .filter((l) => l.split(' ')[2] === 'fuse.sifuse' && l.includes(dir));
 }
 
 // A runtime directory of this file's own: instance names and mount pid files do not meet other runs'.
 const run = (args: string[], opts: { env?: Record<string, string>; cwd?: string; input?: string } = {}) =>
-  execa(sifuseBin, args, { reject: false, cwd: opts.cwd ?? dir, env: { XDG_RUNTIME_DIR: path.join(dir, 'run'), ...opts.env }, input: opts.input, timeout: 120_000 });
+  execa(sifuseBin, args, {
+    reject: false,
+    cwd: opts.cwd ?? dir,
+    env: { XDG_RUNTIME_DIR: path.join(dir, 'run'), ...opts.env },
+    input: opts.input,
+    timeout: 120_000,
+  });
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sifuse-exec-'));
@@ -39,7 +48,10 @@ beforeAll(async () => {
   await assembleHostRootfs(root, {
     files: {
       '/.singularity.d/runscript': { content: '#!/bin/sh\necho "runscript: $*"\n', mode: 0o755 },
-      '/.singularity.d/startscript': { content: '#!/bin/sh\necho started > /tmp/instance-started-$$\nexec sleep 600\n', mode: 0o755 },
+      '/.singularity.d/startscript': {
+        content: '#!/bin/sh\necho started > /tmp/instance-started-$$\nexec sleep 600\n',
+        mode: 0o755,
+      },
       '/.singularity.d/env/90-environment.sh': { content: 'export IMAGE_VAR=from-image\n' },
     },
   });
@@ -81,7 +93,15 @@ describe('sifuse exec, run, shell', () => {
     let r = await run(['exec', sif, 'cat', 'here.txt'], { cwd: work });
     // The tree has no such directory, so the current directory is not bound inside (nothing is made in the image).
     expect(r.exitCode).not.toBe(0);
-    r = await run(['exec', '--bind', `${work}:/home:ro`, sif, 'sh', '-c', 'cat /home/here.txt; touch /home/x 2>/dev/null || echo " read-only"']);
+    r = await run([
+      'exec',
+      '--bind',
+      `${work}:/home:ro`,
+      sif,
+      'sh',
+      '-c',
+      'cat /home/here.txt; touch /home/x 2>/dev/null || echo " read-only"',
+    ]);
     expect(r.stdout).toBe('host file read-only');
     r = await run(['exec', '--contain', sif, 'sh', '-c', 'ls /tmp | wc -l']);
     expect(r.stdout.trim()).toBe('0');
@@ -98,7 +118,8 @@ describe('sifuse exec, run, shell', () => {
     const noBwrap = path.join(dir, 'path-without-bwrap');
     fs.mkdirSync(noBwrap, { recursive: true });
     for (const tool of ['node', 'sh', 'readlink', 'dirname', 'fusermount3']) {
-      const at = tool === 'node' ? process.execPath : spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).stdout.trim();
+      const at =
+        tool === 'node' ? process.execPath : spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).stdout.trim();
       if (!fs.existsSync(path.join(noBwrap, tool))) fs.symlinkSync(at, path.join(noBwrap, tool));
     }
     r = await run(['exec', sif, 'true'], { env: { PATH: noBwrap } });
@@ -128,7 +149,9 @@ describe('sifuse instance', () => {
 
     // A daemon killed outright: list notices, detaches the dead mount, forgets the instance.
     expect((await run(['instance', 'start', sif, 'two'])).exitCode).toBe(0);
-    const two = (JSON.parse((await run(['instance', 'list', '--json'])).stdout).instances as { instance: string; pid: number }[]).find((i) => i.instance === 'two')!;
+    const two = (
+      JSON.parse((await run(['instance', 'list', '--json'])).stdout).instances as { instance: string; pid: number }[]
+    ).find((i) => i.instance === 'two')!;
     process.kill(two.pid, 'SIGKILL');
     for (let i = 0; i < 100; i++) {
       try {
@@ -146,19 +169,27 @@ describe('sifuse instance', () => {
 });
 
 describe('as an unprivileged user', () => {
-  itIf(isRoot, 'needs root to make a test user and run as it')('runs commands as that user, and as uid 0 with --fakeroot', async () => {
-    if (spawnSync('id', [USER]).status !== 0) expect(spawnSync('useradd', ['-m', USER]).status).toBe(0);
-    fs.chmodSync('/dev/fuse', 0o666);
-    const as = (args: string[]) =>
-      execa('runuser', ['-u', USER, '--', sifuseBin, ...args], { reject: false, cwd: '/', timeout: 120_000, env: { HOME: `/home/${USER}`, PATH: process.env.PATH ?? '' } });
-    const uid = spawnSync('id', ['-u', USER], { encoding: 'utf8' }).stdout.trim();
-    let r = await as(['exec', sif, 'id', '-u']);
-    expect(r.stderr).toBe('');
-    expect(r.stdout).toBe(uid);
-    r = await as(['exec', '--fakeroot', sif, 'id', '-u']);
-    expect(r.stdout).toBe('0');
-    r = await as(['run', sif, 'unprivileged']);
-    expect(r.stdout).toBe('runscript: unprivileged');
-    expect(sifuseMounts()).toEqual([]);
-  });
+  itIf(isRoot, 'needs root to make a test user and run as it')(
+    'runs commands as that user, and as uid 0 with --fakeroot',
+    async () => {
+      if (spawnSync('id', [USER]).status !== 0) expect(spawnSync('useradd', ['-m', USER]).status).toBe(0);
+      fs.chmodSync('/dev/fuse', 0o666);
+      const as = (args: string[]) =>
+        execa('runuser', ['-u', USER, '--', sifuseBin, ...args], {
+          reject: false,
+          cwd: '/',
+          timeout: 120_000,
+          env: { HOME: `/home/${USER}`, PATH: process.env.PATH ?? '' },
+        });
+      const uid = spawnSync('id', ['-u', USER], { encoding: 'utf8' }).stdout.trim();
+      let r = await as(['exec', sif, 'id', '-u']);
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toBe(uid);
+      r = await as(['exec', '--fakeroot', sif, 'id', '-u']);
+      expect(r.stdout).toBe('0');
+      r = await as(['run', sif, 'unprivileged']);
+      expect(r.stdout).toBe('runscript: unprivileged');
+      expect(sifuseMounts()).toEqual([]);
+    },
+  );
 });

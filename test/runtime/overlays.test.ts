@@ -21,7 +21,17 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
-import { expectSameManifest, isRoot, makeTempDir, removeTempDir, repoRoot, sifuseBin, toolsDir, treeManifest, withLoopMount } from '../tools/helpers.js';
+import {
+  expectSameManifest,
+  isRoot,
+  makeTempDir,
+  removeTempDir,
+  repoRoot,
+  sifuseBin,
+  toolsDir,
+  treeManifest,
+  withLoopMount,
+} from '../tools/helpers.js';
 import { skipBecause } from '../tools/skip.js';
 
 const USER = 'sifusetest';
@@ -156,7 +166,17 @@ describe('exec with each overlay kind, as an unprivileged user', () => {
     expect(fs.readdirSync(userFile('fresh')).sort()).toEqual(['upper', 'work']);
     expect(fs.readFileSync(userFile('fresh/upper/x'), 'utf8')).toBe('x\n');
     // Read-only: DIR/upper of a layout, the directory itself otherwise; writes refused.
-    r = await as(['exec', '--overlay', 'dirov:ro', '--overlay', 'plain:ro', sif, 'sh', '-c', 'cat /in-dir.txt /opt/from-plain; touch /new']);
+    r = await as([
+      'exec',
+      '--overlay',
+      'dirov:ro',
+      '--overlay',
+      'plain:ro',
+      sif,
+      'sh',
+      '-c',
+      'cat /in-dir.txt /opt/from-plain; touch /new',
+    ]);
     expect(r.stdout).toBe('in-dir\nplain');
     expect(r.stderr).toBe("touch: cannot touch '/new': Read-only file system");
     expect(fs.existsSync(userFile('plain/new'))).toBe(false);
@@ -190,7 +210,19 @@ describe('exec with each overlay kind, as an unprivileged user', () => {
     // With a writable ext3 overlay on top: reads see every layer, writes land in the image.
     r = await as(['overlay', 'create', '--size', '64', 'top.img']);
     expect(r.exitCode).toBe(0);
-    r = await as(['exec', '--overlay', `${one}:ro`, '--overlay', 'top.img', '--overlay', `${two}:ro`, sif, 'sh', '-c', 'cat /opt/which; echo written > /opt/which']);
+    r = await as([
+      'exec',
+      '--overlay',
+      `${one}:ro`,
+      '--overlay',
+      'top.img',
+      '--overlay',
+      `${two}:ro`,
+      sif,
+      'sh',
+      '-c',
+      'cat /opt/which; echo written > /opt/which',
+    ]);
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('from two');
     r = await as(['cat', 'top.img', '/upper/opt/which']);
@@ -228,7 +260,14 @@ describe('exec with each overlay kind, as an unprivileged user', () => {
     expect(r.stderr).toContain('Read-only file system');
     expect(r.exitCode).not.toBe(0);
     // The embedded overlay is the lowest layer: a --writable-tmpfs run sees it and keeps nothing.
-    r = await as(['exec', '--writable-tmpfs', mine, 'sh', '-c', 'cat /embedded.txt; echo tmp > /embedded.txt; cat /embedded.txt']);
+    r = await as([
+      'exec',
+      '--writable-tmpfs',
+      mine,
+      'sh',
+      '-c',
+      'cat /embedded.txt; echo tmp > /embedded.txt; cat /embedded.txt',
+    ]);
     expect(r.stdout).toBe('embedded\ntmp');
     expect((await as(['exec', mine, 'cat', '/embedded.txt'])).stdout).toBe('embedded');
     // Refusals around it, each one line, nothing changed.
@@ -255,7 +294,14 @@ describe('exec with each overlay kind, as an unprivileged user', () => {
     expect(r.exitCode).toBe(0);
     r = await as(['exec', sif, 'cat', '/gone.txt']);
     expect(r.exitCode).toBe(1);
-    r = await as(['exec', '--writable-tmpfs=8', sif, 'sh', '-c', 'dd if=/dev/zero of=/big bs=1M count=4 status=none && echo 4-fit']);
+    r = await as([
+      'exec',
+      '--writable-tmpfs=8',
+      sif,
+      'sh',
+      '-c',
+      'dd if=/dev/zero of=/big bs=1M count=4 status=none && echo 4-fit',
+    ]);
     expect(r.stdout).toBe('4-fit');
     r = await as(['exec', '--writable-tmpfs=8', sif, 'dd', 'if=/dev/zero', 'of=/big', 'bs=1M', 'count=20', 'status=none']);
     expect(r.stderr).toBe("dd: error writing '/big': No space left on device");
@@ -272,13 +318,29 @@ describe('exec with each overlay kind, as an unprivileged user', () => {
     r = await as(['exec', '--overlay', 'ov.img', sif, 'false']);
     expect(r.exitCode).toBe(1);
     // SIGTERM to sifuse (not to the command): the command's trap runs, writes into the overlay, exits 5.
-    const child = execa('runuser', ['-u', USER, '--', sifuseBin, 'exec', '--overlay', 'ov.img', sif, 'bash', '-c', 'trap "echo trapped > /trapped.txt; exit 5" TERM; echo ready; while :; do sleep 0.1; done'], {
-      reject: false,
-      cwd: work,
-      extendEnv: false,
-      env: { HOME: work, XDG_RUNTIME_DIR: path.join(work, 'run'), PATH: process.env.PATH ?? '' },
-      timeout: 60_000,
-    });
+    const child = execa(
+      'runuser',
+      [
+        '-u',
+        USER,
+        '--',
+        sifuseBin,
+        'exec',
+        '--overlay',
+        'ov.img',
+        sif,
+        'bash',
+        '-c',
+        'trap "echo trapped > /trapped.txt; exit 5" TERM; echo ready; while :; do sleep 0.1; done',
+      ],
+      {
+        reject: false,
+        cwd: work,
+        extendEnv: false,
+        env: { HOME: work, XDG_RUNTIME_DIR: path.join(work, 'run'), PATH: process.env.PATH ?? '' },
+        timeout: 60_000,
+      },
+    );
     await new Promise<void>((resolve) => child.stdout!.on('data', (b: Buffer) => b.toString().includes('ready') && resolve()));
     // The signal goes to sifuse itself (runuser's child), not to runuser, which would die of it.
     const sifusePid = Number(fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(' ')[0]);
@@ -290,28 +352,48 @@ describe('exec with each overlay kind, as an unprivileged user', () => {
 
     // Ctrl-C: SIGINT to the whole process group, as a terminal sends it. bwrap must survive it
     // (its death would SIGKILL the command), the command gets it and its trap runs.
-    const group = execa('runuser', ['-u', USER, '--', sifuseBin, 'exec', '--overlay', 'ov.img', sif, 'bash', '-c', 'trap "echo interrupted > /interrupted.txt; exit 6" INT; echo ready; while :; do sleep 0.1; done'], {
-      reject: false,
-      cwd: work,
-      detached: true,
-      stdin: 'ignore',
-      extendEnv: false,
-      env: { HOME: work, XDG_RUNTIME_DIR: path.join(work, 'run'), PATH: process.env.PATH ?? '' },
-      timeout: 60_000,
-    });
+    const group = execa(
+      'runuser',
+      [
+        '-u',
+        USER,
+        '--',
+        sifuseBin,
+        'exec',
+        '--overlay',
+        'ov.img',
+        sif,
+        'bash',
+        '-c',
+        'trap "echo interrupted > /interrupted.txt; exit 6" INT; echo ready; while :; do sleep 0.1; done',
+      ],
+      {
+        reject: false,
+        cwd: work,
+        detached: true,
+        stdin: 'ignore',
+        extendEnv: false,
+        env: { HOME: work, XDG_RUNTIME_DIR: path.join(work, 'run'), PATH: process.env.PATH ?? '' },
+        timeout: 60_000,
+      },
+    );
     await new Promise<void>((resolve) => group.stdout!.on('data', (b: Buffer) => b.toString().includes('ready') && resolve()));
     process.kill(-group.pid!, 'SIGINT');
     expect((await group).exitCode).toBe(6);
     expect((await as(['cat', 'ov.img', '/upper/interrupted.txt'])).stdout).toBe('interrupted');
 
     // `sifuse shell` on a terminal: Ctrl-C stops the foreground command, the shell and its mount live on.
-    const tty = await execa('runuser', ['-u', USER, '--', 'python3', path.join(toolsDir, 'ctrl-c.py'), sifuseBin, 'shell', '--overlay', 'ov.img', sif], {
-      reject: false,
-      cwd: work,
-      extendEnv: false,
-      env: { HOME: work, XDG_RUNTIME_DIR: path.join(work, 'run'), PATH: process.env.PATH ?? '' },
-      timeout: 120_000,
-    });
+    const tty = await execa(
+      'runuser',
+      ['-u', USER, '--', 'python3', path.join(toolsDir, 'ctrl-c.py'), sifuseBin, 'shell', '--overlay', 'ov.img', sif],
+      {
+        reject: false,
+        cwd: work,
+        extendEnv: false,
+        env: { HOME: work, XDG_RUNTIME_DIR: path.join(work, 'run'), PATH: process.env.PATH ?? '' },
+        timeout: 120_000,
+      },
+    );
     const session = JSON.parse(tty.stdout) as { alive: boolean; status: number; output: string };
     expect(session.alive, session.output).toBe(true);
     expect(session.status).toBe(4);
@@ -326,7 +408,10 @@ describe('--fakeroot dpkg -i', () => {
     fs.mkdirSync(path.join(pkg, 'DEBIAN'), { recursive: true });
     fs.mkdirSync(path.join(pkg, 'usr', 'bin'), { recursive: true });
     fs.mkdirSync(path.join(pkg, 'usr', 'share', 'hello-sifuse'), { recursive: true });
-    fs.writeFileSync(path.join(pkg, 'DEBIAN', 'control'), 'Package: hello-sifuse\nVersion: 1.0\nArchitecture: all\nMaintainer: sifuse tests <tests@example.org>\nDescription: a package for the --fakeroot test\n');
+    fs.writeFileSync(
+      path.join(pkg, 'DEBIAN', 'control'),
+      'Package: hello-sifuse\nVersion: 1.0\nArchitecture: all\nMaintainer: sifuse tests <tests@example.org>\nDescription: a package for the --fakeroot test\n',
+    );
     fs.writeFileSync(path.join(pkg, 'usr', 'bin', 'hello-sifuse'), '#!/bin/sh\necho hello from the deb\n', { mode: 0o755 });
     fs.writeFileSync(path.join(pkg, 'usr', 'share', 'hello-sifuse', 'data'), 'data\n');
     const debs = path.join(d, 'debs');
@@ -337,12 +422,30 @@ describe('--fakeroot dpkg -i', () => {
     let r = await as(['overlay', 'create', '--size', '64', 'fr.img']);
     expect(r.exitCode).toBe(0);
     // upper/ is the user's (made without --fakeroot): root inside owns it, as with Apptainer's kernel overlay.
-    r = await as(['exec', '--fakeroot', '--overlay', 'fr.img', sif, 'sh', '-c', 'stat -c "%u:%g" / && touch /at-root && rm /at-root']);
+    r = await as([
+      'exec',
+      '--fakeroot',
+      '--overlay',
+      'fr.img',
+      sif,
+      'sh',
+      '-c',
+      'stat -c "%u:%g" / && touch /at-root && rm /at-root',
+    ]);
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('0:0');
     // A directory overlay as the unprivileged user: what root makes is the user's on the host, root's inside.
     asUser('mkdir', 'fakedir');
-    r = await as(['exec', '--fakeroot', '--overlay', 'fakedir', sif, 'sh', '-c', 'mkdir /opt/new && touch /opt/new/f && echo x >> /etc/hostname && stat -c "%u:%g %n" /opt/new/f /etc/hostname']);
+    r = await as([
+      'exec',
+      '--fakeroot',
+      '--overlay',
+      'fakedir',
+      sif,
+      'sh',
+      '-c',
+      'mkdir /opt/new && touch /opt/new/f && echo x >> /etc/hostname && stat -c "%u:%g %n" /opt/new/f /etc/hostname',
+    ]);
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('0:0 /opt/new/f\n0:0 /etc/hostname');
     expect(fs.statSync(userFile('fakedir/upper/opt/new/f')).uid).toBe(Number(uid));
@@ -350,7 +453,16 @@ describe('--fakeroot dpkg -i', () => {
     expect(r.stderr).toBe('');
     expect(r.stdout).toContain('Setting up hello-sifuse (1.0) ...');
     expect(r.exitCode).toBe(0);
-    r = await as(['exec', '--fakeroot', '--overlay', 'fr.img', sif, 'sh', '-c', 'hello-sifuse; stat -c "%u:%g %a %n" /usr/bin/hello-sifuse; dpkg -s hello-sifuse | sed -n 2p']);
+    r = await as([
+      'exec',
+      '--fakeroot',
+      '--overlay',
+      'fr.img',
+      sif,
+      'sh',
+      '-c',
+      'hello-sifuse; stat -c "%u:%g %a %n" /usr/bin/hello-sifuse; dpkg -s hello-sifuse | sed -n 2p',
+    ]);
     expect(r.stdout).toBe('hello from the deb\n0:0 755 /usr/bin/hello-sifuse\nStatus: install ok installed');
     // In the image: 0:0, as Apptainer's --fakeroot leaves them.
     const inImage = (await as(['manifest', 'fr.img', '/upper/usr'])).stdout.split('\n').map((l) => l.split('\t'));
@@ -363,16 +475,20 @@ describe('--fakeroot dpkg -i', () => {
     // As root, the kernel's view: the SIF's SquashFS at its offset and the image's upper/, merged by overlayfs.
     const row = (await execa('siftool', ['list', sif])).stdout.split('\n').find((l) => l.includes('Squashfs'))!;
     const [start, end] = /\|(\d+)-(\d+)/.exec(row)!.slice(1).map(Number) as [number, number];
-    const kernel = await withLoopMount(sif, 'squashfs', d, (sq) =>
-      withLoopMount(userFile('fr.img'), 'ext3', d, async (ext) => {
-        const merged = fs.mkdtempSync(path.join(d, 'merged-'));
-        await execa('mount', ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${ext}/upper:${sq}`, merged]);
-        try {
-          return await treeManifest(merged);
-        } finally {
-          await execa('umount', [merged]);
-        }
-      }),
+    const kernel = await withLoopMount(
+      sif,
+      'squashfs',
+      d,
+      (sq) =>
+        withLoopMount(userFile('fr.img'), 'ext3', d, async (ext) => {
+          const merged = fs.mkdtempSync(path.join(d, 'merged-'));
+          await execa('mount', ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${ext}/upper:${sq}`, merged]);
+          try {
+            return await treeManifest(merged);
+          } finally {
+            await execa('umount', [merged]);
+          }
+        }),
       { offset: start, sizelimit: end - start },
     );
     // sifuse's view of the same pair, as root (owners as stored).
@@ -395,12 +511,28 @@ describe('bad input: one line, non-zero, nothing mounted, nothing written', () =
   it('user namespaces disabled', async (ctx) => {
     needSetup(ctx);
     // A user namespace whose own limit allows no nested one: bwrap cannot make the container's.
-    const r = await execa('unshare', ['--user', '--map-root-user', 'sh', '-c', 'echo 0 > /proc/sys/user/max_user_namespaces && exec "$0" "$@"', sifuseBin, 'exec', sif, 'true'], {
-      reject: false,
-      cwd: work,
-      env: { HOME: work },
-    });
-    expect(r.stderr).toMatch(/^sifuse: bwrap: cannot create a user namespace \(.*\); unprivileged user namespaces may be disabled on this host$/);
+    const r = await execa(
+      'unshare',
+      [
+        '--user',
+        '--map-root-user',
+        'sh',
+        '-c',
+        'echo 0 > /proc/sys/user/max_user_namespaces && exec "$0" "$@"',
+        sifuseBin,
+        'exec',
+        sif,
+        'true',
+      ],
+      {
+        reject: false,
+        cwd: work,
+        env: { HOME: work },
+      },
+    );
+    expect(r.stderr).toMatch(
+      /^sifuse: bwrap: cannot create a user namespace \(.*\); unprivileged user namespaces may be disabled on this host$/,
+    );
     expect(r.exitCode).toBe(1);
     expect(leftMounted()).toEqual([]);
   });

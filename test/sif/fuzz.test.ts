@@ -117,7 +117,10 @@ async function exercise(bytes: Buffer, where: string, seed: number): Promise<Pri
   }
   const edits: [string, (img: SifImage) => Promise<unknown>][] = [
     ['add', (img) => img.add({ dataType: 0x4007, data: Buffer.from('fuzz'), groupId: null })],
-    ['add-partition', (img) => img.add({ dataType: 0x4004, data: Buffer.from('part'), partition: { fsType: 1, partType: 2, arch: 'arm64' } })],
+    [
+      'add-partition',
+      (img) => img.add({ dataType: 0x4004, data: Buffer.from('part'), partition: { fsType: 1, partType: 2, arch: 'arm64' } }),
+    ],
     ['delete', (img) => img.delete(img.descriptors()[0]?.id ?? 1, { compact: true })],
     ['setprim', (img) => img.setPrimary(img.descriptors((d) => d.partition !== undefined).pop()?.id ?? 1)],
   ];
@@ -153,7 +156,9 @@ describe('fuzzing the SIF library', () => {
       if (out) accepted.push({ seed, bytes, ...out });
       else rejected++;
     }
-    console.info(`sif fuzz: ${Date.now() - t0} ms in-process; ${CASES} cases, ${accepted.length} accepted, ${rejected} rejected cleanly, by kind ${JSON.stringify(kinds)}`);
+    console.info(
+      `sif fuzz: ${Date.now() - t0} ms in-process; ${CASES} cases, ${accepted.length} accepted, ${rejected} rejected cleanly, by kind ${JSON.stringify(kinds)}`,
+    );
     // Both outcomes must be well represented for the test to mean something.
     expect(rejected).toBeGreaterThan(300);
     expect(accepted.length).toBeGreaterThan(300);

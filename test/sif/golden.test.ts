@@ -105,7 +105,12 @@ describe('sifuse sif on a siftool-made SIF', () => {
       groupId: 1,
       partition: { fsType: 'Squashfs', partType: '*System', arch: 'amd64' },
     });
-    expect(JSON.parse(header.toString())).toMatchObject({ version: '01', primaryArch: 'amd64', descriptorsTotal: 48, descriptorsFree: 36 });
+    expect(JSON.parse(header.toString())).toMatchObject({
+      version: '01',
+      primaryArch: 'amd64',
+      descriptorsTotal: 48,
+      descriptorsFree: 36,
+    });
   });
 
   it('info and dump of a missing ID fail with one line', async () => {
@@ -128,7 +133,13 @@ describe('sifuse sif on a siftool-made SIF', () => {
     ].map((n) => Buffer.from(n, 'latin1'));
     const path = join(dir, 'names.sif');
     const image = await SifImage.create(path, {
-      objects: names.map((name, i) => ({ dataType: i % 2 ? 0x4007 : 0x4004, data: Buffer.from([i]), name, groupId: i + 1, partition: i % 2 ? undefined : { fsType: 1, partType: 3, arch: 'amd64' } })),
+      objects: names.map((name, i) => ({
+        dataType: i % 2 ? 0x4007 : 0x4004,
+        data: Buffer.from([i]),
+        name,
+        groupId: i + 1,
+        partition: i % 2 ? undefined : { fsType: 1, partType: 3, arch: 'amd64' },
+      })),
     });
     try {
       const theirs = await pool(image.descriptors(), 4, (d) => siftoolOk('info', String(d.id), path));

@@ -44,7 +44,10 @@ function bytesOf(image: SifImage): Buffer {
 /** A MemoryStorage whose nth write (1-based) fails, like a full disk. */
 class FailingStorage extends MemoryStorage {
   writes = 0;
-  constructor(bytes: Buffer, readonly failAt: number) {
+  constructor(
+    bytes: Buffer,
+    readonly failAt: number,
+  ) {
     super(bytes, { name: 'failing.sif' });
   }
   override async write(position: number, data: Uint8Array): Promise<void> {
@@ -110,8 +113,16 @@ describe('deterministic create', () => {
   // with OptCreateDeterministic from the inputs repeated here.
   const golden: [string, Parameters<typeof SifImage.createInMemory>[0], string][] = [
     ['empty.sif', {}, '1987d6041b278a3a87810475ce3bbe5416bc0301471c29c1e2f020579a61f815'],
-    ['empty-id.sif', { id: '3fa802cc-358b-45e3-bcc0-69dc7a45f9f8' }, 'e69ae87e8234646a5cea26af912dbdf40e28b8ac4917f591eb66f94af3073b6e'],
-    ['empty-launch-script.sif', { launchScript: '#!/usr/bin/env run-script\n' }, 'c403ae5756610316b5a138386ae6fbbf052e5c3d21579c1f0c77066ec84fc2a1'],
+    [
+      'empty-id.sif',
+      { id: '3fa802cc-358b-45e3-bcc0-69dc7a45f9f8' },
+      'e69ae87e8234646a5cea26af912dbdf40e28b8ac4917f591eb66f94af3073b6e',
+    ],
+    [
+      'empty-launch-script.sif',
+      { launchScript: '#!/usr/bin/env run-script\n' },
+      'c403ae5756610316b5a138386ae6fbbf052e5c3d21579c1f0c77066ec84fc2a1',
+    ],
     [
       'one-object-generic-json.sif',
       { objects: [{ dataType: DataType.GenericJSON, data: Buffer.from('{}'), name: 'data.json' }] },
@@ -119,11 +130,19 @@ describe('deterministic create', () => {
     ],
     [
       'one-object-crypt-message.sif',
-      { objects: [{ dataType: DataType.CryptoMessage, data: Buffer.from([0xfe, 0xfe, 0xf0, 0xf0]), cryptoMessage: { formatType: 1, messageType: 0x100 } }] },
+      {
+        objects: [
+          {
+            dataType: DataType.CryptoMessage,
+            data: Buffer.from([0xfe, 0xfe, 0xf0, 0xf0]),
+            cryptoMessage: { formatType: 1, messageType: 0x100 },
+          },
+        ],
+      },
       'da3d848c3b6fe26ee6340cdc731865c9d273a233cddb62794aecd132bfea71a4',
     ],
   ];
-  it.each(golden)('%s is byte-identical to sylabs/sif\'s', async (_name, options, sha) => {
+  it.each(golden)("%s is byte-identical to sylabs/sif's", async (_name, options, sha) => {
     const image = await SifImage.createInMemory({ deterministic: true, ...options });
     expect(createHash('sha256').update(bytesOf(image)).digest('hex')).toBe(sha);
   });
@@ -160,12 +179,23 @@ describe('SifImage edits', () => {
     });
     expect([sig.groupId, sig.linkedId, sig.linkedIsGroup]).toEqual([null, 1, true]);
     expect(sig.signature?.entity?.equals(Buffer.alloc(20, 0xab))).toBe(true);
-    const blob = await image.add({ dataType: DataType.OCIBlob, data: Buffer.from('{}'), linkedId: 1, groupId: 7, name: 'blob', time: 5 });
+    const blob = await image.add({
+      dataType: DataType.OCIBlob,
+      data: Buffer.from('{}'),
+      linkedId: 1,
+      groupId: 7,
+      name: 'blob',
+      time: 5,
+    });
     expect(blob.ociDigest).toBe(`sha256:${createHash('sha256').update('{}').digest('hex')}`);
     expect([blob.groupId, blob.linkedId, blob.linkedIsGroup, blob.name, blob.createdAt]).toEqual([7, 1, false, 'blob', 5]);
     const sbom = await image.add({ dataType: DataType.SBOM, data: Buffer.from('x'), sbom: { format: 4 } });
     expect(sbom.sbom?.format).toBe(4);
-    const msg = await image.add({ dataType: DataType.CryptoMessage, data: Buffer.from('x'), cryptoMessage: { formatType: 1, messageType: 0x100 } });
+    const msg = await image.add({
+      dataType: DataType.CryptoMessage,
+      data: Buffer.from('x'),
+      cryptoMessage: { formatType: 1, messageType: 0x100 },
+    });
     expect(msg.cryptoMessage).toEqual({ formatType: 1, messageType: 0x100 });
     const reopened = await SifImage.fromBytes(bytesOf(image));
     expect(reopened.descriptors().map((d) => d.id)).toEqual([1, 2, 3, 4, 5, 6, 7]);
@@ -177,12 +207,21 @@ describe('SifImage edits', () => {
     const bad: [AddInput, RegExp][] = [
       [{ dataType: 0x5000, data: Buffer.from('x') }, /unknown data type 0x5000/],
       [{ dataType: DataType.Generic, data: Buffer.from('x'), name: 'n'.repeat(129) }, /name is too long/],
-      [{ dataType: DataType.Partition, data: Buffer.from('x'), partition: { fsType: 1, partType: 2, arch: 'arm64' } }, /already contains a primary partition/],
-      [{ dataType: DataType.Partition, data: Buffer.from('x'), partition: { fsType: 1, partType: 1, arch: 'vax' } }, /unknown architecture: vax/],
+      [
+        { dataType: DataType.Partition, data: Buffer.from('x'), partition: { fsType: 1, partType: 2, arch: 'arm64' } },
+        /already contains a primary partition/,
+      ],
+      [
+        { dataType: DataType.Partition, data: Buffer.from('x'), partition: { fsType: 1, partType: 1, arch: 'vax' } },
+        /unknown architecture: vax/,
+      ],
       [{ dataType: DataType.Partition, data: Buffer.from('x') }, /needs a filesystem type/],
       [{ dataType: DataType.Generic, data: Buffer.from('x'), groupId: 0 }, /invalid group ID/],
       [{ dataType: DataType.Generic, data: Buffer.from('x'), linkedId: 1, linkedGroupId: 1 }, /not both/],
-      [{ dataType: DataType.Generic, data: Buffer.from('x'), sbom: { format: 1 } }, /sbom metadata given for a Generic\/Raw object/],
+      [
+        { dataType: DataType.Generic, data: Buffer.from('x'), sbom: { format: 1 } },
+        /sbom metadata given for a Generic\/Raw object/,
+      ],
       [{ dataType: DataType.Generic, data: Buffer.from('x'), alignment: -1 }, /invalid alignment/],
     ];
     for (const [input, message] of bad) {
@@ -202,7 +241,15 @@ describe('SifImage edits', () => {
     const base = Buffer.from(bytesOf(await fixture()));
     const edits: [string, (img: SifImage) => Promise<unknown>][] = [
       ['add', (img) => img.add({ dataType: DataType.Generic, data: Buffer.from('payload') })],
-      ['add partition', (img) => img.add({ dataType: DataType.Partition, data: Buffer.alloc(100), partition: { fsType: 1, partType: 1, arch: 'arm64' } })],
+      [
+        'add partition',
+        (img) =>
+          img.add({
+            dataType: DataType.Partition,
+            data: Buffer.alloc(100),
+            partition: { fsType: 1, partType: 1, arch: 'arm64' },
+          }),
+      ],
       ['delete', (img) => img.delete(1)],
     ];
     let injected = 0;
@@ -210,7 +257,10 @@ describe('SifImage edits', () => {
       for (let failAt = 1; failAt <= 3; failAt++) {
         const storage = new FailingStorage(Buffer.from(base), failAt);
         const image = await SifImage.fromStorage(storage);
-        const err = await edit(image).then(() => undefined, (e: unknown) => e);
+        const err = await edit(image).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
         if (storage.writes < failAt) continue; // the edit makes fewer writes than that
         injected++;
         expect(err, `${name} failing at write ${failAt}`).toBeInstanceOf(Error);
@@ -222,7 +272,11 @@ describe('SifImage edits', () => {
     for (let failAt = 1; failAt <= 3; failAt++) {
       const storage = new FailingStorage(Buffer.from(base), 1000);
       const image = await SifImage.fromStorage(storage);
-      const p = await image.add({ dataType: DataType.Partition, data: Buffer.alloc(10), partition: { fsType: 1, partType: 1, arch: 'arm64' } });
+      const p = await image.add({
+        dataType: DataType.Partition,
+        data: Buffer.alloc(10),
+        partition: { fsType: 1, partType: 1, arch: 'arm64' },
+      });
       const snapshot = Buffer.from(storage.bytes);
       Object.assign(storage, { writes: 0, failAt });
       await expect(image.setPrimary(p.id)).rejects.toThrow(/ENOSPC/);
@@ -233,7 +287,15 @@ describe('SifImage edits', () => {
   it('concurrent adds are serialised: distinct slots, valid image, right data', async () => {
     const image = await fixture();
     const payloads = Array.from({ length: 20 }, (_, i) => Buffer.alloc(100 + i, i));
-    const added = await Promise.all(payloads.map((data, i) => image.add({ dataType: i % 2 ? DataType.Generic : DataType.Partition, data, partition: i % 2 ? undefined : { fsType: 4, partType: 3, arch: 'arm64' } })));
+    const added = await Promise.all(
+      payloads.map((data, i) =>
+        image.add({
+          dataType: i % 2 ? DataType.Generic : DataType.Partition,
+          data,
+          partition: i % 2 ? undefined : { fsType: 4, partType: 3, arch: 'arm64' },
+        }),
+      ),
+    );
     expect(new Set(added.map((d) => d.id)).size).toBe(20);
     const reopened = await SifImage.fromBytes(bytesOf(image));
     for (const [i, d] of added.entries()) expect((await reopened.readObject(d.id)).equals(payloads[i]!)).toBe(true);
@@ -247,7 +309,11 @@ describe('SifImage edits', () => {
     expect(bytesOf(image).length).toBe(40960 - (40960 - 37768));
     expect(image.header.dataSize).toBe(37768 - 32176);
     await image.delete(1, { zero: true });
-    expect(bytesOf(image).subarray(32176, 32176 + 19).equals(Buffer.alloc(19))).toBe(true);
+    expect(
+      bytesOf(image)
+        .subarray(32176, 32176 + 19)
+        .equals(Buffer.alloc(19)),
+    ).toBe(true);
     await image.delete(2, { deterministic: true });
     expect(image.primaryArch).toBe('unknown');
     expect(image.header.modifiedAt).toBe(ZERO_TIME);
@@ -272,7 +338,10 @@ describe('SifImage edits', () => {
     for (const [name, mutate, message] of mutants) {
       const b = Buffer.from(base);
       mutate(b);
-      const err = await SifImage.fromBytes(b, 'm.sif').then(() => undefined, (e: unknown) => e);
+      const err = await SifImage.fromBytes(b, 'm.sif').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(err, name).toBeInstanceOf(CorruptError);
       expect((err as CorruptError).describe(), name).toMatch(message);
       expect((err as CorruptError).describe(), name).toMatch(/^m\.sif: /);

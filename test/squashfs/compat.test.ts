@@ -115,10 +115,14 @@ describe.each(CONFIGS)('mksquashfs $name', (config) => {
   }, 300_000);
 
   if (isRoot && config.noKernel) skipNote(`kernel loop mount of the ${config.name} image`, config.noKernel);
-  itIf(isRoot && !config.noKernel, isRoot ? (config.noKernel ?? '') : 'loop mounts need root')('the kernel loop mount shows the same manifest', async () => {
-    const mounted = await withLoopMount(image, 'squashfs', dir, (mnt) => treeManifest(mnt));
-    expectSameManifest(mounted, expected, `${config.name} kernel mount`);
-  }, 300_000);
+  itIf(isRoot && !config.noKernel, isRoot ? (config.noKernel ?? '') : 'loop mounts need root')(
+    'the kernel loop mount shows the same manifest',
+    async () => {
+      const mounted = await withLoopMount(image, 'squashfs', dir, (mnt) => treeManifest(mnt));
+      expectSameManifest(mounted, expected, `${config.name} kernel mount`);
+    },
+    300_000,
+  );
 
   if (config.name === 'gzip defaults') {
     it('sifuse manifest IMAGE PATH describes just that subtree', async () => {
@@ -156,8 +160,12 @@ describe('a 4 GiB + 64 KiB sparse file (gzip)', () => {
     expectSameManifest(r.stdout, expected, 'big sparse file');
   }, 300_000);
 
-  itIf(isRoot, 'loop mounts need root')('the kernel loop mount shows the same manifest', async () => {
-    const mounted = await withLoopMount(image, 'squashfs', dir, (mnt) => treeManifest(mnt));
-    expectSameManifest(mounted, expected, 'big sparse file, kernel mount');
-  }, 300_000);
+  itIf(isRoot, 'loop mounts need root')(
+    'the kernel loop mount shows the same manifest',
+    async () => {
+      const mounted = await withLoopMount(image, 'squashfs', dir, (mnt) => treeManifest(mnt));
+      expectSameManifest(mounted, expected, 'big sparse file, kernel mount');
+    },
+    300_000,
+  );
 });

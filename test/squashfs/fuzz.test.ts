@@ -80,18 +80,49 @@ class Rng {
 
 /** Superblock fields (squashfs_fs.h struct squashfs_super_block): [name, offset, width]. */
 const SB_FIELDS: [string, number, 2 | 4 | 8][] = [
-  ['s_magic', 0x00, 4], ['inodes', 0x04, 4], ['block_size', 0x0c, 4], ['fragments', 0x10, 4],
-  ['compression', 0x14, 2], ['block_log', 0x16, 2], ['flags', 0x18, 2], ['no_ids', 0x1a, 2],
-  ['s_major', 0x1c, 2], ['root_inode', 0x20, 8], ['bytes_used', 0x28, 8], ['id_table_start', 0x30, 8],
-  ['xattr_id_table_start', 0x38, 8], ['inode_table_start', 0x40, 8], ['directory_table_start', 0x48, 8],
-  ['fragment_table_start', 0x50, 8], ['lookup_table_start', 0x58, 8],
+  ['s_magic', 0x00, 4],
+  ['inodes', 0x04, 4],
+  ['block_size', 0x0c, 4],
+  ['fragments', 0x10, 4],
+  ['compression', 0x14, 2],
+  ['block_log', 0x16, 2],
+  ['flags', 0x18, 2],
+  ['no_ids', 0x1a, 2],
+  ['s_major', 0x1c, 2],
+  ['root_inode', 0x20, 8],
+  ['bytes_used', 0x28, 8],
+  ['id_table_start', 0x30, 8],
+  ['xattr_id_table_start', 0x38, 8],
+  ['inode_table_start', 0x40, 8],
+  ['directory_table_start', 0x48, 8],
+  ['fragment_table_start', 0x50, 8],
+  ['lookup_table_start', 0x58, 8],
 ];
 
 function interesting(rng: Rng, size: number, original: bigint): bigint {
   const choices = [
-    0n, 1n, 2n, 0x7fn, 0xffn, 0x7fffn, 0x8000n, 0xffffn, 0x7fffffffn, 0x80000000n, 0xffffffffn,
-    0x100000000n, 0x7fffffffffffffffn, 0xffffffffffffffffn, BigInt(size), BigInt(size) - 1n, BigInt(size) + 1n,
-    original + 1n, original - 1n, original + 8192n, original * 2n, BigInt(rng.next()),
+    0n,
+    1n,
+    2n,
+    0x7fn,
+    0xffn,
+    0x7fffn,
+    0x8000n,
+    0xffffn,
+    0x7fffffffn,
+    0x80000000n,
+    0xffffffffn,
+    0x100000000n,
+    0x7fffffffffffffffn,
+    0xffffffffffffffffn,
+    BigInt(size),
+    BigInt(size) - 1n,
+    BigInt(size) + 1n,
+    original + 1n,
+    original - 1n,
+    original + 8192n,
+    original * 2n,
+    BigInt(rng.next()),
   ];
   return rng.pick(choices);
 }
@@ -260,7 +291,7 @@ async function visit(fs: ReadableFs, id: InodeId, stats: WalkStats): Promise<str
     const windows: [number, number][] = [[0, Math.min(size, MAX_READ_PER_FILE)]];
     if (size > MAX_READ_PER_FILE) windows.push([Math.max(0, size - 70_000), 70_000]);
     for (const [pos, len] of windows) {
-      for (let done = 0; done < len; ) {
+      for (let done = 0; done < len;) {
         const chunk = Math.min(131072, len - done);
         const data = await attempt(stats, () => fs.read(id, pos + done, chunk));
         if (!data || data.length === 0) break;
@@ -339,51 +370,55 @@ describe('SquashFS reader on corrupted images', () => {
     }
   }, 120_000);
 
-  it(`survives ${CASES} corrupted images with clean errors only (seed ${SEED})`, async () => {
-    const weighted = bases.flatMap((b) => Array.from({ length: b.weight }, () => b));
-    const failures: string[] = [];
-    const outcomes = { opened: 0, refused: 0, walkedSomething: 0, cleanErrors: 0 };
-    collectGarbage();
-    const startRss = peakRss();
-    for (let i = 0; i < CASES; i++) {
-      const rng = new Rng((SEED * 0x9e3779b1 + i * 0x85ebca6b + 1) >>> 0);
-      const base = rng.pick(weighted);
-      const { bytes, what } = mutate(base.bytes, rng);
-      const label = `case ${i} (seed ${SEED}, ${base.name}, ${what})`;
-      const stats: WalkStats = { names: 0, bytesRead: 0, bad: [], clean: 0 };
-      const before = peakRss();
-      const result = await withTimeout(openAndWalk(bytes, stats), CASE_TIMEOUT_MS);
-      const grew = peakRss() - before;
-      if (result === 'timeout') failures.push(`${label}: no result within ${CASE_TIMEOUT_MS} ms (hang)`);
-      else if (result) outcomes.opened++;
-      else outcomes.refused++;
-      if (stats.names > 1) outcomes.walkedSomething++;
-      outcomes.cleanErrors += stats.clean;
-      for (const err of stats.bad.slice(0, 2)) {
-        failures.push(`${label}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  it(
+    `survives ${CASES} corrupted images with clean errors only (seed ${SEED})`,
+    async () => {
+      const weighted = bases.flatMap((b) => Array.from({ length: b.weight }, () => b));
+      const failures: string[] = [];
+      const outcomes = { opened: 0, refused: 0, walkedSomething: 0, cleanErrors: 0 };
+      collectGarbage();
+      const startRss = peakRss();
+      for (let i = 0; i < CASES; i++) {
+        const rng = new Rng((SEED * 0x9e3779b1 + i * 0x85ebca6b + 1) >>> 0);
+        const base = rng.pick(weighted);
+        const { bytes, what } = mutate(base.bytes, rng);
+        const label = `case ${i} (seed ${SEED}, ${base.name}, ${what})`;
+        const stats: WalkStats = { names: 0, bytesRead: 0, bad: [], clean: 0 };
+        const before = peakRss();
+        const result = await withTimeout(openAndWalk(bytes, stats), CASE_TIMEOUT_MS);
+        const grew = peakRss() - before;
+        if (result === 'timeout') failures.push(`${label}: no result within ${CASE_TIMEOUT_MS} ms (hang)`);
+        else if (result) outcomes.opened++;
+        else outcomes.refused++;
+        if (stats.names > 1) outcomes.walkedSomething++;
+        outcomes.cleanErrors += stats.clean;
+        for (const err of stats.bad.slice(0, 2)) {
+          failures.push(`${label}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+        }
+        if (grew > CASE_RSS_LIMIT) failures.push(`${label}: peak RSS grew by ${Math.round(grew / 2 ** 20)} MiB`);
+        if (failures.length >= 20) break;
+        // Collect now and then, so that peak RSS measures what the reader retains rather than GC lag.
+        if ((i + 1) % 200 === 0) collectGarbage();
+        if ((i + 1) % 1000 === 0) {
+          const m = process.memoryUsage();
+          const mib = (n: number) => Math.round(n / 2 ** 20);
+          console.info(
+            `fuzz: ${i + 1} cases, rss ${mib(m.rss)} MiB, heap ${mib(m.heapUsed)} MiB, external ${mib(m.external)} MiB, ` +
+              `peak +${mib(peakRss() - startRss)} MiB`,
+          );
+        }
       }
-      if (grew > CASE_RSS_LIMIT) failures.push(`${label}: peak RSS grew by ${Math.round(grew / 2 ** 20)} MiB`);
-      if (failures.length >= 20) break;
-      // Collect now and then, so that peak RSS measures what the reader retains rather than GC lag.
-      if ((i + 1) % 200 === 0) collectGarbage();
-      if ((i + 1) % 1000 === 0) {
-        const m = process.memoryUsage();
-        const mib = (n: number) => Math.round(n / 2 ** 20);
-        console.info(
-          `fuzz: ${i + 1} cases, rss ${mib(m.rss)} MiB, heap ${mib(m.heapUsed)} MiB, external ${mib(m.external)} MiB, ` +
-            `peak +${mib(peakRss() - startRss)} MiB`,
-        );
-      }
-    }
-    const totalGrowth = peakRss() - startRss;
-    console.info(
-      `fuzz: ${CASES} cases, ${outcomes.opened} opened, ${outcomes.refused} refused at open, ` +
-        `${outcomes.walkedSomething} walked past the root, ${outcomes.cleanErrors} clean errors, ` +
-        `peak RSS +${Math.round(totalGrowth / 2 ** 20)} MiB`,
-    );
-    expect(failures.join('\n\n')).toBe('');
-    expect(totalGrowth).toBeLessThan(TOTAL_RSS_LIMIT);
-    // The harness must reach past the superblock checks, or it proves nothing.
-    expect(outcomes.walkedSomething).toBeGreaterThan(CASES / 10);
-  }, TOTAL_TIMEOUT_MS);
+      const totalGrowth = peakRss() - startRss;
+      console.info(
+        `fuzz: ${CASES} cases, ${outcomes.opened} opened, ${outcomes.refused} refused at open, ` +
+          `${outcomes.walkedSomething} walked past the root, ${outcomes.cleanErrors} clean errors, ` +
+          `peak RSS +${Math.round(totalGrowth / 2 ** 20)} MiB`,
+      );
+      expect(failures.join('\n\n')).toBe('');
+      expect(totalGrowth).toBeLessThan(TOTAL_RSS_LIMIT);
+      // The harness must reach past the superblock checks, or it proves nothing.
+      expect(outcomes.walkedSomething).toBeGreaterThan(CASES / 10);
+    },
+    TOTAL_TIMEOUT_MS,
+  );
 });

@@ -82,11 +82,15 @@ describe('debootstrap minbase bookworm in a SIF', () => {
     expectSameManifest(r.stdout, await treeManifest(rootfs, { path: '/usr/bin' }), 'rootfs SIF /usr/bin');
   }, 300_000);
 
-  itIf(isRoot, 'loop mounts need root')('the kernel loop mount of the image shows the same manifest', async (ctx) => {
-    if (unavailable) {
-      skipBecause(ctx, unavailable);
-    }
-    const mounted = await withLoopMount(image, 'squashfs', dir!, (mnt) => treeManifest(mnt));
-    expectSameManifest(mounted, expected, 'rootfs kernel mount');
-  }, 300_000);
+  itIf(isRoot, 'loop mounts need root')(
+    'the kernel loop mount of the image shows the same manifest',
+    async (ctx) => {
+      if (unavailable) {
+        skipBecause(ctx, unavailable);
+      }
+      const mounted = await withLoopMount(image, 'squashfs', dir!, (mnt) => treeManifest(mnt));
+      expectSameManifest(mounted, expected, 'rootfs kernel mount');
+    },
+    300_000,
+  );
 });

@@ -23,7 +23,10 @@ beforeAll(() => {
   mkdirSync(big, { recursive: true });
   for (let i = 0; i < COUNT; i++) {
     // Varied lengths and a few high bytes, so runs and index spans differ in size.
-    const name = Buffer.concat([Buffer.from(`n${(i * 7919) % COUNT}-${'x'.repeat(i % 37)}`), i % 50 === 0 ? Buffer.from([0xc3, 0xa9, 0xff]) : Buffer.alloc(0)]);
+    const name = Buffer.concat([
+      Buffer.from(`n${(i * 7919) % COUNT}-${'x'.repeat(i % 37)}`),
+      i % 50 === 0 ? Buffer.from([0xc3, 0xa9, 0xff]) : Buffer.alloc(0),
+    ]);
     names.push(name);
     writeFileSync(Buffer.concat([Buffer.from(big + '/'), name]), '');
   }

@@ -90,7 +90,8 @@ export function buildTree(root: string): { devices: boolean } {
   setXattr(join(root, 'small.txt'), 'user.greeting', Buffer.from('hi'));
   setXattr(join(root, 'random'), 'user.big', Buffer.alloc(3000, 0x71));
   // security.* needs CAP_SETFCAP: root only.
-  if (isRoot) setXattr(join(root, 'random'), 'security.capability', Buffer.from('0100000200200000000000000000000000000000', 'hex'));
+  if (isRoot)
+    setXattr(join(root, 'random'), 'security.capability', Buffer.from('0100000200200000000000000000000000000000', 'hex'));
   setXattr(join(root, 'text'), 'user.big', Buffer.alloc(3000, 0x71)); // same value: stored once, out of line
   // Names are bytes: UTF-8 beyond ASCII, bytes that are not UTF-8, and the manifest's escaped characters.
   setXattr(join(root, 'small.txt'), Buffer.from('user.café'), Buffer.from('utf-8 name'));
@@ -118,7 +119,7 @@ export async function readAll(fs: SquashfsFs, path: string): Promise<Buffer> {
   const id = await resolvePath(fs, path);
   const st = await fs.getattr(id);
   const parts: Buffer[] = [];
-  for (let pos = 0; pos < st.size; ) {
+  for (let pos = 0; pos < st.size;) {
     const chunk = await fs.read(id, pos, 256 * 1024);
     if (chunk.length === 0) break;
     parts.push(Buffer.from(chunk));

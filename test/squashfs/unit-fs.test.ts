@@ -53,7 +53,10 @@ function sourceXattrs(path: Buffer): Map<string, Buffer> {
   for (const line of text.split('\n')) {
     const m = /^([^#=][^=]*)=0x([0-9a-f]*)$/.exec(line);
     if (!m) continue;
-    const name = Buffer.from(m[1]!.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))), 'latin1');
+    const name = Buffer.from(
+      m[1]!.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))),
+      'latin1',
+    );
     out.set(name.toString('hex'), Buffer.from(m[2]!, 'hex'));
   }
   return out;
@@ -78,21 +81,29 @@ async function compareTree(fs: SquashfsFs, srcPath: Buffer, id: InodeId, withXat
   }
   if (type === 'l') expect((await fs.readlink(id)).equals(readlinkSync(srcPath, { encoding: 'buffer' })), where).toBe(true);
   if (type === 'c' || type === 'b') {
-    const [major, minor] = execFileSync('stat', ['-c', '%t %T', where]).toString().trim().split(' ').map((h) => parseInt(h, 16));
+    const [major, minor] = execFileSync('stat', ['-c', '%t %T', where])
+      .toString()
+      .trim()
+      .split(' ')
+      .map((h) => parseInt(h, 16));
     expect([devMajor(got.rdev), devMinor(got.rdev)], where).toEqual([major, minor]);
   }
   if (withXattrs && type !== 'l') {
     const want = sourceXattrs(srcPath);
     const names = (await fs.listxattr(id)).map((n) => n.toString('hex')).sort();
     expect(names, where).toEqual([...want.keys()].sort());
-    for (const [name, value] of want) expect((await fs.getxattr(id, Buffer.from(name, 'hex')))?.equals(value), `${where} ${name}`).toBe(true);
+    for (const [name, value] of want)
+      expect((await fs.getxattr(id, Buffer.from(name, 'hex')))?.equals(value), `${where} ${name}`).toBe(true);
     expect(await fs.getxattr(id, Buffer.from('user.absent'))).toBeNull();
   }
   let count = 1;
   if (type === 'd') {
     const names = readdirSync(srcPath, { encoding: 'buffer' }).sort(Buffer.compare);
     const entries = await fs.readdir(id);
-    expect(entries.map((e) => e.name.toString('hex')), where).toEqual(names.map((n) => n.toString('hex')));
+    expect(
+      entries.map((e) => e.name.toString('hex')),
+      where,
+    ).toEqual(names.map((n) => n.toString('hex')));
     for (const e of entries) {
       expect(await fs.lookup(id, e.name)).toBe(e.id);
       const sub = Buffer.concat([srcPath, Buffer.from('/'), e.name]);
@@ -105,7 +116,11 @@ async function compareTree(fs: SquashfsFs, srcPath: Buffer, id: InodeId, withXat
 
 const OPTION_SETS: { name: string; args: string[]; flags?: number; noFlags?: number; xattrs?: boolean }[] = [
   { name: 'defaults (gzip, 128 KiB blocks)', args: [] },
-  { name: '-noI -noD -noF -noX', args: ['-noI', '-noD', '-noF', '-noX'], flags: FLAG_UNCOMPRESSED_INODES | FLAG_UNCOMPRESSED_DATA },
+  {
+    name: '-noI -noD -noF -noX',
+    args: ['-noI', '-noD', '-noF', '-noX'],
+    flags: FLAG_UNCOMPRESSED_INODES | FLAG_UNCOMPRESSED_DATA,
+  },
   { name: '-no-fragments', args: ['-no-fragments'], flags: FLAG_NO_FRAGMENTS },
   { name: '-always-use-fragments', args: ['-always-use-fragments'], flags: FLAG_ALWAYS_FRAGMENTS },
   { name: '-b 4K -tailends', args: ['-b', '4K', '-tailends'] },
@@ -166,7 +181,11 @@ describe('SquashFS engine details', () => {
   it('keeps xattr names as stored bytes: UTF-8, not UTF-8, escapable characters', async () => {
     const file = (await fs.lookup(fs.rootId, Buffer.from('small.txt')))!;
     const hex = (await fs.listxattr(file)).map((n) => n.toString('hex')).sort();
-    const want = [Buffer.from('user.greeting'), Buffer.from('user.caf\xc3\xa9', 'latin1'), Buffer.from('user.\xff\xfe', 'latin1')];
+    const want = [
+      Buffer.from('user.greeting'),
+      Buffer.from('user.caf\xc3\xa9', 'latin1'),
+      Buffer.from('user.\xff\xfe', 'latin1'),
+    ];
     expect(hex).toEqual(want.map((n) => n.toString('hex')).sort());
     expect((await fs.getxattr(file, Buffer.from('user.café')))?.toString()).toBe('utf-8 name');
     expect((await fs.getxattr(file, Buffer.from('user.\xff\xfe', 'latin1')))?.toString()).toBe('not utf-8');
@@ -186,7 +205,15 @@ describe('SquashFS engine details', () => {
   it('reads at any offset and length, short only at end of file', async () => {
     const id = (await fs.lookup(fs.rootId, Buffer.from('random')))!;
     const whole = await readAll(fs, '/random');
-    for (const [pos, len] of [[0, 1], [65535, 2], [65536, 65536], [100, 150_000], [199_990, 100], [200_000, 5], [300_000, 5]] as const) {
+    for (const [pos, len] of [
+      [0, 1],
+      [65535, 2],
+      [65536, 65536],
+      [100, 150_000],
+      [199_990, 100],
+      [200_000, 5],
+      [300_000, 5],
+    ] as const) {
       const got = await fs.read(id, pos, len);
       expect(got.equals(whole.subarray(pos, pos + len)), `${pos}+${len}`).toBe(true);
     }

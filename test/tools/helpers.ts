@@ -233,8 +233,19 @@ export async function makeSif(squashfs: string, sif: string): Promise<void> {
   rmSync(sif, { force: true });
   await execa('siftool', ['new', sif]);
   await execa('siftool', [
-    'add', sif, squashfs,
-    '--datatype', '4', '--parttype', '2', '--partfs', '1', '--partarch', '2', '--groupid', '1',
+    'add',
+    sif,
+    squashfs,
+    '--datatype',
+    '4',
+    '--parttype',
+    '2',
+    '--partfs',
+    '1',
+    '--partarch',
+    '2',
+    '--groupid',
+    '1',
   ]);
 }
 

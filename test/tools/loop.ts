@@ -37,7 +37,9 @@ export function loopMountSync(image: string, mountpoint: string, o: LoopOptions)
   const dev = execFileSync('losetup', [...args, image], { encoding: 'utf8' }).trim();
   try {
     const opts = [...(o.options ?? []), ...(o.readonly ? ['ro'] : [])];
-    execFileSync('mount', ['-t', o.type, ...(opts.length ? ['-o', opts.join(',')] : []), dev, mountpoint], { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync('mount', ['-t', o.type, ...(opts.length ? ['-o', opts.join(',')] : []), dev, mountpoint], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
   } catch (err) {
     spawnSync('losetup', ['-d', dev]);
     throw err;
@@ -67,7 +69,8 @@ export function unmountSync(mountpoint: string): void {
     // last writes, so wait for ext4's per-device entry to go away first.
     const live = `/proc/fs/ext4/${basename(dev)}`;
     for (let i = 0; i < 300 && existsSync(live); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
-    if (existsSync(live)) throw new Error(`${mountpoint}: the filesystem on ${dev} is still in use after 30 s (a mount namespace holds it)`);
+    if (existsSync(live))
+      throw new Error(`${mountpoint}: the filesystem on ${dev} is still in use after 30 s (a mount namespace holds it)`);
     spawnSync('losetup', ['-d', dev]);
   }
 }

@@ -19,7 +19,12 @@ afterAll(() => removeTempDir(dir));
 async function runner(fixture: string) {
   return execa(
     'node',
-    [join(repoRoot, 'scripts', 'run-tests.mjs'), '--config', 'test/tools/fixtures/skips/vitest.config.ts', `test/tools/fixtures/skips/${fixture}`],
+    [
+      join(repoRoot, 'scripts', 'run-tests.mjs'),
+      '--config',
+      'test/tools/fixtures/skips/vitest.config.ts',
+      `test/tools/fixtures/skips/${fixture}`,
+    ],
     { cwd: repoRoot, reject: false, all: true, env: { SIFUSE_TEST_REPORT: join(dir, `${fixture}.json`) } },
   );
 }

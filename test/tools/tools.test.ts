@@ -6,7 +6,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execa } from 'execa';
 import { createHash } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, symlinkSync, utimesSync, writeFileSync, writeSync, ftruncateSync, chmodSync } from 'node:fs';
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+  writeSync,
+  ftruncateSync,
+  chmodSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { makeTempDir, manifestDiff, removeTempDir, treeManifest, withoutSubtree } from './helpers.js';
 
@@ -36,13 +46,25 @@ beforeAll(async () => {
   await execa('setfattr', ['-n', 'user.a', '-v', 'hi', p('a/x')]);
   // Xattr names are bytes: UTF-8, not UTF-8, and the three characters the manifest escapes.
   // setfattr decodes 3-digit octal escapes in names, so any byte can be passed.
-  for (const [name, value] of [['user.caf\\303\\251', 'caf\xc3\xa9'], ['user.\\377\\376', '\xff\xfe'], ['user.t\\011b\\134s\\012n', 't\tb\\s\nn']]) {
+  for (const [name, value] of [
+    ['user.caf\\303\\251', 'caf\xc3\xa9'],
+    ['user.\\377\\376', '\xff\xfe'],
+    ['user.t\\011b\\134s\\012n', 't\tb\\s\nn'],
+  ]) {
     await execa('setfattr', ['-n', name!, '-v', `0x${Buffer.from(value!, 'latin1').toString('hex')}`, p('a/sub')]);
   }
   for (const d of ['', 'a', 'a/sub', 'a-b']) chmodSync(p(d), 0o755);
   for (const f of ['a-b/sparse', 'a/tab\there\\']) chmodSync(p(f), 0o644);
   chmodSync(p('a/x'), 0o4755);
-  for (const [rel, t] of [['a/x', T], ['a/tab\there\\', T + 1], ['a-b/sparse', T + 2], ['a/sub', T + 3], ['a', T + 4], ['a-b', T + 5], ['', T + 6]] as const) {
+  for (const [rel, t] of [
+    ['a/x', T],
+    ['a/tab\there\\', T + 1],
+    ['a-b/sparse', T + 2],
+    ['a/sub', T + 3],
+    ['a', T + 4],
+    ['a-b', T + 5],
+    ['', T + 6],
+  ] as const) {
     utimesSync(p(rel), t, t);
   }
   await execa('touch', ['-h', '-d', `@${T + 7}`, p('a/link')]);
@@ -56,28 +78,37 @@ describe('tree_manifest.py', () => {
   it('writes the issue 3 format: escaping, full-path byte order, sparse sha256, xattrs', async () => {
     const uid = process.getuid!();
     const gid = process.getgid!();
-    const expected = [
-      `/\td\t0755\t${uid}\t${gid}\t-\t${T + 6}\t-\t-`,
-      `/a\td\t0755\t${uid}\t${gid}\t-\t${T + 4}\t-\t-`,
-      // '-' (0x2d) sorts before '/' (0x2f): /a-b and its children come before /a/...
-      `/a-b\td\t0755\t${uid}\t${gid}\t-\t${T + 5}\t-\t-`,
-      `/a-b/sparse\tf\t0644\t${uid}\t${gid}\t${sparseContent.length}\t${T + 2}\t${sha(sparseContent)}\t-`,
-      `/a/link\tl\t0777\t${uid}\t${gid}\t${Buffer.byteLength('target\nwith newline')}\t${T + 7}\ttarget\\nwith newline\t-`,
-      // Sorted by raw name bytes (c < t < 0xff), escaped like paths, other bytes raw.
-      Buffer.concat([
-        Buffer.from(`/a/sub\td\t0755\t${uid}\t${gid}\t-\t${T + 3}\t-\t`),
-        Buffer.from(`user.caf\xc3\xa9=${b64('caf\xc3\xa9')},user.t\\tb\\\\s\\nn=${b64('t\tb\\s\nn')},user.\xff\xfe=${b64('\xff\xfe')}`, 'latin1'),
-      ]).toString('latin1'),
-      `/a/tab\\there\\\\\tf\t0644\t${uid}\t${gid}\t0\t${T + 1}\t${sha(Buffer.alloc(0))}\t-`,
-      `/a/x\tf\t4755\t${uid}\t${gid}\t5\t${T}\t${sha(Buffer.from('hello'))}\tuser.a=aGk=,user.b=AP8=`,
-    ].join('\n') + '\n';
+    const expected =
+      [
+        `/\td\t0755\t${uid}\t${gid}\t-\t${T + 6}\t-\t-`,
+        `/a\td\t0755\t${uid}\t${gid}\t-\t${T + 4}\t-\t-`,
+        // '-' (0x2d) sorts before '/' (0x2f): /a-b and its children come before /a/...
+        `/a-b\td\t0755\t${uid}\t${gid}\t-\t${T + 5}\t-\t-`,
+        `/a-b/sparse\tf\t0644\t${uid}\t${gid}\t${sparseContent.length}\t${T + 2}\t${sha(sparseContent)}\t-`,
+        `/a/link\tl\t0777\t${uid}\t${gid}\t${Buffer.byteLength('target\nwith newline')}\t${T + 7}\ttarget\\nwith newline\t-`,
+        // Sorted by raw name bytes (c < t < 0xff), escaped like paths, other bytes raw.
+        Buffer.concat([
+          Buffer.from(`/a/sub\td\t0755\t${uid}\t${gid}\t-\t${T + 3}\t-\t`),
+          Buffer.from(
+            `user.caf\xc3\xa9=${b64('caf\xc3\xa9')},user.t\\tb\\\\s\\nn=${b64('t\tb\\s\nn')},user.\xff\xfe=${b64('\xff\xfe')}`,
+            'latin1',
+          ),
+        ]).toString('latin1'),
+        `/a/tab\\there\\\\\tf\t0644\t${uid}\t${gid}\t0\t${T + 1}\t${sha(Buffer.alloc(0))}\t-`,
+        `/a/x\tf\t4755\t${uid}\t${gid}\t5\t${T}\t${sha(Buffer.from('hello'))}\tuser.a=aGk=,user.b=AP8=`,
+      ].join('\n') + '\n';
     const got = await treeManifest(root);
     expect(manifestDiff(got, Buffer.from(expected, 'latin1'))).toBeNull();
   });
 
   it('describes a subtree with absolute paths and drops excluded paths', async () => {
     const sub = (await treeManifest(root, { path: '/a', exclude: ['/a/sub'] })).toString('latin1');
-    expect(sub.split('\n').filter(Boolean).map((l) => l.split('\t')[0])).toEqual(['/a', '/a/link', '/a/tab\\there\\\\', '/a/x']);
+    expect(
+      sub
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split('\t')[0]),
+    ).toEqual(['/a', '/a/link', '/a/tab\\there\\\\', '/a/x']);
     const noX = (await treeManifest(root, { path: '/a/x', excludeXattr: ['user.b'] })).toString('latin1');
     expect(noX.trimEnd().split('\t')[8]).toBe('user.a=aGk=');
   });

@@ -186,10 +186,7 @@ export function decodeJournalSuperblock(bytes: Buffer, fsBlockSize: number, jour
     const what = unknown & JournalIncompat.FAST_COMMIT ? 'fast_commit' : `0x${unknown.toString(16)}`;
     throw new UnsupportedError(`journal uses incompatible feature(s) this engine cannot replay: ${what}`);
   }
-  if (
-    sb.featureIncompat & JournalIncompat.CSUM_V2 &&
-    sb.featureIncompat & JournalIncompat.CSUM_V3
-  ) {
+  if (sb.featureIncompat & JournalIncompat.CSUM_V2 && sb.featureIncompat & JournalIncompat.CSUM_V3) {
     throw new CorruptError('journal claims both CSUM_V2 and CSUM_V3');
   }
   if (hasChecksums(sb) && superblockChecksum(bytes) !== sb.checksum) {
@@ -360,13 +357,7 @@ export function decodeDescriptorTags(block: Buffer, layout: TagLayout): BlockTag
 }
 
 /** Writes one tag at `off`; returns the offset after it (and after the UUID when SAME_UUID is clear). */
-export function encodeDescriptorTag(
-  block: Buffer,
-  off: number,
-  layout: TagLayout,
-  tag: BlockTag,
-  uuid: Buffer,
-): number {
+export function encodeDescriptorTag(block: Buffer, off: number, layout: TagLayout, tag: BlockTag, uuid: Buffer): number {
   const low = tag.blockNr % 0x100000000;
   const high = Math.floor(tag.blockNr / 0x100000000);
   if (high && !layout.bit64) throw new CorruptError(`block ${tag.blockNr} needs a 64-bit journal`);

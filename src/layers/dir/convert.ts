@@ -42,4 +42,3 @@ export function toFsError(err: unknown, detail: string): unknown {
   if (errnoNumber(code) === undefined) return new FsError('EIO', `${detail}: ${err.message}`);
   return new FsError(code, `${err.syscall}, ${detail}`);
 }
-

@@ -110,8 +110,19 @@ export class NodeTable {
     }
     if (node === undefined) {
       node = {
-        id: this.nextId++, fd: -1, dev: st.dev, ino: st.ino, btime: st.btime, btimeNsec: st.btimeNsec,
-        type, refs: 0, pinned: false, parent, name, io: -1, ioWritable: false,
+        id: this.nextId++,
+        fd: -1,
+        dev: st.dev,
+        ino: st.ino,
+        btime: st.btime,
+        btimeNsec: st.btimeNsec,
+        type,
+        refs: 0,
+        pinned: false,
+        parent,
+        name,
+        io: -1,
+        ioWritable: false,
       };
       this.nodes.set(node.id, node);
       this.byKey.set(key(st.dev, st.ino), node.id);
@@ -261,7 +272,13 @@ export function openChild(parentFd: number, name: Buffer): number | null {
   const s = sys();
   const c = s.constants;
   try {
-    return s.openat2(parentFd, name, c.O_PATH | c.O_NOFOLLOW, 0, c.RESOLVE_BENEATH | c.RESOLVE_NO_SYMLINKS | c.RESOLVE_NO_MAGICLINKS);
+    return s.openat2(
+      parentFd,
+      name,
+      c.O_PATH | c.O_NOFOLLOW,
+      0,
+      c.RESOLVE_BENEATH | c.RESOLVE_NO_SYMLINKS | c.RESOLVE_NO_MAGICLINKS,
+    );
   } catch (err) {
     if ((err as { code?: string }).code === 'ENOENT') return null;
     throw err;

@@ -35,8 +35,8 @@ export const XATTR_USER_INO = Buffer.from('user.overlay.sifuse.ino');
 export const XATTR_LOWER_LINKS = Buffer.from('trusted.overlay.sifuse.lowerlinks');
 export const XATTR_USER_LOWER_LINKS = Buffer.from('user.overlay.sifuse.lowerlinks');
 
-const INTERNAL_PREFIXES = ['trusted.overlay.', 'user.overlay.', 'user.fuseoverlayfs.', 'trusted.sifuse.', 'user.sifuse.'].map((p) =>
-  Buffer.from(p),
+const INTERNAL_PREFIXES = ['trusted.overlay.', 'user.overlay.', 'user.fuseoverlayfs.', 'trusted.sifuse.', 'user.sifuse.'].map(
+  (p) => Buffer.from(p),
 );
 
 const TRUSTED_OVERLAY = Buffer.from('trusted.overlay.');
@@ -161,7 +161,10 @@ export async function setInternalXattr(fs: WritableFs, id: InodeId, trusted: Buf
   try {
     await fs.setxattr(id, trusted, value);
   } catch (err) {
-    if (err instanceof FsError && (err.code === 'EPERM' || err.code === 'ENOTSUP' || err.code === 'EOPNOTSUPP' || err.code === 'EACCES')) {
+    if (
+      err instanceof FsError &&
+      (err.code === 'EPERM' || err.code === 'ENOTSUP' || err.code === 'EOPNOTSUPP' || err.code === 'EACCES')
+    ) {
       await fs.setxattr(id, user, value);
       return;
     }
@@ -170,7 +173,12 @@ export async function setInternalXattr(fs: WritableFs, id: InodeId, trusted: Buf
 }
 
 /** Marks an upper directory opaque in the upper's encoding. */
-export async function writeOpaque(fs: WritableFs, dir: InodeId, encoding: WhiteoutEncoding, owner: { uid: number; gid: number }): Promise<void> {
+export async function writeOpaque(
+  fs: WritableFs,
+  dir: InodeId,
+  encoding: WhiteoutEncoding,
+  owner: { uid: number; gid: number },
+): Promise<void> {
   if (encoding === 'kernel') {
     await fs.setxattr(dir, XATTR_OPAQUE, Buffer.from('y'));
     return;
@@ -182,7 +190,13 @@ export async function writeOpaque(fs: WritableFs, dir: InodeId, encoding: Whiteo
 }
 
 /** Creates a whiteout for `name` in upper directory `dir` (the name itself must be free there). */
-export async function writeWhiteout(fs: WritableFs, dir: InodeId, name: Buffer, encoding: WhiteoutEncoding, owner: { uid: number; gid: number }): Promise<void> {
+export async function writeWhiteout(
+  fs: WritableFs,
+  dir: InodeId,
+  name: Buffer,
+  encoding: WhiteoutEncoding,
+  owner: { uid: number; gid: number },
+): Promise<void> {
   if (encoding === 'kernel') {
     await fs.mknod(dir, name, { mode: S_IFCHR, uid: owner.uid, gid: owner.gid, rdev: 0 });
     return;

@@ -14,6 +14,6 @@
 export const LOW_BITS = 2 ** 32;
 
 export function xino(tag: number, layerIno: number): number {
-  const low = layerIno < LOW_BITS ? layerIno : (layerIno % LOW_BITS) ^ Math.floor(layerIno / LOW_BITS) % LOW_BITS;
+  const low = layerIno < LOW_BITS ? layerIno : (layerIno % LOW_BITS) ^ (Math.floor(layerIno / LOW_BITS) % LOW_BITS);
   return tag * LOW_BITS + (low >>> 0);
 }

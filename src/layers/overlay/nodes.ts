@@ -56,8 +56,19 @@ export class NodeTable {
     return this.byId.size;
   }
 
-  create(fields: Omit<Node, 'id' | 'refs' | 'dead' | 'listing' | 'children' | 'ino' | 'indexed'> & { ino?: number | null }): Node {
-    const node: Node = { ...fields, id: this.next++, refs: 0, dead: false, listing: null, children: null, ino: fields.ino ?? null, indexed: null };
+  create(
+    fields: Omit<Node, 'id' | 'refs' | 'dead' | 'listing' | 'children' | 'ino' | 'indexed'> & { ino?: number | null },
+  ): Node {
+    const node: Node = {
+      ...fields,
+      id: this.next++,
+      refs: 0,
+      dead: false,
+      listing: null,
+      children: null,
+      ino: fields.ino ?? null,
+      indexed: null,
+    };
     this.byId.set(node.id, node);
     this.byKey.set(node.key, node);
     return node;

@@ -180,7 +180,8 @@ export class Overlay implements WritableFs {
     const ops = this.ops;
     if (ops) {
       for (const e of [...(await ops.fs.readdir(ops.work))]) {
-        if (e.name.length >= TMP_PREFIX.length && e.name.subarray(0, TMP_PREFIX.length).equals(TMP_PREFIX)) await ops.removeTree(ops.work, e.name);
+        if (e.name.length >= TMP_PREFIX.length && e.name.subarray(0, TMP_PREFIX.length).equals(TMP_PREFIX))
+          await ops.removeTree(ops.work, e.name);
       }
     }
     if (!this.useIndex) return;
@@ -300,7 +301,16 @@ export class Overlay implements WritableFs {
     }
     const found = this.nodes.byLayerKey(key);
     if (found) return found;
-    return this.nodes.create({ key, parent, name: Buffer.from(e.name), type: e.type, upper, lower, lowers: null, redirect: null });
+    return this.nodes.create({
+      key,
+      parent,
+      name: Buffer.from(e.name),
+      type: e.type,
+      upper,
+      lower,
+      lowers: null,
+      redirect: null,
+    });
   }
 
   private source(n: Node): { fs: ReadableFs; id: InodeId; layer: number } {
@@ -325,11 +335,17 @@ export class Overlay implements WritableFs {
     if (n.type === 'd' && n.lowers === null) n = await this.lock.exclusive(() => this.resolved(n));
     const src = this.source(n);
     const st = await src.fs.getattr(src.id);
-    const out: Stat = { ...st, ino: await this.inoOf(n, st, src.layer), uid: showUid(this.map, st.uid), gid: showGid(this.map, st.gid) };
+    const out: Stat = {
+      ...st,
+      ino: await this.inoOf(n, st, src.layer),
+      uid: showUid(this.map, st.uid),
+      gid: showGid(this.map, st.gid),
+    };
     if (n.type === 'd') {
       const layers = (n.upper !== null ? 1 : 0) + (n.lowers?.length ?? 0);
       // A merged directory's links are counted from its merged listing (the kernel shows 1).
-      if (layers > 1) out.nlink = this.mergedDirNlink === 'one' ? 1 : 2 + (await this.readdir(id)).filter((e) => e.type === 'd').length;
+      if (layers > 1)
+        out.nlink = this.mergedDirNlink === 'one' ? 1 : 2 + (await this.readdir(id)).filter((e) => e.type === 'd').length;
     } else if (src.layer === 0 && this.hasUpper && (await this.isIndexed(n, st))) {
       out.nlink = Math.max(0, st.nlink - 1) + (await this.lowerLinks(n.upper!));
     }
@@ -368,7 +384,11 @@ export class Overlay implements WritableFs {
       if (p.upper !== null) dirs.push({ layer: 0, id: p.upper });
       dirs.push(...p.lowers);
       const merged = await mergeListing(this.stack, dirs);
-      const out: DirEntry[] = merged.map((m) => ({ name: m.entry.name, type: m.entry.type, id: this.bindEntry(p, m.layer, m.entry).id }));
+      const out: DirEntry[] = merged.map((m) => ({
+        name: m.entry.name,
+        type: m.entry.type,
+        id: this.bindEntry(p, m.layer, m.entry).id,
+      }));
       d.listing = out;
       return out;
     });
@@ -475,7 +495,10 @@ export class Overlay implements WritableFs {
     const ops = this.requireWritable();
     const pst = await ops.fs.getattr(parentUpper);
     await ops.fs.rename(ops.work, tmp, parentUpper, name);
-    await ops.fs.setattr(parentUpper, { atime: { sec: pst.atime, nsec: pst.atimeNsec }, mtime: { sec: pst.mtime, nsec: pst.mtimeNsec } });
+    await ops.fs.setattr(parentUpper, {
+      atime: { sec: pst.atime, nsec: pst.atimeNsec },
+      mtime: { sec: pst.mtime, nsec: pst.mtimeNsec },
+    });
   }
 
   /**
@@ -613,7 +636,7 @@ export class Overlay implements WritableFs {
       if (st.nlink < 2) return;
     }
     await this.nameUp(p, name, r, n);
-    r.upper = (await this.requireWritable().fs.lookup((await this.copyUpDir(p)), name)) ?? null;
+    r.upper = (await this.requireWritable().fs.lookup(await this.copyUpDir(p), name)) ?? null;
   }
 
   // ---- writes ----
@@ -673,7 +696,8 @@ export class Overlay implements WritableFs {
   // ---- namespace ----
 
   private checkNewName(name: Buffer): void {
-    if (name.length > NAME_MAX || (this.ops?.encoding === 'fuse-overlayfs' && name.length > NAME_MAX - 4)) throw withErrno('ENAMETOOLONG');
+    if (name.length > NAME_MAX || (this.ops?.encoding === 'fuse-overlayfs' && name.length > NAME_MAX - 4))
+      throw withErrno('ENAMETOOLONG');
     if (isWhiteoutName(name)) throw withErrno('EINVAL', `names starting with ".wh." are reserved by the overlay`);
   }
 
@@ -683,7 +707,12 @@ export class Overlay implements WritableFs {
    * whiteout, built in work/ and put in its place (a directory made opaque
    * first, since a lower layer has the name).
    */
-  private async create(dir: InodeId, name: Buffer, type: FileType, make: (dir: InodeId, name: Buffer) => Promise<InodeId>): Promise<InodeId> {
+  private async create(
+    dir: InodeId,
+    name: Buffer,
+    type: FileType,
+    make: (dir: InodeId, name: Buffer) => Promise<InodeId>,
+  ): Promise<InodeId> {
     const ops = this.requireWritable();
     const d = this.dirNode(dir);
     this.checkNewName(name);
@@ -955,7 +984,8 @@ export class Overlay implements WritableFs {
         return false;
       };
       if (rs.type === 'd' && isAncestor(src, np)) throw withErrno('EINVAL', 'a directory cannot move under itself');
-      if (flags.exchange && rt.type === 'd' && isAncestor(dst!, op)) throw withErrno('EINVAL', 'a directory cannot move under itself');
+      if (flags.exchange && rt.type === 'd' && isAncestor(dst!, op))
+        throw withErrno('EINVAL', 'a directory cannot move under itself');
       if (!flags.exchange && rt.type !== null) {
         if (rs.type === 'd' && rt.type !== 'd') throw withErrno('ENOTDIR');
         if (rs.type !== 'd' && rt.type === 'd') throw withErrno('EISDIR');

@@ -17,9 +17,7 @@ import type { LayerRef } from './nodes.js';
 import type { Stack } from './stack.js';
 
 export type Probe =
-  | { kind: 'none' }
-  | { kind: 'whiteout'; encoding: 'kernel' | 'fuse' }
-  | { kind: 'obj'; id: InodeId; type: FileType; st: Stat };
+  { kind: 'none' } | { kind: 'whiteout'; encoding: 'kernel' | 'fuse' } | { kind: 'obj'; id: InodeId; type: FileType; st: Stat };
 
 export interface Resolution {
   /** The visible type, or null when nothing is visible. */
@@ -51,7 +49,8 @@ export async function probe(stack: Stack, layer: number, dir: InodeId, name: Buf
   const fs = stack[layer]!.fs;
   const id = await fs.lookup(dir, name);
   if (id === null) {
-    if (name.length + 4 <= NAME_MAX && (await fs.lookup(dir, whiteoutNameFor(name))) !== null) return { kind: 'whiteout', encoding: 'fuse' };
+    if (name.length + 4 <= NAME_MAX && (await fs.lookup(dir, whiteoutNameFor(name))) !== null)
+      return { kind: 'whiteout', encoding: 'fuse' };
     return { kind: 'none' };
   }
   const st = await fs.getattr(id);
@@ -80,7 +79,13 @@ export function emptyResolution(): Resolution {
  * The lower part of a lookup: layers `first..` searched per `spec`, results
  * added to `res` (which may already hold an upper directory).
  */
-async function resolveBelow(stack: Stack, first: number, parentLowers: readonly LayerRef[], initial: Spec, res: Resolution): Promise<void> {
+async function resolveBelow(
+  stack: Stack,
+  first: number,
+  parentLowers: readonly LayerRef[],
+  initial: Spec,
+  res: Resolution,
+): Promise<void> {
   let spec = initial;
   for (let li = first; li < stack.length; li++) {
     let dir: InodeId | null;

@@ -144,5 +144,4 @@ export class UpperOps {
     }
     await this.fs.rmdir(dir, name);
   }
-
 }

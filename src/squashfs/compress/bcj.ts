@@ -129,7 +129,7 @@ export function bcjSparcDecode(buf: Buffer, start: number): void {
     let instr = buf.readUInt32BE(i);
     const top = instr >>> 22;
     if (top !== 0x100 && top !== 0x1ff) continue;
-    instr = ((instr << 2) >>> 0);
+    instr = (instr << 2) >>> 0;
     instr = ((instr - ((start + i) >>> 0)) >>> 0) >>> 2;
     instr = ((0x40000000 - (instr & 0x400000)) | 0x40000000 | (instr & 0x3fffff)) >>> 0;
     buf.writeUInt32BE(instr, i);

@@ -37,8 +37,10 @@ export const lz4: Decompressor = {
     }
   },
   decompressAsync(input: Buffer, maxSize: number): Promise<Buffer> {
-    return lz4napi().uncompress(framed(input, maxSize)).catch((err: unknown) => {
-      throw failure(err, maxSize);
-    });
+    return lz4napi()
+      .uncompress(framed(input, maxSize))
+      .catch((err: unknown) => {
+        throw failure(err, maxSize);
+      });
   },
 };

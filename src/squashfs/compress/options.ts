@@ -17,10 +17,23 @@ import { CorruptError, UnsupportedError } from '../../errors.js';
 export type CompressorOptions = Record<string, number>;
 
 const LAYOUT: Record<number, [string, 2 | 4][]> = {
-  1: [['compressionLevel', 4], ['windowSize', 2], ['strategy', 2]],
-  3: [['algorithm', 4], ['compressionLevel', 4]],
-  4: [['dictionarySize', 4], ['filters', 4]],
-  5: [['version', 4], ['flags', 4]],
+  1: [
+    ['compressionLevel', 4],
+    ['windowSize', 2],
+    ['strategy', 2],
+  ],
+  3: [
+    ['algorithm', 4],
+    ['compressionLevel', 4],
+  ],
+  4: [
+    ['dictionarySize', 4],
+    ['filters', 4],
+  ],
+  5: [
+    ['version', 4],
+    ['flags', 4],
+  ],
   6: [['compressionLevel', 4]],
 };
 
@@ -35,6 +48,7 @@ export function decodeCompressorOptions(compression: number, bytes: Buffer): Com
     out[name] = width === 4 ? bytes.readUInt32LE(at) : bytes.readUInt16LE(at);
     at += width;
   }
-  if (compression === 5 && out.version !== 1) throw new UnsupportedError(`lz4 format version ${out.version} is not supported (only 1)`);
+  if (compression === 5 && out.version !== 1)
+    throw new UnsupportedError(`lz4 format version ${out.version} is not supported (only 1)`);
   return out;
 }

@@ -171,12 +171,18 @@ function applyFilter(filter: Filter, data: Buffer): void {
   if (filter.props.length === 4) start = filter.props.readUInt32LE(0);
   else if (filter.props.length !== 0) throw new CorruptError(`xz filter 0x${filter.id.toString(16)} has bad properties`);
   switch (filter.id) {
-    case FILTER_X86: return bcjX86Decode(data, start);
-    case FILTER_POWERPC: return bcjPowerPcDecode(data, start);
-    case FILTER_IA64: return bcjIa64Decode(data, start);
-    case FILTER_ARM: return bcjArmDecode(data, start);
-    case FILTER_ARMTHUMB: return bcjArmThumbDecode(data, start);
-    case FILTER_SPARC: return bcjSparcDecode(data, start);
+    case FILTER_X86:
+      return bcjX86Decode(data, start);
+    case FILTER_POWERPC:
+      return bcjPowerPcDecode(data, start);
+    case FILTER_IA64:
+      return bcjIa64Decode(data, start);
+    case FILTER_ARM:
+      return bcjArmDecode(data, start);
+    case FILTER_ARMTHUMB:
+      return bcjArmThumbDecode(data, start);
+    case FILTER_SPARC:
+      return bcjSparcDecode(data, start);
     default:
       throw new UnsupportedError(`xz filter 0x${filter.id.toString(16)} is not supported`);
   }
@@ -309,12 +315,14 @@ export async function decodeXzStreamAsync(input: Buffer, maxSize: number): Promi
   const plans = planXzStream(input, maxSize);
   const parts = await Promise.all(
     plans.map((plan) =>
-      napiLzma().lzma2.decompress(plan.lzma2).then(
-        (data) => finishBlock(plan, data),
-        (err: unknown) => {
-          throw decodeFailure('xz', err);
-        },
-      ),
+      napiLzma()
+        .lzma2.decompress(plan.lzma2)
+        .then(
+          (data) => finishBlock(plan, data),
+          (err: unknown) => {
+            throw decodeFailure('xz', err);
+          },
+        ),
     ),
   );
   return joined(parts);
