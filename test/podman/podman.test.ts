@@ -33,8 +33,7 @@ describeIf(why === '', why)('podman with sifuse as mount_program', () => {
   let daemonLog: string;
   let env: NodeJS.ProcessEnv;
 
-  const podman = (args: string[], input?: string) =>
-    execa('podman', ['--runtime', 'runc', ...args], { env, reject: false, timeout: 60_000, ...(input === undefined ? {} : { input }) });
+  const podman = (args: string[]) => execa('podman', ['--runtime', 'runc', ...args], { env, reject: false, timeout: 60_000 });
 
   /** The mounts under the temp dir, as /proc/self/mounts lines. */
   const mountsUnder = (): string[] =>
