@@ -84,7 +84,16 @@ export async function run(options = {}) {
       },
       umount: (m) => {
         execFileSync('fusermount3', ['-u', m]);
-        execFileSync('fusermount3', ['-u', `${m}.lower`]);
+        // fuse-overlayfs lets go of its lower a moment after its own unmount.
+        for (let i = 0; ; i++) {
+          try {
+            execFileSync('fusermount3', ['-u', `${m}.lower`], { stdio: 'ignore' });
+            break;
+          } catch (err) {
+            if (i === 50) throw err;
+            spawnSync('sleep', ['0.1']);
+          }
+        }
         rmSync(`${m}.upper`, { recursive: true, force: true });
         rmSync(`${m}.work`, { recursive: true, force: true });
       },

@@ -86,6 +86,21 @@ function scratch(label) {
   return mkdtempSync(join(workRoot, `${label}-`));
 }
 
+/**
+ * Runs `build(dir, undo)` in a fresh scratch dir; on failure everything it
+ * had set up is undone before the error goes on.
+ */
+async function guarded(label, build) {
+  const dir = scratch(label);
+  const undo = [];
+  try {
+    return await build(dir, undo);
+  } catch (err) {
+    await undoAll(undo, dir)();
+    throw err;
+  }
+}
+
 /** Runs the steps' undo functions in reverse order, then removes the scratch dir. */
 function undoAll(undo, dir) {
   return async () => {
@@ -101,6 +116,21 @@ function undoAll(undo, dir) {
   };
 }
 
+/** The daemon's --stats report from its log (it writes it at unmount; waits up to 2 s), or null. */
+function readStats(log) {
+  for (let i = 0; i < 40; i++) {
+    try {
+      const text = readFileSync(log, 'utf8');
+      const at = text.indexOf('sifuse stats:');
+      if (at >= 0) return text.slice(at).trim();
+    } catch {
+      // not written yet
+    }
+    spawnSync('sleep', ['0.05']);
+  }
+  return null;
+}
+
 /** `sifuse mount` exists in this build (the FUSE mount lands separately). */
 export function sifuseMountState() {
   if (!existsSync(join(repo, 'dist'))) return { ok: false, why: 'dist/ is not built (npm run build)' };
@@ -109,6 +139,40 @@ export function sifuseMountState() {
     return { ok: false, why: '`sifuse mount` does not exist in this build yet (no mount command): sifuse is left out' };
   }
   return { ok: true, help: r.stdout, overlay: /--overlay/.test(r.stdout) };
+}
+
+/**
+ * null when `sifuse mount --overlay IMG SIF MNT` works in this build (tried
+ * once on a tiny image), else its one-line error: the write path may land
+ * after the read path.
+ */
+let overlayProbe;
+function probeOverlayMount() {
+  if (overlayProbe !== undefined) return overlayProbe;
+  const dir = scratch('probe');
+  try {
+    const img = join(dir, 'o.img');
+    const src = join(dir, 'src');
+    mkdirSync(src);
+    sh('mksquashfs', [src, join(dir, 'r.sqfs'), '-quiet', '-no-progress'], 'mksquashfs');
+    sh(sifuseBin, ['overlay', 'create', '--size', '64', img], 'sifuse overlay create');
+    const mnt = join(dir, 'mnt');
+    mkdirSync(mnt);
+    const r = spawnSync(sifuseBin, ['mount', '--overlay', img, join(dir, 'r.sqfs'), mnt], { encoding: 'utf8', timeout: 60_000 });
+    if (r.status === 0) {
+      spawnSync(sifuseBin, ['umount', mnt], { stdio: 'ignore', timeout: 60_000 });
+      unmount(mnt);
+      overlayProbe = null;
+    } else {
+      overlayProbe = `\`sifuse mount --overlay\` fails in this build: ${String(r.stderr).trim().split('\n').pop()}`;
+    }
+  } catch (err) {
+    overlayProbe = `the --overlay probe failed: ${err.message}`;
+  } finally {
+    if (isMounted(join(dir, 'mnt'))) unmount(join(dir, 'mnt'));
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return overlayProbe;
 }
 
 async function squashfuseLl(sif, offset, dir, undo, name = 'lower') {
@@ -145,67 +209,72 @@ export function readPeers() {
         const s = sifuseMountState();
         return s.ok ? null : s.why;
       },
-      async mount({ sif }) {
-        const dir = scratch('sifuse');
-        const undo = [];
-        const mnt = join(dir, 'mnt');
-        mkdirSync(mnt);
-        sh(sifuseBin, ['mount', sif, mnt], 'sifuse mount');
-        undo.push(() => {
-          spawnSync(sifuseBin, ['umount', mnt], { stdio: 'ignore', timeout: 60_000 });
-          unmount(mnt);
+      /** With `stats`, the daemon counts requests (--stats) and `result.stats` holds its report after umount. */
+      mount({ sif, stats = false }) {
+        return guarded('sifuse', async (dir, undo) => {
+          const mnt = join(dir, 'mnt');
+          mkdirSync(mnt);
+          const log = join(dir, 'daemon.log');
+          sh(sifuseBin, ['mount', ...(stats ? ['--stats', '--log', log] : []), sif, mnt], 'sifuse mount');
+          const result = { mnt, dirs: [mnt], stats: null, umount: undefined };
+          undo.push(() => {
+            spawnSync(sifuseBin, ['umount', mnt], { stdio: 'ignore', timeout: 60_000 });
+            unmount(mnt);
+            if (stats) result.stats = readStats(log);
+          });
+          await waitMounted(mnt, 'sifuse mount');
+          result.umount = undoAll(undo, dir);
+          return result;
         });
-        await waitMounted(mnt, 'sifuse mount');
-        return { mnt, dirs: [mnt], umount: undoAll(undo, dir) };
       },
     },
     {
       name: 'squashfuse_ll',
       why: () => (have('squashfuse_ll') ? null : 'squashfuse_ll is not installed'),
-      async mount({ sif, offset }) {
-        const dir = scratch('sqll');
-        const undo = [];
-        const mnt = await squashfuseLl(sif, offset, dir, undo, 'mnt');
-        return { mnt, dirs: [mnt], umount: undoAll(undo, dir) };
+      mount({ sif, offset }) {
+        return guarded('sqll', async (dir, undo) => {
+          const mnt = await squashfuseLl(sif, offset, dir, undo, 'mnt');
+          return { mnt, dirs: [mnt], umount: undoAll(undo, dir) };
+        });
       },
     },
     {
       name: 'squashfuse',
       why: () => (have('squashfuse') ? null : 'squashfuse is not installed'),
-      async mount({ sif, offset }) {
-        const dir = scratch('sqfuse');
-        const undo = [];
-        const mnt = join(dir, 'mnt');
-        mkdirSync(mnt);
-        sh('squashfuse', ['-o', `offset=${offset}`, sif, mnt], 'squashfuse');
-        undo.push(() => unmount(mnt));
-        await waitMounted(mnt, 'squashfuse');
-        return { mnt, dirs: [mnt], umount: undoAll(undo, dir) };
+      mount({ sif, offset }) {
+        return guarded('sqfuse', async (dir, undo) => {
+          const mnt = join(dir, 'mnt');
+          mkdirSync(mnt);
+          sh('squashfuse', ['-o', `offset=${offset}`, sif, mnt], 'squashfuse');
+          undo.push(() => unmount(mnt));
+          await waitMounted(mnt, 'squashfuse');
+          return { mnt, dirs: [mnt], umount: undoAll(undo, dir) };
+        });
       },
     },
     {
       name: 'kernel',
       why: () => (isRoot ? null : 'the kernel squashfs loop mount needs root'),
-      async mount({ sif, offset }) {
-        const dir = scratch('kernel');
-        const undo = [];
-        const mnt = kernelSquashfs(sif, offset, dir, undo, 'mnt');
-        return { mnt, dirs: [], umount: undoAll(undo, dir) };
+      mount({ sif, offset }) {
+        return guarded('kernel', async (dir, undo) => {
+          const mnt = kernelSquashfs(sif, offset, dir, undo, 'mnt');
+          return { mnt, dirs: [], umount: undoAll(undo, dir) };
+        });
       },
     },
     {
       name: 'fuse-overlayfs/squashfuse_ll',
       why: () => (have('fuse-overlayfs') && have('squashfuse_ll') ? null : 'fuse-overlayfs or squashfuse_ll is not installed'),
-      async mount({ sif, offset }) {
-        const dir = scratch('fovl');
-        const undo = [];
-        const lower = await squashfuseLl(sif, offset, dir, undo);
-        for (const d of ['upper', 'work', 'mnt']) mkdirSync(join(dir, d));
-        const mnt = join(dir, 'mnt');
-        sh('fuse-overlayfs', ['-o', `lowerdir=${lower},upperdir=${join(dir, 'upper')},workdir=${join(dir, 'work')}`, mnt], 'fuse-overlayfs');
-        undo.push(() => unmount(mnt));
-        await waitMounted(mnt, 'fuse-overlayfs');
-        return { mnt, dirs: [mnt, lower], umount: undoAll(undo, dir) };
+      mount({ sif, offset }) {
+        return guarded('fovl', async (dir, undo) => {
+          const lower = await squashfuseLl(sif, offset, dir, undo);
+          for (const d of ['upper', 'work', 'mnt']) mkdirSync(join(dir, d));
+          const mnt = join(dir, 'mnt');
+          sh('fuse-overlayfs', ['-o', `lowerdir=${lower},upperdir=${join(dir, 'upper')},workdir=${join(dir, 'work')}`, mnt], 'fuse-overlayfs');
+          undo.push(() => unmount(mnt));
+          await waitMounted(mnt, 'fuse-overlayfs');
+          return { mnt, dirs: [mnt, lower], umount: undoAll(undo, dir) };
+        });
       },
     },
   ];
@@ -219,79 +288,80 @@ export function writePeers() {
       why: () => {
         const s = sifuseMountState();
         if (!s.ok) return s.why;
-        return s.overlay ? null : '`sifuse mount` has no --overlay option yet';
+        if (!s.overlay) return '`sifuse mount` has no --overlay option yet';
+        return probeOverlayMount();
       },
-      async mount({ sif }) {
-        const dir = scratch('sifuse-w');
-        const undo = [];
-        const img = join(dir, 'overlay.img');
-        sh(sifuseBin, ['overlay', 'create', '--size', '4096', '--sparse', img], 'sifuse overlay create');
-        const mnt = join(dir, 'mnt');
-        mkdirSync(mnt);
-        sh(sifuseBin, ['mount', '--overlay', img, sif, mnt], 'sifuse mount --overlay');
-        undo.push(() => {
-          spawnSync(sifuseBin, ['umount', mnt], { stdio: 'ignore', timeout: 120_000 });
-          unmount(mnt);
+      mount({ sif }) {
+        return guarded('sifuse-w', async (dir, undo) => {
+          const img = join(dir, 'overlay.img');
+          sh(sifuseBin, ['overlay', 'create', '--size', '4096', '--sparse', img], 'sifuse overlay create');
+          const mnt = join(dir, 'mnt');
+          mkdirSync(mnt);
+          sh(sifuseBin, ['mount', '--overlay', img, sif, mnt], 'sifuse mount --overlay');
+          undo.push(() => {
+            spawnSync(sifuseBin, ['umount', mnt], { stdio: 'ignore', timeout: 120_000 });
+            unmount(mnt);
+          });
+          await waitMounted(mnt, 'sifuse mount');
+          return { mnt, dirs: [mnt], umount: undoAll(undo, dir) };
         });
-        await waitMounted(mnt, 'sifuse mount');
-        return { mnt, dirs: [mnt], umount: undoAll(undo, dir) };
       },
     },
     {
       name: 'apptainer-stack',
       why: () =>
         ['squashfuse_ll', 'fuse2fs', 'fuse-overlayfs', 'mkfs.ext3'].every(have) ? null : 'needs squashfuse_ll, fuse2fs, fuse-overlayfs and mkfs.ext3',
-      async mount({ sif, offset }) {
-        const dir = scratch('appt');
-        const undo = [];
-        const lower = await squashfuseLl(sif, offset, dir, undo);
-        const img = ext3Image(dir);
-        const e = join(dir, 'ext3');
-        mkdirSync(e);
-        sh('fuse2fs', [img, e, '-o', 'fakeroot'], 'fuse2fs');
-        undo.push(() => unmount(e));
-        await waitMounted(e, 'fuse2fs');
-        execFileSync('mkdir', ['-p', join(e, 'upper'), join(e, 'work')]);
-        const mnt = join(dir, 'mnt');
-        mkdirSync(mnt);
-        sh('fuse-overlayfs', ['-o', `lowerdir=${lower},upperdir=${join(e, 'upper')},workdir=${join(e, 'work')}`, mnt], 'fuse-overlayfs');
-        undo.push(() => unmount(mnt));
-        await waitMounted(mnt, 'fuse-overlayfs');
-        return { mnt, dirs: [mnt, lower, e], umount: undoAll(undo, dir) };
+      mount({ sif, offset }) {
+        return guarded('appt', async (dir, undo) => {
+          const lower = await squashfuseLl(sif, offset, dir, undo);
+          const img = ext3Image(dir);
+          const e = join(dir, 'ext3');
+          mkdirSync(e);
+          sh('fuse2fs', [img, e, '-o', 'fakeroot'], 'fuse2fs');
+          undo.push(() => unmount(e));
+          await waitMounted(e, 'fuse2fs');
+          execFileSync('mkdir', ['-p', join(e, 'upper'), join(e, 'work')]);
+          const mnt = join(dir, 'mnt');
+          mkdirSync(mnt);
+          sh('fuse-overlayfs', ['-o', `lowerdir=${lower},upperdir=${join(e, 'upper')},workdir=${join(e, 'work')}`, mnt], 'fuse-overlayfs');
+          undo.push(() => unmount(mnt));
+          await waitMounted(mnt, 'fuse-overlayfs');
+          return { mnt, dirs: [mnt, lower, e], umount: undoAll(undo, dir) };
+        });
       },
     },
     {
       name: 'fuse-overlayfs/host',
       why: () => (have('fuse-overlayfs') ? null : 'fuse-overlayfs is not installed'),
-      async mount({ rootfs }) {
-        const dir = scratch('fovl-host');
-        const undo = [];
-        for (const d of ['upper', 'work', 'mnt']) mkdirSync(join(dir, d));
-        const mnt = join(dir, 'mnt');
-        sh('fuse-overlayfs', ['-o', `lowerdir=${rootfs},upperdir=${join(dir, 'upper')},workdir=${join(dir, 'work')}`, mnt], 'fuse-overlayfs');
-        undo.push(() => unmount(mnt));
-        await waitMounted(mnt, 'fuse-overlayfs');
-        return { mnt, dirs: [mnt], umount: undoAll(undo, dir) };
+      mount({ rootfs }) {
+        return guarded('fovl-host', async (dir, undo) => {
+          for (const d of ['upper', 'work', 'mnt']) mkdirSync(join(dir, d));
+          const mnt = join(dir, 'mnt');
+          sh('fuse-overlayfs', ['-o', `lowerdir=${rootfs},upperdir=${join(dir, 'upper')},workdir=${join(dir, 'work')}`, mnt], 'fuse-overlayfs');
+          undo.push(() => unmount(mnt));
+          await waitMounted(mnt, 'fuse-overlayfs');
+          return { mnt, dirs: [mnt], umount: undoAll(undo, dir) };
+        });
       },
     },
     {
       name: 'kernel-overlay/ext3',
       why: () => (isRoot ? (have('mkfs.ext3') ? null : 'mkfs.ext3 is not installed') : 'kernel overlayfs on a loop ext3 needs root'),
-      async mount({ sif, offset }) {
-        const dir = scratch('kovl');
-        const undo = [];
-        const lower = kernelSquashfs(sif, offset, dir, undo);
-        const img = ext3Image(dir);
-        const e = join(dir, 'ext3');
-        mkdirSync(e);
-        sh('mount', ['-t', 'ext3', '-o', 'loop', img, e], 'mount ext3');
-        undo.push(() => unmount(e));
-        execFileSync('mkdir', ['-p', join(e, 'upper'), join(e, 'work')]);
-        const mnt = join(dir, 'mnt');
-        mkdirSync(mnt);
-        sh('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${join(e, 'upper')},workdir=${join(e, 'work')}`, mnt], 'kernel overlay');
-        undo.push(() => unmount(mnt));
-        return { mnt, dirs: [], umount: undoAll(undo, dir) };
+      mount({ sif, offset }) {
+        return guarded('kovl', async (dir, undo) => {
+          const lower = kernelSquashfs(sif, offset, dir, undo);
+          const img = ext3Image(dir);
+          const e = join(dir, 'ext3');
+          mkdirSync(e);
+          sh('mount', ['-t', 'ext3', '-o', 'loop', img, e], 'mount ext3');
+          undo.push(() => unmount(e));
+          execFileSync('mkdir', ['-p', join(e, 'upper'), join(e, 'work')]);
+          const mnt = join(dir, 'mnt');
+          mkdirSync(mnt);
+          sh('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${join(e, 'upper')},workdir=${join(e, 'work')}`, mnt], 'kernel overlay');
+          undo.push(() => unmount(mnt));
+          return { mnt, dirs: [], umount: undoAll(undo, dir) };
+        });
       },
     },
   ];

@@ -147,7 +147,15 @@ export async function createOverlayImage(image: string, opts: OverlayCreateOptio
   let sif: SifImage | null = null;
   if (fs.existsSync(image) || isDanglingLink(image)) {
     if (!isSifFile(image)) throw new UsageError(describeExisting(image), image);
-    sif = await SifImage.open(image, { writable: true });
+    try {
+      sif = await SifImage.open(image, { writable: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+        throw new UsageError(`cannot open for writing: ${code === 'EROFS' ? 'read-only file system' : 'permission denied'}`, image);
+      }
+      throw err;
+    }
     const why = refuseSif(sif);
     if (why) {
       await sif.close();

@@ -7,7 +7,7 @@
  * anything; and the timer that commits at most commitIntervalMs after a
  * change.
  */
-import { describeProblem, InternalError, withErrno } from '../errors.js';
+import { CorruptError, describeProblem, InternalError, withErrno } from '../errors.js';
 import type { Ext3Context } from './context.js';
 import { gdtBlockOf, gdtOffsetOf } from './geometry.js';
 import { encodeGroupDesc } from './group-desc.js';
@@ -75,10 +75,16 @@ export class Transaction {
     if (this.closed) return Promise.reject(withErrno('EIO', `${this.c.name} is closed`));
     if (this.failed !== null) return Promise.reject(this.failedError());
     const result = this.queue.then(async () => {
+      if (this.failed !== null) throw this.failedError();
       try {
         return await fn();
+      } catch (err) {
+        // Bad bytes found (or an engine bug) half way through a change: what it already did
+        // must never be committed, or the change would not be atomic. Abort, as jbd2 does.
+        if (err instanceof CorruptError || err instanceof InternalError) this.latch(err);
+        throw err;
       } finally {
-        await this.afterMutation();
+        if (this.failed === null) await this.afterMutation();
       }
     });
     this.queue = result.catch(() => undefined);
@@ -112,10 +118,11 @@ export class Transaction {
   }
 
   /**
-   * The first commit failure, latched (as jbd2 aborts its journal): the
-   * image holds the last committed state and memory is ahead of it, so from
-   * then on every change, fsync, sync and close fails with EIO (reads go
-   * on). A timer commit has no caller to tell: its failure is logged, once,
+   * The first commit failure, or a CorruptError/InternalError raised inside a
+   * change, latched (as jbd2 aborts its journal): the image holds the last
+   * committed state and memory is ahead of it (or half way through a
+   * change), so from then on every change, fsync, sync and close fails with
+   * EIO (reads go on) and nothing more is written. A timer commit has no caller to tell: its failure is logged, once,
    * naming the image (a foreground one reaches its caller instead).
    */
   private failed: unknown = null;

@@ -488,10 +488,7 @@ export class DirLayer implements WritableFs {
     const c = s.constants;
     const fd = this.fdOf(node);
     let st = s.fstatat(fd, '', c.AT_EMPTY_PATH);
-    if (st.uid !== want.uid || st.gid !== want.gid) {
-      s.fchownat(fd, '', want.uid, want.gid, c.AT_EMPTY_PATH);
-      st = s.fstatat(fd, '', c.AT_EMPTY_PATH);
-    }
+    if ((st.uid !== want.uid || st.gid !== want.gid) && giveOwner(fd, want)) st = s.fstatat(fd, '', c.AT_EMPTY_PATH);
     const perm = want.mode & 0o7777;
     if (node.type !== 'l' && (st.mode & 0o7777) !== perm) this.chmod(node, perm);
   }
@@ -520,7 +517,7 @@ export class DirLayer implements WritableFs {
     const node = this.adopt(fd, dir, name);
     const st = this.statOf(node);
     if ((st.mode & S_IFMT) === 0o020000 && st.rdev === 0 && (st.uid !== owner.uid || st.gid !== owner.gid)) {
-      sys().fchownat(this.fdOf(node), '', owner.uid, owner.gid, sys().constants.AT_EMPTY_PATH);
+      giveOwner(this.fdOf(node), owner);
     }
   }
 
@@ -538,6 +535,24 @@ export interface DirLowerLayer extends Layer {
 export interface DirUpperLayer extends UpperLayer {
   readonly fs: DirLayer;
   readonly capabilities: DirCapabilities;
+}
+
+/**
+ * Gives a new object the owner asked for. An unprivileged host process may
+ * only give its own ids (EPERM otherwise): the object then stays the
+ * caller's, as anything an unprivileged user stores in a host directory
+ * (a copy-up of the image's root-owned files, the overlay's whiteouts and
+ * index). False when the owner was left as it is.
+ */
+function giveOwner(fd: number, owner: { uid: number; gid: number }): boolean {
+  const s = sys();
+  try {
+    s.fchownat(fd, '', owner.uid, owner.gid, s.constants.AT_EMPTY_PATH);
+    return true;
+  } catch (err) {
+    if (isSysError(err, 'EPERM') && process.getuid?.() !== 0) return false;
+    throw err;
+  }
 }
 
 /**

@@ -20,6 +20,7 @@
 #include <fuse_lowlevel.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -406,6 +407,28 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
 
 /* ---- exported functions ------------------------------------------------------ */
 
+/* libfuse's last message (e.g. fusermount3's reason), for the mount error. */
+static char last_log[512];
+/* While mounting, messages are kept for the error; afterwards they go to stderr. */
+static int log_to_stderr = 1;
+
+static void log_func(enum fuse_log_level level, const char *fmt, va_list ap) {
+  (void)level;
+  if (log_to_stderr) {
+    vfprintf(stderr, fmt, ap);
+    return;
+  }
+  vsnprintf(last_log, sizeof last_log, fmt, ap);
+  size_t n = strlen(last_log);
+  while (n > 0 && (last_log[n - 1] == '\n' || last_log[n - 1] == ' ')) last_log[--n] = 0;
+}
+
+static void throw_mount_error(napi_env env, const char *code, const char *what) {
+  char msg[700];
+  snprintf(msg, sizeof msg, "%s%s%s", what, last_log[0] ? ": " : "", last_log);
+  napi_throw_error(env, code, msg);
+}
+
 static struct session *get_session(napi_env env, napi_value v) {
   void *p = NULL;
   if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
@@ -747,6 +770,9 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   struct fuse_args fargs = FUSE_ARGS_INIT((int)nargs, cargv);
 
   struct session *s = calloc(1, sizeof *s);
+  last_log[0] = 0;
+  log_to_stderr = 0;
+  fuse_set_log_func(log_func);
   s->env = env;
   s->refs = 1;
   s->entry_timeout = o[0];
@@ -759,16 +785,19 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   fuse_opt_free_args(&fargs);
   for (uint32_t i = 0; i < nargs; i++) free(cargv[i]);
   if (!s->se) {
+    log_to_stderr = 1;
     free(s);
-    napi_throw_error(env, "EINVAL", "libfuse refused the mount options (see the message above)");
+    throw_mount_error(env, "EINVAL", "libfuse refused the mount options");
     return NULL;
   }
   if (fuse_session_mount(s->se, mnt) != 0) {
+    log_to_stderr = 1;
     fuse_session_destroy(s->se);
     free(s);
-    napi_throw_error(env, "EMOUNT", "mounting failed (see the message above)");
+    throw_mount_error(env, "EMOUNT", "mounting failed");
     return NULL;
   }
+  log_to_stderr = 1;
   int fd = fuse_session_fd(s->se);
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
   uv_loop_t *loop;

@@ -104,7 +104,7 @@ function entryName(buf: Buffer, at: number, size: number): Buffer {
  * 20,000-entry directory decodes in one 25-34 ms stretch during which no other
  * request is answered (bench/engine-ab.mjs, "stall").
  */
-const YIELD_EVERY = 1024;
+const YIELD_EVERY = 256;
 
 const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 

@@ -195,6 +195,19 @@ export class FileReader {
       for (let i = first; i <= last && hole; i++) hole = (file.blockSizes[i]! & BLOCK_SIZE_MASK) === 0;
       if (hole) return ZEROS.subarray(0, end - position);
     }
+    // A random (not sequential) read inside one stored-uncompressed block that
+    // is not cached reads just its bytes: a 4 KiB random read of an
+    // incompressible file costs a 4 KiB pread, not 128 KiB read and cached
+    // (bench rand-read). Sequential readers keep whole blocks and read-ahead.
+    if (!sequential && first === last && first < file.blockSizes.length) {
+      const entry = file.blockSizes[first]!;
+      const size = entry & BLOCK_SIZE_MASK;
+      const off = position - first * bs;
+      if ((entry & BLOCK_UNCOMPRESSED) !== 0 && size >= this.blockLength(file, first) && off + (end - position) <= size) {
+        const pos = map.start(first);
+        if (!this.cache.has(pos)) return this.source.read(pos + off, end - position);
+      }
+    }
     const pending: Promise<Buffer>[] = [];
     for (let i = first; i <= last; i++) pending.push(this.piece(file, map, i));
     const pieces = await Promise.all(pending);

@@ -247,6 +247,34 @@ describe('foreground commit errors are latched too', () => {
   });
 });
 
+describe('a CorruptError half way through a change aborts the transaction', () => {
+  it('unlink of a file whose inode the bitmap already calls free: nothing of it is committed, later calls fail with EIO', async () => {
+    const src = path.join(dir, 'abort-src');
+    fs.mkdirSync(src, { recursive: true });
+    fs.writeFileSync(path.join(src, 'f'), 'data\n');
+    fs.writeFileSync(path.join(src, 'g'), 'more\n');
+    const img = path.join(dir, 'abort.img');
+    mkfs(img, { sizeK: 2048, src });
+    const r = spawnSync('debugfs', ['-w', '-R', 'freei /f', img], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const store = new CrashStore(fs.readFileSync(img), '<abort-store>');
+    const e = await openStore(store);
+    // The directory entry goes first, then the inode is freed: the bitmap says it already is.
+    await expect(e.unlink(e.rootId, b('f'))).rejects.toThrow(CorruptError);
+    await expect(e.sync()).rejects.toThrow(/EIO/);
+    await expect(e.unlink(e.rootId, b('g'))).rejects.toThrow(/EIO/);
+    await expect(e.close()).rejects.toThrow(/EIO/);
+    // What reached the image is the state before the unlink: /f is still there.
+    const after = await openExt3(new MemoryRegion(store.crashImage('all'), { writable: false }), { writable: false });
+    try {
+      expect(await after.lookup(after.rootId, b('f'))).not.toBeNull();
+      expect(await after.lookup(after.rootId, b('g'))).not.toBeNull();
+    } finally {
+      await after.close();
+    }
+  });
+});
+
 describe('InternalError for engine misuse', () => {
   it('a commit to a closed journal and a bad block image are InternalError, not CorruptError', async () => {
     const store = new CrashStore(base);

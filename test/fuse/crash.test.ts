@@ -8,9 +8,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { hasTool, makeTempDir, removeTempDir, skipNote } from '../tools/helpers.js';
+import { hasTool, makeTempDir, removeTempDir } from '../tools/helpers.js';
 import { pidFile } from '../../src/commands/mount.js';
+import { skipBecause } from '../tools/skip.js';
 import { cleanup, fuseAvailable, isMounted, logTail, mount, umount } from './helpers.js';
+import { skipBecause } from '../tools/skip.js';
 
 const scripts = join(import.meta.dirname, 'scripts');
 let why = fuseAvailable();
@@ -32,8 +34,8 @@ function expected(n: number): Buffer {
 
 describe('kill -9 of a writable mount', () => {
   for (const [trial, delayMs] of [[1, 1500], [2, 2500], [3, 4000]] as const) {
-    it(`trial ${trial}: killed after ${delayMs} ms, fsynced files survive and e2fsck is clean`, async () => {
-      if (why) return skipNote('FUSE crash test', why);
+    it(`trial ${trial}: killed after ${delayMs} ms, fsynced files survive and e2fsck is clean`, async (ctx) => {
+      if (why) skipBecause(ctx, why);
       const image = join(dir, `crash${trial}.img`);
       const mnt = join(dir, `mnt${trial}`);
       const log = join(dir, `crash${trial}.log`);

@@ -10,8 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { hasTool, isRoot, makeTempDir, removeTempDir, runSifuse, skipNote } from '../tools/helpers.js';
+import { hasTool, isRoot, makeTempDir, removeTempDir, runSifuse } from '../tools/helpers.js';
 import { pidFile } from '../../src/commands/mount.js';
+import { skipBecause } from '../tools/skip.js';
 import { cleanup, fuseAvailable, isMounted, logTail, mount, sh, umount } from './helpers.js';
 
 let why = fuseAvailable();
@@ -54,8 +55,8 @@ afterAll(async () => {
 
 describe('the end of a mount', () => {
   for (const how of ['fusermount3 -u', 'SIGTERM', 'SIGINT'] as const) {
-    it(`${how}: the daemon commits, unmounts and exits`, async () => {
-      if (why) return skipNote('FUSE lifecycle', why);
+    it(`${how}: the daemon commits, unmounts and exits`, async (ctx) => {
+      if (why) skipBecause(ctx, why);
       const image = await newImage(`end-${how.replace(/\W/g, '')}.img`);
       const mnt = join(dir, `mnt-${how.replace(/\W/g, '')}`);
       const log = join(dir, `${how.replace(/\W/g, '')}.log`);
@@ -75,8 +76,8 @@ describe('the end of a mount', () => {
     }, 120_000);
   }
 
-  it('a second writer of the same image is refused, naming it; a reader is not', async () => {
-    if (why) return skipNote('FUSE lifecycle', why);
+  it('a second writer of the same image is refused, naming it; a reader is not', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     const image = await newImage('locked.img');
     const a = join(dir, 'lock-a');
     const b = join(dir, 'lock-b');
@@ -98,8 +99,8 @@ describe('the end of a mount', () => {
     expect((await umount(b)).exitCode).toBe(0);
   }, 120_000);
 
-  it('a mount point left dead by kill -9 is taken over by the next mount', async () => {
-    if (why) return skipNote('FUSE lifecycle', why);
+  it('a mount point left dead by kill -9 is taken over by the next mount', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     const image = await newImage('dead.img');
     const mnt = join(dir, 'dead');
     const log = join(dir, 'dead.log');
@@ -118,9 +119,9 @@ describe('the end of a mount', () => {
     await fsckClean(image);
   }, 120_000);
 
-  it('an unprivileged user mounts an image writable through fusermount3, writes, unmounts', async () => {
-    if (why) return skipNote('FUSE lifecycle', why);
-    if (!isRoot) return skipNote('unprivileged mount test', 'needs root to create the test user');
+  it('an unprivileged user mounts an image writable through fusermount3, writes, unmounts', async (ctx) => {
+    if (why) skipBecause(ctx, why);
+    if (!isRoot) skipBecause(ctx, 'needs root to create the test user');
     const user = 'sifusetest';
     if ((await execa('id', [user], { reject: false })).exitCode !== 0) await execa('useradd', ['-M', '-s', '/bin/sh', user]);
     chmodSync('/dev/fuse', 0o666);

@@ -8,9 +8,11 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import {
-  expectSameManifest, makeSif, makeTempDir, makeTree, mksquashfs, removeTempDir, runSifuse, skipNote, treeManifest,
+  expectSameManifest, makeSif, makeTempDir, makeTree, mksquashfs, removeTempDir, runSifuse, treeManifest,
 } from '../tools/helpers.js';
+import { skipBecause } from '../tools/skip.js';
 import { cleanup, fuseAvailable, isMounted, logTail, mount, umount } from './helpers.js';
+import { skipBecause } from '../tools/skip.js';
 
 const why = fuseAvailable();
 let dir: string;
@@ -30,8 +32,8 @@ afterAll(async () => {
 
 describe('sifuse mount, read-only', () => {
   for (const image of ['img.sqfs', 'img.sif']) {
-    it(`${image}: the mount shows what sifuse manifest lists`, async () => {
-      if (why) return skipNote('FUSE mount', why);
+    it(`${image}: the mount shows what sifuse manifest lists`, async (ctx) => {
+      if (why) skipBecause(ctx, why);
       const mnt = join(dir, `mnt-${image}`);
       const log = join(dir, `${image}.log`);
       mkdirSync(mnt);
@@ -56,8 +58,8 @@ describe('sifuse mount, read-only', () => {
     }, 300_000);
   }
 
-  it('refuses a non-image and an unknown fuse-overlayfs option with one line', async () => {
-    if (why) return skipNote('FUSE mount', why);
+  it('refuses a non-image and an unknown fuse-overlayfs option with one line', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     const mnt = join(dir, 'mnt-bad');
     mkdirSync(mnt);
     const a = await runSifuse(['mount', join(dir, 'tree', 'many', 'f0'), mnt]);

@@ -12,8 +12,9 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import {
-  expectSameManifest, hasTool, makeTempDir, makeTree, mksquashfs, removeTempDir, runSifuse, skipNote, treeManifest,
+  expectSameManifest, hasTool, makeTempDir, makeTree, mksquashfs, removeTempDir, runSifuse, treeManifest,
 } from '../tools/helpers.js';
+import { skipBecause } from '../tools/skip.js';
 import { cleanup, fuseAvailable, isMounted, logTail, mount, sh, umount } from './helpers.js';
 
 const scripts = join(import.meta.dirname, 'scripts');
@@ -83,8 +84,8 @@ afterAll(async () => {
   await removeTempDir(dir);
 }, 200_000);
 
-  it('tar x keeps every mtime to the nanosecond, the hard links and the manifest; tar c round-trips', async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it('tar x keeps every mtime to the nanosecond, the hard links and the manifest; tar c round-trips', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     const src = (await makeTree(join(dir, 'src'), { many: 500, depth: 10, small: true })).root;
     // tar does not archive sockets.
     await execa('find', [src, '-type', 's', '-delete']);
@@ -112,8 +113,8 @@ afterAll(async () => {
     expect(await times(join(mnt, 't'))).toBe(want);
   }, 600_000);
 
-  it('touch -m and touch -a set one time each, to the nanosecond', async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it('touch -m and touch -a set one time each, to the nanosecond', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     const out = await run(`
       echo x > touched
       touch -m -d '2011-02-03 04:05:06.123456789' touched
@@ -127,8 +128,8 @@ afterAll(async () => {
     ]);
   });
 
-  it('hard links share one inode: chmod through one name shows through the other; st_ino survives remount', async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it('hard links share one inode: chmod through one name shows through the other; st_ino survives remount', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     const before = await run(`
       mkdir -p hl/a hl/b
       echo data > hl/a/one
@@ -145,9 +146,9 @@ afterAll(async () => {
     expect(after.split('\n')).toEqual([lines[2], lines[2], '600 2']);
   }, 120_000);
 
-  it('a lower file copied up keeps its content, st_ino and its hard link to the other lower name', async () => {
-    if (why) return skipNote('FUSE write tests', why);
-    if (kind !== 'overlay') return skipNote('copy-up test', 'only the overlay mount has a lower layer');
+  it('a lower file copied up keeps its content, st_ino and its hard link to the other lower name', async (ctx) => {
+    if (why) skipBecause(ctx, why);
+    if (kind !== 'overlay') skipBecause(ctx, 'only the overlay mount has a lower layer');
     const before = await run(`stat -c '%i' hl/lowerfile hl/lowerlink`);
     const out = await run(`
       echo appended >> hl/lowerfile
@@ -160,8 +161,8 @@ afterAll(async () => {
     expect(await run(`stat -c '%i' hl/lowerfile hl/lowerlink; cat hl/lowerfile`)).toBe(`${before}\nlower\nappended`);
   }, 120_000);
 
-  it(`a ${bigMiB} MiB file is written and read back by sha256`, async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it(`a ${bigMiB} MiB file is written and read back by sha256`, async (ctx) => {
+    if (why) skipBecause(ctx, why);
     const src = join(dir, 'big.src');
     await execa('sh', ['-c', `head -c ${bigMiB}M /dev/urandom > ${src}`]);
     const want = (await execa('sha256sum', [src])).stdout.split(' ')[0];
@@ -172,23 +173,23 @@ afterAll(async () => {
     await run('rm big');
   }, 600_000);
 
-  it('mmap writes and reads agree with read/write', async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it('mmap writes and reads agree with read/write', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     await run(`mkdir -p mm && python3 ${scripts}/ops.py mmap mm`);
   });
 
-  it('an unlinked open file stays readable and writable', async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it('an unlinked open file stays readable and writable', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     await run(`mkdir -p ul && python3 ${scripts}/ops.py unlink-open ul`);
   });
 
-  it('concurrent readers and writers each see whole files', async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it('concurrent readers and writers each see whole files', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     await run(`mkdir -p cc && python3 ${scripts}/ops.py concurrent cc 4`);
   }, 120_000);
 
-  it('a rename storm loses and duplicates nothing', async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it('a rename storm loses and duplicates nothing', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     await run(`mkdir -p rs && python3 ${scripts}/ops.py rename-storm rs 4`);
     await remount();
     await run(`python3 -c "
@@ -197,8 +198,8 @@ c = sorted(open('rs/' + x, 'rb').read() for x in os.listdir('rs') if '.l' not in
 assert c == sorted(b'%d' % i for i in range(8)), c"`);
   }, 120_000);
 
-  it('SEEK_DATA/SEEK_HOLE, rename over a file, xattrs, fifo, statfs answer like a local filesystem', async () => {
-    if (why) return skipNote('FUSE write tests', why);
+  it('SEEK_DATA/SEEK_HOLE, rename over a file, xattrs, fifo, statfs answer like a local filesystem', async (ctx) => {
+    if (why) skipBecause(ctx, why);
     const out = await run(`
       printf abc > sk
       python3 -c "

@@ -11,6 +11,7 @@ import { chownSync, existsSync, lstatSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { skipBecause } from '../tools/skip.js';
 
 const USER = 'sifuset';
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -21,19 +22,13 @@ afterAll(() => {
   if (base) rmSync(base, { recursive: true, force: true });
 });
 
-/** The unprivileged user's uid/gid, made once with useradd if missing; null with a printed reason. */
-function unprivilegedUser(): { uid: number; gid: number } | null {
-  if (process.getuid?.() !== 0) {
-    console.log('skipped: needs root to run a child as another user (runuser)');
-    return null;
-  }
+/** The unprivileged user's uid/gid, made once with useradd if missing; or why there is none. */
+function unprivilegedUser(): { uid: number; gid: number } | { reason: string } {
+  if (process.getuid?.() !== 0) return { reason: 'needs root to run a child as another user (runuser)' };
   const id = (flag: string): number => Number(execFileSync('id', [flag, USER], { encoding: 'utf8' }).trim());
   if (spawnSync('id', [USER]).status !== 0) {
     const made = spawnSync('useradd', ['-m', USER], { encoding: 'utf8' });
-    if (made.status !== 0) {
-      console.log(`skipped: useradd ${USER} failed: ${made.stderr.trim()}`);
-      return null;
-    }
+    if (made.status !== 0) return { reason: `useradd ${USER} failed: ${made.stderr.trim()}` };
   }
   return { uid: id('-u'), gid: id('-g') };
 }
@@ -71,9 +66,9 @@ await fs.close();
 process.stdout.write(JSON.stringify(out));
 `;
 
-it('an unprivileged user gets the fuse-overlayfs encoding and a working layer', () => {
+it('an unprivileged user gets the fuse-overlayfs encoding and a working layer', (ctx) => {
   const user = unprivilegedUser();
-  if (user === null) return;
+  if ('reason' in user) skipBecause(ctx, user.reason);
   if (!existsSync(distDir)) throw new Error('dist/layers/dir.js is missing: run `npx tsc -p tsconfig.json` (npm test does) first');
   base = mkdtempSync(join(tmpdir(), 'sifuse-unpriv-'));
   chownSync(base, user.uid, user.gid);

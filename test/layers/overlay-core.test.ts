@@ -453,3 +453,54 @@ describe('fuse-overlayfs encoding (directory uppers without mknod)', () => {
   });
 });
 
+describe('redirect_dir=off', () => {
+  it('a renamed lower directory is copied up whole and made opaque, no redirect written', async () => {
+    const { ov, image } = await fresh('noredir', { redirectDir: false });
+    const root = ov.rootId;
+    await ov.unlink(await at(ov, '/tree/sub'), b('other'));
+    const before = (await manifest(ov)).map((l) => l.replace(/^\/tree/, '/moved'));
+    await ov.rename(root, b('tree'), root, b('moved'));
+    expect(await exists(ov, '/tree')).toBe(false);
+    const after = (await manifest(ov)).filter((l) => l.startsWith('/moved'));
+    expect(after).toEqual(before.filter((l) => l.startsWith('/moved')));
+    await ov.close();
+    const up = await openExt3Layer(image);
+    const moved = await at(up.fs, '/upper/moved');
+    expect(await up.fs.getxattr(moved, b('trusted.overlay.redirect'))).toBeNull();
+    expect((await up.fs.getxattr(moved, b('trusted.overlay.opaque')))?.toString()).toBe('y');
+    const sub = await at(up.fs, '/upper/moved/sub');
+    expect((await up.fs.readdir(sub)).map((e) => e.name.toString())).toEqual(['deep']);
+    expect((await up.fs.readdir(await at(up.fs, '/upper/moved/sub/deep'))).map((e) => e.name.toString())).toEqual(['file']);
+    await up.fs.close();
+    const again = await openStack([top, bottom], image);
+    expect((await manifest(again)).filter((l) => l.startsWith('/moved'))).toEqual(after);
+    await closeAndCheck(again, image);
+  });
+});
+
+describe('node table', () => {
+  it('forgets unreferenced nodes past nodeLimit; referenced ids and copy-ups stay right', async () => {
+    const { ov, image } = await fresh('sweep', { nodeLimit: 8 });
+    const deep = await at(ov, '/tree/sub/deep/file');
+    await ov.ref(deep);
+    const first = await manifest(ov);
+    expect(ov.nodeCount).toBeLessThan(40);
+    // A stale unreferenced id (its node forgotten) and a fresh one for the same file: one copy-up.
+    const other = await at(ov, '/tree/sub/other');
+    for (let i = 0; i < 3; i++) await manifest(ov);
+    const again = await at(ov, '/tree/sub/other');
+    await ov.write(again, 0, b('A'));
+    try {
+      await ov.write(other, 1, b('B'));
+    } catch (err) {
+      expect(err instanceof FsError && err.code === 'ENOENT').toBe(true);
+    }
+    expect((await readAll(ov, '/tree/sub/other')).toString()).toMatch(/^A[Bt]her\n$/);
+    await ov.write(deep, 0, b('D'));
+    expect((await readAll(ov, '/tree/sub/deep/file')).toString()).toBe('Deep\n');
+    expect((await manifest(ov)).length).toBe(first.length);
+    await ov.unref(deep);
+    await closeAndCheck(ov, image);
+  });
+});
+

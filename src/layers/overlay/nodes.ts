@@ -39,6 +39,8 @@ export interface Node {
   dead: boolean;
   /** The merged listing, until this directory changes. */
   listing: readonly import('../../engine.js').DirEntry[] | null;
+  /** Lookup results (name -> node id, or null: nothing visible), until this directory changes. */
+  children: Map<string, InodeId | null> | null;
 }
 
 export function layerKey(layer: number, id: InodeId): string {
@@ -54,8 +56,8 @@ export class NodeTable {
     return this.byId.size;
   }
 
-  create(fields: Omit<Node, 'id' | 'refs' | 'dead' | 'listing' | 'ino' | 'indexed'> & { ino?: number | null }): Node {
-    const node: Node = { ...fields, id: this.next++, refs: 0, dead: false, listing: null, ino: fields.ino ?? null, indexed: null };
+  create(fields: Omit<Node, 'id' | 'refs' | 'dead' | 'listing' | 'children' | 'ino' | 'indexed'> & { ino?: number | null }): Node {
+    const node: Node = { ...fields, id: this.next++, refs: 0, dead: false, listing: null, children: null, ino: fields.ino ?? null, indexed: null };
     this.byId.set(node.id, node);
     this.byKey.set(node.key, node);
     return node;
@@ -79,6 +81,32 @@ export class NodeTable {
   kill(node: Node): void {
     node.dead = true;
     if (this.byKey.get(node.key) === node) this.byKey.delete(node.key);
+  }
+
+  /**
+   * Forgets unreferenced nodes once the table holds more than `limit`: every
+   * node with references stays, with its ancestors (copy-up walks them) and
+   * `keep` (the root, the directory in use); cached listings are dropped (they name node ids).
+   * Returns how many nodes went.
+   */
+  sweep(limit: number, ...keep: Node[]): number {
+    if (this.byId.size <= limit) return 0;
+    const needed = new Set<Node>();
+    for (const k of keep) for (let c: Node | null = k; c !== null && !needed.has(c); c = c.parent) needed.add(c);
+    for (const n of this.byId.values()) {
+      if (n.refs === 0) continue;
+      for (let c: Node | null = n; c !== null && !needed.has(c); c = c.parent) needed.add(c);
+    }
+    let dropped = 0;
+    for (const n of [...this.byId.values()]) {
+      n.listing = null;
+      n.children = null;
+      if (needed.has(n)) continue;
+      this.byId.delete(n.id);
+      if (this.byKey.get(n.key) === n) this.byKey.delete(n.key);
+      dropped++;
+    }
+    return dropped;
   }
 
   /** The last reference to a dead node went: its id is no longer valid. */

@@ -55,7 +55,7 @@ import { xino } from './ino.js';
 import { NamespaceLock } from './lock.js';
 import { layerKey, NodeTable, type LayerRef, type Node } from './nodes.js';
 import { mergeListing } from './readdir.js';
-import { lowerPositive, resolveChild, type Resolution } from './resolve.js';
+import { emptyResolution, lowerPositive, resolveChild, type Resolution } from './resolve.js';
 import type { Stack, StackLayer } from './stack.js';
 import { TMP_PREFIX, UpperOps } from './upper-ops.js';
 
@@ -68,6 +68,19 @@ export interface OverlayOptions {
   map?: IdMap;
   /** Keep hard links of lower inodes together across copy-up (the kernel's index=on). Default true. */
   index?: boolean;
+  /**
+   * redirect_dir (the kernel's option name). true (default): a renamed lower
+   * directory gets a redirect. false: its whole subtree is copied up and the
+   * copy made opaque, for images meant for readers that do not follow
+   * redirects (fuse-overlayfs, Apptainer's unprivileged stack).
+   */
+  redirectDir?: boolean;
+  /**
+   * Nodes kept before unreferenced ones are forgotten (default 100,000): an
+   * id from lookup or readdir stays valid while referenced (ref), or until
+   * then.
+   */
+  nodeLimit?: number;
   /** For messages; default: the layer names joined. */
   name?: string;
 }
@@ -92,6 +105,9 @@ export class Overlay implements WritableFs {
   private readonly lock = new NamespaceLock();
   private readonly map: IdMap | undefined;
   private readonly useIndex: boolean;
+  private readonly redirectDir: boolean;
+  private readonly nodeLimit: number;
+  private readonly root: Node;
   /** Lower object key -> upper inode of its copy (index entries), and the index dir. */
   private readonly indexed = new Map<string, InodeId>();
   private indexDir: InodeId | null = null;
@@ -104,6 +120,9 @@ export class Overlay implements WritableFs {
     this.writable = this.ops !== null;
     this.map = options.map;
     this.useIndex = options.index ?? true;
+    this.redirectDir = options.redirectDir ?? true;
+    this.nodeLimit = options.nodeLimit ?? 100_000;
+    this.root = root;
     this.name = options.name ?? stack.map((l) => l.name).join(':');
     this.rootId = root.id;
   }
@@ -168,6 +187,17 @@ export class Overlay implements WritableFs {
       const layer = this.stack.findIndex((l, i) => i > 0 && l.tag === Number(m[1]));
       if (layer > 0) this.indexed.set(layerKey(layer, Number(m[2])), e.id);
     }
+  }
+
+  /** Directory `n`'s names changed: its listing and lookup results are rebuilt on next use. */
+  private changed(n: Node): void {
+    n.listing = null;
+    n.children = null;
+  }
+
+  /** Nodes in the table (bounded by nodeLimit between namespace operations). */
+  get nodeCount(): number {
+    return this.nodes.size;
   }
 
   // ---- nodes ----
@@ -304,11 +334,19 @@ export class Overlay implements WritableFs {
     const d = this.dirNode(dir);
     if (isWhiteoutName(name)) return null;
     if (name.length > NAME_MAX) throw withErrno('ENAMETOOLONG');
+    const k = name.toString('latin1');
+    const hit = d.children?.get(k);
+    // A cached result is as good as a locked lookup: every change to d's names clears the cache under the lock.
+    if (hit === null) return null;
+    if (hit !== undefined && this.nodes.get(hit)) return hit;
     return this.lock.exclusive(async () => {
+      // Between namespace operations (lock held, no node in use by one): the table is bounded.
+      this.nodes.sweep(this.nodeLimit, this.root, d);
       const p = await this.resolved(d);
       const r = await resolveChild(this.stack, this.hasUpper, p, name);
-      if (r.type === null) return null;
-      return this.bind(p, name, r).id;
+      const id = r.type === null ? null : this.bind(p, name, r).id;
+      (p.children ??= new Map()).set(k, id);
+      return id;
     });
   }
 
@@ -432,6 +470,23 @@ export class Overlay implements WritableFs {
     await ops.fs.setattr(parentUpper, { atime: { sec: pst.atime, nsec: pst.atimeNsec }, mtime: { sec: pst.mtime, nsec: pst.mtimeNsec } });
   }
 
+  /**
+   * A node forgotten by the table (sweep) may still be in use by a call that
+   * fetched it before; another node for the same object may have copied it up
+   * since. So copy-up first looks: the object already in the upper at this
+   * name is adopted, never copied twice. Lock held, parent in the upper.
+   */
+  private async alreadyUp(n: Node): Promise<InodeId | null> {
+    if (this.nodes.get(n.id) === n) return null;
+    const parent = await this.resolved(n.parent!);
+    const r = await resolveChild(this.stack, this.hasUpper, parent, n.name);
+    if (r.upper === null || r.type !== n.type) return null;
+    // Swept nodes hold no references, and the live node owns the key.
+    n.upper = r.upper;
+    if (n.type === 'd') n.redirect = r.redirect;
+    return r.upper;
+  }
+
   /** Copies a directory (not its entries) and its parents up; returns its upper directory. Lock held. */
   private async copyUpDir(n: Node): Promise<InodeId> {
     if (n.upper !== null) return n.upper;
@@ -439,13 +494,15 @@ export class Overlay implements WritableFs {
     const d = await this.resolved(n);
     if (d.upper !== null) return d.upper;
     const parentUpper = await this.copyUpDir(n.parent!);
+    const already = await this.alreadyUp(n);
+    if (already !== null) return already;
     const src = d.lower!;
     const st = await this.stack[src.layer]!.fs.getattr(src.id);
     const ino = await this.inoOf(n, st, src.layer);
     const built = await buildCopy(this.stack, ops, src, ino);
     await this.installCopy(built.tmp, parentUpper, n.name);
     await this.adoptUpper(n, built.id);
-    n.parent!.listing = null;
+    this.changed(n.parent!);
     return built.id;
   }
 
@@ -454,6 +511,8 @@ export class Overlay implements WritableFs {
     if (n.upper !== null) return n.upper;
     const ops = this.requireWritable();
     const parentUpper = await this.copyUpDir(n.parent!);
+    const already = await this.alreadyUp(n);
+    if (already !== null) return already;
     const src = n.lower!;
     const st = await this.stack[src.layer]!.fs.getattr(src.id);
     const ino = await this.inoOf(n, st, src.layer);
@@ -476,7 +535,7 @@ export class Overlay implements WritableFs {
     }
     await this.installCopy(built.tmp, parentUpper, n.name);
     await this.adoptUpper(n, built.id);
-    n.parent!.listing = null;
+    this.changed(n.parent!);
     return built.id;
   }
 
@@ -530,7 +589,7 @@ export class Overlay implements WritableFs {
     const pu = await this.copyUpDir(parent);
     await ops.fs.link(n.upper, pu, name);
     await this.addLowerLinks(n.upper, -1);
-    parent.listing = null;
+    this.changed(parent);
   }
 
   /**
@@ -643,7 +702,7 @@ export class Overlay implements WritableFs {
       } else {
         id = await make(pu, name);
       }
-      p.listing = null;
+      this.changed(p);
       const n = this.nodes.byLayerKey(layerKey(0, id));
       if (n) return n.id;
       const node = this.nodes.create({
@@ -704,7 +763,7 @@ export class Overlay implements WritableFs {
         await ops.fs.link(u, pu, name);
         if (r.upperWhiteout === 'fuse') await ops.dropFuseWhiteout(pu, name);
       }
-      p.listing = null;
+      this.changed(p);
     });
   }
 
@@ -749,7 +808,7 @@ export class Overlay implements WritableFs {
         await writeWhiteout(ops.fs, pu, name, ops.encoding, ROOT_OWNER);
         if (await this.isIndexed(n)) await this.addLowerLinks(n.upper!, -1);
       }
-      p.listing = null;
+      this.changed(p);
       await this.afterNameGone(n);
     });
   }
@@ -782,7 +841,7 @@ export class Overlay implements WritableFs {
       } else {
         await writeWhiteout(ops.fs, pu, name, ops.encoding, ROOT_OWNER);
       }
-      p.listing = null;
+      this.changed(p);
       this.nodes.kill(n);
     });
   }
@@ -813,7 +872,11 @@ export class Overlay implements WritableFs {
    */
   private async markMovedDir(n: Node, newParent: Node, targetLowerPositive: boolean): Promise<void> {
     const ops = this.requireWritable();
-    const d = await this.resolved(n);
+    let d = await this.resolved(n);
+    if (d.lowers.length > 0 && !this.redirectDir) {
+      await this.copyUpTree(d);
+      d = await this.resolved(n);
+    }
     if (d.lowers.length > 0) {
       const samedir = n.parent === newParent;
       let redirect: Buffer;
@@ -828,6 +891,35 @@ export class Overlay implements WritableFs {
     } else if (targetLowerPositive) {
       const marks = await readDirMarks(ops.fs, n.upper!);
       if (!marks.opaque) await writeOpaque(ops.fs, n.upper!, ops.encoding, ROOT_OWNER);
+    }
+  }
+
+  /**
+   * redirect_dir=off: copies everything under directory `n` up, then makes
+   * each copied directory opaque, so nothing below is merged any more.
+   * Lock held.
+   */
+  private async copyUpTree(n: Node): Promise<void> {
+    const ops = this.requireWritable();
+    const d = await this.resolved(n);
+    const upper = await this.copyUpDir(d);
+    const dirs: LayerRef[] = [{ layer: 0, id: upper }, ...d.lowers];
+    for (const m of await mergeListing(this.stack, dirs)) {
+      const child = this.bindEntry(d, m.layer, m.entry);
+      if (child.type === 'd') await this.copyUpTree(child);
+      else if (m.layer !== 0 || !this.hasUpper) {
+        // A name still only below: copied up, or linked to its inode's index copy.
+        const r = emptyResolution();
+        r.type = child.type;
+        await this.nameUp(d, m.entry.name, r, child);
+      }
+    }
+    if (d.lowers.length > 0) {
+      await writeOpaque(ops.fs, upper, ops.encoding, ROOT_OWNER);
+      await ops.dropWhiteouts(upper);
+      d.lowers = [];
+      d.lower = null;
+      this.changed(d);
     }
   }
 
@@ -876,8 +968,8 @@ export class Overlay implements WritableFs {
         src.name = Buffer.from(newName);
         dst!.parent = op;
         dst!.name = Buffer.from(oldName);
-        op.listing = null;
-        np.listing = null;
+        this.changed(op);
+        this.changed(np);
         return;
       }
       if (dst && rt.type !== 'd') await this.upBeforeRemoval(np, newName, rt, dst);
@@ -896,8 +988,8 @@ export class Overlay implements WritableFs {
       if (rt.upperWhiteout === 'fuse') await ops.dropFuseWhiteout(npu, newName);
       src.parent = np;
       src.name = Buffer.from(newName);
-      op.listing = null;
-      np.listing = null;
+      this.changed(op);
+      this.changed(np);
       if (dst) await this.afterNameGone(dst);
     });
   }

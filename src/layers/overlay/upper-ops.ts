@@ -9,7 +9,7 @@
 import type { InodeId, WritableFs } from '../../engine.js';
 import { FsError } from '../../errors.js';
 import type { UpperLayer, WhiteoutEncoding } from '../layer.js';
-import { whiteoutNameFor, writeWhiteout } from './encoding.js';
+import { isKernelWhiteoutMode, isWhiteoutName, WH_OPAQUE_NAME, whiteoutNameFor, writeWhiteout } from './encoding.js';
 
 /** Temporary names in work/: removed at open if a crash left them. */
 export const TMP_PREFIX = Buffer.from('#sifuse-');
@@ -109,6 +109,23 @@ export class UpperOps {
   async dropFuseWhiteout(dir: InodeId, name: Buffer): Promise<void> {
     const wh = whiteoutNameFor(name);
     if ((await this.fs.lookup(dir, wh)) !== null) await this.fs.unlink(dir, wh);
+  }
+
+  /**
+   * Removes the whiteouts (char 0/0 and `.wh.NAME`) of a directory that was
+   * just made opaque: the kernel wants none there (overlayfs.rst; fuse-overlayfs #306).
+   */
+  async dropWhiteouts(dir: InodeId): Promise<void> {
+    for (const e of [...(await this.fs.readdir(dir))]) {
+      if (e.name.equals(WH_OPAQUE_NAME)) continue;
+      if (isWhiteoutName(e.name)) {
+        await this.fs.unlink(dir, e.name);
+        continue;
+      }
+      if (e.type !== 'c') continue;
+      const st = await this.fs.getattr(e.id);
+      if (isKernelWhiteoutMode(st.mode, st.rdev)) await this.fs.unlink(dir, e.name);
+    }
   }
 
   /** Removes dir/name and, for a directory, everything below it. */
