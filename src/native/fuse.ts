@@ -10,6 +10,7 @@
  */
 import { loadAddon } from './load.js';
 import { FsError } from '../errors.js';
+import type { Stat } from '../engine.js';
 
 type Handle = object;
 type Session = object;
@@ -90,24 +91,9 @@ export type OpName = (typeof OPS)[number];
 /** Doubles per stat in a reply: nodeid, generation, then struct stat. */
 export const STAT_LEN = 17;
 
-export interface EntryStat {
-  /** FUSE nodeid (0 in a negative entry). */
+/** A reply's attributes: the engine's Stat and the FUSE nodeid (0 in a negative entry). */
+export interface EntryStat extends Stat {
   nodeid: number;
-  generation: number;
-  ino: number;
-  mode: number;
-  nlink: number;
-  uid: number;
-  gid: number;
-  size: number;
-  blocks: number;
-  atime: number;
-  atimeNsec: number;
-  mtime: number;
-  mtimeNsec: number;
-  ctime: number;
-  ctimeNsec: number;
-  rdev: number;
 }
 
 export function encodeStat(st: EntryStat, out: Float64Array = new Float64Array(STAT_LEN), at = 0): Float64Array {
