@@ -85,14 +85,8 @@ export function mapBlocks(file: FileInode, dataEnd: number): BlockMap {
 }
 
 export class FileReader {
-  /**
-   * Per file, where the last read ended (a read starting there is
-   * sequential) and how many sequential reads in a row led there. Read-ahead
-   * grows with the streak (1 block, 2, ... up to readAheadBlocks), as the
-   * kernel's does: a random reader whose kernel read-ahead makes an odd pair
-   * of requests look sequential costs one extra block, not readAheadBlocks.
-   */
-  private readonly streams = new Map<number, { end: number; streak: number }>();
+  /** Per file, where the last read ended: a read starting there is sequential. */
+  private readonly nextPos = new Map<number, number>();
   /** Compressed blocks are read into these and decompressed from them (inline only). */
   private readonly scratch: ScratchPool;
 
@@ -194,13 +188,11 @@ export class FileReader {
     const bs = this.blockSize;
     const first = Math.floor(position / bs);
     const last = Math.floor((end - 1) / bs);
-    const prev = this.streams.get(file.inodeNumber);
-    const sequential = prev !== undefined && prev.end === position;
-    const streak = sequential ? prev.streak + 1 : 0;
-    this.streams.delete(file.inodeNumber);
-    if (this.streams.size >= 256) this.streams.delete(this.streams.keys().next().value!);
-    this.streams.set(file.inodeNumber, { end, streak });
-    if (sequential && end < file.fileSize) this.readAhead(file, map, last + 1, Math.min(streak, this.options.readAheadBlocks));
+    const sequential = this.nextPos.get(file.inodeNumber) === position;
+    this.nextPos.delete(file.inodeNumber);
+    if (this.nextPos.size >= 256) this.nextPos.delete(this.nextPos.keys().next().value!);
+    this.nextPos.set(file.inodeNumber, end);
+    if (sequential && end < file.fileSize) this.readAhead(file, map, last + 1);
     // A range that is all hole reads as a view of the shared zeros: no
     // allocation, no copy (hashing a multi-GiB sparse file costs the hash only).
     if (end - position <= ZEROS.length && last < file.blockSizes.length) {
@@ -240,8 +232,8 @@ export class FileReader {
     return out;
   }
 
-  private readAhead(file: FileInode, map: BlockMap, from: number, blocks: number): void {
-    const stop = Math.min(file.blockSizes.length, from + blocks);
+  private readAhead(file: FileInode, map: BlockMap, from: number): void {
+    const stop = Math.min(file.blockSizes.length, from + this.options.readAheadBlocks);
     for (let i = from; i < stop; i++) {
       const size = file.blockSizes[i]! & BLOCK_SIZE_MASK;
       if (size === 0 || this.cache.has(map.start(i))) continue;
