@@ -55,6 +55,7 @@ import os, sys, threading, time
 root, canary = sys.argv[1], sys.argv[2]
 stop = threading.Event()
 threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+print('ready', flush=True)
 swaps = 0
 targets = [canary, '/', canary + '/d']
 def attempt(f, *a):
@@ -110,6 +111,9 @@ it('operations racing symlink swaps and renames never touch anything outside the
   swapper = spawn('python3', ['-c', SWAPPER, root, canary], { stdio: ['pipe', 'pipe', 'inherit'] });
   swapper.stdout!.on('data', (d: Buffer) => (swapperOut += d.toString()));
   const exited = new Promise<void>((resolve) => swapper.on('exit', () => resolve()));
+  // The operations start once the swapper runs (Python starts slower than this loop takes on an idle machine).
+  for (let t = 0; t < 1000 && !swapperOut.startsWith('ready\n'); t++) await new Promise((r) => setTimeout(r, 10));
+  expect(swapperOut.startsWith('ready\n'), 'the swapper started').toBe(true);
 
   const fs = DirLayer.open(root, { writable: true, openCap: 8 });
   const outcomes = new Map<string, number>();
@@ -125,7 +129,8 @@ it('operations racing symlink swaps and renames never touch anything outside the
   const ids: InodeId[] = [];
   const pick = (i: number): InodeId => ids[(i * 7919) % ids.length] ?? fs.rootId;
   let ops = 0;
-  for (let i = 0; i < 6000; i++) {
+  // At least 6,000 rounds, and on until an operation has met a swapped symlink (at most 60,000).
+  for (let i = 0; i < 6000 || ((outcomes.get('saw d as a symlink') ?? 0) === 0 && i < 60000); i++) {
     const name = b(`${tag}-${i % 5}`);
     const d = await fs.lookup(fs.rootId, b('d')).catch(() => null);
     if (d !== null) ids.push(d);
@@ -198,7 +203,7 @@ it('operations racing symlink swaps and renames never touch anything outside the
   await fs.close();
   swapper.stdin!.end();
   await exited;
-  const swaps = Number(swapperOut.trim());
+  const swaps = Number(swapperOut.slice('ready\n'.length).trim());
   console.log(`escape race: ${ops} rounds, ${swaps} symlink swaps; outcomes`, Object.fromEntries([...outcomes].sort()));
 
   expect(swaps).toBeGreaterThan(0); // the race really ran

@@ -246,8 +246,10 @@ describe('SquashFS engine details', () => {
   it('reads ahead on sequential reads', async () => {
     const id = (await fs.lookup(fs.rootId, Buffer.from('text')))!;
     await fs.read(id, 0, 65536);
-    await fs.read(id, 65536, 65536); // sequential: blocks 2.. are requested in the background
-    await new Promise((r) => setTimeout(r, 50));
+    await fs.read(id, 65536, 65536); // sequential: the next block is requested in the background
+    const cached = fs.dataCache.size;
+    // Wait for that block to land in the cache (polled: a loaded machine may take longer than any fixed delay).
+    for (let i = 0; i < 500 && fs.dataCache.size === cached; i++) await new Promise((r) => setTimeout(r, 10));
     const misses = fs.dataCache.misses;
     await fs.read(id, 131072, 65536);
     expect(fs.dataCache.misses).toBe(misses);
