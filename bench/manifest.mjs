@@ -21,61 +21,19 @@
  * Also importable: `run(options)` resolves to { table, results } (for bench/run.mjs).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { benchImage } from './lib/images.mjs';
+import { median } from './lib/stats.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-const cache = process.env.SIFUSE_CACHE || '/var/tmp/sifuse-cache';
-
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 function dropCaches() {
   execFileSync('sync');
   writeFileSync('/proc/sys/vm/drop_caches', '3');
-}
-
-/** The cached bookworm .sqfs and .sif, built on first use (needs root and the Debian mirror once). */
-function ensureImage() {
-  const sqfs = join(cache, 'bench-bookworm-minbase.sqfs');
-  const sif = join(cache, 'bench-bookworm-minbase.sif');
-  if (existsSync(sqfs) && existsSync(sif) && statSync(sif).size > 0) return { sqfs, sif };
-  if (!isRoot) throw new Error(`${sqfs} is missing and building it needs root (debootstrap)`);
-  const work = mkdtempSync(join(tmpdir(), 'sifuse-bench-'));
-  try {
-    const rootfs = join(work, 'rootfs');
-    const made = spawnSync(join(root, 'scripts', 'make-rootfs.sh'), [rootfs], { stdio: 'inherit' });
-    if (made.status !== 0) throw new Error(`scripts/make-rootfs.sh failed (exit ${made.status})`);
-    execFileSync('mksquashfs', [rootfs, `${sqfs}.part`, '-noappend', '-all-root', '-comp', 'gzip', '-quiet', '-no-progress']);
-    rmSync(sif, { force: true });
-    execFileSync('siftool', ['new', `${sif}.part`]);
-    execFileSync('siftool', [
-      'add',
-      `${sif}.part`,
-      `${sqfs}.part`,
-      '--datatype',
-      '4',
-      '--parttype',
-      '2',
-      '--partfs',
-      '1',
-      '--partarch',
-      '2',
-      '--groupid',
-      '1',
-    ]);
-    execFileSync('mv', [`${sqfs}.part`, sqfs]);
-    execFileSync('mv', [`${sif}.part`, sif]);
-    return { sqfs, sif };
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
 }
 
 /** Runs `sh -c script` under /usr/bin/time; returns { wall, cpu, rssMiB } (seconds, MiB). */
@@ -96,7 +54,7 @@ export async function run(options = {}) {
   const skipped = [];
   if (options.cold && !isRoot) skipped.push('--cold: dropping the page cache needs root; runs are warm');
   if (!existsSync(join(root, 'dist', 'cli.js'))) throw new Error('dist/cli.js is missing: run `npx tsc -p tsconfig.json`');
-  const { sqfs, sif } = ensureImage();
+  const { sqfs, sif } = await benchImage('minbase');
   const sifuse = join(root, 'bin', 'sifuse');
   const extractDir = join(tmpdir(), `sifuse-bench-extract-${process.pid}`);
   const q = (s) => `'${s.replace(/'/g, `'\\''`)}'`;
