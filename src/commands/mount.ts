@@ -11,12 +11,12 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as os from 'node:os';
 import { createHash } from 'node:crypto';
 import { spawn, execFile } from 'node:child_process';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { isFileProblem, FsError, UsageError } from '../errors.js';
 import { clearDeadMount, serve } from '../fuse/serve.js';
+import { runtimeDir } from '../runtime/runtime-dir.js';
 import { openStack, parseOverlayfsOptions, type StackRequest } from '../fuse/stack.js';
 
 interface MountFlags {
@@ -42,14 +42,6 @@ function oneLine(err: unknown): string {
   if (isFileProblem(err)) return err.describe();
   if (err instanceof FsError) return err.message;
   return err instanceof Error ? err.message.split('\n')[0]! : String(err);
-}
-
-function runtimeDir(): string {
-  const xdg = process.env.XDG_RUNTIME_DIR;
-  const base = xdg && fs.existsSync(xdg) ? xdg : os.tmpdir();
-  const dir = path.join(base, `sifuse-${process.getuid?.() ?? 0}`);
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  return dir;
 }
 
 /** Where the daemon serving `mountpoint` records its pid while it runs. */

@@ -79,7 +79,7 @@ export function createDirComponents(dir: string, image: string): string[] {
   return out;
 }
 
-/** Why an existing target is refused: Apptainer's messages for the cases it tells apart. */
+/** Why an existing file that is not a SIF is refused: Apptainer's messages for the cases it tells apart. */
 function describeExisting(image: string): string {
   let head = Buffer.alloc(0);
   try {
@@ -92,9 +92,6 @@ function describeExisting(image: string): string {
     }
   } catch {
     // Unreadable or a directory: the plain refusal below says enough.
-  }
-  if (head.includes('SIF_MAGIC')) {
-    return 'is a SIF image; overlay create makes a new overlay image file and does not modify existing files';
   }
   if (head.length >= 1082 && head.readUInt16LE(1080) === 0xef53) return 'EXT3 overlay image already exists';
   return 'already exists';

@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { spawn } from 'node:child_process';
 import { UsageError } from '../errors.js';
+import { runtimeDir } from './runtime-dir.js';
 import { bwrapArgs, parseBind, type BindSpec, type BwrapPlan, type TopEntry } from './bwrap.js';
 
 export interface ContainerOptions {
@@ -75,11 +76,7 @@ function checkBinds(specs: string[]): BindSpec[] {
 
 /** A private, empty mount point under the user's runtime directory. */
 function makeMountPoint(): string {
-  const base =
-    process.env.XDG_RUNTIME_DIR && fs.existsSync(process.env.XDG_RUNTIME_DIR) ? process.env.XDG_RUNTIME_DIR : os.tmpdir();
-  const dir = path.join(base, `sifuse-${process.getuid?.() ?? 0}`);
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  return fs.mkdtempSync(path.join(dir, 'root-'));
+  return fs.mkdtempSync(path.join(runtimeDir(), 'root-'));
 }
 
 function isFile(p: string): boolean {

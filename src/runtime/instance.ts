@@ -9,12 +9,12 @@
  * pid is gone or its mount no longer answers) and cleaned up.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { execa } from 'execa';
 import { UsageError } from '../errors.js';
 import { pidFile } from '../commands/mount.js';
+import { runtimeDir } from './runtime-dir.js';
 import { bwrapArgs } from './bwrap.js';
 import { type ContainerOptions, mountFlags, planFor, requireBwrap, SIFUSE_BIN } from './container.js';
 
@@ -32,16 +32,8 @@ export interface InstanceState {
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
-function instancesDir(): string {
-  const xdg = process.env.XDG_RUNTIME_DIR;
-  const base = xdg && fs.existsSync(xdg) ? xdg : os.tmpdir();
-  const dir = path.join(base, `sifuse-${process.getuid?.() ?? 0}`, 'instances');
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  return dir;
-}
-
 function stateFile(name: string): string {
-  return path.join(instancesDir(), `${name}.json`);
+  return path.join(runtimeDir('instances'), `${name}.json`);
 }
 
 function alive(pid: number | null): boolean {
@@ -113,7 +105,7 @@ async function cleanUp(s: InstanceState, graceful: boolean): Promise<void> {
 export async function listInstances(): Promise<InstanceState[]> {
   const out: InstanceState[] = [];
   for (const f of fs
-    .readdirSync(instancesDir())
+    .readdirSync(runtimeDir('instances'))
     .filter((n) => n.endsWith('.json'))
     .sort()) {
     const s = readState(f.slice(0, -5));
@@ -133,7 +125,7 @@ export async function startInstance(image: string, name: string, args: string[],
   if (existing && healthy(existing)) throw new UsageError(`instance ${name} already exists`, image);
   if (existing) await cleanUp(existing, false);
   await requireBwrap();
-  const mnt = fs.mkdtempSync(path.join(instancesDir(), `${name}-root-`));
+  const mnt = fs.mkdtempSync(path.join(runtimeDir('instances'), `${name}-root-`));
   const m = await execa(SIFUSE_BIN, ['mount', ...mountFlags(o), image, mnt], { reject: false, stdin: 'ignore' });
   if (m.exitCode !== 0) {
     fs.rmdirSync(mnt);
@@ -152,7 +144,7 @@ export async function startInstance(image: string, name: string, args: string[],
   try {
     if (fs.existsSync(path.join(mnt, '.singularity.d', 'startscript'))) {
       const plan = planFor(mnt, { kind: 'exec', argv: ['/.singularity.d/startscript', ...args] }, o, image);
-      const log = fs.openSync(path.join(instancesDir(), `${name}.log`), 'a');
+      const log = fs.openSync(path.join(runtimeDir('instances'), `${name}.log`), 'a');
       const child = spawn(
         'bwrap',
         bwrapArgs(plan).filter((a) => a !== '--die-with-parent'),
