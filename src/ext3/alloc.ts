@@ -16,6 +16,14 @@
  * Ordered-mode rule: a block freed in the running transaction is not handed
  * out again before that transaction commits. Otherwise a crash could leave
  * the old owner (still referencing it on disk) pointing at new file data.
+ *
+ * Search hints: per group, every bit below blockHint[g] (inodeHint[g]) is
+ * set in the bitmap, so a search may start there instead of at the group's
+ * first bit (a file's first block has the group's start as its goal, and a
+ * filling group would otherwise be rescanned from its first bit every time).
+ * Only this allocator changes the bitmaps while the engine is open: an
+ * allocation moves the hint past the bits now set, a free moves it down.
+ * The bit found is the same the full scan finds.
  */
 import { CorruptError, withErrno } from '../errors.js';
 import { inodeGroup, inodeIndex } from './geometry.js';
@@ -50,13 +58,23 @@ function findZeroBit(bm: Buffer, from: number, to: number, skip?: (bit: number) 
   return -1;
 }
 
+/** The first clear bit at or after `from` (below `to`), else `to`: the new hint once `from` is taken. */
+function nextZeroFrom(bm: Buffer, from: number, to: number): number {
+  const bit = findZeroBit(bm, from, to);
+  return bit < 0 ? to : bit;
+}
+
 export class Allocator {
   /** Blocks freed since the last commit: not reusable until it lands. */
   readonly freedThisTx = new Set<number>();
   private readonly ngroups: number;
+  private readonly blockHint: Uint32Array;
+  private readonly inodeHint: Uint32Array;
 
   constructor(private readonly ctx: AllocContext) {
     this.ngroups = groupCount(ctx.sb);
+    this.blockHint = new Uint32Array(this.ngroups);
+    this.inodeHint = new Uint32Array(this.ngroups);
   }
 
   private groupFirstBlock(g: number): number {
@@ -100,12 +118,14 @@ export class Allocator {
       if (gd.bg_free_blocks_count === 0) continue;
       const bm = await this.ctx.readMeta(gd.bg_block_bitmap);
       const n = this.blocksInGroup(g);
+      const hint = this.blockHint[g]!;
       const start = k === 0 ? goal - this.groupFirstBlock(g) : 0;
-      let bit = findZeroBit(bm, start, n, skip?.(g));
-      if (bit < 0 && start > 0) bit = findZeroBit(bm, 0, start, skip?.(g));
+      let bit = findZeroBit(bm, Math.max(start, hint), n, skip?.(g));
+      if (bit < 0 && start > hint) bit = findZeroBit(bm, hint, start, skip?.(g));
       if (bit < 0) continue;
       const w = await this.ctx.writeMeta(gd.bg_block_bitmap);
       w[bit >>> 3] = w[bit >>> 3]! | (1 << (bit & 7));
+      if (bit === hint) this.blockHint[g] = nextZeroFrom(w, hint, n);
       gd.bg_free_blocks_count--;
       sb.s_free_blocks_count--;
       const io = this.ctx.groupChanged(g);
@@ -128,6 +148,7 @@ export class Allocator {
       throw new CorruptError(`block ${block} is referenced twice or already free in the block bitmap`);
     }
     w[bit >>> 3] = w[bit >>> 3]! & ~(1 << (bit & 7));
+    if (bit < this.blockHint[g]!) this.blockHint[g] = bit;
     gd.bg_free_blocks_count++;
     sb.s_free_blocks_count++;
     this.freedThisTx.add(block);
@@ -156,11 +177,12 @@ export class Allocator {
       const gd = groups[g]!;
       if (gd.bg_free_inodes_count === 0) continue;
       const bm = await this.ctx.readMeta(gd.bg_inode_bitmap);
-      const from = g === 0 ? firstIno(sb) - 1 : 0;
+      const from = Math.max(g === 0 ? firstIno(sb) - 1 : 0, this.inodeHint[g]!);
       const bit = findZeroBit(bm, from, ipg);
       if (bit < 0) continue;
       const w = await this.ctx.writeMeta(gd.bg_inode_bitmap);
       w[bit >>> 3] = w[bit >>> 3]! | (1 << (bit & 7));
+      if (bit === from) this.inodeHint[g] = nextZeroFrom(w, from, ipg);
       gd.bg_free_inodes_count--;
       if (isDir) gd.bg_used_dirs_count++;
       sb.s_free_inodes_count--;
@@ -180,6 +202,7 @@ export class Allocator {
     const w = await this.ctx.writeMeta(gd.bg_inode_bitmap);
     if ((w[bit >>> 3]! & (1 << (bit & 7))) === 0) throw new CorruptError(`inode ${ino} is already free in the inode bitmap`);
     w[bit >>> 3] = w[bit >>> 3]! & ~(1 << (bit & 7));
+    if (bit < this.inodeHint[g]!) this.inodeHint[g] = bit;
     gd.bg_free_inodes_count++;
     if (isDir && gd.bg_used_dirs_count > 0) gd.bg_used_dirs_count--;
     sb.s_free_inodes_count++;

@@ -17,9 +17,13 @@ import { EXT4_EXTENTS_FL, EXT4_INLINE_DATA_FL } from './inode.js';
 import { hasRoCompat, RO_COMPAT } from './superblock.js';
 
 /** Pending new-block data written early beyond this many bytes. */
-const MAX_PENDING_DATA = 16 * 1024 * 1024;
+const MAX_PENDING_DATA = 8 * 1024 * 1024;
 /** Bytes per allocation that pending data blocks are carved from. */
 const PENDING_SLAB = 256 * 1024;
+/** Groups with a slab of their own at once. */
+const MAX_SLABS = 64;
+/** Slabs kept for reuse after a flush (bytes held: this times PENDING_SLAB). */
+const MAX_FREE_SLABS = 48;
 
 export class FileData {
   /**
@@ -30,8 +34,12 @@ export class FileData {
    */
   private readonly pendingData = new Map<number, Buffer>();
   private pendingBytes = 0;
-  private slab: Buffer = Buffer.alloc(0);
-  private slabUsed = 0;
+  /** The slab pending blocks of each block group are carved from (pendingBlock). */
+  private readonly slabs = new Map<number, { buf: Buffer; used: number }>();
+  /** Every slab carved from since the last flushData(); all free again once it is done. */
+  private readonly slabsInUse: Buffer[] = [];
+  /** Slabs whose pieces are all on disk or dropped, for reuse (warm memory, no GC churn). */
+  private readonly freeSlabs: Buffer[] = [];
   private readonly maxFileBlocks: number;
 
   constructor(private readonly c: Ext3Context) {
@@ -203,8 +211,10 @@ export class FileData {
           pbn = await c.alloc.allocBlock(goal);
           c.addBlocks(inode, 1 + (await setBlock(c.io, inode, lbn, pbn)));
           // A new block's data waits in memory until the commit (or the pending cap) writes it.
-          const block = this.pendingBlock();
+          const block = this.pendingBlock(pbn);
+          if (from > bStart) block.fill(0, 0, from - bStart);
           data.copy(block, from - bStart, from - position, to - position);
+          if (to < bStart + bs) block.fill(0, to - bStart);
           this.pendingData.set(pbn, block);
           this.pendingBytes += bs;
           prevPbn = pbn;
@@ -245,41 +255,73 @@ export class FileData {
   }
 
   /**
-   * A zeroed block-sized buffer for pendingData, carved from a shared slab:
-   * one zero-filled allocation per PENDING_SLAB bytes instead of one per
-   * block or per write (small files), and blocks allocated one after another
-   * usually sit side by side on disk and in the slab, so flushData() writes
-   * such runs without copying them. Pieces are never reused: a piece leaves
-   * pendingData (flushed or freed) and is garbage with it.
+   * A block-sized buffer for pendingData (not zeroed: the caller fills all of
+   * it), carved from a slab of the block group `pbn` lies in: one allocation
+   * per PENDING_SLAB bytes instead of one per block or per write (small
+   * files). Blocks allocated one after another in a group usually sit side by
+   * side on disk, and so they do in the group's slab, so flushData() writes
+   * such runs without copying them, however the writes interleave between
+   * directories (whose files live in different groups). Pieces are never
+   * reused: a piece leaves pendingData (flushed or freed) and is garbage with it.
    */
-  private pendingBlock(): Buffer {
+  private pendingBlock(pbn: number): Buffer {
     const bs = this.c.blockSize;
-    if (this.slab.length - this.slabUsed < bs) {
-      this.slab = Buffer.alloc(Math.max(bs, PENDING_SLAB));
-      this.slabUsed = 0;
+    const g = this.c.alloc.groupOfBlock(pbn);
+    let slab = this.slabs.get(g);
+    if (!slab || slab.buf.length - slab.used < bs) {
+      // Bounded: writes scattered over many groups start over rather than pin a slab each.
+      if (this.slabs.size >= MAX_SLABS) this.slabs.clear();
+      slab = { buf: this.freeSlabs.pop() ?? Buffer.allocUnsafeSlow(Math.max(bs, PENDING_SLAB)), used: 0 };
+      this.slabsInUse.push(slab.buf);
+      this.slabs.set(g, slab);
     }
-    const block = this.slab.subarray(this.slabUsed, this.slabUsed + bs);
-    this.slabUsed += bs;
+    const block = slab.buf.subarray(slab.used, slab.used + bs);
+    slab.used += bs;
     return block;
   }
 
-  /** Writes pending data blocks, runs of adjacent blocks in one write each. */
+  /**
+   * Writes pending data blocks in block order, each run of blocks adjacent
+   * both on disk and in one slab as one write of a view (no copy: a run
+   * crossing slabs is two writes, which costs less than joining them).
+   */
   async flushData(): Promise<void> {
-    if (this.pendingData.size === 0) return;
+    if (this.pendingData.size === 0) {
+      this.recycleSlabs();
+      return;
+    }
     const blocks = [...this.pendingData.keys()].sort((a, b) => a - b);
     let i = 0;
     while (i < blocks.length) {
+      const first = this.pendingData.get(blocks[i]!)!;
+      let end = first.byteOffset + first.length;
       let j = i + 1;
-      while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && j - i < 1024) j++;
+      while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && j - i < 1024) {
+        const next = this.pendingData.get(blocks[j]!)!;
+        if (next.buffer !== first.buffer || next.byteOffset !== end) break;
+        end += next.length;
+        j++;
+      }
       await this.c.store.write(
         blocks[i]! * this.c.blockSize,
-        joinAdjacent(blocks.slice(i, j).map((b) => this.pendingData.get(b)!)),
+        Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset),
       );
       // Dropped only once on disk, so an unqueued reader always finds the bytes somewhere.
       for (let k = i; k < j; k++) this.pendingData.delete(blocks[k]!);
       i = j;
     }
     this.pendingBytes = 0;
+    this.recycleSlabs();
+  }
+
+  /**
+   * Every pending piece is on disk (or was dropped) and nothing else keeps
+   * one (reads copy out of them): the slabs are free for new pieces.
+   */
+  private recycleSlabs(): void {
+    this.slabs.clear();
+    for (const buf of this.slabsInUse) if (this.freeSlabs.length < MAX_FREE_SLABS) this.freeSlabs.push(buf);
+    this.slabsInUse.length = 0;
   }
 
   private async flushRuns(runs: { pbn: number; buf: Buffer[]; bytes: number }[]): Promise<void> {
@@ -330,20 +372,4 @@ export class FileData {
     c.stamp(inode, { m: true, c: true });
     await c.itable.iput(id, inode);
   }
-}
-
-/**
- * One buffer for consecutive pieces: a view when they are adjacent slices of
- * one allocation (the usual case for a file's new blocks), else a copy.
- */
-function joinAdjacent(bufs: Buffer[]): Buffer {
-  if (bufs.length === 1) return bufs[0]!;
-  const first = bufs[0]!;
-  let end = first.byteOffset + first.length;
-  for (let k = 1; k < bufs.length; k++) {
-    const b = bufs[k]!;
-    if (b.buffer !== first.buffer || b.byteOffset !== end) return Buffer.concat(bufs);
-    end += b.length;
-  }
-  return Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset);
 }
