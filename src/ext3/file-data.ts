@@ -8,12 +8,12 @@
  */
 import type { DataRange, InodeId } from '../engine.js';
 import { S_IFDIR, S_IFMT, S_IFREG } from '../engine.js';
-import { UnsupportedError, withErrno } from '../errors.js';
-import { indirectBlocksNeeded, mappedRuns, mapBlock, mapRange, maxLogicalBlocks, setBlock } from './block-map.js';
+import { InternalError, UnsupportedError, withErrno } from '../errors.js';
+import { indirectBlocksNeeded, leafIndex, mappedRuns, mapBlock, mapRange, maxLogicalBlocks, setBlockRun } from './block-map.js';
 import type { Ext3Context } from './context.js';
 import { mapExtents } from './extents.js';
 import type { Inode } from './inode.js';
-import { EXT4_EXTENTS_FL, EXT4_INLINE_DATA_FL } from './inode.js';
+import { EXT2_NDIR_BLOCKS, EXT4_EXTENTS_FL, EXT4_INLINE_DATA_FL } from './inode.js';
 import { hasRoCompat, RO_COMPAT } from './superblock.js';
 
 /** Pending new-block data written early beyond this many bytes. */
@@ -178,6 +178,10 @@ export class FileData {
     let written = 0;
     const CHUNK = 1024;
     let prevPbn = 0;
+    /** Blocks of the last allocated run not yet mapped (runNext the next of them). */
+    let runLeft = 0;
+    let runNext = 0;
+    const perBlock = bs / 4;
     let failed: unknown = null;
     outer: for (let k = first; k <= last; k += CHUNK) {
       const n = Math.min(CHUNK, last - k + 1);
@@ -199,17 +203,30 @@ export class FileData {
         const to = Math.min(bStart + bs, end);
         let pbn = map[i]!;
         if (pbn === 0) {
-          let goal = prevPbn ? prevPbn + 1 : lbn > 0 ? await mapBlock(c.io, inode, lbn - 1) : 0;
-          if (goal === 0) goal = c.alloc.goalForInode(id);
-          // Checked first, so a failed allocation never leaves half a mapping behind.
-          const need = 1 + (await indirectBlocksNeeded(c.io, inode, lbn));
-          if (need > c.alloc.availableBlocks()) {
-            failed = withErrno('ENOSPC');
-            await this.flushRuns(runs);
-            break outer;
+          if (runLeft === 0) {
+            let goal = prevPbn ? prevPbn + 1 : lbn > 0 ? await mapBlock(c.io, inode, lbn - 1) : 0;
+            if (goal === 0) goal = c.alloc.goalForInode(id);
+            // Checked first, so a failed allocation never leaves half a mapping behind.
+            const ind = lbn < EXT2_NDIR_BLOCKS ? 0 : await indirectBlocksNeeded(c.io, inode, lbn);
+            if (1 + ind > c.alloc.availableBlocks()) {
+              failed = withErrno('ENOSPC');
+              await this.flushRuns(runs);
+              break outer;
+            }
+            // The holes ahead whose pointers need no new indirect block (the rest of the
+            // direct range, or of lbn's indirect block) are allocated as one run.
+            let want = 1;
+            if (ind === 0) {
+              const limit = lbn < EXT2_NDIR_BLOCKS ? EXT2_NDIR_BLOCKS - lbn : perBlock - leafIndex(lbn, perBlock);
+              while (want < limit && i + want < n && map[i + want] === 0) want++;
+            }
+            const got = await c.alloc.allocRun(goal, want);
+            c.addBlocks(inode, got.count + (await setBlockRun(c.io, inode, lbn, got.start, got.count)));
+            runNext = got.start;
+            runLeft = got.count;
           }
-          pbn = await c.alloc.allocBlock(goal);
-          c.addBlocks(inode, 1 + (await setBlock(c.io, inode, lbn, pbn)));
+          pbn = runNext++;
+          runLeft--;
           // A new block's data waits in memory until the commit (or the pending cap) writes it.
           const block = this.pendingBlock(pbn);
           if (from > bStart) block.fill(0, 0, from - bStart);
@@ -240,6 +257,7 @@ export class FileData {
         }
         written = to - position;
       }
+      if (runLeft !== 0) throw new InternalError(`write to inode ${id}: ${runLeft} allocated blocks left unmapped`);
       if (runs.length > 0) await this.flushRuns(runs);
       if (written > 0 && position + written > inode.i_size) inode.i_size = position + written;
       c.stamp(inode, { m: true, c: true }, t);
