@@ -121,9 +121,11 @@ function timed(fs) {
         try {
           return await v.apply(t, a);
         } finally {
-          const r = opTimes.get(k) ?? { n: 0, us: 0 };
+          const r = opTimes.get(k) ?? { n: 0, us: 0, max: 0 };
+          const us = Number(process.hrtime.bigint() - t0) / 1e3;
           r.n++;
-          r.us += Number(process.hrtime.bigint() - t0) / 1e3;
+          r.us += us;
+          r.max = Math.max(r.max, us);
           opTimes.set(k, r);
         }
       };
@@ -134,7 +136,7 @@ function printOps(label) {
   if (!process.env.UNTAR_OPS) return;
   const rows = [...opTimes].sort((a, b) => b[1].us - a[1].us);
   console.error(
-    `${label}: ${rows.map(([k, r]) => `${k} ${r.n}x ${(r.us / r.n).toFixed(1)}us = ${(r.us / 1000).toFixed(0)}ms`).join(', ')}`,
+    `${label}: ${rows.map(([k, r]) => `${k} ${r.n}x ${(r.us / r.n).toFixed(1)}us = ${(r.us / 1000).toFixed(0)}ms (max ${(r.max / 1000).toFixed(1)}ms)`).join(', ')}`,
   );
   opTimes.clear();
 }

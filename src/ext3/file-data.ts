@@ -22,6 +22,8 @@ const MAX_PENDING_DATA = 8 * 1024 * 1024;
 const PENDING_SLAB = 256 * 1024;
 /** Groups with a slab of their own at once. */
 const MAX_SLABS = 64;
+/** Data writes in flight at once in flushData (libuv's default thread pool size). */
+const FLUSH_WRITERS = 4;
 /** Slabs kept for reuse after a flush (bytes held: this times PENDING_SLAB). */
 const MAX_FREE_SLABS = 48;
 
@@ -299,9 +301,10 @@ export class FileData {
   }
 
   /**
-   * Writes pending data blocks in block order, each run of blocks adjacent
-   * both on disk and in one slab as one write of a view (no copy: a run
-   * crossing slabs is two writes, which costs less than joining them).
+   * Writes the pending data blocks, each run of blocks adjacent both on disk
+   * and in one slab as one write of a view (no copy: a run crossing slabs is
+   * two writes, which costs less than joining them). Up to FLUSH_WRITERS
+   * writes are in flight at once (the thread pool's size), in block order.
    */
   async flushData(): Promise<void> {
     if (this.pendingData.size === 0) {
@@ -309,6 +312,7 @@ export class FileData {
       return;
     }
     const blocks = [...this.pendingData.keys()].sort((a, b) => a - b);
+    const runs: { from: number; to: number; bytes: Buffer }[] = [];
     let i = 0;
     while (i < blocks.length) {
       const first = this.pendingData.get(blocks[i]!)!;
@@ -320,14 +324,28 @@ export class FileData {
         end += next.length;
         j++;
       }
-      await this.c.store.write(
-        blocks[i]! * this.c.blockSize,
-        Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset),
-      );
-      // Dropped only once on disk, so an unqueued reader always finds the bytes somewhere.
-      for (let k = i; k < j; k++) this.pendingData.delete(blocks[k]!);
+      runs.push({ from: i, to: j, bytes: Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset) });
       i = j;
     }
+    let next = 0;
+    let failure: unknown = null;
+    const writer = async (): Promise<void> => {
+      while (next < runs.length && failure === null) {
+        const r = runs[next++]!;
+        try {
+          await this.c.store.write(blocks[r.from]! * this.c.blockSize, r.bytes);
+        } catch (err) {
+          failure ??= err;
+          return;
+        }
+        // Dropped only once on disk, so an unqueued reader always finds the bytes somewhere.
+        for (let k = r.from; k < r.to; k++) this.pendingData.delete(blocks[k]!);
+      }
+    };
+    const writers: Promise<void>[] = [];
+    for (let w = 0; w < Math.min(FLUSH_WRITERS, runs.length); w++) writers.push(writer());
+    await Promise.all(writers);
+    if (failure !== null) throw failure;
     this.pendingBytes = 0;
     this.recycleSlabs();
   }
