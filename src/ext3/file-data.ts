@@ -19,13 +19,13 @@ import { hasRoCompat, RO_COMPAT } from './superblock.js';
 /** Pending new-block data written early beyond this many bytes. */
 const MAX_PENDING_DATA = 8 * 1024 * 1024;
 /** Bytes per allocation that pending data blocks are carved from. */
-const PENDING_SLAB = 256 * 1024;
+const PENDING_SLAB = 128 * 1024;
 /** Groups with a slab of their own at once. */
 const MAX_SLABS = 64;
 /** Data writes in flight at once in flushData (libuv's default thread pool size). */
 const FLUSH_WRITERS = 4;
 /** Slabs kept for reuse after a flush (bytes held: this times PENDING_SLAB). */
-const MAX_FREE_SLABS = 48;
+const MAX_FREE_SLABS = 128;
 
 export class FileData {
   /**
