@@ -95,14 +95,12 @@ export async function mapRange(io: BlockMapIO, inode: Inode, lbn: number, count:
   const out: number[] = [];
   const per = io.blockSize / 4;
   let i = 0;
+  if (!Number.isSafeInteger(lbn) || lbn < 0) throw withErrno('EINVAL', `logical block ${lbn}`);
+  // The direct blocks (every small file) need no path.
+  for (; i < count && lbn + i < EXT2_NDIR_BLOCKS; i++) out.push(checkPtr(io, inode.i_block[lbn + i]!, 'i_block'));
   while (i < count) {
     const cur = lbn + i;
     const path = blockPath(cur, per);
-    if (path.length === 1) {
-      out.push(checkPtr(io, inode.i_block[cur]!, 'i_block'));
-      i++;
-      continue;
-    }
     // Walk to the last-level indirect block, then take as many entries from it as the range needs.
     let ptr = checkPtr(io, inode.i_block[path[0]!]!, 'i_block');
     for (let level = 1; level < path.length - 1 && ptr !== 0; level++) {

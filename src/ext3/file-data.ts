@@ -188,7 +188,8 @@ export class FileData {
     outer: for (let k = first; k <= last; k += CHUNK) {
       const n = Math.min(CHUNK, last - k + 1);
       const map = await mapRange(c.io, inode, k, n);
-      const holes = map.filter((b) => b === 0).length;
+      let holes = 0;
+      for (const b of map) if (b === 0) holes++;
       if (holes > 0) {
         const need = holes + Math.ceil(holes / (bs / 4)) + 3;
         if (need > c.alloc.availableBlocks() && c.alloc.freedThisTx.size > 0) {
