@@ -215,7 +215,8 @@ export async function truncateBlocks(io: BlockMapIO, inode: Inode, keep: number,
   for (let i = Math.min(keep, EXT2_NDIR_BLOCKS); i < EXT2_NDIR_BLOCKS; i++) {
     const b = checkPtr(io, inode.i_block[i]!, 'i_block');
     if (b !== 0) {
-      await run.add(b);
+      const freeing = run.add(b);
+      if (freeing) await freeing;
       inode.i_block[i] = 0;
       freed++;
     }
@@ -247,14 +248,21 @@ class FreeRun {
     private readonly wasMeta: boolean,
   ) {}
 
-  async add(block: number): Promise<void> {
+  /** A promise only when a run had to be freed first (callers await it then). */
+  add(block: number): Promise<void> | undefined {
     if (this.count > 0 && block === this.start + this.count) {
       this.count++;
-      return;
+      return undefined;
     }
-    await this.flush();
-    this.start = block;
-    this.count = 1;
+    if (this.count === 0) {
+      this.start = block;
+      this.count = 1;
+      return undefined;
+    }
+    return this.flush().then(() => {
+      this.start = block;
+      this.count = 1;
+    });
   }
 
   async flush(): Promise<void> {
@@ -294,7 +302,8 @@ async function truncateTree(
       freed += r.freed;
       childGone = r.empty;
     } else {
-      await run.add(child);
+      const freeing = run.add(child);
+      if (freeing) await freeing;
       freed++;
     }
     if (childGone && keep > 0) {
