@@ -268,21 +268,21 @@ export class Allocator {
   async allocInode(parentIno: number, isDir: boolean): Promise<number> {
     const { sb, groups } = this.ctx;
     if (sb.s_free_inodes_count === 0) throw withErrno('ENOSPC', 'no free inodes');
-    const order: number[] = [];
+    // The order of groups tried: a directory's Orlov pick first, then from the parent's group on
+    // (walked without building the list: a file's create usually stops at the first).
+    let best = -1;
     if (isDir) {
       const avg = sb.s_free_inodes_count / this.ngroups;
-      let best = -1;
       for (let g = 0; g < this.ngroups; g++) {
         const gd = groups[g]!;
         if (gd.bg_free_inodes_count === 0 || gd.bg_free_inodes_count < avg) continue;
         if (best < 0 || gd.bg_free_blocks_count > groups[best]!.bg_free_blocks_count) best = g;
       }
-      if (best >= 0) order.push(best);
     }
     const pg = Math.min(this.groupOfInode(Math.max(1, parentIno)), this.ngroups - 1);
-    for (let k = 0; k < this.ngroups; k++) order.push((pg + k) % this.ngroups);
     const ipg = sb.s_inodes_per_group;
-    for (const g of order) {
+    for (let k = best >= 0 ? -1 : 0; k < this.ngroups; k++) {
+      const g = k < 0 ? best : (pg + k) % this.ngroups;
       const gd = groups[g]!;
       if (gd.bg_free_inodes_count === 0) continue;
       const bm = await this.ctx.readMeta(gd.bg_inode_bitmap);
