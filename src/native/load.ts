@@ -11,7 +11,7 @@ import { UnsupportedError } from '../errors.js';
 const require = createRequire(import.meta.url);
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-export function loadAddon<T>(name: 'sifuse_sys' | 'sifuse_fuse'): T {
+export function loadAddon<T>(name: 'sifuse_sys' | 'sifuse_fuse' | 'sifuse_block'): T {
   const path = join(root, 'build', 'Release', `${name}.node`);
   try {
     return require(path) as T;

@@ -3,6 +3,7 @@ import { ScratchPool } from '../io/scratch-pool.js';
 import { CorruptError } from '../errors.js';
 import type { BlockCache } from './cache.js';
 import type { Decompressor } from './compress/index.js';
+import { tooBig } from './compress/decompressor.js';
 import type { FragmentTable } from './fragment-table.js';
 import { BLOCK_SIZE_MASK, BLOCK_UNCOMPRESSED, SQUASHFS_INVALID_FRAG, type FileInode } from './inode.js';
 
@@ -20,7 +21,11 @@ import { BLOCK_SIZE_MASK, BLOCK_UNCOMPRESSED, SQUASHFS_INVALID_FRAG, type FileIn
  * by disk position (so duplicate files, which mksquashfs stores once, share
  * entries). A read fetches all blocks it spans concurrently. Sequential reads
  * trigger read-ahead of the next blocks, not awaited, so the next call finds
- * them decoded.
+ * them decoded. Where the source offers readBlock (a file region with the
+ * sifuse_block addon), a gzip block's read and inflate are one job on libuv's
+ * pool, so read-ahead blocks inflate in parallel, off the main thread.
+ * Complete stored (uncompressed) blocks bypass the cache: a read inside them
+ * is one pread of exactly its bytes.
  */
 
 /**
@@ -123,6 +128,9 @@ export class FileReader {
   }
 
   private async loadData(pos: number, size: number, compressed: boolean, background = false): Promise<Buffer> {
+    if (this.source.readBlock && (!compressed || this.decompressor.name === 'gzip')) {
+      return this.loadOffThread(pos, size, compressed);
+    }
     const pooled = background && this.options.poolReadAhead;
     if (compressed && !pooled && this.source.readInto && size <= this.scratch.size) {
       // The inline path: read into a reused buffer, decompress, give it back.
@@ -153,6 +161,28 @@ export class FileReader {
       if (err instanceof CorruptError) err.message = `data block at ${pos}: ${err.message}`;
       throw err;
     }
+  }
+
+  /**
+   * The read, and for gzip the inflate, as one job on libuv's pool (sifuse_block):
+   * the main thread neither waits for nor spends the inflate, and a
+   * sequential reader's read-ahead blocks inflate in parallel.
+   */
+  private async loadOffThread(pos: number, size: number, compressed: boolean): Promise<Buffer> {
+    const out = Buffer.allocUnsafeSlow(compressed ? this.blockSize : size);
+    let n: number;
+    try {
+      n = await this.source.readBlock!(out, pos, size, compressed);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ETOOBIG') throw new CorruptError(`data block at ${pos}: ${tooBig('gzip', null, this.blockSize).message}`);
+      if (code === 'EZDATA')
+        throw new CorruptError(`data block at ${pos}: gzip block does not decompress (${(err as Error).message})`);
+      throw err;
+    }
+    // A short block is copied out, so the cache, counting lengths, does not pin the rest.
+    if (n === out.length) return out;
+    return n * 2 < out.length ? Buffer.from(out.subarray(0, n)) : out.subarray(0, n);
   }
 
   private async loadTail(file: FileInode): Promise<Buffer> {
@@ -200,18 +230,14 @@ export class FileReader {
       for (let i = first; i <= last && hole; i++) hole = (file.blockSizes[i]! & BLOCK_SIZE_MASK) === 0;
       if (hole) return ZEROS.subarray(0, end - position);
     }
-    // A random (not sequential) read inside one stored-uncompressed block that
-    // is not cached reads just its bytes: a 4 KiB random read of an
-    // incompressible file costs a 4 KiB pread, not 128 KiB read and cached
-    // (bench rand-read). Sequential readers keep whole blocks and read-ahead.
-    if (!sequential && first === last && first < file.blockSizes.length) {
-      const entry = file.blockSizes[first]!;
-      const size = entry & BLOCK_SIZE_MASK;
-      const off = position - first * bs;
-      if ((entry & BLOCK_UNCOMPRESSED) !== 0 && size >= this.blockLength(file, first) && off + (end - position) <= size) {
-        const pos = map.start(first);
-        if (!this.cache.has(pos)) return this.source.read(pos + off, end - position);
-      }
+    // A range wholly inside complete stored (uncompressed) blocks is one
+    // contiguous span of the image: one pread of just its bytes, not cached
+    // and not read ahead. A 4 KiB random read costs 4 KiB of I/O (bench
+    // rand-read); a sequential stream of incompressible data is not copied
+    // into 128 KiB cache entries the kernel's page cache holds anyway, and
+    // its buffers die young (bench seq-read: GC and LRU work per READ).
+    if (last < file.blockSizes.length && this.storedSpan(file, first, last)) {
+      return this.readStored(map.start(first) + (position - first * bs), end - position);
     }
     const pending: Promise<Buffer>[] = [];
     for (let i = first; i <= last; i++) pending.push(this.piece(file, map, i));
@@ -232,11 +258,28 @@ export class FileReader {
     return out;
   }
 
+  /** Blocks first..last are all stored uncompressed and complete (so laid out back to back). */
+  private storedSpan(file: FileInode, first: number, last: number): boolean {
+    for (let i = first; i <= last; i++) {
+      const entry = file.blockSizes[i]!;
+      if ((entry & BLOCK_UNCOMPRESSED) === 0 || (entry & BLOCK_SIZE_MASK) !== this.blockLength(file, i)) return false;
+    }
+    return true;
+  }
+
+  private async readStored(pos: number, length: number): Promise<Buffer> {
+    if (!this.source.readBlock) return this.source.read(pos, length);
+    const out = Buffer.allocUnsafe(length);
+    await this.source.readBlock(out, pos, length, false);
+    return out;
+  }
+
   private readAhead(file: FileInode, map: BlockMap, from: number): void {
     const stop = Math.min(file.blockSizes.length, from + this.options.readAheadBlocks);
     for (let i = from; i < stop; i++) {
       const size = file.blockSizes[i]! & BLOCK_SIZE_MASK;
-      if (size === 0 || this.cache.has(map.start(i))) continue;
+      // Holes cost nothing and complete stored blocks are read directly (read()).
+      if (size === 0 || this.storedSpan(file, i, i) || this.cache.has(map.start(i))) continue;
       // Errors surface when the block is really read; here they are dropped.
       this.loadBlock(file, map, i, true).catch(() => undefined);
     }
