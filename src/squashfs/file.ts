@@ -118,7 +118,7 @@ export class FileReader {
     if (size === 0) return Promise.resolve(ZEROS.subarray(0, want));
     const pos = map.start(i);
     return this.cache
-      .get(pos, () => this.loadData(pos, size, (entry & BLOCK_UNCOMPRESSED) === 0, background))
+      .get(pos, () => this.loadData(pos, size, (entry & BLOCK_UNCOMPRESSED) === 0, background, want))
       .then((data) => {
         if (data.length < want) {
           throw new CorruptError(`file inode ${file.inodeNumber} block ${i} holds ${data.length} bytes, expected ${want}`);
@@ -127,9 +127,13 @@ export class FileReader {
       });
   }
 
-  private async loadData(pos: number, size: number, compressed: boolean, background = false): Promise<Buffer> {
+  /**
+   * `expected` is what a data block must decode to (its blockLength), or 0 for
+   * a fragment block (anything up to the block size).
+   */
+  private async loadData(pos: number, size: number, compressed: boolean, background = false, expected = 0): Promise<Buffer> {
     if (this.source.readBlock && (!compressed || this.decompressor.name === 'gzip')) {
-      return this.loadOffThread(pos, size, compressed);
+      return this.loadOffThread(pos, size, compressed, expected);
     }
     const pooled = background && this.options.poolReadAhead;
     if (compressed && !pooled && this.source.readInto && size <= this.scratch.size) {
@@ -168,14 +172,17 @@ export class FileReader {
    * the main thread neither waits for nor spends the inflate, and a
    * sequential reader's read-ahead blocks inflate in parallel.
    */
-  private async loadOffThread(pos: number, size: number, compressed: boolean): Promise<Buffer> {
-    const out = Buffer.allocUnsafeSlow(compressed ? this.blockSize : size);
+  private async loadOffThread(pos: number, size: number, compressed: boolean, expected: number): Promise<Buffer> {
+    // A data block inflates into a buffer of exactly its length (more is
+    // ETOOBIG, less fails loadBlock's check): no trimming copy for a file's
+    // short last block, and no 128 KiB allocation behind it.
+    const out = Buffer.allocUnsafeSlow(compressed ? expected || this.blockSize : size);
     let n: number;
     try {
       n = await this.source.readBlock!(out, pos, size, compressed);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ETOOBIG') throw new CorruptError(`data block at ${pos}: ${tooBig('gzip', null, this.blockSize).message}`);
+      if (code === 'ETOOBIG') throw new CorruptError(`data block at ${pos}: ${tooBig('gzip', null, out.length).message}`);
       if (code === 'EZDATA')
         throw new CorruptError(`data block at ${pos}: gzip block does not decompress (${(err as Error).message})`);
       throw err;
