@@ -249,6 +249,7 @@ export class FileReader {
     const pending: Promise<Buffer>[] = [];
     for (let i = first; i <= last; i++) pending.push(this.piece(file, map, i));
     const pieces = await Promise.all(pending);
+    this.release(file, map, sequential, position, end, first, last);
     if (first === last) {
       const off = position - first * bs;
       return pieces[0]!.subarray(off, off + (end - position));
@@ -263,6 +264,31 @@ export class FileReader {
       done += n;
     }
     return out;
+  }
+
+  /**
+   * Drops the data blocks this read finished: those ending inside it that it
+   * covered whole, or, for a sequential reader, that it read to their end. The
+   * reader will not come back for them (behind a mount the kernel's page cache
+   * holds them), so their buffers die young, freed by cheap scavenges instead
+   * of aging in the cache into full collections (FUSE read-all: most of the
+   * daemon's GC time). Fragment blocks, shared by many files, stay cached.
+   */
+  private release(
+    file: FileInode,
+    map: BlockMap,
+    sequential: boolean,
+    position: number,
+    end: number,
+    first: number,
+    last: number,
+  ): void {
+    const bs = this.blockSize;
+    const stop = Math.min(last, file.blockSizes.length - 1);
+    for (let i = first; i <= stop; i++) {
+      if (Math.min((i + 1) * bs, file.fileSize) > end || (!sequential && i * bs < position)) continue;
+      if ((file.blockSizes[i]! & BLOCK_SIZE_MASK) !== 0) this.cache.delete(map.start(i));
+    }
   }
 
   /** Blocks first..last are all stored uncompressed and complete (so laid out back to back). */

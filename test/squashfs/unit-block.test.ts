@@ -128,6 +128,31 @@ describe('blocks through sifuse_block', () => {
     }
   });
 
+  it('drops a data block its reader finished, keeps partly read blocks and fragments', async () => {
+    const { region, calls } = await recorded(image);
+    const fs = await openSquashfs(region);
+    try {
+      const id = await idOf(fs, 'text');
+      const count = (): number => calls.filter((c) => c.inflate).length;
+      await fs.read(id, 131072, 1000); // part of block 1: kept
+      let n = count();
+      await fs.read(id, 131072 + 500, 1000);
+      expect(count()).toBe(n);
+      await fs.read(id, 131072, 131072); // all of block 1: dropped
+      n = count();
+      await fs.read(id, 131072, 10);
+      expect(count()).toBe(n + 1);
+      // A small file lives in a fragment block: read whole, it stays cached for the other files in it.
+      const small = await idOf(fs, 'small');
+      expect((await fs.read(small, 0, 4096)).equals(files.small!)).toBe(true);
+      n = calls.length;
+      expect((await fs.read(small, 0, 4096)).equals(files.small!)).toBe(true);
+      expect(calls.length).toBe(n);
+    } finally {
+      await fs.close();
+    }
+  });
+
   it('a corrupt block is a CorruptError for its reads only', async () => {
     const { region, calls } = await recorded(image);
     const probe = await openSquashfs(region);
