@@ -18,8 +18,8 @@
  *   zlib); a read past end of file with EOF; a failed pread with its errno
  *   name. No input can crash the process.
  * - Each pool thread owns one z_stream (inflateReset per job) and one input
- *   buffer, created on its first job and kept for the life of the thread: no
- *   two jobs share them, and the cost is bounded by the pool size.
+ *   buffer of 1 MiB, created on its first job and kept for the life of the
+ *   thread: no two jobs share them, and the cost is bounded by the pool size.
  * - `out` is held by a reference until the job completes; the caller keeps
  *   `fd` open until then (src/io/file-region.ts counts jobs in flight).
  * Bounds checks against the image region are the caller's (TypeScript).
@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #define MAX_LENGTH (16u << 20) /* no SquashFS block is near this */
+#define KEPT_INPUT (1u << 20)  /* SQUASHFS_FILE_MAX_SIZE: the largest block size */
 #define SAFE_INT 9007199254740991.0
 
 enum outcome { OK, SYS_ERROR, SHORT_FILE, Z_BAD, Z_TOO_BIG, Z_NOMEM };
@@ -149,16 +150,24 @@ static void execute(napi_env env, void *data) {
     }
     return;
   }
-  if (thread_in_cap < j->length) {
-    uint8_t *grown = realloc(thread_in, j->length);
-    if (grown == NULL) {
-      j->outcome = Z_NOMEM;
-      return;
+  /* Input past the largest SquashFS block (only a hostile image claims one)
+   * gets a buffer of its own for this job, so the kept one stays <= 1 MiB. */
+  uint8_t *in = thread_in;
+  if (j->length > KEPT_INPUT) {
+    in = malloc(j->length);
+  } else if (thread_in_cap < j->length) {
+    in = realloc(thread_in, KEPT_INPUT);
+    if (in != NULL) {
+      thread_in = in;
+      thread_in_cap = KEPT_INPUT;
     }
-    thread_in = grown;
-    thread_in_cap = j->length;
   }
-  if (pread_all(j->fd, thread_in, j->length, j->position, j) == 0) inflate_into(j, thread_in, j->length);
+  if (in == NULL) {
+    j->outcome = Z_NOMEM;
+    return;
+  }
+  if (pread_all(j->fd, in, j->length, j->position, j) == 0) inflate_into(j, in, j->length);
+  if (in != thread_in) free(in);
 }
 
 static napi_value error_value(napi_env env, const char *code, const char *msg, int err) {

@@ -230,6 +230,27 @@ describe('FileRegion.readBlock', () => {
     }
   });
 
+  it('inflates an input larger than the kept per-thread buffer (1 MiB)', async () => {
+    const path = join(work, 'large.bin');
+    const data = pseudoRandom(3 << 20, 8);
+    const z = deflateSync(data, { level: 1 });
+    expect(z.length).toBeGreaterThan(1 << 20);
+    writeFileSync(path, z);
+    const region = await FileRegion.open(path);
+    try {
+      const out = Buffer.alloc(data.length);
+      expect(await region.readBlock!(out, 0, z.length, true)).toBe(data.length);
+      expect(out.equals(data)).toBe(true);
+      // And the kept buffer still serves small blocks afterwards.
+      const small = deflateSync(textData(5000));
+      writeFileSync(path, small);
+      expect(await region.readBlock!(out, 0, small.length, true)).toBe(5000);
+      expect(out.subarray(0, 5000).equals(textData(5000))).toBe(true);
+    } finally {
+      await region.close();
+    }
+  });
+
   it('close waits for jobs in flight', async () => {
     const path = join(work, 'region2.bin');
     writeFileSync(path, pseudoRandom(1 << 20, 4));
