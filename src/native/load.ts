@@ -18,7 +18,7 @@ export function loadAddon<T>(name: 'sifuse_sys' | 'sifuse_fuse' | 'sifuse_block'
   } catch (err) {
     const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
     throw new UnsupportedError(
-      `the native addon ${name} is not built (${why}); run \`npm ci\` (needs build-essential, pkg-config and libfuse3-dev)`,
+      `the native addon ${name} is not built (${why}); run \`npm ci\` (needs build-essential, pkg-config, libfuse3-dev and zlib1g-dev)`,
       path,
     );
   }
