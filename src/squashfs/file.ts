@@ -37,6 +37,15 @@ const ZEROS = Buffer.alloc(1 << 20);
 /** Read-ahead blocks at least this big (compressed) decompress off the main thread. */
 const ASYNC_MIN_BYTES = 16 * 1024;
 
+/** A readBlock rejection as the error to report: zlib's codes become CorruptError naming the block. */
+function blockFailure(err: unknown, pos: number, limit: number): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ETOOBIG') return new CorruptError(`data block at ${pos}: ${tooBig('gzip', null, limit).message}`);
+  if (code === 'EZDATA')
+    return new CorruptError(`data block at ${pos}: gzip block does not decompress (${(err as Error).message})`);
+  return err;
+}
+
 export interface FileReaderOptions {
   readAheadBlocks: number;
   poolReadAhead: boolean;
@@ -181,11 +190,7 @@ export class FileReader {
     try {
       n = await this.source.readBlock!(out, pos, size, compressed);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ETOOBIG') throw new CorruptError(`data block at ${pos}: ${tooBig('gzip', null, out.length).message}`);
-      if (code === 'EZDATA')
-        throw new CorruptError(`data block at ${pos}: gzip block does not decompress (${(err as Error).message})`);
-      throw err;
+      throw blockFailure(err, pos, out.length);
     }
     // A short block is copied out, so the cache, counting lengths, does not pin the rest.
     if (n === out.length) return out;
@@ -246,24 +251,76 @@ export class FileReader {
     if (last < file.blockSizes.length && this.storedSpan(file, first, last)) {
       return this.readStored(map.start(first) + (position - first * bs), end - position);
     }
-    const pending: Promise<Buffer>[] = [];
-    for (let i = first; i <= last; i++) pending.push(this.piece(file, map, i));
-    const pieces = await Promise.all(pending);
+    if (first !== last) return this.readSpan(file, map, sequential, position, end, first, last);
+    const piece = await this.piece(file, map, first);
     this.release(file, map, sequential, position, end, first, last);
-    if (first === last) {
-      const off = position - first * bs;
-      return pieces[0]!.subarray(off, off + (end - position));
-    }
+    const off = position - first * bs;
+    return piece.subarray(off, off + (end - position));
+  }
+
+  /**
+   * A read across blocks fills one buffer: a block it covers whole that is
+   * not cached is read (and inflated) by its pool job straight into its place,
+   * with no buffer of its own and no copy (copy-up's 1 MiB reads: 8 blocks);
+   * the others come from the cache as usual and are copied in.
+   */
+  private async readSpan(
+    file: FileInode,
+    map: BlockMap,
+    sequential: boolean,
+    position: number,
+    end: number,
+    first: number,
+    last: number,
+  ): Promise<Buffer> {
+    const bs = this.blockSize;
     const out = Buffer.allocUnsafe(end - position);
-    let done = 0;
-    for (let k = 0; k < pieces.length; k++) {
-      const p = pieces[k]!;
-      const from = k === 0 ? position - first * bs : 0;
-      const n = Math.min(p.length - from, out.length - done);
-      p.copy(out, done, from, from + n);
-      done += n;
+    const jobs: Promise<void>[] = [];
+    for (let i = first; i <= last; i++) {
+      const at = i * bs - position;
+      if (at >= 0 && i < file.blockSizes.length && at + this.blockLength(file, i) <= out.length && this.loadsInto(file, map, i)) {
+        jobs.push(this.loadInto(file, map, i, out.subarray(at, at + this.blockLength(file, i))));
+        continue;
+      }
+      jobs.push(
+        this.piece(file, map, i).then((p) => {
+          const from = Math.max(position, i * bs);
+          const to = Math.min(end, i * bs + p.length);
+          if (to > from) p.copy(out, from - position, from - i * bs, to - i * bs);
+        }),
+      );
     }
+    await Promise.all(jobs);
+    this.release(file, map, sequential, position, end, first, last);
     return out;
+  }
+
+  /** Block i can be read by one job into a caller's buffer: stored complete, or gzip, and not cached. */
+  private loadsInto(file: FileInode, map: BlockMap, i: number): boolean {
+    if (!this.source.readBlock) return false;
+    const entry = file.blockSizes[i]!;
+    const size = entry & BLOCK_SIZE_MASK;
+    if (size === 0) return false;
+    if ((entry & BLOCK_UNCOMPRESSED) !== 0) {
+      if (size !== this.blockLength(file, i)) return false;
+    } else if (this.decompressor.name !== 'gzip') {
+      return false;
+    }
+    return !this.cache.has(map.start(i));
+  }
+
+  private async loadInto(file: FileInode, map: BlockMap, i: number, into: Buffer): Promise<void> {
+    const entry = file.blockSizes[i]!;
+    const pos = map.start(i);
+    let n: number;
+    try {
+      n = await this.source.readBlock!(into, pos, entry & BLOCK_SIZE_MASK, (entry & BLOCK_UNCOMPRESSED) === 0);
+    } catch (err) {
+      throw blockFailure(err, pos, into.length);
+    }
+    if (n !== into.length) {
+      throw new CorruptError(`file inode ${file.inodeNumber} block ${i} holds ${n} bytes, expected ${into.length}`);
+    }
   }
 
   /**

@@ -128,6 +128,25 @@ describe('blocks through sifuse_block', () => {
     }
   });
 
+  it('a read across blocks loads each block once, cached ones from the cache', async () => {
+    const { region, calls } = await recorded(image);
+    const fs = await openSquashfs(region);
+    try {
+      const id = await idOf(fs, 'text');
+      await fs.read(id, 131072 + 7, 10); // block 1 now cached
+      const before = calls.length;
+      const got = await fs.read(id, 0, 400_000); // blocks 0-2 whole, part of 3
+      expect(got.equals(files.text!.subarray(0, 400_000))).toBe(true);
+      const positions = calls.slice(before).map((c) => c.position);
+      expect(positions).toHaveLength(3); // 0, 2, 3: not 1
+      expect(new Set(positions).size).toBe(3);
+      const whole = await fs.read(await idOf(fs, 'mixed'), 0, 1 << 20); // gzip, stored, stored, fragment tail
+      expect(whole.equals(files.mixed!)).toBe(true);
+    } finally {
+      await fs.close();
+    }
+  });
+
   it('drops a data block its reader finished, keeps partly read blocks and fragments', async () => {
     const { region, calls } = await recorded(image);
     const fs = await openSquashfs(region);
