@@ -6,7 +6,7 @@
  * oversized blocks into a CorruptError for that read only, and read and inflate
  * a block once however many readers want it at the same time.
  */
-import { copyFileSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -265,27 +265,6 @@ describe('FileRegion.readBlock', () => {
       writeFileSync(path, small);
       expect(await region.readBlock!(out, 0, small.length, true)).toBe(5000);
       expect(out.subarray(0, 5000).equals(textData(5000))).toBe(true);
-    } finally {
-      await region.close();
-    }
-  });
-
-  it('runs its jobs on pool threads that are SCHED_BATCH (no wakeup preemption of the JS thread)', async () => {
-    const path = join(work, 'batch.bin');
-    const z = deflateSync(textData(100_000));
-    writeFileSync(path, z);
-    const region = await FileRegion.open(path);
-    try {
-      const out = Buffer.alloc(131072);
-      await Promise.all(Array.from({ length: 8 }, () => region.readBlock!(Buffer.alloc(131072), 0, z.length, true)));
-      await region.readBlock!(out, 0, z.length, true);
-      // /proc/self/task/TID/stat field 41 is the scheduling policy; SCHED_BATCH is 3.
-      const policies = readdirSync('/proc/self/task').map((tid) => {
-        const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]);
-      });
-      expect(policies).toContain(3);
-      expect(policies[0]).toBe(0); // the process's main thread is untouched
     } finally {
       await region.close();
     }
