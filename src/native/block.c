@@ -42,7 +42,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sched.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -70,7 +69,6 @@ struct job {
   char msg[96];
 };
 
-static __thread int thread_batch;
 static __thread z_stream *thread_z;
 static __thread uint8_t *thread_in;
 static __thread size_t thread_in_cap;
@@ -126,23 +124,9 @@ static void inflate_into(struct job *j, uint8_t *in, size_t in_len) {
   }
 }
 
-/*
- * A pool thread woken for a job must not preempt the JS thread that queued it
- * (with both cores busy it did, and the FUSE loop stood still for the whole
- * inflate): SCHED_BATCH threads get no wakeup preemption. Set once per thread,
- * on its first job; failure changes nothing but scheduling.
- */
-static void batch_scheduling(void) {
-  if (thread_batch) return;
-  thread_batch = 1;
-  struct sched_param param = {0};
-  (void)sched_setscheduler(0, SCHED_BATCH, &param);
-}
-
 static void execute(napi_env env, void *data) {
   (void)env;
   struct job *j = data;
-  batch_scheduling();
   if (!j->inflate) {
     if (pread_all(j->fd, j->out, j->length, j->position, j) == 0) {
       j->produced = j->length;
