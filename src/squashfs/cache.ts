@@ -65,6 +65,11 @@ export class BlockCache<V extends { length: number }> {
     return p;
   }
 
+  /** Drops a settled entry (a load in flight is unaffected). */
+  delete(key: number): void {
+    this.lru.delete(key);
+  }
+
   clear(): void {
     this.lru.clear();
   }

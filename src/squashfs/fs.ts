@@ -28,10 +28,12 @@ export interface SquashfsOptions {
   /** Decompressed metadata blocks (inode, directory and other tables). Default 8 MiB. */
   metadataCacheBytes?: number;
   /**
-   * Decompressed data and fragment blocks. Default 16 MiB: behind a mount the
+   * Decompressed data and fragment blocks. Default 8 MiB: behind a mount the
    * kernel's page cache holds file data, so this covers read-ahead and shared
    * fragments (read-all of the bench rootfs: peak RSS 148 -> 131 MB against
-   * 32 MiB, CPU unchanged, bench/engine-ab.mjs).
+   * 32 MiB, CPU unchanged, bench/engine-ab.mjs; daemon peak over a FUSE
+   * read-all 133-150 MB at 16 MiB, 126-132 at 8, for 1,497 block loads
+   * instead of 1,495). Complete stored blocks are never cached.
    */
   dataCacheBytes?: number;
   /** Decoded inodes (with block maps). Default 4 MiB; xattr lists have their own 1 MiB. */
@@ -157,7 +159,7 @@ export class SquashfsFs implements ReadableFs {
       const fragments = await FragmentTable.open(source, meta, sb);
       const xattrs = await XattrTable.open(source, meta, sb);
       const exportTable = await ExportTable.open(source, meta, sb);
-      const dataCache = new BlockCache<Buffer>(options.dataCacheBytes ?? 16 << 20);
+      const dataCache = new BlockCache<Buffer>(options.dataCacheBytes ?? 8 << 20);
       const fs = new SquashfsFs(
         source,
         sb,
