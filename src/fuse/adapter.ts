@@ -11,6 +11,16 @@
  * entries are cached long by the kernel (timeouts in MountOptions), and file
  * pages are kept across opens (keep_cache). Permission checks are the
  * kernel's (default_permissions), so ACCESS never arrives.
+ *
+ * Read-only mounts are served without open handles: the first OPEN and
+ * OPENDIR are answered ENOSYS, after which the kernel (fs/fuse/file.c
+ * fuse_file_open: fc->no_open / no_opendir) opens locally with fh 0,
+ * FOPEN_KEEP_CACHE (and FOPEN_CACHE_DIR for directories), and sends no
+ * RELEASE/RELEASEDIR; the first FLUSH is answered ENOSYS too (fc->no_flush).
+ * That halves the requests of a walk. READDIRPLUS then carries fh 0, so a
+ * listing is found by its directory: sound because nothing changes a
+ * read-only mount's tree, so every call sees the same listing and offset
+ * k + 1 always names entry k. Writable mounts keep one snapshot per open.
  */
 import type { DirEntry, InodeId, ReadableFs, Stat, WritableFs } from '../engine.js';
 import { S_IFDIR, S_IFMT, S_IFREG } from '../engine.js';
@@ -62,6 +72,11 @@ function refusedXattr(name: Buffer): boolean {
 export interface AdapterOptions {
   /** For the log. */
   log(line: string): void;
+  /**
+   * FUSE_CAP_NO_OPEN_SUPPORT | FUSE_CAP_NO_OPENDIR_SUPPORT: a read-only mount
+   * whose kernel offers both is served without open handles. 0 or absent: never.
+   */
+  noOpenCaps?: number;
 }
 
 interface DirHandle {
@@ -71,17 +86,30 @@ interface DirHandle {
   ino: number;
 }
 
+const ENOSYS = 38;
+/** Listings of a read-only mount kept by directory (they are immutable; the engine caches the entries themselves). */
+const LISTINGS_KEPT = 256;
+
 export class FuseAdapter implements FuseHandlers {
   readonly nodes: NodeTable;
   private readonly dirs = new Map<number, DirHandle>();
   private nextFh = 1;
   private exitHandler: (() => void) | null = null;
+  /** Set at INIT: a read-only mount on a kernel that can open without the daemon (see the header). */
+  private stateless = false;
+  /** Stateless mode: listings by directory InodeId, least recently used first. */
+  private readonly listings = new Map<InodeId, DirHandle>();
 
   constructor(
     private readonly fs: ReadableFs,
-    opts: AdapterOptions,
+    private readonly opts: AdapterOptions,
   ) {
     this.nodes = new NodeTable(fs, (err) => opts.log(`unref: ${describe(err)}`));
+  }
+
+  /** Whether OPEN/OPENDIR are answered ENOSYS (read-only mount, kernel support seen at INIT). */
+  get withoutOpen(): boolean {
+    return this.stateless;
   }
 
   /** Called when the kernel side of the mount goes away. */
@@ -114,7 +142,10 @@ export class FuseAdapter implements FuseHandlers {
     return { mode, uid: r.uid, gid: r.gid };
   }
 
-  init(): void {}
+  init(_major: number, _minor: number, _want: number, capable: number): void {
+    const caps = this.opts.noOpenCaps ?? 0;
+    this.stateless = !this.fs.writable && caps !== 0 && (capable & caps) === caps;
+  }
 
   async lookup(r: FuseRequest, parent: number, name: Buffer): Promise<void> {
     const id = await this.fs.lookup(this.nodes.id(parent), name);
@@ -204,6 +235,10 @@ export class FuseAdapter implements FuseHandlers {
   async open(r: FuseRequest, nodeid: number, flags: number): Promise<void> {
     const id = this.nodes.id(nodeid);
     if ((flags & O_ACCMODE) !== 0 && !this.fs.writable) throw new FsError('EROFS');
+    if (this.stateless) {
+      r.err(ENOSYS);
+      return;
+    }
     if (flags & O_TRUNC) await this.wfs.truncate(id, 0);
     r.open(0, { keepCache: true, noflush: true });
   }
@@ -217,7 +252,9 @@ export class FuseAdapter implements FuseHandlers {
   }
 
   async flush(r: FuseRequest): Promise<void> {
-    r.ok();
+    // Sent only once opens are the kernel's (FOPEN_NOFLUSH is set otherwise): never again after ENOSYS.
+    if (this.stateless) r.err(ENOSYS);
+    else r.ok();
   }
 
   async release(r: FuseRequest): Promise<void> {
@@ -232,11 +269,34 @@ export class FuseAdapter implements FuseHandlers {
 
   async opendir(r: FuseRequest, nodeid: number): Promise<void> {
     const dir = this.nodes.id(nodeid);
+    if (this.stateless) {
+      r.err(ENOSYS);
+      return;
+    }
+    const fh = this.nextFh++;
+    this.dirs.set(fh, await this.listDir(dir));
+    r.open(fh, {});
+  }
+
+  private async listDir(dir: InodeId): Promise<DirHandle> {
     const [entries, st] = await Promise.all([this.fs.readdir(dir), this.fs.getattr(dir)]);
     if ((st.mode & S_IFMT) !== S_IFDIR) throw new FsError('ENOTDIR');
-    const fh = this.nextFh++;
-    this.dirs.set(fh, { dir, entries, ino: st.ino });
-    r.open(fh, {});
+    return { dir, entries, ino: st.ino };
+  }
+
+  /** Stateless mode: the listing of `nodeid`'s directory, kept for the calls that page through it. */
+  private async keptListing(nodeid: number): Promise<DirHandle> {
+    const dir = this.nodes.id(nodeid);
+    const kept = this.listings.get(dir);
+    if (kept) {
+      this.listings.delete(dir);
+      this.listings.set(dir, kept);
+      return kept;
+    }
+    const h = await this.listDir(dir);
+    this.listings.set(dir, h);
+    if (this.listings.size > LISTINGS_KEPT) this.listings.delete(this.listings.keys().next().value!);
+    return h;
   }
 
   /*
@@ -245,8 +305,8 @@ export class FuseAdapter implements FuseHandlers {
    * the reply (the kernel may FORGET it as soon as it has the page), and the
    * ones that did not fit are released after.
    */
-  async readdirplus(r: FuseRequest, _nodeid: number, size: number, offset: number, fh: number): Promise<void> {
-    const h = this.dirs.get(fh);
+  async readdirplus(r: FuseRequest, nodeid: number, size: number, offset: number, fh: number): Promise<void> {
+    const h = fh === 0 && this.stateless ? await this.keptListing(nodeid) : this.dirs.get(fh);
     if (!h) throw new FsError('EBADF');
     const total = h.entries.length + 2;
     if (offset >= total) {

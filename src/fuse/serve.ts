@@ -86,7 +86,7 @@ class Stats {
 export function serve(o: ServeOptions): Promise<void> {
   const log = o.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const stats = o.stats ? new Stats() : null;
-  const adapter = new FuseAdapter(o.fs, { log });
+  const adapter = new FuseAdapter(o.fs, { log, noOpenCaps: fuseCap('NO_OPEN_SUPPORT') | fuseCap('NO_OPENDIR_SUPPORT') });
   const opts = [`fsname=${escapeOption(o.fsname)}`, 'subtype=sifuse', 'default_permissions'];
   if (!o.fs.writable) opts.push('ro');
   opts.push(...(o.mountOptions ?? []));
@@ -95,7 +95,9 @@ export function serve(o: ServeOptions): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let ready = false;
     let stopping = false;
-    adapter.init = () => {
+    const init = adapter.init.bind(adapter);
+    adapter.init = (...a: Parameters<FuseAdapter['init']>) => {
+      init(...a);
       ready = true;
       o.onReady?.();
     };
