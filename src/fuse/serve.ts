@@ -133,6 +133,7 @@ export function serve(o: ServeOptions): Promise<void> {
       for (const sig of SIGNALS) process.off(sig, onSignal);
       session.pause();
       await session.drained();
+      await adapter.quiesce();
       session.unmount();
       try {
         await o.fs.close();

@@ -97,7 +97,12 @@ export interface EntryStat extends Stat {
 }
 
 export function encodeStat(st: EntryStat, out: Float64Array = new Float64Array(STAT_LEN), at = 0): Float64Array {
-  out[at] = st.nodeid;
+  return encodeEntry(out, at, st.nodeid, st);
+}
+
+/** Writes nodeid and `st` at `at` of `out` (no EntryStat object needed). */
+export function encodeEntry(out: Float64Array, at: number, nodeid: number, st: Stat): Float64Array {
+  out[at] = nodeid;
   out[at + 1] = st.generation;
   out[at + 2] = st.ino;
   out[at + 3] = st.mode;
