@@ -182,7 +182,8 @@ export class FuseAdapter implements FuseHandlers {
       r.entry(NEGATIVE_ENTRY);
       return;
     }
-    await this.replyEntry(r, id);
+    const st = await this.fs.getattr(id);
+    r.entryWith(this.nodes.acquireKnown(id) || (await this.nodes.acquire(id)), st);
   }
 
   forget(nodeid: number, nlookup: number): void {
@@ -194,7 +195,7 @@ export class FuseAdapter implements FuseHandlers {
   }
 
   async getattr(r: FuseRequest, nodeid: number): Promise<void> {
-    r.attr(this.entryOf(nodeid, await this.fs.getattr(this.nodes.id(nodeid))));
+    r.attrWith(nodeid, await this.fs.getattr(this.nodes.id(nodeid)));
   }
 
   async setattr(r: FuseRequest, nodeid: number, valid: number, v: Float64Array): Promise<void> {

@@ -117,12 +117,14 @@ export function serve(o: ServeOptions): Promise<void> {
       // writeback cache (unmeasured for safety); ACLs and kill-priv stay the
       // kernel's business (mode checks; it clears set-id bits on write).
       wantClear: fuseCap('READDIRPLUS_AUTO') | fuseCap('WRITEBACK_CACHE') | fuseCap('POSIX_ACL') | fuseCap('HANDLE_KILLPRIV'),
-      onDone: (r: FuseRequest, errno: number) => {
-        if (!stats && !o.debug) return;
-        const us = Number(process.hrtime.bigint() - r.started) / 1000;
-        stats?.record(r.op, us);
-        if (o.debug) log(`${r.op} pid=${r.pid} uid=${r.uid} ${errno ? `-> errno ${errno}` : 'ok'} ${us.toFixed(0)} us`);
-      },
+      onDone:
+        !stats && !o.debug
+          ? undefined
+          : (r: FuseRequest, errno: number) => {
+              const us = Number(process.hrtime.bigint() - r.started) / 1000;
+              stats?.record(r.op, us);
+              if (o.debug) log(`${r.op} pid=${r.pid} uid=${r.uid} ${errno ? `-> errno ${errno}` : 'ok'} ${us.toFixed(0)} us`);
+            },
       onBug: (m: string) => log(`sifuse: internal error in FUSE op ${m}`),
     });
 

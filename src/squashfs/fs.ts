@@ -262,9 +262,9 @@ export class SquashfsFs implements ReadableFs {
     return this.listings.get(id, async () => {
       const inode = await this.inode(id);
       if (inode.kind !== 'd') throw withErrno('ENOTDIR');
-      const raw = await readListing(this.meta, inode, this.dirLimits);
-      const entries: DirEntry[] = raw.map((e) => ({ name: e.name, id: e.ref, type: e.type }));
-      const length = entries.reduce((n, e) => n + 112 + e.name.length, 0);
+      const entries = await readListing(this.meta, inode, this.dirLimits);
+      // Per entry: the object and its name view (112), and the name bytes with their 8-byte header.
+      const length = entries.reduce((n, e) => n + 120 + e.name.length, 0);
       return { entries, byName: null, length };
     });
   }

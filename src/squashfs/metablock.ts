@@ -214,10 +214,17 @@ export class SyncMetaCursor {
     private readonly local: Map<number, MetaBlock> | null,
   ) {}
 
+  /** The block found last: records mostly come in several takes from one block, so each costs no cache lookup. */
+  private lastPos = -1;
+  private last: MetaBlock | null = null;
+
   private blockAt(pos: number, wanted: number): MetaBlock {
+    if (pos === this.lastPos) return this.last!;
     if (pos >= this.end) throw new CorruptError(`metadata read runs past the end of its table (at ${pos})`);
     const b = this.local?.get(pos) ?? this.reader.peek(pos);
     if (!b) throw new MissingBlock(pos, wanted);
+    this.lastPos = pos;
+    this.last = b;
     return b;
   }
 
