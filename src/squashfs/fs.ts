@@ -192,30 +192,68 @@ export class SquashfsFs implements ReadableFs {
     const hit = this.inodes.peek(id);
     if (hit) return Promise.resolve(hit);
     return this.inodes.get(id, async () => {
-      if (!Number.isSafeInteger(id) || id < 0 || id >= 2 ** 48) throw new CorruptError(`invalid inode reference ${id}`);
-      const block = Math.floor(id / 65536);
-      const offset = id % 65536;
-      if (block >= this.inodeLimits.inodeTableSize || offset >= METADATA_SIZE) {
-        throw new CorruptError(`inode reference ${block}:${offset} lies outside the inode table`);
-      }
+      const { pos, offset } = this.inodeLocation(id);
       const sb = this.superblock;
-      const inode = await this.meta.decode(sb.inodeTableStart + block, offset, sb.directoryTableStart, 'inode', (cur) =>
+      const inode = await this.meta.decode(pos, offset, sb.directoryTableStart, 'inode', (cur) =>
         readInode(cur, this.inodeLimits),
       );
-      const map = inode.kind === 'f' ? mapBlocks(inode, sb.inodeTableStart) : null;
-      return { inode, map, stat: null, length: inodeCost(inode) + (map ? map.byteLength : 0) };
+      return this.cacheEntry(inode);
     });
   }
 
+  /** Where inode reference `id` points in the inode table; CorruptError when it cannot be an inode. */
+  private inodeLocation(id: InodeId): { pos: number; offset: number } {
+    if (!Number.isSafeInteger(id) || id < 0 || id >= 2 ** 48) throw new CorruptError(`invalid inode reference ${id}`);
+    const block = Math.floor(id / 65536);
+    const offset = id % 65536;
+    if (block >= this.inodeLimits.inodeTableSize || offset >= METADATA_SIZE) {
+      throw new CorruptError(`inode reference ${block}:${offset} lies outside the inode table`);
+    }
+    return { pos: this.superblock.inodeTableStart + block, offset };
+  }
+
+  private cacheEntry(inode: Inode): CachedInode {
+    const map = inode.kind === 'f' ? mapBlocks(inode, this.superblock.inodeTableStart) : null;
+    return { inode, map, stat: null, length: inodeCost(inode) + (map ? map.byteLength : 0) };
+  }
+
+  /**
+   * The inode decoded at once when its metadata is cached (a walk asks for
+   * the inodes of one directory together; after the first, their blocks are
+   * decompressed): no promise and no async frame. Undefined when a block is
+   * missing; throws what the decoder throws.
+   */
+  private inodeNow(id: InodeId): CachedInode | undefined {
+    const { pos, offset } = this.inodeLocation(id);
+    const inode = this.meta.decodeCached(pos, offset, this.superblock.directoryTableStart, (cur) =>
+      readInode(cur, this.inodeLimits),
+    );
+    if (inode === undefined) return undefined;
+    const c = this.cacheEntry(inode);
+    this.inodes.set(id, c);
+    return c;
+  }
+
   getattr(id: InodeId): Promise<Stat> {
-    // Hot path (FUSE getattr): a cached Stat is copied without an async frame.
-    const stat = this.inodes.peek(id)?.stat;
-    if (stat) return Promise.resolve(copyStat(stat));
-    return inFile(this.name, async () => {
-      const c = await this.cachedInode(id);
+    // Hot path (FUSE getattr, readdirplus): a cached Stat is copied, and an
+    // inode whose metadata is cached is decoded, without an async frame.
+    let c = this.inodes.peek(id);
+    if (!c?.stat) {
+      try {
+        c ??= this.inodeNow(id);
+      } catch (err) {
+        return inFile(this.name, () => Promise.reject(err));
+      }
+      if (c === undefined) {
+        return inFile(this.name, async () => {
+          const slow = await this.cachedInode(id);
+          slow.stat ??= this.statOf(slow.inode);
+          return copyStat(slow.stat);
+        });
+      }
       c.stat ??= this.statOf(c.inode);
-      return copyStat(c.stat);
-    });
+    }
+    return Promise.resolve(copyStat(c.stat!));
   }
 
   private statOf(inode: Inode): Stat {

@@ -138,6 +138,21 @@ export class MetadataReader {
 
   /**
    * Runs a synchronous decoder on a cursor at (pos, offset) of a table ending
+   * at `end` over cached blocks only: its result, or undefined when a block
+   * it needs is not decompressed yet (then use `decode`). Decoder errors are
+   * thrown.
+   */
+  decodeCached<T>(pos: number, offset: number, end: number, decoder: (cur: SyncMetaCursor) => T): T | undefined {
+    try {
+      return decoder(new SyncMetaCursor(this, pos, offset, end, null));
+    } catch (err) {
+      if (err instanceof MissingBlock) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Runs a synchronous decoder on a cursor at (pos, offset) of a table ending
    * at `end`: at once when the blocks it touches are cached, else loading
    * what it reports missing and running it again. The first round loads just
    * the bytes reported; later rounds at least twice as much each time, so even
