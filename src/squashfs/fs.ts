@@ -1,5 +1,5 @@
 import type { ByteSource } from '../io/byte-source.js';
-import { CorruptError, inFile, withErrno } from '../errors.js';
+import { CorruptError, inFile, NAMES_OWN_ERRORS, withErrno } from '../errors.js';
 import {
   makedev,
   S_IFMT,
@@ -178,6 +178,15 @@ export class SquashfsFs implements ReadableFs {
     });
   }
 
+  /**
+   * Every method names this image on its CorruptError/UnsupportedError (each
+   * path that can fail runs in `inFile(this.name, ...)`), so the
+   * nameEngineErrors boundary needs no wrapper here.
+   */
+  get [NAMES_OWN_ERRORS](): string {
+    return this.name;
+  }
+
   /** Directories whose decoded listing is cached (for tests and stats). */
   get listingCacheEntries(): number {
     return this.listings.size;
@@ -237,23 +246,21 @@ export class SquashfsFs implements ReadableFs {
   getattr(id: InodeId): Promise<Stat> {
     // Hot path (FUSE getattr, readdirplus): a cached Stat is copied, and an
     // inode whose metadata is cached is decoded, without an async frame.
-    let c = this.inodes.peek(id);
-    if (!c?.stat) {
-      try {
-        c ??= this.inodeNow(id);
-      } catch (err) {
-        return inFile(this.name, () => Promise.reject(err));
-      }
-      if (c === undefined) {
-        return inFile(this.name, async () => {
-          const slow = await this.cachedInode(id);
-          slow.stat ??= this.statOf(slow.inode);
-          return copyStat(slow.stat);
-        });
-      }
-      c.stat ??= this.statOf(c.inode);
+    const hit = this.inodes.peek(id)?.stat;
+    if (hit) return Promise.resolve(copyStat(hit));
+    let stat: Stat | undefined;
+    try {
+      const c = this.inodes.peek(id) ?? this.inodeNow(id);
+      if (c) stat = c.stat ??= this.statOf(c.inode);
+    } catch (err) {
+      return inFile(this.name, () => Promise.reject(err));
     }
-    return Promise.resolve(copyStat(c.stat!));
+    if (stat) return Promise.resolve(copyStat(stat));
+    return inFile(this.name, async () => {
+      const c = await this.cachedInode(id);
+      c.stat ??= this.statOf(c.inode);
+      return copyStat(c.stat);
+    });
   }
 
   private statOf(inode: Inode): Stat {
