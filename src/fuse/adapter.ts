@@ -20,7 +20,10 @@
  * That halves the requests of a walk. READDIRPLUS then carries fh 0, so a
  * listing is found by its directory: sound because nothing changes a
  * read-only mount's tree, so every call sees the same listing and offset
- * k + 1 always names entry k. Writable mounts keep one snapshot per open.
+ * k + 1 always names entry k (the listing is kept per directory, so even a
+ * read-only host-directory layer changed from outside pages consistently,
+ * showing the listing first read, as the kernel's caches do). Writable
+ * mounts keep one snapshot per open.
  */
 import type { DirEntry, InodeId, ReadableFs, Stat, WritableFs } from '../engine.js';
 import { S_IFDIR, S_IFMT, S_IFREG } from '../engine.js';
@@ -95,7 +98,8 @@ const PREFETCH_MAX = 512;
  * Read-ahead is paid for by its hits, like page read-ahead: it starts with a
  * few directories, each one read ahead spends one and each that is then
  * listed earns two. A walk (every subdirectory listed) keeps it going; a
- * program listing a few directories (Python's imports) soon stops it.
+ * program listing a few directories (Python's imports) soon stops it (for
+ * the life of the mount: a later walk runs without read-ahead).
  */
 const PREFETCH_BUDGET_START = 4;
 const PREFETCH_BUDGET_MAX = 64;
@@ -134,11 +138,6 @@ export class FuseAdapter implements FuseHandlers {
     private readonly opts: AdapterOptions,
   ) {
     this.nodes = new NodeTable(fs, (err) => opts.log(`unref: ${describe(err)}`));
-  }
-
-  /** Whether OPEN/OPENDIR are answered ENOSYS (read-only mount, kernel support seen at INIT). */
-  get withoutOpen(): boolean {
-    return this.stateless;
   }
 
   /** Called when the kernel side of the mount goes away. */
