@@ -86,7 +86,7 @@ class Stats {
 export function serve(o: ServeOptions): Promise<void> {
   const log = o.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const stats = o.stats ? new Stats() : null;
-  const adapter = new FuseAdapter(o.fs, { log });
+  const adapter = new FuseAdapter(o.fs, { log, noOpenCaps: fuseCap('NO_OPEN_SUPPORT') | fuseCap('NO_OPENDIR_SUPPORT') });
   const opts = [`fsname=${escapeOption(o.fsname)}`, 'subtype=sifuse', 'default_permissions'];
   if (!o.fs.writable) opts.push('ro');
   opts.push(...(o.mountOptions ?? []));
@@ -95,7 +95,9 @@ export function serve(o: ServeOptions): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let ready = false;
     let stopping = false;
-    adapter.init = () => {
+    const init = adapter.init.bind(adapter);
+    adapter.init = (...a: Parameters<FuseAdapter['init']>) => {
+      init(...a);
       ready = true;
       o.onReady?.();
     };
@@ -115,12 +117,14 @@ export function serve(o: ServeOptions): Promise<void> {
       // writeback cache (unmeasured for safety); ACLs and kill-priv stay the
       // kernel's business (mode checks; it clears set-id bits on write).
       wantClear: fuseCap('READDIRPLUS_AUTO') | fuseCap('WRITEBACK_CACHE') | fuseCap('POSIX_ACL') | fuseCap('HANDLE_KILLPRIV'),
-      onDone: (r: FuseRequest, errno: number) => {
-        if (!stats && !o.debug) return;
-        const us = Number(process.hrtime.bigint() - r.started) / 1000;
-        stats?.record(r.op, us);
-        if (o.debug) log(`${r.op} pid=${r.pid} uid=${r.uid} ${errno ? `-> errno ${errno}` : 'ok'} ${us.toFixed(0)} us`);
-      },
+      onDone:
+        !stats && !o.debug
+          ? undefined
+          : (r: FuseRequest, errno: number) => {
+              const us = Number(process.hrtime.bigint() - r.started) / 1000;
+              stats?.record(r.op, us);
+              if (o.debug) log(`${r.op} pid=${r.pid} uid=${r.uid} ${errno ? `-> errno ${errno}` : 'ok'} ${us.toFixed(0)} us`);
+            },
       onBug: (m: string) => log(`sifuse: internal error in FUSE op ${m}`),
     });
 
@@ -131,6 +135,7 @@ export function serve(o: ServeOptions): Promise<void> {
       for (const sig of SIGNALS) process.off(sig, onSignal);
       session.pause();
       await session.drained();
+      await adapter.quiesce();
       session.unmount();
       try {
         await o.fs.close();

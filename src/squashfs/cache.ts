@@ -70,6 +70,11 @@ export class BlockCache<V extends { length: number }> {
     this.lru.delete(key);
   }
 
+  /** Stores a value decoded without a load (a synchronous fast path). */
+  set(key: number, value: V): void {
+    this.lru.set(key, value);
+  }
+
   clear(): void {
     this.lru.clear();
   }
