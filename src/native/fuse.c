@@ -271,10 +271,23 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 }
 #undef OPC
 #define OPC OP_WRITE
+/*
+ * The request's write_flags (FUSE_WRITE_KILL_SUIDGID: the writer lacks
+ * CAP_FSETID, so the server clears set-id bits), which libfuse 3.14 does not
+ * pass on. Its do_write hands over the data as PARAM(arg), the bytes right
+ * after the request's struct fuse_write_in (protocol >= 7.9; splice is off,
+ * so the request sits whole in the receive buffer).
+ */
+struct sifuse_write_in { uint64_t fh, offset; uint32_t size, write_flags; uint64_t lock_owner; uint32_t flags, padding; };
+static uint32_t write_flags_of(const char *buf) {
+  const struct sifuse_write_in *in = (const struct sifuse_write_in *)(const void *)(buf - sizeof *in);
+  return in->write_flags;
+}
 static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi) {
   /* buf lives in the reused receive buffer: JS gets a copy. */
-  ENV; ARGS(num(env, ino), bytes(env, buf, size), num(env, (double)off), num(env, fh_of(fi)));
+  ENV; ARGS(num(env, ino), bytes(env, buf, size), num(env, (double)off), num(env, fh_of(fi)),
+            num(env, write_flags_of(buf)));
 }
 #undef OPC
 #define OPC OP_FLUSH

@@ -265,7 +265,8 @@ export interface FuseHandlers {
   link(r: FuseRequest, nodeid: number, newParent: number, newName: Buffer): Promise<void>;
   open(r: FuseRequest, nodeid: number, flags: number): Promise<void>;
   read(r: FuseRequest, nodeid: number, size: number, offset: number, fh: number): Promise<void>;
-  write(r: FuseRequest, nodeid: number, data: Buffer, offset: number, fh: number): Promise<void>;
+  /** writeFlags: fuse_write_in.write_flags (FUSE_WRITE_KILL_SUIDGID = 4). */
+  write(r: FuseRequest, nodeid: number, data: Buffer, offset: number, fh: number, writeFlags: number): Promise<void>;
   flush(r: FuseRequest, nodeid: number, fh: number): Promise<void>;
   release(r: FuseRequest, nodeid: number, fh: number, flags: number): Promise<void>;
   fsync(r: FuseRequest, nodeid: number, datasync: number, fh: number): Promise<void>;
