@@ -27,6 +27,8 @@ const SET_ATIME = 1 << 4;
 const SET_MTIME = 1 << 5;
 const SET_ATIME_NOW = 1 << 7;
 const SET_MTIME_NOW = 1 << 8;
+/** FATTR_KILL_SUIDGID (= FUSE_SET_ATTR_KILL_SUID): chown, or truncate without CAP_FSETID (KILLPRIV_V2). */
+const SET_KILL_SUIDGID = 1 << 11;
 
 const O_ACCMODE = 3;
 const O_WRONLY = 1;
@@ -44,6 +46,8 @@ const S_ISUID = 0o4000;
 const S_IXGRP = 0o010;
 /** fuse_write_in.write_flags: the writer lacks CAP_FSETID, the server clears set-id bits (linux/fuse.h). */
 const FUSE_WRITE_KILL_SUIDGID = 1 << 2;
+/** fuse_open_in.open_flags: O_TRUNC by an opener without CAP_FSETID. */
+const FUSE_OPEN_KILL_SUIDGID = 1 << 0;
 const SECURITY_CAPABILITY = Buffer.from('security.capability');
 /** Bound on the plain-file set (a cleared set only costs a re-check per file). */
 const PLAIN_MAX = 1 << 16;
@@ -160,6 +164,9 @@ export class FuseAdapter implements FuseHandlers {
     const id = this.nodes.id(nodeid);
     const fs = this.wfs;
     if (valid & SET_SIZE) await fs.truncate(id, v[3]!);
+    // Under KILLPRIV_V2 a truncate or chown leaves the kill to us (the reply carries the new mode).
+    if (valid & (SET_SIZE | SET_UID | SET_GID) && !(await this.isPlain(id)))
+      await this.killPriv(nodeid, id, (valid & SET_KILL_SUIDGID) !== 0 && !(valid & SET_MODE), false);
     const now = Date.now();
     const nowTime = { sec: Math.floor(now / 1000), nsec: (now % 1000) * 1e6 };
     const attr: Parameters<WritableFs['setattr']>[1] = {};
@@ -223,10 +230,13 @@ export class FuseAdapter implements FuseHandlers {
     await this.replyEntry(r, id);
   }
 
-  async open(r: FuseRequest, nodeid: number, flags: number): Promise<void> {
+  async open(r: FuseRequest, nodeid: number, flags: number, killFlags = 0): Promise<void> {
     const id = this.nodes.id(nodeid);
     if ((flags & O_ACCMODE) !== 0 && !this.fs.writable) throw new FsError('EROFS');
-    if (flags & O_TRUNC) await this.wfs.truncate(id, 0);
+    if (flags & O_TRUNC) {
+      await this.wfs.truncate(id, 0);
+      if (!(await this.isPlain(id))) await this.killPriv(nodeid, id, (killFlags & FUSE_OPEN_KILL_SUIDGID) !== 0, true);
+    }
     const direct = (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(id));
     r.open(0, openFlags(direct));
   }
@@ -238,7 +248,7 @@ export class FuseAdapter implements FuseHandlers {
   async write(r: FuseRequest, nodeid: number, data: Buffer, offset: number, _fh: number, writeFlags = 0): Promise<void> {
     const id = this.nodes.id(nodeid);
     const fs = this.wfs;
-    if (!(await this.isPlain(id))) await this.killPriv(nodeid, id, (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0);
+    if (!(await this.isPlain(id))) await this.killPriv(nodeid, id, (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0, true);
     r.write(await fs.write(id, offset, data));
   }
 
@@ -258,11 +268,14 @@ export class FuseAdapter implements FuseHandlers {
   }
 
   /**
-   * What the kernel's file_remove_privs does before a buffered write: the
-   * set-id bits go when the writer lacks CAP_FSETID (S_ISGID only with group
-   * execute, setattr_should_drop_sgid), security.capability always.
+   * What the kernel's file_remove_privs does before a buffered write or a
+   * truncate, and chown_common for a chown: the set-id bits go when the
+   * request says so (a writer without CAP_FSETID, any chown; S_ISGID only
+   * with group execute, setattr_should_drop_sgid), security.capability
+   * always. `invalidate`: the reply carries no attributes, so the kernel's
+   * cached mode is dropped.
    */
-  private async killPriv(nodeid: number, id: InodeId, killSetId: boolean): Promise<void> {
+  private async killPriv(nodeid: number, id: InodeId, killSetId: boolean, invalidate: boolean): Promise<void> {
     const fs = this.wfs;
     const st = await fs.getattr(id);
     let changed = false;
@@ -279,7 +292,7 @@ export class FuseAdapter implements FuseHandlers {
       await fs.removexattr(id, SECURITY_CAPABILITY);
       changed = true;
     }
-    if (changed) this.opts.invalidateAttr?.(nodeid);
+    if (changed && invalidate) this.opts.invalidateAttr?.(nodeid);
   }
 
   async flush(r: FuseRequest): Promise<void> {

@@ -124,7 +124,11 @@ export function serve(o: ServeOptions): Promise<void> {
         fuseCap('PARALLEL_DIROPS') |
         fuseCap('READDIRPLUS') |
         fuseCap('ATOMIC_O_TRUNC') |
-        fuseCap('CACHE_SYMLINKS'),
+        fuseCap('CACHE_SYMLINKS') |
+        fuseCap('HANDLE_KILLPRIV_V2'),
+      // KILLPRIV_V2 (added to INIT by fuse.c): no GETXATTR security.capability
+      // before buffered writes, no GETATTR before each chown; the adapter
+      // clears set-id bits and file capabilities itself.
       // Always READDIRPLUS (one request per page, no LOOKUP per entry).
       // No writeback cache: measured on untar it halves WRITE requests but
       // adds a FLUSH and a SETATTR (mtime flush) per file, no daemon CPU

@@ -240,6 +240,35 @@ def cmd_killpriv(d):
     os.close(fd)
     if perm(c) != 0o755:
         fail(f"c: set-uid after open, then written without CAP_FSETID: mode is {perm(c):o}")
+    # chown clears S_ISUID even for root, S_ISGID only with group execute.
+    h = made(d, "h", 0o6755)
+    os.chown(h, 0, 0)
+    if perm(h) != 0o755:
+        fail(f"h: chown of a 6755 file left {perm(h):o}")
+    h2 = made(d, "h2", 0o2744)
+    os.chown(h2, 0, 0)
+    if perm(h2) != 0o2744:
+        fail(f"h2: chown of a 2744 file left {perm(h2):o}")
+    # truncate: the bits go without CAP_FSETID, stay with it; also for open(O_TRUNC).
+    t = made(d, "t", 0o4755)
+    fd = os.open(t, os.O_WRONLY)
+    without_fsetid(lambda: os.ftruncate(fd, 2))
+    os.close(fd)
+    if perm(t) != 0o755:
+        fail(f"t: truncated without CAP_FSETID, mode is {perm(t):o}")
+    t2 = made(d, "t2", 0o4755)
+    os.truncate(t2, 2)
+    if perm(t2) != 0o4755:
+        fail(f"t2: truncated by root, mode is {perm(t2):o}")
+    o = made(d, "o", 0o4755)
+
+    def open_trunc():
+        os.close(os.open(o, os.O_WRONLY | os.O_TRUNC))
+        if perm(o) != 0o755:
+            fail(f"o: open(O_TRUNC) without CAP_FSETID, stat right after shows {perm(o):o}")
+    without_fsetid(open_trunc)
+    if os.stat(o).st_size != 0:
+        fail("o: open(O_TRUNC) did not truncate")
     # security.capability goes on any write, root's too.
     k = made(d, "k", 0o755)
     os.setxattr(k, "security.capability", CAP_NET_RAW)
