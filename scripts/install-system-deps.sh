@@ -12,12 +12,13 @@
 #   debootstrap        a real root filesystem for end-to-end tests
 #   attr acl           setfattr/getfattr for fixtures with xattrs
 #   podman runc        test/podman: podman with sifuse as its overlay mount_program
+#   fio                the benchmark's rand-read workload (npm run bench)
 set -eu
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 $SUDO apt-get update
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends \
   fuse3 libfuse3-dev pkg-config build-essential libfuse2 squashfs-tools siftool e2fsprogs fuse2fs xfsprogs \
-  squashfuse fuse-overlayfs bubblewrap debootstrap attr acl podman runc xz-utils python3 ca-certificates
+  squashfuse fuse-overlayfs bubblewrap debootstrap attr acl podman runc xz-utils python3 fio ca-certificates
 # Unprivileged mounts need /dev/fuse readable and writable by everyone (Debian's default is 0666).
 [ -e /dev/fuse ] && $SUDO chmod 666 /dev/fuse || true
