@@ -31,8 +31,10 @@ let dir: string;
 let bottom: string;
 let top: string;
 
-const big = Buffer.alloc(300 * 1024);
+// Three copy-up chunks (1 MiB each) with a tail off the 4 KiB grid, and zero blocks across the first chunk boundary.
+const big = Buffer.alloc(2.5 * 1024 * 1024 + 123);
 for (let i = 0; i < big.length; i++) big[i] = (i * 7 + (i >> 10)) & 0xff;
+big.fill(0, (1 << 20) - 8192, (1 << 20) + 8192);
 
 beforeAll(() => {
   dir = tempDir('core');
