@@ -199,9 +199,18 @@ export class Overlay implements WritableFs {
   }
 
   /** Directory `n`'s names changed: its listing and lookup results are rebuilt on next use. */
-  private changed(n: Node): void {
+  /**
+   * Directory `n`'s names changed: its cached listing and lookups go, and its
+   * subdirectory count unless `nonDirOnly` (a non-directory was added or
+   * removed, which leaves st_nlink as it was).
+   */
+  private changed(n: Node, nonDirOnly = false): void {
     n.listing = null;
     n.children = null;
+    if (!nonDirOnly) {
+      n.subdirs = null;
+      n.dirGen++;
+    }
   }
 
   /** Nodes in the table (bounded by nodeLimit between namespace operations). */
@@ -344,14 +353,26 @@ export class Overlay implements WritableFs {
     if (n.type === 'd') {
       const layers = (n.upper !== null ? 1 : 0) + (n.lowers?.length ?? 0);
       // A merged directory's links are counted from its merged listing (the kernel shows 1).
-      if (layers > 1)
-        out.nlink = this.mergedDirNlink === 'one' ? 1 : 2 + (await this.readdir(id)).filter((e) => e.type === 'd').length;
+      if (layers > 1) out.nlink = this.mergedDirNlink === 'one' ? 1 : 2 + (await this.subdirCount(n));
     } else if (src.layer === 0 && this.hasUpper && (await this.isIndexed(n, st))) {
       out.nlink = Math.max(0, st.nlink - 1) + (await this.lowerLinks(n.upper!));
     }
     // No name leads here (an open, unlinked file or removed directory); a lower object still has its links.
     if (n.dead) out.nlink = 0;
     return out;
+  }
+
+  /**
+   * Visible subdirectories of merged directory `n`, from its listing; kept
+   * until a directory entry comes or goes (a file removal in a big merged
+   * directory then costs no new merged listing at the next stat).
+   */
+  private async subdirCount(n: Node): Promise<number> {
+    if (n.subdirs !== null) return n.subdirs;
+    const gen = n.dirGen;
+    const count = (await this.readdir(n.id)).filter((e) => e.type === 'd').length;
+    if (n.dirGen === gen) n.subdirs = count;
+    return count;
   }
 
   async lookup(dir: InodeId, name: Buffer): Promise<InodeId | null> {
@@ -739,7 +760,7 @@ export class Overlay implements WritableFs {
       } else {
         id = await make(pu, name);
       }
-      this.changed(p);
+      this.changed(p, !isDir);
       const n = this.nodes.byLayerKey(layerKey(0, id));
       if (n) return n.id;
       const node = this.nodes.create({
@@ -800,7 +821,7 @@ export class Overlay implements WritableFs {
         await ops.fs.link(u, pu, name);
         if (r.upperWhiteout === 'fuse') await ops.dropFuseWhiteout(pu, name);
       }
-      this.changed(p);
+      this.changed(p, true);
     });
   }
 
@@ -845,7 +866,7 @@ export class Overlay implements WritableFs {
         await writeWhiteout(ops.fs, pu, name, ops.encoding, ROOT_OWNER);
         if (await this.isIndexed(n)) await this.addLowerLinks(n.upper!, -1);
       }
-      this.changed(p);
+      this.changed(p, true);
       await this.afterNameGone(n);
     });
   }
