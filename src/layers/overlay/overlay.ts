@@ -198,19 +198,18 @@ export class Overlay implements WritableFs {
     }
   }
 
-  /** Directory `n`'s names changed: its listing and lookup results are rebuilt on next use. */
   /**
-   * Directory `n`'s names changed: its cached listing and lookups go, and its
-   * subdirectory count unless `nonDirOnly` (a non-directory was added or
-   * removed, which leaves st_nlink as it was).
+   * Directory `n`'s names changed: its cached listing and lookups go. Its
+   * subdirectory count goes too, unless `subdirDelta` says how it moved (0:
+   * a non-directory came or went; +1 mkdir, -1 rmdir of a visible one).
    */
-  private changed(n: Node, nonDirOnly = false): void {
+  private changed(n: Node, subdirDelta?: number): void {
     n.listing = null;
     n.children = null;
-    if (!nonDirOnly) {
-      n.subdirs = null;
-      n.dirGen++;
-    }
+    if (subdirDelta === 0) return;
+    // A count being read across this change is not kept (dirGen).
+    n.dirGen++;
+    n.subdirs = subdirDelta !== undefined && n.subdirs !== null ? n.subdirs + subdirDelta : null;
   }
 
   /** Nodes in the table (bounded by nodeLimit between namespace operations). */
@@ -760,7 +759,7 @@ export class Overlay implements WritableFs {
       } else {
         id = await make(pu, name);
       }
-      this.changed(p, !isDir);
+      this.changed(p, isDir ? 1 : 0);
       const n = this.nodes.byLayerKey(layerKey(0, id));
       if (n) return n.id;
       const node = this.nodes.create({
@@ -821,7 +820,7 @@ export class Overlay implements WritableFs {
         await ops.fs.link(u, pu, name);
         if (r.upperWhiteout === 'fuse') await ops.dropFuseWhiteout(pu, name);
       }
-      this.changed(p, true);
+      this.changed(p, 0);
     });
   }
 
@@ -866,7 +865,7 @@ export class Overlay implements WritableFs {
         await writeWhiteout(ops.fs, pu, name, ops.encoding, ROOT_OWNER);
         if (await this.isIndexed(n)) await this.addLowerLinks(n.upper!, -1);
       }
-      this.changed(p, true);
+      this.changed(p, 0);
       await this.afterNameGone(n);
     });
   }
@@ -899,7 +898,7 @@ export class Overlay implements WritableFs {
       } else {
         await writeWhiteout(ops.fs, pu, name, ops.encoding, ROOT_OWNER);
       }
-      this.changed(p);
+      this.changed(p, -1);
       this.nodes.kill(n);
     });
   }
