@@ -40,8 +40,11 @@ const SET_ATIME = 1 << 4;
 const SET_MTIME = 1 << 5;
 const SET_ATIME_NOW = 1 << 7;
 const SET_MTIME_NOW = 1 << 8;
+/** FATTR_KILL_SUIDGID (= FUSE_SET_ATTR_KILL_SUID): chown, or truncate without CAP_FSETID (KILLPRIV_V2). */
+const SET_KILL_SUIDGID = 1 << 11;
 
 const O_ACCMODE = 3;
+const O_WRONLY = 1;
 const O_TRUNC = 0o1000;
 const O_EXCL = 0o200;
 const RENAME_NOREPLACE = 1;
@@ -52,6 +55,15 @@ const XATTR_REPLACE = 2;
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
 const S_ISGID = 0o2000;
+const S_ISUID = 0o4000;
+const S_IXGRP = 0o010;
+/** fuse_write_in.write_flags: the writer lacks CAP_FSETID, the server clears set-id bits (linux/fuse.h). */
+const FUSE_WRITE_KILL_SUIDGID = 1 << 2;
+/** fuse_open_in.open_flags: O_TRUNC by an opener without CAP_FSETID. */
+const FUSE_OPEN_KILL_SUIDGID = 1 << 0;
+const SECURITY_CAPABILITY = Buffer.from('security.capability');
+/** Bound on the plain-file set (a cleared set only costs a re-check per file). */
+const PLAIN_MAX = 1 << 16;
 
 const ERANGE = 34;
 const EOPNOTSUPP = 95;
@@ -80,6 +92,8 @@ export interface AdapterOptions {
    * whose kernel offers both is served without open handles. 0 or absent: never.
    */
   noOpenCaps?: number;
+  /** Drops the kernel's cached attributes of a node (set-id bits cleared behind its back). */
+  invalidateAttr?(nodeid: number): void;
 }
 
 interface DirHandle {
@@ -132,6 +146,15 @@ export class FuseAdapter implements FuseHandlers {
   /** Read-ahead listings not asked for yet; each one asked for earns more read-ahead. */
   private readonly prefetched = new Set<InodeId>();
   private prefetchBudget = PREFETCH_BUDGET_START;
+  /*
+   * Regular files known to carry no set-id bit and no security.capability:
+   * a write to one needs no privilege kill. Direct-I/O writes skip the
+   * kernel's own kill (file_remove_privs, the GETXATTR round trip before
+   * every buffered write), so the server does it: set-id bits when the
+   * request says FUSE_WRITE_KILL_SUIDGID, the capability always (as
+   * cap_inode_killpriv does). An entry goes when its mode or xattrs change.
+   */
+  private readonly plain = new Set<InodeId>();
 
   constructor(
     private readonly fs: ReadableFs,
@@ -170,7 +193,7 @@ export class FuseAdapter implements FuseHandlers {
     return { mode, uid: r.uid, gid: r.gid };
   }
 
-  init(_major: number, _minor: number, _want: number, capable: number): void {
+  init(_major: number, _minor: number, _want: number, capable: number, _maxWrite?: number): void {
     const caps = this.opts.noOpenCaps ?? 0;
     this.stateless = !this.fs.writable && caps !== 0 && (capable & caps) === caps;
   }
@@ -201,10 +224,16 @@ export class FuseAdapter implements FuseHandlers {
     const id = this.nodes.id(nodeid);
     const fs = this.wfs;
     if (valid & SET_SIZE) await fs.truncate(id, v[3]!);
+    // Under KILLPRIV_V2 a truncate or chown leaves the kill to us (the reply carries the new mode).
+    if (valid & (SET_SIZE | SET_UID | SET_GID) && !(await this.isPlain(id)))
+      await this.killPriv(nodeid, id, (valid & SET_KILL_SUIDGID) !== 0 && !(valid & SET_MODE), false);
     const now = Date.now();
     const nowTime = { sec: Math.floor(now / 1000), nsec: (now % 1000) * 1e6 };
     const attr: Parameters<WritableFs['setattr']>[1] = {};
-    if (valid & SET_MODE) attr.mode = v[0]! & 0o7777;
+    if (valid & SET_MODE) {
+      attr.mode = v[0]! & 0o7777;
+      this.plain.delete(id);
+    }
     if (valid & SET_UID) attr.uid = v[1]!;
     if (valid & SET_GID) attr.gid = v[2]!;
     if (valid & SET_ATIME) attr.atime = valid & SET_ATIME_NOW ? nowTime : { sec: v[4]!, nsec: v[5]! };
@@ -261,23 +290,73 @@ export class FuseAdapter implements FuseHandlers {
     await this.replyEntry(r, id);
   }
 
-  async open(r: FuseRequest, nodeid: number, flags: number): Promise<void> {
+  async open(r: FuseRequest, nodeid: number, flags: number, killFlags = 0): Promise<void> {
     const id = this.nodes.id(nodeid);
     if ((flags & O_ACCMODE) !== 0 && !this.fs.writable) throw new FsError('EROFS');
     if (this.stateless) {
       r.err(ENOSYS);
       return;
     }
-    if (flags & O_TRUNC) await this.wfs.truncate(id, 0);
-    r.open(0, { keepCache: true, noflush: true });
+    if (flags & O_TRUNC) {
+      await this.wfs.truncate(id, 0);
+      if (!(await this.isPlain(id))) await this.killPriv(nodeid, id, (killFlags & FUSE_OPEN_KILL_SUIDGID) !== 0, true);
+    }
+    const direct = (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(id));
+    r.open(0, openFlags(direct));
   }
 
   async read(r: FuseRequest, nodeid: number, size: number, offset: number): Promise<void> {
     r.buf(await this.fs.read(this.nodes.id(nodeid), offset, size));
   }
 
-  async write(r: FuseRequest, nodeid: number, data: Buffer, offset: number): Promise<void> {
-    r.write(await this.wfs.write(this.nodes.id(nodeid), offset, data));
+  async write(r: FuseRequest, nodeid: number, data: Buffer, offset: number, _fh: number, writeFlags = 0): Promise<void> {
+    const id = this.nodes.id(nodeid);
+    const fs = this.wfs;
+    if (!(await this.isPlain(id))) await this.killPriv(nodeid, id, (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0, true);
+    r.write(await fs.write(id, offset, data));
+  }
+
+  /** True when `id` has no set-id bit and no security.capability (remembered). */
+  private async isPlain(id: InodeId): Promise<boolean> {
+    if (this.plain.has(id)) return true;
+    const st = await this.fs.getattr(id);
+    if ((st.mode & S_IFMT) !== S_IFREG || st.mode & (S_ISUID | S_ISGID)) return false;
+    if ((await this.fs.getxattr(id, SECURITY_CAPABILITY)) !== null) return false;
+    this.markPlain(id);
+    return true;
+  }
+
+  private markPlain(id: InodeId): void {
+    if (this.plain.size >= PLAIN_MAX) this.plain.clear();
+    this.plain.add(id);
+  }
+
+  /**
+   * What the kernel's file_remove_privs does before a buffered write or a
+   * truncate, and chown_common for a chown: the set-id bits go when the
+   * request says so (a writer without CAP_FSETID, any chown; S_ISGID only
+   * with group execute, setattr_should_drop_sgid), security.capability
+   * always. `invalidate`: the reply carries no attributes, so the kernel's
+   * cached mode is dropped.
+   */
+  private async killPriv(nodeid: number, id: InodeId, killSetId: boolean, invalidate: boolean): Promise<void> {
+    const fs = this.wfs;
+    const st = await fs.getattr(id);
+    let changed = false;
+    if (killSetId) {
+      let mode = st.mode & 0o7777;
+      if (mode & S_ISUID) mode &= ~S_ISUID;
+      if ((mode & (S_ISGID | S_IXGRP)) === (S_ISGID | S_IXGRP)) mode &= ~S_ISGID;
+      if (mode !== (st.mode & 0o7777)) {
+        await fs.setattr(id, { mode });
+        changed = true;
+      }
+    }
+    if ((await fs.getxattr(id, SECURITY_CAPABILITY)) !== null) {
+      await fs.removexattr(id, SECURITY_CAPABILITY);
+      changed = true;
+    }
+    if (changed && invalidate) this.opts.invalidateAttr?.(nodeid);
   }
 
   async flush(r: FuseRequest): Promise<void> {
@@ -473,7 +552,9 @@ export class FuseAdapter implements FuseHandlers {
   async setxattr(r: FuseRequest, nodeid: number, name: Buffer, value: Buffer, flags: number): Promise<void> {
     if (refusedXattr(name)) throw new FsError('EOPNOTSUPP');
     const how = flags & XATTR_CREATE ? 'create' : flags & XATTR_REPLACE ? 'replace' : undefined;
-    await this.wfs.setxattr(this.nodes.id(nodeid), name, value, how);
+    const id = this.nodes.id(nodeid);
+    this.plain.delete(id);
+    await this.wfs.setxattr(id, name, value, how);
     r.ok();
   }
 
@@ -506,6 +587,7 @@ export class FuseAdapter implements FuseHandlers {
     const dir = this.nodes.id(parent);
     const fs = this.wfs;
     let id: InodeId;
+    let created = true;
     try {
       id = await fs.mknod(dir, name, await this.newOwner(r, dir, (mode & 0o7777) | S_IFREG));
     } catch (err) {
@@ -514,11 +596,15 @@ export class FuseAdapter implements FuseHandlers {
       const found = await fs.lookup(dir, name);
       if (found === null) throw err;
       id = found;
+      created = false;
       if (flags & O_TRUNC) await fs.truncate(id, 0);
     }
     const st = await this.fs.getattr(id);
+    // A file made here has no xattrs: plain unless its mode has a set-id bit.
+    if (created && !(st.mode & (S_ISUID | S_ISGID))) this.markPlain(id);
     const nodeid = await this.nodes.acquire(id);
-    r.create(this.entryOf(nodeid, st), 0, { keepCache: true, noflush: true });
+    const direct = (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(id));
+    r.create(this.entryOf(nodeid, st), 0, openFlags(direct));
   }
 
   async lseek(r: FuseRequest, nodeid: number, offset: number, whence: number): Promise<void> {
@@ -549,6 +635,22 @@ export class FuseAdapter implements FuseHandlers {
   exit(): void {
     this.exitHandler?.();
   }
+}
+
+/*
+ * A write-only open of a plain file (no set-id bit, no file capability: the
+ * server kills those itself when they appear, see killPriv) is served
+ * direct_io: each write(2) is one WRITE request
+ * of up to max_write bytes. Through the page cache a write that does not
+ * start on a page boundary is split at the first page end (the kernel locks
+ * the partial page and sends it alone), so GNU tar's 10 KiB records, 512
+ * bytes off the page grid after each header, cost two round trips each. A
+ * write-only descriptor can neither read nor mmap, so nothing is lost; the
+ * kernel drops cached pages of the written range (kernel >= 6.6) for the
+ * other openers.
+ */
+function openFlags(directIo: boolean): { keepCache: true; noflush: true; directIo: boolean } {
+  return { keepCache: true, noflush: true, directIo };
 }
 
 function describe(err: unknown): string {

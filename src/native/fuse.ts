@@ -294,9 +294,11 @@ export interface FuseHandlers {
   symlink(r: FuseRequest, parent: number, name: Buffer, target: Buffer): Promise<void>;
   rename(r: FuseRequest, parent: number, name: Buffer, newParent: number, newName: Buffer, flags: number): Promise<void>;
   link(r: FuseRequest, nodeid: number, newParent: number, newName: Buffer): Promise<void>;
-  open(r: FuseRequest, nodeid: number, flags: number): Promise<void>;
+  /** openFlags: fuse_open_in.open_flags (FUSE_OPEN_KILL_SUIDGID = 1). */
+  open(r: FuseRequest, nodeid: number, flags: number, openFlags: number): Promise<void>;
   read(r: FuseRequest, nodeid: number, size: number, offset: number, fh: number): Promise<void>;
-  write(r: FuseRequest, nodeid: number, data: Buffer, offset: number, fh: number): Promise<void>;
+  /** writeFlags: fuse_write_in.write_flags (FUSE_WRITE_KILL_SUIDGID = 4). */
+  write(r: FuseRequest, nodeid: number, data: Buffer, offset: number, fh: number, writeFlags: number): Promise<void>;
   flush(r: FuseRequest, nodeid: number, fh: number): Promise<void>;
   release(r: FuseRequest, nodeid: number, fh: number, flags: number): Promise<void>;
   fsync(r: FuseRequest, nodeid: number, datasync: number, fh: number): Promise<void>;
