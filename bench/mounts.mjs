@@ -265,7 +265,9 @@ export async function run(options = {}) {
       for (const peer of rotate(wpeers, rep)) {
         let m;
         try {
-          m = await peer.mount({ ...images.minbase, rootfs: host.rootfs });
+          // sifuse counts its requests on the last repetition only, one report per workload.
+          m = await peer.mount({ ...images.minbase, rootfs: host.rootfs, stats: last });
+          m.takeStats?.();
           for (const w of writeWork) {
             if (cold) dropCaches();
             try {
@@ -273,6 +275,8 @@ export async function run(options = {}) {
             } catch (err) {
               failures.push(`${w.name} on ${peer.name}: ${err.message}`);
             }
+            const report = m.takeStats?.();
+            if (report) stats[w.name] = report;
           }
         } catch (err) {
           failures.push(`write path on ${peer.name}: ${err.message}`);

@@ -61,10 +61,9 @@ async function waitMounted(dir, what) {
   throw new Error(`${what}: ${dir} is not mounted 2 s after the command returned`);
 }
 
-/** Peak RSS (VmHWM, bytes) summed over the processes whose command line names one of `dirs`. */
-export function daemonPeakRss(dirs) {
-  let total = 0;
-  let found = 0;
+/** Pids of the daemons whose command line names one of `dirs` (not the workload's own tools). */
+export function daemonPids(dirs) {
+  const pids = [];
   for (const pid of readdirSync('/proc')) {
     if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
     let cmdline;
@@ -74,7 +73,17 @@ export function daemonPeakRss(dirs) {
       continue;
     }
     if (!cmdline.some((a) => dirs.includes(a) || dirs.some((d) => a.includes(`=${d}`) || a.endsWith(d)))) continue;
-    if (/^(sh|bash|find|tar|wc|ls|dd|python3|bwrap|timeout)$/.test(cmdline[0].split('/').pop())) continue;
+    if (/^(sh|bash|find|tar|wc|ls|dd|python3|bwrap|timeout|rm)$/.test(cmdline[0].split('/').pop())) continue;
+    pids.push(pid);
+  }
+  return pids;
+}
+
+/** Peak RSS (VmHWM, bytes) summed over the processes whose command line names one of `dirs`. */
+export function daemonPeakRss(dirs) {
+  let total = 0;
+  let found = 0;
+  for (const pid of daemonPids(dirs)) {
     try {
       const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
       if (m) {
@@ -303,19 +312,49 @@ export function writePeers() {
         if (!s.overlay) return '`sifuse mount` has no --overlay option yet';
         return probeOverlayMount();
       },
-      mount({ sif }) {
+      /**
+       * With `stats`, the daemon counts requests (--stats) and `takeStats()`
+       * returns its report since the last call (SIGUSR2 makes it print and
+       * start again), so each write workload gets its own.
+       */
+      mount({ sif, stats = false }) {
         return guarded('sifuse-w', async (dir, undo) => {
           const img = join(dir, 'overlay.img');
           sh(sifuseBin, ['overlay', 'create', '--size', '4096', '--sparse', img], 'sifuse overlay create');
           const mnt = join(dir, 'mnt');
           mkdirSync(mnt);
-          sh(sifuseBin, ['mount', '--overlay', img, sif, mnt], 'sifuse mount --overlay');
+          const log = join(dir, 'daemon.log');
+          sh(
+            sifuseBin,
+            ['mount', ...(stats ? ['--stats', '--log', log] : []), '--overlay', img, sif, mnt],
+            'sifuse mount --overlay',
+          );
           undo.push(() => {
             spawnSync(sifuseBin, ['umount', mnt], { stdio: 'ignore', timeout: 120_000 });
             unmount(mnt);
           });
           await waitMounted(mnt, 'sifuse mount');
-          return { mnt, dirs: [mnt], umount: undoAll(undo, dir) };
+          const result = { mnt, dirs: [mnt], umount: undoAll(undo, dir) };
+          if (stats) {
+            let seen = 0;
+            result.takeStats = () => {
+              const pids = daemonPids([mnt]);
+              if (pids.length === 0) return null;
+              for (const pid of pids) spawnSync('kill', ['-USR2', pid], { stdio: 'ignore' });
+              for (let i = 0; i < 40; i++) {
+                const text = readFileSync(log, 'utf8');
+                const at = text.indexOf('sifuse stats:', seen);
+                // The daemon writes a report with one write ending in a newline.
+                if (at >= 0 && text.endsWith('\n')) {
+                  seen = text.length;
+                  return text.slice(at).trim();
+                }
+                spawnSync('sleep', ['0.05']);
+              }
+              return null;
+            };
+          }
+          return result;
         });
       },
     },

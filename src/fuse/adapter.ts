@@ -11,11 +11,24 @@
  * entries are cached long by the kernel (timeouts in MountOptions), and file
  * pages are kept across opens (keep_cache). Permission checks are the
  * kernel's (default_permissions), so ACCESS never arrives.
+ *
+ * Read-only mounts are served without open handles: the first OPEN and
+ * OPENDIR are answered ENOSYS, after which the kernel (fs/fuse/file.c
+ * fuse_file_open: fc->no_open / no_opendir) opens locally with fh 0,
+ * FOPEN_KEEP_CACHE (and FOPEN_CACHE_DIR for directories), and sends no
+ * RELEASE/RELEASEDIR; the first FLUSH is answered ENOSYS too (fc->no_flush).
+ * That halves the requests of a walk. READDIRPLUS then carries fh 0, so a
+ * listing is found by its directory: sound because nothing changes a
+ * read-only mount's tree, so every call sees the same listing and offset
+ * k + 1 always names entry k (the listing is kept per directory, so even a
+ * read-only host-directory layer changed from outside pages consistently,
+ * showing the listing first read, as the kernel's caches do). Writable
+ * mounts keep one snapshot per open.
  */
 import type { DirEntry, InodeId, ReadableFs, Stat, WritableFs } from '../engine.js';
 import { S_IFDIR, S_IFMT, S_IFREG } from '../engine.js';
 import { FsError } from '../errors.js';
-import { encodeStat, NEGATIVE_ENTRY, STAT_LEN, type EntryStat, type FuseHandlers, type FuseRequest } from '../native/fuse.js';
+import { encodeEntry, NEGATIVE_ENTRY, STAT_LEN, type EntryStat, type FuseHandlers, type FuseRequest } from '../native/fuse.js';
 import { NodeTable } from './nodes.js';
 
 // FUSE_SET_ATTR_* (fuse_lowlevel.h)
@@ -27,8 +40,11 @@ const SET_ATIME = 1 << 4;
 const SET_MTIME = 1 << 5;
 const SET_ATIME_NOW = 1 << 7;
 const SET_MTIME_NOW = 1 << 8;
+/** FATTR_KILL_SUIDGID (= FUSE_SET_ATTR_KILL_SUID): chown, or truncate without CAP_FSETID (KILLPRIV_V2). */
+const SET_KILL_SUIDGID = 1 << 11;
 
 const O_ACCMODE = 3;
+const O_WRONLY = 1;
 const O_TRUNC = 0o1000;
 const O_EXCL = 0o200;
 const RENAME_NOREPLACE = 1;
@@ -39,6 +55,15 @@ const XATTR_REPLACE = 2;
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
 const S_ISGID = 0o2000;
+const S_ISUID = 0o4000;
+const S_IXGRP = 0o010;
+/** fuse_write_in.write_flags: the writer lacks CAP_FSETID, the server clears set-id bits (linux/fuse.h). */
+const FUSE_WRITE_KILL_SUIDGID = 1 << 2;
+/** fuse_open_in.open_flags: O_TRUNC by an opener without CAP_FSETID. */
+const FUSE_OPEN_KILL_SUIDGID = 1 << 0;
+const SECURITY_CAPABILITY = Buffer.from('security.capability');
+/** Bound on the plain-file set (a cleared set only costs a re-check per file). */
+const PLAIN_MAX = 1 << 16;
 
 const ERANGE = 34;
 const EOPNOTSUPP = 95;
@@ -62,6 +87,13 @@ function refusedXattr(name: Buffer): boolean {
 export interface AdapterOptions {
   /** For the log. */
   log(line: string): void;
+  /**
+   * FUSE_CAP_NO_OPEN_SUPPORT | FUSE_CAP_NO_OPENDIR_SUPPORT: a read-only mount
+   * whose kernel offers both is served without open handles. 0 or absent: never.
+   */
+  noOpenCaps?: number;
+  /** Drops the kernel's cached attributes of a node (set-id bits cleared behind its back). */
+  invalidateAttr?(nodeid: number): void;
 }
 
 interface DirHandle {
@@ -71,15 +103,62 @@ interface DirHandle {
   ino: number;
 }
 
+const ENOSYS = 38;
+/** Listings of a read-only mount kept by directory (they are immutable; the engine caches the entries themselves). */
+const LISTINGS_KEPT = 1024;
+/** Directories waiting to be read ahead, at most. */
+const PREFETCH_MAX = 512;
+/**
+ * Read-ahead is paid for by its hits, like page read-ahead: it starts with a
+ * few directories, each one read ahead spends one and each that is then
+ * listed earns two. A walk (every subdirectory listed) keeps it going; a
+ * program listing a few directories (Python's imports) soon stops it (for
+ * the life of the mount: a later walk runs without read-ahead).
+ */
+const PREFETCH_BUDGET_START = 4;
+const PREFETCH_BUDGET_MAX = 64;
+const EMPTY = Buffer.alloc(0);
+const DOT = Buffer.from('.');
+const DOTDOT = Buffer.from('..');
+const noStat = (): undefined => undefined;
+
+/** "." and "..": attributes the kernel ignores except st_ino and the type. */
+function encodeDot(out: Float64Array, at: number, ino: number): void {
+  out.fill(0, at, at + STAT_LEN);
+  out[at + 2] = ino;
+  out[at + 3] = S_IFDIR;
+  out[at + 16] = 4096;
+}
+
 export class FuseAdapter implements FuseHandlers {
   readonly nodes: NodeTable;
   private readonly dirs = new Map<number, DirHandle>();
   private nextFh = 1;
   private exitHandler: (() => void) | null = null;
+  /** Set at INIT: a read-only mount on a kernel that can open without the daemon (see the header). */
+  private stateless = false;
+  /** Stateless mode: listings by directory InodeId, least recently used first. */
+  private readonly listings = new Map<InodeId, DirHandle>();
+  /** Stateless mode: directories to read ahead, the next on top (see prefetchChildren). */
+  private readonly prefetchStack: InodeId[] = [];
+  private prefetching = false;
+  private prefetchStep: Promise<void> | null = null;
+  /** Read-ahead listings not asked for yet; each one asked for earns more read-ahead. */
+  private readonly prefetched = new Set<InodeId>();
+  private prefetchBudget = PREFETCH_BUDGET_START;
+  /*
+   * Regular files known to carry no set-id bit and no security.capability:
+   * a write to one needs no privilege kill. Direct-I/O writes skip the
+   * kernel's own kill (file_remove_privs, the GETXATTR round trip before
+   * every buffered write), so the server does it: set-id bits when the
+   * request says FUSE_WRITE_KILL_SUIDGID, the capability always (as
+   * cap_inode_killpriv does). An entry goes when its mode or xattrs change.
+   */
+  private readonly plain = new Set<InodeId>();
 
   constructor(
     private readonly fs: ReadableFs,
-    opts: AdapterOptions,
+    private readonly opts: AdapterOptions,
   ) {
     this.nodes = new NodeTable(fs, (err) => opts.log(`unref: ${describe(err)}`));
   }
@@ -114,7 +193,10 @@ export class FuseAdapter implements FuseHandlers {
     return { mode, uid: r.uid, gid: r.gid };
   }
 
-  init(): void {}
+  init(_major: number, _minor: number, _want: number, capable: number, _maxWrite?: number): void {
+    const caps = this.opts.noOpenCaps ?? 0;
+    this.stateless = !this.fs.writable && caps !== 0 && (capable & caps) === caps;
+  }
 
   async lookup(r: FuseRequest, parent: number, name: Buffer): Promise<void> {
     const id = await this.fs.lookup(this.nodes.id(parent), name);
@@ -122,7 +204,8 @@ export class FuseAdapter implements FuseHandlers {
       r.entry(NEGATIVE_ENTRY);
       return;
     }
-    await this.replyEntry(r, id);
+    const st = await this.fs.getattr(id);
+    r.entryWith(this.nodes.acquireKnown(id) || (await this.nodes.acquire(id)), st);
   }
 
   forget(nodeid: number, nlookup: number): void {
@@ -134,17 +217,23 @@ export class FuseAdapter implements FuseHandlers {
   }
 
   async getattr(r: FuseRequest, nodeid: number): Promise<void> {
-    r.attr(this.entryOf(nodeid, await this.fs.getattr(this.nodes.id(nodeid))));
+    r.attrWith(nodeid, await this.fs.getattr(this.nodes.id(nodeid)));
   }
 
   async setattr(r: FuseRequest, nodeid: number, valid: number, v: Float64Array): Promise<void> {
     const id = this.nodes.id(nodeid);
     const fs = this.wfs;
     if (valid & SET_SIZE) await fs.truncate(id, v[3]!);
+    // Under KILLPRIV_V2 a truncate or chown leaves the kill to us (the reply carries the new mode).
+    if (valid & (SET_SIZE | SET_UID | SET_GID) && !(await this.isPlain(id)))
+      await this.killPriv(nodeid, id, (valid & SET_KILL_SUIDGID) !== 0 && !(valid & SET_MODE), false);
     const now = Date.now();
     const nowTime = { sec: Math.floor(now / 1000), nsec: (now % 1000) * 1e6 };
     const attr: Parameters<WritableFs['setattr']>[1] = {};
-    if (valid & SET_MODE) attr.mode = v[0]! & 0o7777;
+    if (valid & SET_MODE) {
+      attr.mode = v[0]! & 0o7777;
+      this.plain.delete(id);
+    }
     if (valid & SET_UID) attr.uid = v[1]!;
     if (valid & SET_GID) attr.gid = v[2]!;
     if (valid & SET_ATIME) attr.atime = valid & SET_ATIME_NOW ? nowTime : { sec: v[4]!, nsec: v[5]! };
@@ -201,23 +290,79 @@ export class FuseAdapter implements FuseHandlers {
     await this.replyEntry(r, id);
   }
 
-  async open(r: FuseRequest, nodeid: number, flags: number): Promise<void> {
+  async open(r: FuseRequest, nodeid: number, flags: number, killFlags = 0): Promise<void> {
     const id = this.nodes.id(nodeid);
     if ((flags & O_ACCMODE) !== 0 && !this.fs.writable) throw new FsError('EROFS');
-    if (flags & O_TRUNC) await this.wfs.truncate(id, 0);
-    r.open(0, { keepCache: true, noflush: true });
+    if (this.stateless) {
+      r.err(ENOSYS);
+      return;
+    }
+    if (flags & O_TRUNC) {
+      await this.wfs.truncate(id, 0);
+      if (!(await this.isPlain(id))) await this.killPriv(nodeid, id, (killFlags & FUSE_OPEN_KILL_SUIDGID) !== 0, true);
+    }
+    const direct = (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(id));
+    r.open(0, openFlags(direct));
   }
 
   async read(r: FuseRequest, nodeid: number, size: number, offset: number): Promise<void> {
     r.buf(await this.fs.read(this.nodes.id(nodeid), offset, size));
   }
 
-  async write(r: FuseRequest, nodeid: number, data: Buffer, offset: number): Promise<void> {
-    r.write(await this.wfs.write(this.nodes.id(nodeid), offset, data));
+  async write(r: FuseRequest, nodeid: number, data: Buffer, offset: number, _fh: number, writeFlags = 0): Promise<void> {
+    const id = this.nodes.id(nodeid);
+    const fs = this.wfs;
+    if (!(await this.isPlain(id))) await this.killPriv(nodeid, id, (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0, true);
+    r.write(await fs.write(id, offset, data));
+  }
+
+  /** True when `id` has no set-id bit and no security.capability (remembered). */
+  private async isPlain(id: InodeId): Promise<boolean> {
+    if (this.plain.has(id)) return true;
+    const st = await this.fs.getattr(id);
+    if ((st.mode & S_IFMT) !== S_IFREG || st.mode & (S_ISUID | S_ISGID)) return false;
+    if ((await this.fs.getxattr(id, SECURITY_CAPABILITY)) !== null) return false;
+    this.markPlain(id);
+    return true;
+  }
+
+  private markPlain(id: InodeId): void {
+    if (this.plain.size >= PLAIN_MAX) this.plain.clear();
+    this.plain.add(id);
+  }
+
+  /**
+   * What the kernel's file_remove_privs does before a buffered write or a
+   * truncate, and chown_common for a chown: the set-id bits go when the
+   * request says so (a writer without CAP_FSETID, any chown; S_ISGID only
+   * with group execute, setattr_should_drop_sgid), security.capability
+   * always. `invalidate`: the reply carries no attributes, so the kernel's
+   * cached mode is dropped.
+   */
+  private async killPriv(nodeid: number, id: InodeId, killSetId: boolean, invalidate: boolean): Promise<void> {
+    const fs = this.wfs;
+    const st = await fs.getattr(id);
+    let changed = false;
+    if (killSetId) {
+      let mode = st.mode & 0o7777;
+      if (mode & S_ISUID) mode &= ~S_ISUID;
+      if ((mode & (S_ISGID | S_IXGRP)) === (S_ISGID | S_IXGRP)) mode &= ~S_ISGID;
+      if (mode !== (st.mode & 0o7777)) {
+        await fs.setattr(id, { mode });
+        changed = true;
+      }
+    }
+    if ((await fs.getxattr(id, SECURITY_CAPABILITY)) !== null) {
+      await fs.removexattr(id, SECURITY_CAPABILITY);
+      changed = true;
+    }
+    if (changed && invalidate) this.opts.invalidateAttr?.(nodeid);
   }
 
   async flush(r: FuseRequest): Promise<void> {
-    r.ok();
+    // Sent only once opens are the kernel's (FOPEN_NOFLUSH is set otherwise): never again after ENOSYS.
+    if (this.stateless) r.err(ENOSYS);
+    else r.ok();
   }
 
   async release(r: FuseRequest): Promise<void> {
@@ -232,11 +377,40 @@ export class FuseAdapter implements FuseHandlers {
 
   async opendir(r: FuseRequest, nodeid: number): Promise<void> {
     const dir = this.nodes.id(nodeid);
+    if (this.stateless) {
+      r.err(ENOSYS);
+      return;
+    }
+    const fh = this.nextFh++;
+    this.dirs.set(fh, await this.listDir(dir));
+    r.open(fh, {});
+  }
+
+  private async listDir(dir: InodeId): Promise<DirHandle> {
     const [entries, st] = await Promise.all([this.fs.readdir(dir), this.fs.getattr(dir)]);
     if ((st.mode & S_IFMT) !== S_IFDIR) throw new FsError('ENOTDIR');
-    const fh = this.nextFh++;
-    this.dirs.set(fh, { dir, entries, ino: st.ino });
-    r.open(fh, {});
+    return { dir, entries, ino: st.ino };
+  }
+
+  /** Stateless mode: the listing of `nodeid`'s directory, kept for the calls that page through it. */
+  private async keptListing(nodeid: number): Promise<DirHandle> {
+    const dir = this.nodes.id(nodeid);
+    const kept = this.listings.get(dir);
+    if (kept) {
+      this.listings.delete(dir);
+      this.listings.set(dir, kept);
+      if (this.prefetched.delete(dir)) this.prefetchBudget = Math.min(PREFETCH_BUDGET_MAX, this.prefetchBudget + 2);
+      return kept;
+    }
+    const h = await this.listDir(dir);
+    this.keep(h);
+    return h;
+  }
+
+  private keep(h: DirHandle): void {
+    this.listings.delete(h.dir);
+    this.listings.set(h.dir, h);
+    if (this.listings.size > LISTINGS_KEPT) this.listings.delete(this.listings.keys().next().value!);
   }
 
   /*
@@ -245,60 +419,120 @@ export class FuseAdapter implements FuseHandlers {
    * the reply (the kernel may FORGET it as soon as it has the page), and the
    * ones that did not fit are released after.
    */
-  async readdirplus(r: FuseRequest, _nodeid: number, size: number, offset: number, fh: number): Promise<void> {
-    const h = this.dirs.get(fh);
+  async readdirplus(r: FuseRequest, nodeid: number, size: number, offset: number, fh: number): Promise<void> {
+    const h = fh === 0 && this.stateless ? await this.keptListing(nodeid) : this.dirs.get(fh);
     if (!h) throw new FsError('EBADF');
-    const total = h.entries.length + 2;
+    const entries = h.entries;
+    const total = entries.length + 2;
     if (offset >= total) {
-      r.buf(Buffer.alloc(0));
+      r.buf(EMPTY);
       return;
     }
     // A direntplus is 152 bytes of header and attributes plus the padded name.
-    let fit = 0;
+    let end = offset;
     let bytes = 0;
-    for (let k = offset; k < total; k++) {
-      const len = k < 2 ? k + 1 : h.entries[k - 2]!.name.length;
+    for (; end < total; end++) {
+      const len = end < 2 ? end + 1 : entries[end - 2]!.name.length;
       bytes += 152 + ((len + 7) & ~7);
       if (bytes > size) break;
-      fit++;
     }
+    if (this.stateless && offset === 0) this.prefetchChildren(entries);
+    const fit = end - offset;
     const names: Buffer[] = [];
     const stats = new Float64Array(fit * STAT_LEN);
+    for (let k = offset; k < 2 && k < end; k++) {
+      names.push(k === 0 ? DOT : DOTDOT);
+      encodeDot(stats, (k - offset) * STAT_LEN, h.ino);
+    }
+    const first = offset < 2 ? 2 : offset;
     const acquired: number[] = [];
-    try {
-      const picked = Array.from({ length: fit }, (_, i) => offset + i);
-      const attrs = await Promise.all(
-        picked.map((k) => (k < 2 ? null : this.fs.getattr(h.entries[k - 2]!.id).catch(() => undefined))),
-      );
-      for (let i = 0; i < fit; i++) {
-        const k = picked[i]!;
-        if (k < 2) {
-          names.push(Buffer.from(k === 0 ? '.' : '..'));
-          encodeStat({ ...NEGATIVE_ENTRY, ino: h.ino, mode: S_IFDIR }, stats, i * STAT_LEN);
-          continue;
+    if (first < end) {
+      // The attributes are asked for together: cold inodes load in parallel.
+      const pending: Promise<Stat | undefined>[] = [];
+      for (let k = first; k < end; k++) pending.push(this.fs.getattr(entries[k - 2]!.id).catch(noStat));
+      const attrs = await Promise.all(pending);
+      try {
+        for (let k = first; k < end; k++) {
+          const st = attrs[k - first];
+          // An entry removed since the snapshot ends the page; the next call resumes after it.
+          if (!st) break;
+          const e = entries[k - 2]!;
+          const n = this.nodes.acquireKnown(e.id) || (await this.nodes.acquire(e.id));
+          acquired.push(n);
+          encodeEntry(stats, names.length * STAT_LEN, n, st);
+          names.push(e.name);
         }
-        const st = attrs[i];
-        // An entry removed since the snapshot ends the page; the next call resumes after it.
-        if (!st) break;
-        const e = h.entries[k - 2]!;
-        const n = await this.nodes.acquire(e.id);
-        acquired.push(n);
-        names.push(e.name);
-        encodeStat(this.entryOf(n, st), stats, i * STAT_LEN);
+      } catch (err) {
+        for (const n of acquired) this.nodes.forget(n, 1);
+        throw err;
       }
-      if (names.length === 0 && fit > 0) {
+      if (names.length === 0) {
         // The first candidate vanished: skip it rather than end the listing.
-        r.dirplus(size, offset, [Buffer.from('.')], encodeStat({ ...NEGATIVE_ENTRY, ino: h.ino, mode: S_IFDIR }));
+        const one = new Float64Array(STAT_LEN);
+        encodeDot(one, 0, h.ino);
+        r.dirplus(size, offset, [DOT], one);
         return;
       }
-    } catch (err) {
-      for (const n of acquired) this.nodes.forget(n, 1);
-      throw err;
     }
     const packed = r.dirplus(size, offset, names, stats);
     const dotsPacked = Math.max(0, Math.min(packed, 2 - offset));
-    const realPacked = packed - dotsPacked;
-    for (const n of acquired.slice(realPacked)) this.nodes.forget(n, 1);
+    for (let i = packed - dotsPacked; i < acquired.length; i++) this.nodes.forget(acquired[i]!, 1);
+  }
+
+  /*
+   * Read-ahead of a walk (stateless mode): a program that lists a directory
+   * usually lists its subdirectories next (find, tar, ls -R go depth first).
+   * Their listings and the attributes of their entries are decoded while the
+   * kernel and the program digest the page just sent, so the next READDIRPLUS
+   * finds them cached. A stack (last listed on top, first child first)
+   * follows a depth-first walk; it is bounded, rationed by its hits
+   * (PREFETCH_BUDGET_START), and the work is done one directory per turn of
+   * the event loop so requests are read in between.
+   */
+  private prefetchChildren(entries: readonly DirEntry[]): void {
+    const stack = this.prefetchStack;
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const e = entries[i]!;
+      if (e.type === 'd' && !this.listings.has(e.id)) stack.push(e.id);
+    }
+    if (stack.length > PREFETCH_MAX) stack.splice(0, stack.length - PREFETCH_MAX);
+    if (!this.prefetching && stack.length > 0) {
+      this.prefetching = true;
+      setImmediate(() => void this.prefetchNext());
+    }
+  }
+
+  private prefetchNext(): void {
+    const dir = this.prefetchBudget > 0 ? this.prefetchStack.pop() : undefined;
+    if (dir === undefined) {
+      this.prefetchStack.length = 0;
+      this.prefetching = false;
+      this.prefetchStep = null;
+      return;
+    }
+    this.prefetchStep = this.prefetchDir(dir).then(() => {
+      setImmediate(() => this.prefetchNext());
+    });
+  }
+
+  private async prefetchDir(dir: InodeId): Promise<void> {
+    try {
+      if (this.listings.has(dir)) return;
+      this.prefetchBudget--;
+      const h = await this.listDir(dir);
+      this.keep(h);
+      if (this.prefetched.size >= LISTINGS_KEPT) this.prefetched.clear();
+      this.prefetched.add(dir);
+      await Promise.all(h.entries.map((e) => this.fs.getattr(e.id)));
+    } catch {
+      // Prefetching is a guess: a directory that fails is reported when it is listed.
+    }
+  }
+
+  /** Stops reading ahead; resolves once no engine call of it is running (before the engine closes). */
+  async quiesce(): Promise<void> {
+    this.prefetchStack.length = 0;
+    await this.prefetchStep;
   }
 
   async releasedir(r: FuseRequest, _nodeid: number, fh: number): Promise<void> {
@@ -318,7 +552,9 @@ export class FuseAdapter implements FuseHandlers {
   async setxattr(r: FuseRequest, nodeid: number, name: Buffer, value: Buffer, flags: number): Promise<void> {
     if (refusedXattr(name)) throw new FsError('EOPNOTSUPP');
     const how = flags & XATTR_CREATE ? 'create' : flags & XATTR_REPLACE ? 'replace' : undefined;
-    await this.wfs.setxattr(this.nodes.id(nodeid), name, value, how);
+    const id = this.nodes.id(nodeid);
+    this.plain.delete(id);
+    await this.wfs.setxattr(id, name, value, how);
     r.ok();
   }
 
@@ -351,6 +587,7 @@ export class FuseAdapter implements FuseHandlers {
     const dir = this.nodes.id(parent);
     const fs = this.wfs;
     let id: InodeId;
+    let created = true;
     try {
       id = await fs.mknod(dir, name, await this.newOwner(r, dir, (mode & 0o7777) | S_IFREG));
     } catch (err) {
@@ -359,11 +596,15 @@ export class FuseAdapter implements FuseHandlers {
       const found = await fs.lookup(dir, name);
       if (found === null) throw err;
       id = found;
+      created = false;
       if (flags & O_TRUNC) await fs.truncate(id, 0);
     }
     const st = await this.fs.getattr(id);
+    // A file made here has no xattrs: plain unless its mode has a set-id bit.
+    if (created && !(st.mode & (S_ISUID | S_ISGID))) this.markPlain(id);
     const nodeid = await this.nodes.acquire(id);
-    r.create(this.entryOf(nodeid, st), 0, { keepCache: true, noflush: true });
+    const direct = (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(id));
+    r.create(this.entryOf(nodeid, st), 0, openFlags(direct));
   }
 
   async lseek(r: FuseRequest, nodeid: number, offset: number, whence: number): Promise<void> {
@@ -394,6 +635,22 @@ export class FuseAdapter implements FuseHandlers {
   exit(): void {
     this.exitHandler?.();
   }
+}
+
+/*
+ * A write-only open of a plain file (no set-id bit, no file capability: the
+ * server kills those itself when they appear, see killPriv) is served
+ * direct_io: each write(2) is one WRITE request
+ * of up to max_write bytes. Through the page cache a write that does not
+ * start on a page boundary is split at the first page end (the kernel locks
+ * the partial page and sends it alone), so GNU tar's 10 KiB records, 512
+ * bytes off the page grid after each header, cost two round trips each. A
+ * write-only descriptor can neither read nor mmap, so nothing is lost; the
+ * kernel drops cached pages of the written range (kernel >= 6.6) for the
+ * other openers.
+ */
+function openFlags(directIo: boolean): { keepCache: true; noflush: true; directIo: boolean } {
+  return { keepCache: true, noflush: true, directIo };
 }
 
 function describe(err: unknown): string {

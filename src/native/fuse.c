@@ -27,6 +27,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <linux/fuse.h>
 
 enum op {
   OP_INIT, OP_LOOKUP, OP_FORGET, OP_FORGET_MULTI, OP_GETATTR, OP_SETATTR, OP_READLINK,
@@ -52,6 +55,11 @@ struct session {
   int refs;      /* 1 for the mount + 1 per live request handle */
   int polling;
   int closed;    /* fuse_session_destroy done: replies are dropped */
+  /* killpriv_io (below): the request being processed, the INIT to amend. */
+  const struct fuse_in_header *cur_req;
+  size_t cur_len;
+  uint64_t init_unique;
+  uint32_t init_flags;
 };
 
 struct sreq {
@@ -261,8 +269,9 @@ static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 }
 #undef OPC
 #define OPC OP_OPEN
+static uint32_t open_flags_of(struct session *s);
 static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  ENV; ARGS(num(env, ino), num(env, fi->flags));
+  ENV; ARGS(num(env, ino), num(env, fi->flags), num(env, open_flags_of(S(req))));
 }
 #undef OPC
 #define OPC OP_READ
@@ -271,10 +280,23 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 }
 #undef OPC
 #define OPC OP_WRITE
+/*
+ * The request's write_flags (FUSE_WRITE_KILL_SUIDGID: the writer lacks
+ * CAP_FSETID, so the server clears set-id bits), which libfuse 3.14 does not
+ * pass on. Its do_write hands over the data as PARAM(arg), the bytes right
+ * after the request's struct fuse_write_in (protocol >= 7.9; splice is off,
+ * so the request sits whole in the receive buffer).
+ */
+struct sifuse_write_in { uint64_t fh, offset; uint32_t size, write_flags; uint64_t lock_owner; uint32_t flags, padding; };
+static uint32_t write_flags_of(const char *buf) {
+  const struct sifuse_write_in *in = (const struct sifuse_write_in *)(const void *)(buf - sizeof *in);
+  return in->write_flags;
+}
 static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi) {
   /* buf lives in the reused receive buffer: JS gets a copy. */
-  ENV; ARGS(num(env, ino), bytes(env, buf, size), num(env, (double)off), num(env, fh_of(fi)));
+  ENV; ARGS(num(env, ino), bytes(env, buf, size), num(env, (double)off), num(env, fh_of(fi)),
+            num(env, write_flags_of(buf)));
 }
 #undef OPC
 #define OPC OP_FLUSH
@@ -364,6 +386,64 @@ static const struct fuse_lowlevel_ops ops = {
   .statfs = ll_statfs, .setxattr = ll_setxattr, .getxattr = ll_getxattr, .listxattr = ll_listxattr,
   .removexattr = ll_removexattr, .create = ll_create, .lseek = ll_lseek,
 };
+
+/* ---- FUSE_HANDLE_KILLPRIV_V2 through libfuse 3.14 ------------------------- */
+/*
+ * libfuse 3.14 knows neither FUSE_HANDLE_KILLPRIV_V2 nor OPEN's open_flags
+ * (and never forwards FUSE_HANDLE_KILLPRIV). A custom I/O pair
+ * (fuse_session_custom_io) sees every request read and every reply written:
+ * it remembers the request being processed (libfuse dispatches it before the
+ * next read) and, when JS asks for it (want bit CAP_HANDLE_KILLPRIV_V2), adds
+ * FUSE_HANDLE_KILLPRIV_V2 to the INIT reply if the kernel offered it. Then
+ * the kernel sets SB_NOSEC (no GETXATTR security.capability before each
+ * buffered write), sends no GETATTR before a chown, and leaves the killing
+ * of set-id bits to the server (linux/fuse.h 7.33): FUSE_WRITE_KILL_SUIDGID
+ * on WRITE, FATTR_KILL_SUIDGID on SETATTR (chown; truncate without
+ * CAP_FSETID), FUSE_OPEN_KILL_SUIDGID on OPEN with O_TRUNC.
+ */
+#define SIFUSE_CAP_KILLPRIV_V2 (1u << 30)
+
+static ssize_t killpriv_read(int fd, void *buf, size_t len, void *userdata) {
+  struct session *s = userdata;
+  ssize_t n = read(fd, buf, len);
+  if (n < (ssize_t)sizeof(struct fuse_in_header)) {
+    s->cur_req = NULL;
+    return n;
+  }
+  const struct fuse_in_header *h = buf;
+  s->cur_req = h;
+  s->cur_len = (size_t)n;
+  /* fuse_init_in: major, minor, max_readahead, flags (the first 16 bytes of every version). */
+  if (h->opcode == FUSE_INIT && (size_t)n >= sizeof *h + 4 * sizeof(uint32_t)) {
+    const uint32_t *in = (const void *)(h + 1);
+    s->init_unique = h->unique;
+    s->init_flags = in[3];
+  }
+  return n;
+}
+
+static ssize_t killpriv_writev(int fd, struct iovec *iov, int count, void *userdata) {
+  struct session *s = userdata;
+  if (s->init_unique != 0 && count >= 2 && iov[0].iov_len >= sizeof(struct fuse_out_header) &&
+      iov[1].iov_len >= 4 * sizeof(uint32_t)) {
+    const struct fuse_out_header *oh = iov[0].iov_base;
+    if (oh->unique == s->init_unique) {
+      s->init_unique = 0;
+      /* fuse_init_out: major, minor, max_readahead, flags. */
+      uint32_t *out = iov[1].iov_base;
+      if (oh->error == 0 && (s->want_set & SIFUSE_CAP_KILLPRIV_V2) && (s->init_flags & FUSE_HANDLE_KILLPRIV_V2))
+        out[3] |= FUSE_HANDLE_KILLPRIV_V2;
+    }
+  }
+  return writev(fd, iov, count);
+}
+
+/* open_flags (FUSE_OPEN_KILL_SUIDGID) of the OPEN being dispatched. */
+static uint32_t open_flags_of(struct session *s) {
+  const struct fuse_in_header *h = s->cur_req;
+  if (!h || h->opcode != FUSE_OPEN || s->cur_len < sizeof *h + sizeof(struct fuse_open_in)) return 0;
+  return ((const struct fuse_open_in *)(const void *)(h + 1))->open_flags;
+}
 
 /* ---- the loop ------------------------------------------------------------ */
 
@@ -800,6 +880,14 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   log_to_stderr = 1;
   int fd = fuse_session_fd(s->se);
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  const struct fuse_custom_io io = {.read = killpriv_read, .writev = killpriv_writev};
+  if (fuse_session_custom_io(s->se, &io, fd) != 0) {
+    fuse_session_unmount(s->se);
+    fuse_session_destroy(s->se);
+    free(s);
+    throw_mount_error(env, "EMOUNT", "libfuse refused the session's I/O functions");
+    return NULL;
+  }
   uv_loop_t *loop;
   napi_value resource, name, ext;
   napi_get_uv_event_loop(env, &loop);
@@ -883,7 +971,9 @@ static napi_value init(napi_env env, napi_value exports) {
     {"CAP_READDIRPLUS_AUTO", FUSE_CAP_READDIRPLUS_AUTO}, {"CAP_ASYNC_DIO", FUSE_CAP_ASYNC_DIO},
     {"CAP_WRITEBACK_CACHE", FUSE_CAP_WRITEBACK_CACHE}, {"CAP_PARALLEL_DIROPS", FUSE_CAP_PARALLEL_DIROPS},
     {"CAP_POSIX_ACL", FUSE_CAP_POSIX_ACL}, {"CAP_HANDLE_KILLPRIV", FUSE_CAP_HANDLE_KILLPRIV},
+    {"CAP_HANDLE_KILLPRIV_V2", SIFUSE_CAP_KILLPRIV_V2},
     {"CAP_CACHE_SYMLINKS", FUSE_CAP_CACHE_SYMLINKS}, {"CAP_NO_OPENDIR_SUPPORT", FUSE_CAP_NO_OPENDIR_SUPPORT},
+    {"CAP_NO_OPEN_SUPPORT", FUSE_CAP_NO_OPEN_SUPPORT},
     {"CAP_EXPLICIT_INVAL_DATA", FUSE_CAP_EXPLICIT_INVAL_DATA}, {"CAP_POSIX_LOCKS", FUSE_CAP_POSIX_LOCKS},
     {"CAP_FLOCK_LOCKS", FUSE_CAP_FLOCK_LOCKS}, {"CAP_IOCTL_DIR", FUSE_CAP_IOCTL_DIR},
   };

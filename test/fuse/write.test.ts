@@ -206,6 +206,19 @@ for (const kind of ['ext3', 'overlay'] as const) {
         await run(`mkdir -p ul && python3 ${scripts}/ops.py unlink-open ul`);
       });
 
+      it('a write clears set-id bits (writer without CAP_FSETID) and security.capability, as the kernel does', async (ctx) => {
+        if (why) skipBecause(ctx, why);
+        if (process.getuid?.() !== 0) skipBecause(ctx, 'setting set-id bits and security.capability needs root');
+        await run(`mkdir -p kp && python3 ${scripts}/ops.py killpriv kp`);
+      });
+
+      it('O_APPEND from two descriptors, truncate then write, and a time set before close', async (ctx) => {
+        if (why) skipBecause(ctx, why);
+        await run(`mkdir -p ap && python3 ${scripts}/ops.py append ap`);
+        await remount();
+        expect(await run('stat -c %s ap/ap ap/tw ap/ut')).toMatch(/^\d+\n5003\n20000\n?$/);
+      });
+
       it('concurrent readers and writers each see whole files', async (ctx) => {
         if (why) skipBecause(ctx, why);
         await run(`mkdir -p cc && python3 ${scripts}/ops.py concurrent cc 4`);

@@ -31,8 +31,10 @@ let dir: string;
 let bottom: string;
 let top: string;
 
-const big = Buffer.alloc(300 * 1024);
+// Three copy-up chunks (1 MiB each) with a tail off the 4 KiB grid, and zero blocks across the first chunk boundary.
+const big = Buffer.alloc(2.5 * 1024 * 1024 + 123);
 for (let i = 0; i < big.length; i++) big[i] = (i * 7 + (i >> 10)) & 0xff;
+big.fill(0, (1 << 20) - 8192, (1 << 20) + 8192);
 
 beforeAll(() => {
   dir = tempDir('core');
@@ -121,6 +123,30 @@ describe('merged view (read only)', () => {
     const k = await openStack([top, bottom], undefined, { mergedDirNlink: 'one' });
     expect((await k.getattr(await at(k, '/etc'))).nlink).toBe(1);
     await k.close();
+  });
+
+  it("a merged directory's st_nlink follows mkdir, rmdir and renames of directories, not files coming and going", async () => {
+    const { ov, image } = await fresh('nlink');
+    const tree = await at(ov, '/tree');
+    // Copying a file up gives /tree an upper directory: it is merged from then on.
+    await ov.write(await at(ov, '/tree/top'), 0, b('T'));
+    const nlink = async () => (await ov.getattr(tree)).nlink;
+    expect(await nlink()).toBe(3);
+    await ov.unlink(tree, b('top'));
+    expect(await nlink()).toBe(3);
+    await ov.mknod(tree, b('f'), { mode: 0o100644, uid: 0, gid: 0 });
+    await ov.link(await at(ov, '/tree/f'), tree, b('f2'));
+    expect(await nlink()).toBe(3);
+    await ov.mkdir(tree, b('n1'), { mode: 0o040755, uid: 0, gid: 0 });
+    expect(await nlink()).toBe(4);
+    await ov.rename(tree, b('n1'), ov.rootId, b('n1moved'), {});
+    expect(await nlink()).toBe(3);
+    await ov.rename(ov.rootId, b('n1moved'), tree, b('back'), {});
+    expect(await nlink()).toBe(4);
+    await ov.rmdir(tree, b('back'));
+    await ov.unlink(tree, b('f'));
+    expect(await nlink()).toBe(3);
+    await closeAndCheck(ov, image);
   });
 
   it('readdir is one stable snapshot per directory state', async () => {

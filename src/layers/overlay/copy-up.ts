@@ -23,21 +23,37 @@ export interface BuiltCopy {
   st: Stat;
 }
 
+/*
+ * Data is copied in 1 MiB chunks with the next chunk's read under way while
+ * the current one is written: the lower read (pread + decompression, off
+ * the main thread where the engine can) overlaps the upper write.
+ */
 async function copyData(src: ReadableFs, srcId: InodeId, ops: UpperOps, dst: InodeId, size: number): Promise<void> {
   const ranges = await src.dataRanges(srcId);
+  const chunks: { pos: number; len: number }[] = [];
   for (const r of ranges) {
     const end = Math.min(r.offset + r.length, size);
-    let pos = r.offset;
-    while (pos < end) {
-      const want = Math.min(COPY_CHUNK, end - pos);
-      const chunk = await src.read(srcId, pos, want);
-      if (chunk.length === 0) break;
-      await writeNonZero(ops, dst, pos, chunk);
-      pos += chunk.length;
+    for (let pos = r.offset; pos < end; pos += COPY_CHUNK) chunks.push({ pos, len: Math.min(COPY_CHUNK, end - pos) });
+  }
+  const readChunk = (i: number): Promise<Buffer> | null =>
+    i < chunks.length ? src.read(srcId, chunks[i]!.pos, chunks[i]!.len) : null;
+  let next = readChunk(0);
+  try {
+    for (let i = 0; i < chunks.length; i++) {
+      const chunk = await next!;
+      next = readChunk(i + 1);
+      // A short read (a read-only lower does not shrink) just copies what came.
+      if (chunk.length > 0) await writeNonZero(ops, dst, chunks[i]!.pos, chunk);
     }
+  } finally {
+    // A failed write leaves the next chunk's read running: let it settle unobserved.
+    void next?.catch(() => undefined);
   }
   await ops.fs.truncate(dst, size);
 }
+
+const BLOCK = 4096;
+const ZERO_BLOCK = Buffer.alloc(BLOCK);
 
 /**
  * Writes the 4 KiB blocks of `chunk` that hold data, in runs: all-zero blocks
@@ -45,10 +61,9 @@ async function copyData(src: ReadableFs, srcId: InodeId, ops: UpperOps, dst: Ino
  * copy gives the file its size).
  */
 async function writeNonZero(ops: UpperOps, dst: InodeId, pos: number, chunk: Buffer): Promise<void> {
-  const BLOCK = 4096;
   let runStart = -1;
   for (let off = 0; off < chunk.length; off += BLOCK) {
-    const zero = isZero(chunk.subarray(off, Math.min(off + BLOCK, chunk.length)));
+    const zero = isZero(chunk, off, Math.min(off + BLOCK, chunk.length));
     if (!zero && runStart < 0) runStart = off;
     if (zero && runStart >= 0) {
       await ops.fs.write(dst, pos + runStart, chunk.subarray(runStart, off));
@@ -58,16 +73,9 @@ async function writeNonZero(ops: UpperOps, dst: InodeId, pos: number, chunk: Buf
   if (runStart >= 0) await ops.fs.write(dst, pos + runStart, chunk.subarray(runStart));
 }
 
-/** Whether every byte is zero. */
-function isZero(b: Buffer): boolean {
-  for (let i = 0; i < b.length; i += 8) {
-    if (i + 8 <= b.length) {
-      if (b.readBigUInt64LE(i) !== 0n) return false;
-    } else {
-      for (let j = i; j < b.length; j++) if (b[j] !== 0) return false;
-    }
-  }
-  return true;
+/** Whether bytes [start, end) of `b` (at most one block) are all zero: one native compare, no copy. */
+function isZero(b: Buffer, start: number, end: number): boolean {
+  return b.compare(ZERO_BLOCK, 0, end - start, start, end) === 0;
 }
 
 async function copyXattrs(src: ReadableFs, srcId: InodeId, ops: UpperOps, dst: InodeId): Promise<void> {

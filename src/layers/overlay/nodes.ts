@@ -41,6 +41,10 @@ export interface Node {
   listing: readonly import('../../engine.js').DirEntry[] | null;
   /** Lookup results (name -> node id, or null: nothing visible), until this directory changes. */
   children: Map<string, InodeId | null> | null;
+  /** Directories: visible subdirectories (st_nlink - 2), until one is added or removed. */
+  subdirs: number | null;
+  /** Directories: counts the changes that clear `subdirs` (a count read across one is not kept). */
+  dirGen: number;
 }
 
 export function layerKey(layer: number, id: InodeId): string {
@@ -57,7 +61,9 @@ export class NodeTable {
   }
 
   create(
-    fields: Omit<Node, 'id' | 'refs' | 'dead' | 'listing' | 'children' | 'ino' | 'indexed'> & { ino?: number | null },
+    fields: Omit<Node, 'id' | 'refs' | 'dead' | 'listing' | 'children' | 'ino' | 'indexed' | 'subdirs' | 'dirGen'> & {
+      ino?: number | null;
+    },
   ): Node {
     const node: Node = {
       ...fields,
@@ -66,6 +72,8 @@ export class NodeTable {
       dead: false,
       listing: null,
       children: null,
+      subdirs: null,
+      dirGen: 0,
       ino: fields.ino ?? null,
       indexed: null,
     };

@@ -198,10 +198,18 @@ export class Overlay implements WritableFs {
     }
   }
 
-  /** Directory `n`'s names changed: its listing and lookup results are rebuilt on next use. */
-  private changed(n: Node): void {
+  /**
+   * Directory `n`'s names changed: its cached listing and lookups go. Its
+   * subdirectory count goes too, unless `subdirDelta` says how it moved (0:
+   * a non-directory came or went; +1 mkdir, -1 rmdir of a visible one).
+   */
+  private changed(n: Node, subdirDelta?: number): void {
     n.listing = null;
     n.children = null;
+    if (subdirDelta === 0) return;
+    // A count being read across this change is not kept (dirGen).
+    n.dirGen++;
+    n.subdirs = subdirDelta !== undefined && n.subdirs !== null ? n.subdirs + subdirDelta : null;
   }
 
   /** Nodes in the table (bounded by nodeLimit between namespace operations). */
@@ -344,14 +352,26 @@ export class Overlay implements WritableFs {
     if (n.type === 'd') {
       const layers = (n.upper !== null ? 1 : 0) + (n.lowers?.length ?? 0);
       // A merged directory's links are counted from its merged listing (the kernel shows 1).
-      if (layers > 1)
-        out.nlink = this.mergedDirNlink === 'one' ? 1 : 2 + (await this.readdir(id)).filter((e) => e.type === 'd').length;
+      if (layers > 1) out.nlink = this.mergedDirNlink === 'one' ? 1 : 2 + (await this.subdirCount(n));
     } else if (src.layer === 0 && this.hasUpper && (await this.isIndexed(n, st))) {
       out.nlink = Math.max(0, st.nlink - 1) + (await this.lowerLinks(n.upper!));
     }
     // No name leads here (an open, unlinked file or removed directory); a lower object still has its links.
     if (n.dead) out.nlink = 0;
     return out;
+  }
+
+  /**
+   * Visible subdirectories of merged directory `n`, from its listing; kept
+   * until a directory entry comes or goes (a file removal in a big merged
+   * directory then costs no new merged listing at the next stat).
+   */
+  private async subdirCount(n: Node): Promise<number> {
+    if (n.subdirs !== null) return n.subdirs;
+    const gen = n.dirGen;
+    const count = (await this.readdir(n.id)).filter((e) => e.type === 'd').length;
+    if (n.dirGen === gen) n.subdirs = count;
+    return count;
   }
 
   async lookup(dir: InodeId, name: Buffer): Promise<InodeId | null> {
@@ -739,7 +759,7 @@ export class Overlay implements WritableFs {
       } else {
         id = await make(pu, name);
       }
-      this.changed(p);
+      this.changed(p, isDir ? 1 : 0);
       const n = this.nodes.byLayerKey(layerKey(0, id));
       if (n) return n.id;
       const node = this.nodes.create({
@@ -800,7 +820,7 @@ export class Overlay implements WritableFs {
         await ops.fs.link(u, pu, name);
         if (r.upperWhiteout === 'fuse') await ops.dropFuseWhiteout(pu, name);
       }
-      this.changed(p);
+      this.changed(p, 0);
     });
   }
 
@@ -845,7 +865,7 @@ export class Overlay implements WritableFs {
         await writeWhiteout(ops.fs, pu, name, ops.encoding, ROOT_OWNER);
         if (await this.isIndexed(n)) await this.addLowerLinks(n.upper!, -1);
       }
-      this.changed(p);
+      this.changed(p, 0);
       await this.afterNameGone(n);
     });
   }
@@ -878,7 +898,7 @@ export class Overlay implements WritableFs {
       } else {
         await writeWhiteout(ops.fs, pu, name, ops.encoding, ROOT_OWNER);
       }
-      this.changed(p);
+      this.changed(p, -1);
       this.nodes.kill(n);
     });
   }

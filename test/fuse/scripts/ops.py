@@ -7,6 +7,8 @@ message on the first wrong result.
     ops.py unlink-open DIR      read and write a file after unlinking its only name
     ops.py concurrent DIR N     N writer processes and N reader processes on shared files
     ops.py rename-storm DIR N   N processes renaming files over each other; the set of contents survives
+    ops.py killpriv DIR         writes clear set-id bits (writer without CAP_FSETID) and security.capability (root)
+    ops.py append DIR           O_APPEND from two descriptors, truncate then write, utime before close
 """
 import hashlib
 import mmap
@@ -144,10 +146,198 @@ def cmd_rename_storm(d, n):
         fail(f"after the storm: {left} hold {contents}")
 
 
+# A valid VFS_CAP_REVISION_2 value: cap_net_raw (bit 13) permitted, effective.
+CAP_NET_RAW = (0x02000001).to_bytes(4, "little") + (1 << 13).to_bytes(4, "little") + bytes(12)
+CAP_FSETID = 4
+
+
+def without_fsetid(fn):
+    """Runs fn() in a child that has dropped CAP_FSETID from its effective set
+    (capset(2) through ctypes), as an unprivileged writer; fails if it fails."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+            data = (ctypes.c_uint32 * 6)()  # two of {effective, permitted, inheritable}
+            if libc.capget(header, data) != 0:
+                fail(f"capget: errno {ctypes.get_errno()}")
+            data[0] &= ~(1 << CAP_FSETID)
+            if libc.capset(header, data) != 0:
+                fail(f"capset: errno {ctypes.get_errno()}")
+            fn()
+        except SystemExit as e:
+            sys.stderr.write(f"{e}\n")
+            os._exit(1)
+        except BaseException as e:  # noqa: BLE001 - report anything the child hits
+            sys.stderr.write(f"ops.py: without CAP_FSETID: {e!r}\n")
+            os._exit(1)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        fail("a write without CAP_FSETID failed")
+
+
+def made(d, name, mode):
+    p = os.path.join(d, name)
+    with open(p, "wb") as f:
+        f.write(b"start\n")
+    os.chmod(p, mode)
+    return p
+
+
+def perm(p):
+    return os.stat(p).st_mode & 0o7777
+
+
+def has_cap(p):
+    try:
+        os.getxattr(p, "security.capability")
+        return True
+    except OSError:
+        return False
+
+
+def cmd_killpriv(d):
+    if os.getuid() != 0:
+        fail("killpriv needs root (it drops CAP_FSETID for some writes)")
+    # Written by a process without CAP_FSETID: S_ISUID goes, S_ISGID with group execute goes.
+    a = made(d, "a", 0o6755)
+    fd = os.open(a, os.O_WRONLY | os.O_APPEND)
+
+    def write_a():
+        os.write(fd, b"more\n")
+        if os.fstat(fd).st_mode & 0o7777 != 0o755:
+            fail(f"a: fstat right after the write shows {os.fstat(fd).st_mode & 0o7777:o}")
+    without_fsetid(write_a)
+    os.close(fd)
+    if perm(a) != 0o755:
+        fail(f"a: written without CAP_FSETID, mode is {perm(a):o}, not 755")
+    # S_ISGID without group execute is mandatory locking, not set-gid: it stays.
+    g = made(d, "g", 0o2744)
+    fd = os.open(g, os.O_WRONLY | os.O_APPEND)
+    without_fsetid(lambda: os.write(fd, b"x"))
+    os.close(fd)
+    if perm(g) != 0o2744:
+        fail(f"g: mode is {perm(g):o}, not 2744")
+    # Root (CAP_FSETID) keeps the bits.
+    r = made(d, "r", 0o4755)
+    with open(r, "ab") as f:
+        f.write(b"root\n")
+    if perm(r) != 0o4755:
+        fail(f"r: written by root, mode is {perm(r):o}, not 4755")
+    # The bit set on an already open write-only descriptor, then a write.
+    c = made(d, "c", 0o755)
+    fd = os.open(c, os.O_WRONLY)
+
+    def write_c():
+        os.fchmod(fd, 0o4755)
+        os.pwrite(fd, b"late", 2)
+        if os.fstat(fd).st_mode & 0o7777 != 0o755:
+            fail(f"c: fstat right after the write shows {os.fstat(fd).st_mode & 0o7777:o}")
+    without_fsetid(write_c)
+    os.close(fd)
+    if perm(c) != 0o755:
+        fail(f"c: set-uid after open, then written without CAP_FSETID: mode is {perm(c):o}")
+    # chown clears S_ISUID even for root, S_ISGID only with group execute.
+    h = made(d, "h", 0o6755)
+    os.chown(h, 0, 0)
+    if perm(h) != 0o755:
+        fail(f"h: chown of a 6755 file left {perm(h):o}")
+    h2 = made(d, "h2", 0o2744)
+    os.chown(h2, 0, 0)
+    if perm(h2) != 0o2744:
+        fail(f"h2: chown of a 2744 file left {perm(h2):o}")
+    # truncate: the bits go without CAP_FSETID, stay with it; also for open(O_TRUNC).
+    t = made(d, "t", 0o4755)
+    fd = os.open(t, os.O_WRONLY)
+    without_fsetid(lambda: os.ftruncate(fd, 2))
+    os.close(fd)
+    if perm(t) != 0o755:
+        fail(f"t: truncated without CAP_FSETID, mode is {perm(t):o}")
+    t2 = made(d, "t2", 0o4755)
+    os.truncate(t2, 2)
+    if perm(t2) != 0o4755:
+        fail(f"t2: truncated by root, mode is {perm(t2):o}")
+    o = made(d, "o", 0o4755)
+
+    def open_trunc():
+        os.close(os.open(o, os.O_WRONLY | os.O_TRUNC))
+        if perm(o) != 0o755:
+            fail(f"o: open(O_TRUNC) without CAP_FSETID, stat right after shows {perm(o):o}")
+    without_fsetid(open_trunc)
+    if os.stat(o).st_size != 0:
+        fail("o: open(O_TRUNC) did not truncate")
+    # security.capability goes on any write, root's too.
+    k = made(d, "k", 0o755)
+    os.setxattr(k, "security.capability", CAP_NET_RAW)
+    if not has_cap(k):
+        fail("k: security.capability was not stored")
+    with open(k, "ab") as f:
+        f.write(b"x")
+    if has_cap(k):
+        fail("k: security.capability survived a write")
+    # ... also when it appears on an already open write-only descriptor.
+    e = made(d, "e", 0o755)
+    fd = os.open(e, os.O_WRONLY)
+    os.setxattr(e, "security.capability", CAP_NET_RAW)
+    os.write(fd, b"y")
+    os.close(fd)
+    if has_cap(e):
+        fail("e: security.capability survived a write through a descriptor opened before it was set")
+    with open(e, "rb") as f:
+        if f.read() != b"ytart\n":
+            fail("e: wrong content")
+
+
+def cmd_append(d):
+    p = os.path.join(d, "ap")
+    a = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    b = os.open(p, os.O_WRONLY | os.O_APPEND)
+    want = b""
+    for i in range(200):
+        chunk = (b"a%d," % i) if i % 3 else (b"B%d;" % i) * 700
+        os.write(a if i % 2 else b, chunk)
+        want += chunk
+    os.close(a)
+    os.close(b)
+    with open(p, "rb") as f:
+        if f.read() != want:
+            fail("two O_APPEND descriptors: the file is not the writes in order")
+    if os.stat(p).st_size != len(want):
+        fail("two O_APPEND descriptors: wrong size")
+    # Truncate, then write past the end through the same write-only descriptor.
+    t = os.path.join(d, "tw")
+    fd = os.open(t, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, bytes(range(256)) * 40)
+    os.ftruncate(fd, 3000)
+    if os.stat(t).st_size != 3000 or os.fstat(fd).st_size != 3000:
+        fail(f"after ftruncate: size {os.stat(t).st_size}")
+    os.pwrite(fd, b"xyz", 5000)
+    if os.stat(t).st_size != 5003:
+        fail(f"after a write past the end: size {os.stat(t).st_size}")
+    if os.lseek(fd, 0, os.SEEK_END) != 5003:
+        fail("SEEK_END does not see the new size")
+    os.close(fd)
+    with open(t, "rb") as f:
+        if f.read() != (bytes(range(256)) * 40)[:3000] + bytes(2000) + b"xyz":
+            fail("truncate then write: wrong content")
+    # A time set between the writes and close stays.
+    u = os.path.join(d, "ut")
+    fd = os.open(u, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"data" * 5000)
+    os.utime(fd, ns=(1_000_000_123, 2_000_000_456))
+    os.close(fd)
+    st = os.stat(u)
+    if (st.st_atime_ns, st.st_mtime_ns, st.st_size) != (1_000_000_123, 2_000_000_456, 20000):
+        fail(f"utime before close: {st.st_atime_ns} {st.st_mtime_ns} {st.st_size}")
+
+
 def main():
     cmd, *args = sys.argv[1:]
     {"mmap": cmd_mmap, "unlink-open": cmd_unlink_open, "concurrent": cmd_concurrent,
-     "rename-storm": cmd_rename_storm}[cmd](*args)
+     "rename-storm": cmd_rename_storm, "killpriv": cmd_killpriv, "append": cmd_append}[cmd](*args)
 
 
 main()
