@@ -369,9 +369,10 @@ export class FuseSession {
   }
 
   /*
-   * Called by the addon as dispatch(op, handle|null, uid, gid, pid, x0..x6)
-   * (call_js in fuse.c): fixed parameters, so no argument array is built per
-   * request; handlers ignore the trailing undefined ones.
+   * Called by the addon as dispatch(op, handle|null, uid, gid, pid, x0..x5)
+   * (call_js in fuse.c; no op has more than six arguments, INIT the most):
+   * fixed parameters, so no argument array is built per request; handlers
+   * ignore the trailing undefined ones.
    */
   private dispatch(
     h: FuseHandlers,
