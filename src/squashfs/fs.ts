@@ -42,7 +42,12 @@ export interface SquashfsOptions {
   listingCacheBytes?: number;
   /** Blocks decoded ahead of a sequential reader. Default 4. */
   readAheadBlocks?: number;
-  /** Decompress read-ahead blocks on libuv's thread pool (gzip, xz, lzma, lz4). Default false. */
+  /**
+   * Decompress read-ahead blocks on libuv's thread pool through the libraries'
+   * async calls (xz, lzma, lz4; gzip where the source has no readBlock). Default
+   * false. gzip blocks of a file region always read and inflate there, as one
+   * sifuse_block job each (file.ts).
+   */
   poolReadAhead?: boolean;
   /**
    * Lookups in one indexed (large) directory served through its index before

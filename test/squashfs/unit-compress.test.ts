@@ -76,7 +76,7 @@ describe('compressors through mksquashfs images', () => {
     });
   }
 
-  // gzip from a file goes through sifuse_block instead (unit-file.test.ts).
+  // gzip from a file goes through sifuse_block instead (unit-block.test.ts).
   it('reads the same with read-ahead decompressed on the thread pool', async () => {
     for (const comp of ['xz', 'lz4', 'lzma']) {
       const path = mksquashfs(src, join(work, `pool-${comp}.sqfs`), ['-comp', comp]);
