@@ -97,8 +97,10 @@ export class FuseAdapter implements FuseHandlers {
    * every buffered write), so the server does it: set-id bits when the
    * request says FUSE_WRITE_KILL_SUIDGID, the capability always (as
    * cap_inode_killpriv does). An entry goes when its mode or xattrs change.
+   * Keyed by nodeid, which is never reused (an engine may reuse an InodeId
+   * once the file is gone, a new file must not inherit the answer).
    */
-  private readonly plain = new Set<InodeId>();
+  private readonly plain = new Set<number>();
 
   constructor(
     private readonly fs: ReadableFs,
@@ -165,14 +167,14 @@ export class FuseAdapter implements FuseHandlers {
     const fs = this.wfs;
     if (valid & SET_SIZE) await fs.truncate(id, v[3]!);
     // Under KILLPRIV_V2 a truncate or chown leaves the kill to us (the reply carries the new mode).
-    if (valid & (SET_SIZE | SET_UID | SET_GID) && !(await this.isPlain(id)))
+    if (valid & (SET_SIZE | SET_UID | SET_GID) && !(await this.isPlain(nodeid, id)))
       await this.killPriv(nodeid, id, (valid & SET_KILL_SUIDGID) !== 0 && !(valid & SET_MODE), false);
     const now = Date.now();
     const nowTime = { sec: Math.floor(now / 1000), nsec: (now % 1000) * 1e6 };
     const attr: Parameters<WritableFs['setattr']>[1] = {};
     if (valid & SET_MODE) {
       attr.mode = v[0]! & 0o7777;
-      this.plain.delete(id);
+      this.plain.delete(nodeid);
     }
     if (valid & SET_UID) attr.uid = v[1]!;
     if (valid & SET_GID) attr.gid = v[2]!;
@@ -235,9 +237,9 @@ export class FuseAdapter implements FuseHandlers {
     if ((flags & O_ACCMODE) !== 0 && !this.fs.writable) throw new FsError('EROFS');
     if (flags & O_TRUNC) {
       await this.wfs.truncate(id, 0);
-      if (!(await this.isPlain(id))) await this.killPriv(nodeid, id, (killFlags & FUSE_OPEN_KILL_SUIDGID) !== 0, true);
+      if (!(await this.isPlain(nodeid, id))) await this.killPriv(nodeid, id, (killFlags & FUSE_OPEN_KILL_SUIDGID) !== 0, true);
     }
-    const direct = (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(id));
+    const direct = (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(nodeid, id));
     r.open(0, openFlags(direct));
   }
 
@@ -248,23 +250,23 @@ export class FuseAdapter implements FuseHandlers {
   async write(r: FuseRequest, nodeid: number, data: Buffer, offset: number, _fh: number, writeFlags = 0): Promise<void> {
     const id = this.nodes.id(nodeid);
     const fs = this.wfs;
-    if (!(await this.isPlain(id))) await this.killPriv(nodeid, id, (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0, true);
+    if (!(await this.isPlain(nodeid, id))) await this.killPriv(nodeid, id, (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0, true);
     r.write(await fs.write(id, offset, data));
   }
 
   /** True when `id` has no set-id bit and no security.capability (remembered). */
-  private async isPlain(id: InodeId): Promise<boolean> {
-    if (this.plain.has(id)) return true;
+  private async isPlain(nodeid: number, id: InodeId): Promise<boolean> {
+    if (this.plain.has(nodeid)) return true;
     const st = await this.fs.getattr(id);
     if ((st.mode & S_IFMT) !== S_IFREG || st.mode & (S_ISUID | S_ISGID)) return false;
     if ((await this.fs.getxattr(id, SECURITY_CAPABILITY)) !== null) return false;
-    this.markPlain(id);
+    this.markPlain(nodeid);
     return true;
   }
 
-  private markPlain(id: InodeId): void {
+  private markPlain(nodeid: number): void {
     if (this.plain.size >= PLAIN_MAX) this.plain.clear();
-    this.plain.add(id);
+    this.plain.add(nodeid);
   }
 
   /**
@@ -398,7 +400,7 @@ export class FuseAdapter implements FuseHandlers {
     if (refusedXattr(name)) throw new FsError('EOPNOTSUPP');
     const how = flags & XATTR_CREATE ? 'create' : flags & XATTR_REPLACE ? 'replace' : undefined;
     const id = this.nodes.id(nodeid);
-    this.plain.delete(id);
+    this.plain.delete(nodeid);
     await this.wfs.setxattr(id, name, value, how);
     r.ok();
   }
@@ -445,10 +447,10 @@ export class FuseAdapter implements FuseHandlers {
       if (flags & O_TRUNC) await fs.truncate(id, 0);
     }
     const st = await this.fs.getattr(id);
-    // A file made here has no xattrs: plain unless its mode has a set-id bit.
-    if (created && !(st.mode & (S_ISUID | S_ISGID))) this.markPlain(id);
     const nodeid = await this.nodes.acquire(id);
-    const direct = (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(id));
+    // A file made here has no xattrs: plain unless its mode has a set-id bit.
+    if (created && !(st.mode & (S_ISUID | S_ISGID))) this.markPlain(nodeid);
+    const direct = (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(nodeid, id));
     r.create(this.entryOf(nodeid, st), 0, openFlags(direct));
   }
 
