@@ -12,6 +12,7 @@
  * pages are kept across opens (keep_cache). Permission checks are the
  * kernel's (default_permissions), so ACCESS never arrives.
  */
+import { release } from 'node:os';
 import type { DirEntry, InodeId, ReadableFs, Stat, WritableFs } from '../engine.js';
 import { S_IFDIR, S_IFMT, S_IFREG } from '../engine.js';
 import { FsError } from '../errors.js';
@@ -239,7 +240,7 @@ export class FuseAdapter implements FuseHandlers {
       await this.wfs.truncate(id, 0);
       if (!(await this.isPlain(nodeid, id))) await this.killPriv(nodeid, id, (killFlags & FUSE_OPEN_KILL_SUIDGID) !== 0, true);
     }
-    const direct = (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(nodeid, id));
+    const direct = DIRECT_WRITES && (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(nodeid, id));
     r.open(0, openFlags(direct));
   }
 
@@ -450,7 +451,7 @@ export class FuseAdapter implements FuseHandlers {
     const nodeid = await this.nodes.acquire(id);
     // A file made here has no xattrs: plain unless its mode has a set-id bit.
     if (created && !(st.mode & (S_ISUID | S_ISGID))) this.markPlain(nodeid);
-    const direct = (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(nodeid, id));
+    const direct = DIRECT_WRITES && (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(nodeid, id));
     r.create(this.entryOf(nodeid, st), 0, openFlags(direct));
   }
 
@@ -493,9 +494,20 @@ export class FuseAdapter implements FuseHandlers {
  * the partial page and sends it alone), so GNU tar's 10 KiB records, 512
  * bytes off the page grid after each header, cost two round trips each. A
  * write-only descriptor can neither read nor mmap, so nothing is lost; the
- * kernel drops cached pages of the written range (kernel >= 6.6) for the
- * other openers.
+ * kernel drops cached pages of the written range for the other openers
+ * (Linux >= 6.6; older kernels keep buffered writes, which update the cache).
  */
+/** Whether a uname release string (`6.18.44-fc`) is at least major.minor. */
+export function kernelAtLeast(version: string, major: number, minor: number): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(version);
+  if (!m) return false;
+  const [a, b] = [Number(m[1]), Number(m[2])];
+  return a > major || (a === major && b >= minor);
+}
+
+/** Direct writes drop other openers' cached pages of the range from Linux 6.6 on (fuse: invalidate page cache pages before direct write). */
+const DIRECT_WRITES = kernelAtLeast(release(), 6, 6);
+
 function openFlags(directIo: boolean): { keepCache: true; noflush: true; directIo: boolean } {
   return { keepCache: true, noflush: true, directIo };
 }
