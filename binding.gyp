@@ -7,6 +7,13 @@
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
     },
     {
+      "target_name": "sifuse_block",
+      "sources": ["src/native/block.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
+      "libraries": ["-lz"],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
+    },
+    {
       "target_name": "sifuse_fuse",
       "sources": ["src/native/fuse.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "<!@(pkg-config --cflags fuse3)"],

@@ -167,6 +167,14 @@ const ENGINE_METHODS = [
 const NAMED = Symbol('sifuse.namedErrors');
 
 /**
+ * An engine whose every method already sets `file` on its own errors (the
+ * SquashFS engine wraps each async path in `inFile`) answers this with that
+ * file name; nameEngineErrors then leaves it unwrapped for that same file,
+ * saving a wrapper call and a derived promise on every engine call.
+ */
+export const NAMES_OWN_ERRORS: unique symbol = Symbol.for('sifuse.namesOwnErrors');
+
+/**
  * The error-context boundary: every contract method of `engine` (patched on
  * the instance, once) rejects with `file` set on any CorruptError,
  * UnsupportedError or InternalError that lacks it. Only the rejection path
@@ -176,6 +184,10 @@ const NAMED = Symbol('sifuse.namedErrors');
 export function nameEngineErrors<T extends object>(engine: T, file: string): T {
   const target = engine as Record<string | symbol, unknown>;
   if (target[NAMED]) return engine;
+  if (target[NAMES_OWN_ERRORS] === file) {
+    Object.defineProperty(target, NAMED, { value: true });
+    return engine;
+  }
   const name = (err: unknown): never => {
     if (err instanceof FileProblem && err.file === undefined) err.file = file;
     throw err;

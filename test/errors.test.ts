@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CorruptError, FsError, withErrno, inFile } from '../src/errors.js';
+import { CorruptError, FsError, withErrno, inFile, nameEngineErrors, NAMES_OWN_ERRORS } from '../src/errors.js';
 import { devMajor, devMinor, makedev, fileTypeOf, S_IFCHR, S_IFDIR } from '../src/engine.js';
 
 describe('errors', () => {
@@ -21,6 +21,32 @@ describe('errors', () => {
       throw new CorruptError('bad magic');
     }).catch((e: CorruptError) => e);
     expect((err as CorruptError).describe()).toBe('x.sif: bad magic');
+  });
+});
+
+describe('nameEngineErrors', () => {
+  function engine() {
+    return {
+      getattr: (): Promise<never> => Promise.reject(new CorruptError('bad inode')),
+      readlink: (): never => {
+        throw new CorruptError('bad link');
+      },
+    };
+  }
+
+  it('names the file on rejected and thrown engine errors', async () => {
+    const e = nameEngineErrors(engine(), 'x.sif');
+    await expect(e.getattr()).rejects.toMatchObject({ file: 'x.sif' });
+    expect(() => e.readlink()).toThrow(expect.objectContaining({ file: 'x.sif' }) as Error);
+  });
+
+  it('leaves an engine that names its own errors for that file unwrapped, and wraps it for another', async () => {
+    const own = Object.assign(engine(), { [NAMES_OWN_ERRORS]: 'x.sif' });
+    const getattr = own.getattr;
+    expect(nameEngineErrors(own, 'x.sif').getattr).toBe(getattr);
+    const other = Object.assign(engine(), { [NAMES_OWN_ERRORS]: 'y.sif' });
+    const wrapped = nameEngineErrors(other, 'x.sif');
+    await expect(wrapped.getattr()).rejects.toMatchObject({ file: 'x.sif' });
   });
 });
 

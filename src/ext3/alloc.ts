@@ -16,6 +16,14 @@
  * Ordered-mode rule: a block freed in the running transaction is not handed
  * out again before that transaction commits. Otherwise a crash could leave
  * the old owner (still referencing it on disk) pointing at new file data.
+ *
+ * Search hints: per group, every bit below blockHint[g] (inodeHint[g]) is
+ * set in the bitmap, so a search may start there instead of at the group's
+ * first bit (a file's first block has the group's start as its goal, and a
+ * filling group would otherwise be rescanned from its first bit every time).
+ * Only this allocator changes the bitmaps while the engine is open: an
+ * allocation moves the hint past the bits now set, a free moves it down.
+ * The bit found is the same the full scan finds.
  */
 import { CorruptError, withErrno } from '../errors.js';
 import { inodeGroup, inodeIndex } from './geometry.js';
@@ -50,13 +58,71 @@ function findZeroBit(bm: Buffer, from: number, to: number, skip?: (bit: number) 
   return -1;
 }
 
+/**
+ * The blocks freed since the last commit, as one bitmap per block group
+ * (allocated on first use): add and has cost a bit operation, where a Set
+ * of every block freed by a big rm grows and rehashes to hundreds of
+ * thousands of entries.
+ */
+export class FreedBlocks {
+  private readonly maps = new Map<number, Uint8Array>();
+  size = 0;
+
+  constructor(
+    private readonly firstDataBlock: number,
+    private readonly blocksPerGroup: number,
+  ) {}
+
+  add(block: number): void {
+    const rel = block - this.firstDataBlock;
+    const g = Math.floor(rel / this.blocksPerGroup);
+    const bit = rel - g * this.blocksPerGroup;
+    let m = this.maps.get(g);
+    if (!m) {
+      m = new Uint8Array((this.blocksPerGroup + 7) >>> 3);
+      this.maps.set(g, m);
+    }
+    const mask = 1 << (bit & 7);
+    if ((m[bit >>> 3]! & mask) === 0) {
+      m[bit >>> 3] = m[bit >>> 3]! | mask;
+      this.size++;
+    }
+  }
+
+  has(block: number): boolean {
+    if (this.size === 0) return false;
+    const rel = block - this.firstDataBlock;
+    const g = Math.floor(rel / this.blocksPerGroup);
+    const m = this.maps.get(g);
+    if (!m) return false;
+    const bit = rel - g * this.blocksPerGroup;
+    return (m[bit >>> 3]! & (1 << (bit & 7))) !== 0;
+  }
+
+  clear(): void {
+    this.maps.clear();
+    this.size = 0;
+  }
+}
+
+/** The first clear bit at or after `from` (below `to`), else `to`: the new hint once `from` is taken. */
+function nextZeroFrom(bm: Buffer, from: number, to: number): number {
+  const bit = findZeroBit(bm, from, to);
+  return bit < 0 ? to : bit;
+}
+
 export class Allocator {
   /** Blocks freed since the last commit: not reusable until it lands. */
-  readonly freedThisTx = new Set<number>();
+  readonly freedThisTx: FreedBlocks;
   private readonly ngroups: number;
+  private readonly blockHint: Uint32Array;
+  private readonly inodeHint: Uint32Array;
 
   constructor(private readonly ctx: AllocContext) {
     this.ngroups = groupCount(ctx.sb);
+    this.freedThisTx = new FreedBlocks(ctx.sb.s_first_data_block, ctx.sb.s_blocks_per_group);
+    this.blockHint = new Uint32Array(this.ngroups);
+    this.inodeHint = new Uint32Array(this.ngroups);
   }
 
   private groupFirstBlock(g: number): number {
@@ -87,30 +153,54 @@ export class Allocator {
   }
 
   async allocBlock(goal: number): Promise<number> {
+    return (await this.allocRun(goal, 1)).start;
+  }
+
+  /**
+   * Up to `max` contiguous blocks: the first free block at or after `goal`
+   * (as allocBlock finds it), and the free blocks right after it in its
+   * group. Block by block with goals prev + 1 would take the same blocks;
+   * this reads and marks the bitmap once for all of them.
+   */
+  async allocRun(goal: number, max: number): Promise<{ start: number; count: number }> {
     const { sb, groups } = this.ctx;
     if (this.availableBlocks() <= 0) throw withErrno('ENOSPC');
+    max = Math.max(1, Math.min(max, this.availableBlocks()));
     if (!(goal >= sb.s_first_data_block && goal < sb.s_blocks_count)) goal = sb.s_first_data_block;
     const g0 = this.groupOfBlock(goal);
-    const skip = this.freedThisTx.size
-      ? (g: number) => (bit: number) => this.freedThisTx.has(this.groupFirstBlock(g) + bit)
-      : undefined;
+    const freed = this.freedThisTx;
     for (let k = 0; k <= this.ngroups; k++) {
       const g = (g0 + k) % this.ngroups;
       const gd = groups[g]!;
       if (gd.bg_free_blocks_count === 0) continue;
+      const base = this.groupFirstBlock(g);
+      const skip = freed.size ? (bit: number) => freed.has(base + bit) : undefined;
       const bm = await this.ctx.readMeta(gd.bg_block_bitmap);
       const n = this.blocksInGroup(g);
-      const start = k === 0 ? goal - this.groupFirstBlock(g) : 0;
-      let bit = findZeroBit(bm, start, n, skip?.(g));
-      if (bit < 0 && start > 0) bit = findZeroBit(bm, 0, start, skip?.(g));
+      const hint = this.blockHint[g]!;
+      const start = k === 0 ? goal - base : 0;
+      let bit = findZeroBit(bm, Math.max(start, hint), n, skip);
+      if (bit < 0 && start > hint) bit = findZeroBit(bm, hint, start, skip);
       if (bit < 0) continue;
       const w = await this.ctx.writeMeta(gd.bg_block_bitmap);
-      w[bit >>> 3] = w[bit >>> 3]! | (1 << (bit & 7));
-      gd.bg_free_blocks_count--;
-      sb.s_free_blocks_count--;
+      let count = 0;
+      do {
+        const b = bit + count;
+        w[b >>> 3] = w[b >>> 3]! | (1 << (b & 7));
+        count++;
+      } while (
+        count < max &&
+        count < gd.bg_free_blocks_count &&
+        bit + count < n &&
+        (w[(bit + count) >>> 3]! & (1 << ((bit + count) & 7))) === 0 &&
+        !(skip && skip(bit + count))
+      );
+      if (bit === hint) this.blockHint[g] = nextZeroFrom(w, hint, n);
+      gd.bg_free_blocks_count -= count;
+      sb.s_free_blocks_count -= count;
       const io = this.ctx.groupChanged(g);
       if (io) await io;
-      return this.groupFirstBlock(g) + bit;
+      return { start: base + bit, count };
     }
     throw withErrno('ENOSPC');
   }
@@ -128,11 +218,51 @@ export class Allocator {
       throw new CorruptError(`block ${block} is referenced twice or already free in the block bitmap`);
     }
     w[bit >>> 3] = w[bit >>> 3]! & ~(1 << (bit & 7));
+    if (bit < this.blockHint[g]!) this.blockHint[g] = bit;
     gd.bg_free_blocks_count++;
     sb.s_free_blocks_count++;
     this.freedThisTx.add(block);
     const io = this.ctx.groupChanged(g);
     if (io) await io;
+  }
+
+  /**
+   * Frees the `count` blocks from `start` (a run of one file's pointers), as
+   * that many freeBlock calls would: the first one not in use stops it with
+   * CorruptError, the blocks before it freed.
+   */
+  async freeRun(start: number, count: number): Promise<void> {
+    const { sb, groups } = this.ctx;
+    if (start < sb.s_first_data_block || start + count > sb.s_blocks_count) {
+      throw new CorruptError(`freeing blocks ${start}+${count} outside the filesystem`);
+    }
+    let block = start;
+    const end = start + count;
+    while (block < end) {
+      const g = this.groupOfBlock(block);
+      const gd = groups[g]!;
+      const base = this.groupFirstBlock(g);
+      const stop = Math.min(end, base + this.ctx.sb.s_blocks_per_group);
+      const w = await this.ctx.writeMeta(gd.bg_block_bitmap);
+      let freed = 0;
+      let bad = -1;
+      for (; block < stop; block++) {
+        const bit = block - base;
+        if ((w[bit >>> 3]! & (1 << (bit & 7))) === 0) {
+          bad = block;
+          break;
+        }
+        w[bit >>> 3] = w[bit >>> 3]! & ~(1 << (bit & 7));
+        if (bit < this.blockHint[g]!) this.blockHint[g] = bit;
+        this.freedThisTx.add(block);
+        freed++;
+      }
+      gd.bg_free_blocks_count += freed;
+      sb.s_free_blocks_count += freed;
+      const io = this.ctx.groupChanged(g);
+      if (io) await io;
+      if (bad >= 0) throw new CorruptError(`block ${bad} is referenced twice or already free in the block bitmap`);
+    }
   }
 
   async allocInode(parentIno: number, isDir: boolean): Promise<number> {
@@ -156,11 +286,12 @@ export class Allocator {
       const gd = groups[g]!;
       if (gd.bg_free_inodes_count === 0) continue;
       const bm = await this.ctx.readMeta(gd.bg_inode_bitmap);
-      const from = g === 0 ? firstIno(sb) - 1 : 0;
+      const from = Math.max(g === 0 ? firstIno(sb) - 1 : 0, this.inodeHint[g]!);
       const bit = findZeroBit(bm, from, ipg);
       if (bit < 0) continue;
       const w = await this.ctx.writeMeta(gd.bg_inode_bitmap);
       w[bit >>> 3] = w[bit >>> 3]! | (1 << (bit & 7));
+      if (bit === from) this.inodeHint[g] = nextZeroFrom(w, from, ipg);
       gd.bg_free_inodes_count--;
       if (isDir) gd.bg_used_dirs_count++;
       sb.s_free_inodes_count--;
@@ -180,6 +311,7 @@ export class Allocator {
     const w = await this.ctx.writeMeta(gd.bg_inode_bitmap);
     if ((w[bit >>> 3]! & (1 << (bit & 7))) === 0) throw new CorruptError(`inode ${ino} is already free in the inode bitmap`);
     w[bit >>> 3] = w[bit >>> 3]! & ~(1 << (bit & 7));
+    if (bit < this.inodeHint[g]!) this.inodeHint[g] = bit;
     gd.bg_free_inodes_count++;
     if (isDir && gd.bg_used_dirs_count > 0) gd.bg_used_dirs_count--;
     sb.s_free_inodes_count++;

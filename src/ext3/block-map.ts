@@ -33,6 +33,8 @@ export interface BlockMapIO {
   allocBlock(goal: number): Promise<number>;
   /** Frees a block (data or metadata). */
   freeBlock(block: number, wasMeta: boolean): Promise<void>;
+  /** Frees `count` consecutive blocks from `start`, as that many freeBlock calls would. */
+  freeRun(start: number, count: number, wasMeta: boolean): Promise<void>;
 }
 
 export type BlockPath = number[];
@@ -54,6 +56,12 @@ export function blockPath(lbn: number, perBlock: number): BlockPath {
     return [EXT2_TIND_BLOCK, Math.floor(n / p2), Math.floor(n / perBlock) % perBlock, n % perBlock];
   }
   throw withErrno('EFBIG', `logical block ${lbn} beyond triple indirection`);
+}
+
+/** The index of `lbn`'s pointer in the block that holds it (its last path step), for lbn past the direct blocks. */
+export function leafIndex(lbn: number, perBlock: number): number {
+  const path = blockPath(lbn, perBlock);
+  return path[path.length - 1]!;
 }
 
 /** Logical blocks addressable through i_block (12 + P + P^2 + P^3). */
@@ -87,14 +95,12 @@ export async function mapRange(io: BlockMapIO, inode: Inode, lbn: number, count:
   const out: number[] = [];
   const per = io.blockSize / 4;
   let i = 0;
+  if (!Number.isSafeInteger(lbn) || lbn < 0) throw withErrno('EINVAL', `logical block ${lbn}`);
+  // The direct blocks (every small file) need no path.
+  for (; i < count && lbn + i < EXT2_NDIR_BLOCKS; i++) out.push(checkPtr(io, inode.i_block[lbn + i]!, 'i_block'));
   while (i < count) {
     const cur = lbn + i;
     const path = blockPath(cur, per);
-    if (path.length === 1) {
-      out.push(checkPtr(io, inode.i_block[cur]!, 'i_block'));
-      i++;
-      continue;
-    }
     // Walk to the last-level indirect block, then take as many entries from it as the range needs.
     let ptr = checkPtr(io, inode.i_block[path[0]!]!, 'i_block');
     for (let level = 1; level < path.length - 1 && ptr !== 0; level++) {
@@ -169,6 +175,35 @@ export async function setBlock(io: BlockMapIO, inode: Inode, lbn: number, pbn: n
 }
 
 /**
+ * Points the `count` logical blocks from `lbn` at the physical blocks from
+ * `pbn` on (a run just allocated), as `count` setBlock calls would, walking
+ * to the pointers once: the blocks must share one leaf, the direct range or
+ * one indirect block. Returns the number of indirect blocks allocated.
+ */
+export async function setBlockRun(io: BlockMapIO, inode: Inode, lbn: number, pbn: number, count: number): Promise<number> {
+  const per = io.blockSize / 4;
+  const path = blockPath(lbn, per);
+  const first = path[path.length - 1]!;
+  const room = path.length === 1 ? EXT2_NDIR_BLOCKS - first : per - first;
+  if (!(count >= 1 && count <= room)) throw new RangeError(`run of ${count} blocks at logical ${lbn} crosses its pointer block`);
+  if (path.length === 1) {
+    for (let k = 0; k < count; k++) inode.i_block[lbn + k] = pbn + k;
+    return 0;
+  }
+  const allocated = await setBlock(io, inode, lbn, pbn);
+  if (count === 1) return allocated;
+  // setBlock made the path; walk it again to the leaf (now cached and dirty).
+  let ptr = checkPtr(io, inode.i_block[path[0]!]!, 'i_block');
+  for (let level = 1; level < path.length - 1; level++) {
+    const buf = await io.readMeta(ptr);
+    ptr = checkPtr(io, buf.readUInt32LE(path[level]! * 4), `indirect block ${ptr}`);
+  }
+  const leaf = await io.writeMeta(ptr);
+  for (let k = 1; k < count; k++) leaf.writeUInt32LE((pbn + k) >>> 0, (first + k) * 4);
+  return allocated;
+}
+
+/**
  * Frees every block at logical index >= `keep` (data and the indirect
  * blocks left empty), zeroing the pointers that referenced them. Returns the
  * number of blocks freed. Holes cost nothing: empty subtrees are skipped.
@@ -176,14 +211,17 @@ export async function setBlock(io: BlockMapIO, inode: Inode, lbn: number, pbn: n
 export async function truncateBlocks(io: BlockMapIO, inode: Inode, keep: number, leavesAreMeta = false): Promise<number> {
   const per = io.blockSize / 4;
   let freed = 0;
+  const run = new FreeRun(io, leavesAreMeta);
   for (let i = Math.min(keep, EXT2_NDIR_BLOCKS); i < EXT2_NDIR_BLOCKS; i++) {
     const b = checkPtr(io, inode.i_block[i]!, 'i_block');
     if (b !== 0) {
-      await io.freeBlock(b, leavesAreMeta);
+      const freeing = run.add(b);
+      if (freeing) await freeing;
       inode.i_block[i] = 0;
       freed++;
     }
   }
+  await run.flush();
   let start = EXT2_NDIR_BLOCKS;
   let span = per;
   for (let slot = EXT2_IND_BLOCK, depth = 1; slot <= EXT2_TIND_BLOCK; slot++, depth++) {
@@ -198,6 +236,42 @@ export async function truncateBlocks(io: BlockMapIO, inode: Inode, keep: number,
     span *= per;
   }
   return freed;
+}
+
+/** Blocks to free, gathered into runs of consecutive numbers, each freed with one freeRun. */
+class FreeRun {
+  private start = 0;
+  private count = 0;
+
+  constructor(
+    private readonly io: BlockMapIO,
+    private readonly wasMeta: boolean,
+  ) {}
+
+  /** A promise only when a run had to be freed first (callers await it then). */
+  add(block: number): Promise<void> | undefined {
+    if (this.count > 0 && block === this.start + this.count) {
+      this.count++;
+      return undefined;
+    }
+    if (this.count === 0) {
+      this.start = block;
+      this.count = 1;
+      return undefined;
+    }
+    return this.flush().then(() => {
+      this.start = block;
+      this.count = 1;
+    });
+  }
+
+  async flush(): Promise<void> {
+    if (this.count === 0) return;
+    const { start, count } = this;
+    this.count = 0;
+    if (count === 1) await this.io.freeBlock(start, this.wasMeta);
+    else await this.io.freeRun(start, count, this.wasMeta);
+  }
 }
 
 /**
@@ -217,6 +291,7 @@ async function truncateTree(
   let freed = 0;
   const buf = await io.readMeta(block);
   let writable: Buffer | null = null;
+  const run = new FreeRun(io, leavesAreMeta);
   for (let e = firstEntry; e < per; e++) {
     const child = checkPtr(io, buf.readUInt32LE(e * 4), `indirect block ${block}`);
     if (child === 0) continue;
@@ -227,7 +302,8 @@ async function truncateTree(
       freed += r.freed;
       childGone = r.empty;
     } else {
-      await io.freeBlock(child, leavesAreMeta);
+      const freeing = run.add(child);
+      if (freeing) await freeing;
       freed++;
     }
     if (childGone && keep > 0) {
@@ -235,6 +311,7 @@ async function truncateTree(
       writable.writeUInt32LE(0, e * 4);
     }
   }
+  await run.flush();
   if (keep === 0) {
     await io.freeBlock(block, true);
     return { freed: freed + 1, empty: true };

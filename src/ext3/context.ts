@@ -123,6 +123,14 @@ export class Ext3Context {
         this.data.dropPending(b);
         if (wasMeta) this.tx.revoke(b);
       },
+      freeRun: async (start, count, wasMeta) => {
+        await this.alloc.freeRun(start, count);
+        for (let b = start; b < start + count; b++) {
+          this.cache.forget(b);
+          this.data.dropPending(b);
+          if (wasMeta) this.tx.revoke(b);
+        }
+      },
     };
   }
 

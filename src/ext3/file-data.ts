@@ -8,18 +8,24 @@
  */
 import type { DataRange, InodeId } from '../engine.js';
 import { S_IFDIR, S_IFMT, S_IFREG } from '../engine.js';
-import { UnsupportedError, withErrno } from '../errors.js';
-import { indirectBlocksNeeded, mappedRuns, mapBlock, mapRange, maxLogicalBlocks, setBlock } from './block-map.js';
+import { InternalError, UnsupportedError, withErrno } from '../errors.js';
+import { indirectBlocksNeeded, leafIndex, mappedRuns, mapBlock, mapRange, maxLogicalBlocks, setBlockRun } from './block-map.js';
 import type { Ext3Context } from './context.js';
 import { mapExtents } from './extents.js';
 import type { Inode } from './inode.js';
-import { EXT4_EXTENTS_FL, EXT4_INLINE_DATA_FL } from './inode.js';
+import { EXT2_NDIR_BLOCKS, EXT4_EXTENTS_FL, EXT4_INLINE_DATA_FL } from './inode.js';
 import { hasRoCompat, RO_COMPAT } from './superblock.js';
 
 /** Pending new-block data written early beyond this many bytes. */
-const MAX_PENDING_DATA = 16 * 1024 * 1024;
+const MAX_PENDING_DATA = 8 * 1024 * 1024;
 /** Bytes per allocation that pending data blocks are carved from. */
-const PENDING_SLAB = 256 * 1024;
+const PENDING_SLAB = 128 * 1024;
+/** Groups with a slab of their own at once. */
+const MAX_SLABS = 64;
+/** Data writes in flight at once in flushData (libuv's default thread pool size). */
+const FLUSH_WRITERS = 4;
+/** Slabs kept for reuse after a flush (bytes held: this times PENDING_SLAB). */
+const MAX_FREE_SLABS = 128;
 
 export class FileData {
   /**
@@ -30,8 +36,12 @@ export class FileData {
    */
   private readonly pendingData = new Map<number, Buffer>();
   private pendingBytes = 0;
-  private slab: Buffer = Buffer.alloc(0);
-  private slabUsed = 0;
+  /** The slab pending blocks of each block group are carved from (pendingBlock). */
+  private readonly slabs = new Map<number, { buf: Buffer; used: number }>();
+  /** Every slab carved from since the last flushData(); all free again once it is done. */
+  private readonly slabsInUse: Buffer[] = [];
+  /** Slabs whose pieces are all on disk or dropped, for reuse (warm memory, no GC churn). */
+  private readonly freeSlabs: Buffer[] = [];
   private readonly maxFileBlocks: number;
 
   constructor(private readonly c: Ext3Context) {
@@ -170,11 +180,16 @@ export class FileData {
     let written = 0;
     const CHUNK = 1024;
     let prevPbn = 0;
+    /** Blocks of the last allocated run not yet mapped (runNext the next of them). */
+    let runLeft = 0;
+    let runNext = 0;
+    const perBlock = bs / 4;
     let failed: unknown = null;
     outer: for (let k = first; k <= last; k += CHUNK) {
       const n = Math.min(CHUNK, last - k + 1);
       const map = await mapRange(c.io, inode, k, n);
-      const holes = map.filter((b) => b === 0).length;
+      let holes = 0;
+      for (const b of map) if (b === 0) holes++;
       if (holes > 0) {
         const need = holes + Math.ceil(holes / (bs / 4)) + 3;
         if (need > c.alloc.availableBlocks() && c.alloc.freedThisTx.size > 0) {
@@ -191,20 +206,35 @@ export class FileData {
         const to = Math.min(bStart + bs, end);
         let pbn = map[i]!;
         if (pbn === 0) {
-          let goal = prevPbn ? prevPbn + 1 : lbn > 0 ? await mapBlock(c.io, inode, lbn - 1) : 0;
-          if (goal === 0) goal = c.alloc.goalForInode(id);
-          // Checked first, so a failed allocation never leaves half a mapping behind.
-          const need = 1 + (await indirectBlocksNeeded(c.io, inode, lbn));
-          if (need > c.alloc.availableBlocks()) {
-            failed = withErrno('ENOSPC');
-            await this.flushRuns(runs);
-            break outer;
+          if (runLeft === 0) {
+            let goal = prevPbn ? prevPbn + 1 : lbn > 0 ? await mapBlock(c.io, inode, lbn - 1) : 0;
+            if (goal === 0) goal = c.alloc.goalForInode(id);
+            // Checked first, so a failed allocation never leaves half a mapping behind.
+            const ind = lbn < EXT2_NDIR_BLOCKS ? 0 : await indirectBlocksNeeded(c.io, inode, lbn);
+            if (1 + ind > c.alloc.availableBlocks()) {
+              failed = withErrno('ENOSPC');
+              await this.flushRuns(runs);
+              break outer;
+            }
+            // The holes ahead whose pointers need no new indirect block (the rest of the
+            // direct range, or of lbn's indirect block) are allocated as one run.
+            let want = 1;
+            if (ind === 0) {
+              const limit = lbn < EXT2_NDIR_BLOCKS ? EXT2_NDIR_BLOCKS - lbn : perBlock - leafIndex(lbn, perBlock);
+              while (want < limit && i + want < n && map[i + want] === 0) want++;
+            }
+            const got = await c.alloc.allocRun(goal, want);
+            c.addBlocks(inode, got.count + (await setBlockRun(c.io, inode, lbn, got.start, got.count)));
+            runNext = got.start;
+            runLeft = got.count;
           }
-          pbn = await c.alloc.allocBlock(goal);
-          c.addBlocks(inode, 1 + (await setBlock(c.io, inode, lbn, pbn)));
+          pbn = runNext++;
+          runLeft--;
           // A new block's data waits in memory until the commit (or the pending cap) writes it.
-          const block = this.pendingBlock();
+          const block = this.pendingBlock(pbn);
+          if (from > bStart) block.fill(0, 0, from - bStart);
           data.copy(block, from - bStart, from - position, to - position);
+          if (to < bStart + bs) block.fill(0, to - bStart);
           this.pendingData.set(pbn, block);
           this.pendingBytes += bs;
           prevPbn = pbn;
@@ -230,6 +260,7 @@ export class FileData {
         }
         written = to - position;
       }
+      if (runLeft !== 0) throw new InternalError(`write to inode ${id}: ${runLeft} allocated blocks left unmapped`);
       if (runs.length > 0) await this.flushRuns(runs);
       if (written > 0 && position + written > inode.i_size) inode.i_size = position + written;
       c.stamp(inode, { m: true, c: true }, t);
@@ -245,41 +276,89 @@ export class FileData {
   }
 
   /**
-   * A zeroed block-sized buffer for pendingData, carved from a shared slab:
-   * one zero-filled allocation per PENDING_SLAB bytes instead of one per
-   * block or per write (small files), and blocks allocated one after another
-   * usually sit side by side on disk and in the slab, so flushData() writes
-   * such runs without copying them. Pieces are never reused: a piece leaves
-   * pendingData (flushed or freed) and is garbage with it.
+   * A block-sized buffer for pendingData (not zeroed: the caller fills all of
+   * it), carved from a slab of the block group `pbn` lies in: one allocation
+   * per PENDING_SLAB bytes instead of one per block or per write (small
+   * files). Blocks allocated one after another in a group usually sit side by
+   * side on disk, and so they do in the group's slab, so flushData() writes
+   * such runs without copying them, however the writes interleave between
+   * directories (whose files live in different groups). Pieces are never
+   * reused: a piece leaves pendingData (flushed or freed) and is garbage with it.
    */
-  private pendingBlock(): Buffer {
+  private pendingBlock(pbn: number): Buffer {
     const bs = this.c.blockSize;
-    if (this.slab.length - this.slabUsed < bs) {
-      this.slab = Buffer.alloc(Math.max(bs, PENDING_SLAB));
-      this.slabUsed = 0;
+    const g = this.c.alloc.groupOfBlock(pbn);
+    let slab = this.slabs.get(g);
+    if (!slab || slab.buf.length - slab.used < bs) {
+      // Bounded: writes scattered over many groups start over rather than pin a slab each.
+      if (this.slabs.size >= MAX_SLABS) this.slabs.clear();
+      slab = { buf: this.freeSlabs.pop() ?? Buffer.allocUnsafeSlow(Math.max(bs, PENDING_SLAB)), used: 0 };
+      this.slabsInUse.push(slab.buf);
+      this.slabs.set(g, slab);
     }
-    const block = this.slab.subarray(this.slabUsed, this.slabUsed + bs);
-    this.slabUsed += bs;
+    const block = slab.buf.subarray(slab.used, slab.used + bs);
+    slab.used += bs;
     return block;
   }
 
-  /** Writes pending data blocks, runs of adjacent blocks in one write each. */
+  /**
+   * Writes the pending data blocks, each run of blocks adjacent both on disk
+   * and in one slab as one write of a view (no copy: a run crossing slabs is
+   * two writes, which costs less than joining them). Up to FLUSH_WRITERS
+   * writes are in flight at once (the thread pool's size), in block order.
+   */
   async flushData(): Promise<void> {
-    if (this.pendingData.size === 0) return;
+    if (this.pendingData.size === 0) {
+      this.recycleSlabs();
+      return;
+    }
     const blocks = [...this.pendingData.keys()].sort((a, b) => a - b);
+    const runs: { from: number; to: number; bytes: Buffer }[] = [];
     let i = 0;
     while (i < blocks.length) {
+      const first = this.pendingData.get(blocks[i]!)!;
+      let end = first.byteOffset + first.length;
       let j = i + 1;
-      while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && j - i < 1024) j++;
-      await this.c.store.write(
-        blocks[i]! * this.c.blockSize,
-        joinAdjacent(blocks.slice(i, j).map((b) => this.pendingData.get(b)!)),
-      );
-      // Dropped only once on disk, so an unqueued reader always finds the bytes somewhere.
-      for (let k = i; k < j; k++) this.pendingData.delete(blocks[k]!);
+      while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && j - i < 1024) {
+        const next = this.pendingData.get(blocks[j]!)!;
+        if (next.buffer !== first.buffer || next.byteOffset !== end) break;
+        end += next.length;
+        j++;
+      }
+      runs.push({ from: i, to: j, bytes: Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset) });
       i = j;
     }
+    let next = 0;
+    let failure: unknown = null;
+    const writer = async (): Promise<void> => {
+      while (next < runs.length && failure === null) {
+        const r = runs[next++]!;
+        try {
+          await this.c.store.write(blocks[r.from]! * this.c.blockSize, r.bytes);
+        } catch (err) {
+          failure ??= err;
+          return;
+        }
+        // Dropped only once on disk, so an unqueued reader always finds the bytes somewhere.
+        for (let k = r.from; k < r.to; k++) this.pendingData.delete(blocks[k]!);
+      }
+    };
+    const writers: Promise<void>[] = [];
+    for (let w = 0; w < Math.min(FLUSH_WRITERS, runs.length); w++) writers.push(writer());
+    await Promise.all(writers);
+    if (failure !== null) throw failure;
     this.pendingBytes = 0;
+    this.recycleSlabs();
+  }
+
+  /**
+   * Every pending piece is on disk (or was dropped) and nothing else keeps
+   * one (reads copy out of them): the slabs are free for new pieces.
+   */
+  private recycleSlabs(): void {
+    this.slabs.clear();
+    for (const buf of this.slabsInUse) if (this.freeSlabs.length < MAX_FREE_SLABS) this.freeSlabs.push(buf);
+    this.slabsInUse.length = 0;
   }
 
   private async flushRuns(runs: { pbn: number; buf: Buffer[]; bytes: number }[]): Promise<void> {
@@ -330,20 +409,4 @@ export class FileData {
     c.stamp(inode, { m: true, c: true });
     await c.itable.iput(id, inode);
   }
-}
-
-/**
- * One buffer for consecutive pieces: a view when they are adjacent slices of
- * one allocation (the usual case for a file's new blocks), else a copy.
- */
-function joinAdjacent(bufs: Buffer[]): Buffer {
-  if (bufs.length === 1) return bufs[0]!;
-  const first = bufs[0]!;
-  let end = first.byteOffset + first.length;
-  for (let k = 1; k < bufs.length; k++) {
-    const b = bufs[k]!;
-    if (b.buffer !== first.buffer || b.byteOffset !== end) return Buffer.concat(bufs);
-    end += b.length;
-  }
-  return Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset);
 }

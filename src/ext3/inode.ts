@@ -86,12 +86,6 @@ function decodeExtraTime(sec32: number, extra: number | undefined): Time {
   return { sec: base + epoch * 0x100000000, nsec: nsec < 1_000_000_000 ? nsec : 0 };
 }
 
-function encodeExtraTime(t: Time): { sec32: number; extra: number } {
-  const sec32 = t.sec | 0;
-  const epoch = Math.floor((t.sec - sec32) / 0x100000000) & 3;
-  return { sec32: sec32 >>> 0, extra: ((t.nsec << 2) | epoch) >>> 0 };
-}
-
 /**
  * Decodes one inode record of `size` bytes. Validates only what must hold
  * for the bytes to be addressable (i_extra_isize); semantic checks (mode,
@@ -148,48 +142,68 @@ export function encodeInode(inode: Inode, size: number = inode.raw.length): Buff
   return encodeInodeInto(inode, buf);
 }
 
+/** Little-endian stores without Node's per-call range checks (callers pass in-range values). */
+function put16(b: Buffer, o: number, v: number): void {
+  b[o] = v;
+  b[o + 1] = v >>> 8;
+}
+
+function put32(b: Buffer, o: number, v: number): void {
+  b[o] = v;
+  b[o + 1] = v >>> 8;
+  b[o + 2] = v >>> 16;
+  b[o + 3] = v >>> 24;
+}
+
+/** The seconds' 2 epoch bits above the signed 32-bit value (ext4_encode_extra_time). */
+function epochBits(sec: number): number {
+  return Math.floor((sec - (sec | 0)) / 0x100000000) & 3;
+}
+
 /**
  * Writes the fields into `buf` (which holds the record's other bytes, e.g.
- * `inode.raw` itself: the engine's allocation-free hot path).
+ * `inode.raw` itself: the engine's allocation-free hot path). Byte stores
+ * rather than Buffer.writeUInt*: this runs for every changed inode at every
+ * commit, often before the JIT has warmed up.
  */
 export function encodeInodeInto(inode: Inode, buf: Buffer): Buffer {
   const size = buf.length;
+  if (size < EXT2_GOOD_OLD_INODE_SIZE) throw new RangeError(`inode record of ${size} bytes`);
   const extra = size > EXT2_GOOD_OLD_INODE_SIZE ? inode.i_extra_isize : 0;
+  // Field at `field` (>= 0x80) present: it lies within i_extra_isize.
   const has = (field: number) => extra >= field + 4 - EXT2_GOOD_OLD_INODE_SIZE;
-  const at = encodeExtraTime(inode.i_atime);
-  const ct = encodeExtraTime(inode.i_ctime);
-  const mt = encodeExtraTime(inode.i_mtime);
-  const crt = encodeExtraTime(inode.i_crtime);
-  buf.writeUInt16LE(inode.i_mode & 0xffff, 0x00);
-  buf.writeUInt16LE(inode.i_uid & 0xffff, 0x02);
-  buf.writeUInt32LE(inode.i_size % 0x100000000, 0x04);
-  buf.writeUInt32LE(at.sec32, 0x08);
-  buf.writeUInt32LE(ct.sec32, 0x0c);
-  buf.writeUInt32LE(mt.sec32, 0x10);
-  buf.writeUInt32LE(inode.i_dtime >>> 0, 0x14);
-  buf.writeUInt16LE(inode.i_gid & 0xffff, 0x18);
-  buf.writeUInt16LE(inode.i_links_count & 0xffff, 0x1a);
-  buf.writeUInt32LE(inode.i_blocks % 0x100000000, 0x1c);
-  buf.writeUInt32LE(inode.i_flags >>> 0, 0x20);
-  buf.writeUInt32LE(inode.i_version >>> 0, 0x24);
-  for (let i = 0; i < EXT2_N_BLOCKS; i++) buf.writeUInt32LE((inode.i_block[i] ?? 0) >>> 0, 0x28 + 4 * i);
-  buf.writeUInt32LE(inode.i_generation >>> 0, 0x64);
-  buf.writeUInt32LE(inode.i_file_acl % 0x100000000, 0x68);
-  buf.writeUInt32LE(Math.floor(inode.i_size / 0x100000000) >>> 0, 0x6c);
-  buf.writeUInt32LE(inode.i_faddr >>> 0, 0x70);
-  buf.writeUInt16LE(Math.floor(inode.i_blocks / 0x100000000) & 0xffff, 0x74);
-  buf.writeUInt16LE(Math.floor(inode.i_file_acl / 0x100000000) & 0xffff, 0x76);
-  buf.writeUInt16LE((inode.i_uid >>> 16) & 0xffff, 0x78);
-  buf.writeUInt16LE((inode.i_gid >>> 16) & 0xffff, 0x7a);
+  const { i_atime: at, i_ctime: ct, i_mtime: mt, i_crtime: crt } = inode;
+  put16(buf, 0x00, inode.i_mode & 0xffff);
+  put16(buf, 0x02, inode.i_uid & 0xffff);
+  put32(buf, 0x04, inode.i_size % 0x100000000);
+  put32(buf, 0x08, at.sec | 0);
+  put32(buf, 0x0c, ct.sec | 0);
+  put32(buf, 0x10, mt.sec | 0);
+  put32(buf, 0x14, inode.i_dtime >>> 0);
+  put16(buf, 0x18, inode.i_gid & 0xffff);
+  put16(buf, 0x1a, inode.i_links_count & 0xffff);
+  put32(buf, 0x1c, inode.i_blocks % 0x100000000);
+  put32(buf, 0x20, inode.i_flags >>> 0);
+  put32(buf, 0x24, inode.i_version >>> 0);
+  const blocks = inode.i_block;
+  for (let i = 0; i < EXT2_N_BLOCKS; i++) put32(buf, 0x28 + 4 * i, (blocks[i] ?? 0) >>> 0);
+  put32(buf, 0x64, inode.i_generation >>> 0);
+  put32(buf, 0x68, inode.i_file_acl % 0x100000000);
+  put32(buf, 0x6c, Math.floor(inode.i_size / 0x100000000) >>> 0);
+  put32(buf, 0x70, inode.i_faddr >>> 0);
+  put16(buf, 0x74, Math.floor(inode.i_blocks / 0x100000000) & 0xffff);
+  put16(buf, 0x76, Math.floor(inode.i_file_acl / 0x100000000) & 0xffff);
+  put16(buf, 0x78, (inode.i_uid >>> 16) & 0xffff);
+  put16(buf, 0x7a, (inode.i_gid >>> 16) & 0xffff);
   if (size > EXT2_GOOD_OLD_INODE_SIZE) {
-    buf.writeUInt16LE(extra, 0x80);
-    if (has(0x84)) buf.writeUInt32LE(ct.extra, 0x84);
-    if (has(0x88)) buf.writeUInt32LE(mt.extra, 0x88);
-    if (has(0x8c)) buf.writeUInt32LE(at.extra, 0x8c);
-    if (has(0x90)) buf.writeUInt32LE(crt.sec32, 0x90);
-    if (has(0x94)) buf.writeUInt32LE(crt.extra, 0x94);
-    if (has(0x98)) buf.writeUInt32LE(inode.i_version_hi >>> 0, 0x98);
-    if (has(0x9c)) buf.writeUInt32LE(inode.i_projid >>> 0, 0x9c);
+    put16(buf, 0x80, extra);
+    if (has(0x84)) put32(buf, 0x84, (ct.nsec << 2) | epochBits(ct.sec));
+    if (has(0x88)) put32(buf, 0x88, (mt.nsec << 2) | epochBits(mt.sec));
+    if (has(0x8c)) put32(buf, 0x8c, (at.nsec << 2) | epochBits(at.sec));
+    if (has(0x90)) put32(buf, 0x90, crt.sec | 0);
+    if (has(0x94)) put32(buf, 0x94, (crt.nsec << 2) | epochBits(crt.sec));
+    if (has(0x98)) put32(buf, 0x98, inode.i_version_hi >>> 0);
+    if (has(0x9c)) put32(buf, 0x9c, inode.i_projid >>> 0);
   }
   return buf;
 }
@@ -203,9 +217,34 @@ export function emptyInode(size: number, extraIsize: number): Inode {
   if (!template) {
     template = Buffer.alloc(size);
     if (size > EXT2_GOOD_OLD_INODE_SIZE) template.writeUInt16LE(Math.min(extraIsize, size - EXT2_GOOD_OLD_INODE_SIZE), 0x80);
+    // What decodeInode would refuse of this record is refused once, here.
+    decodeInode(template, size);
     emptyTemplates.set(key, template);
   }
-  return decodeInode(template, size);
+  // The fields decodeInode(template) yields, built directly (same shape, no decode per create).
+  return {
+    i_mode: 0,
+    i_uid: 0,
+    i_size: 0,
+    i_atime: { sec: 0, nsec: 0 },
+    i_ctime: { sec: 0, nsec: 0 },
+    i_mtime: { sec: 0, nsec: 0 },
+    i_crtime: { sec: 0, nsec: 0 },
+    i_dtime: 0,
+    i_gid: 0,
+    i_links_count: 0,
+    i_blocks: 0,
+    i_flags: 0,
+    i_version: 0,
+    i_block: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    i_generation: 0,
+    i_file_acl: 0,
+    i_faddr: 0,
+    i_extra_isize: size > EXT2_GOOD_OLD_INODE_SIZE ? template.readUInt16LE(0x80) : 0,
+    i_version_hi: 0,
+    i_projid: 0,
+    raw: Buffer.from(template),
+  };
 }
 
 /** Zeroed inode records by (size, i_extra_isize); never modified once made. */

@@ -11,12 +11,25 @@
  * entries are cached long by the kernel (timeouts in MountOptions), and file
  * pages are kept across opens (keep_cache). Permission checks are the
  * kernel's (default_permissions), so ACCESS never arrives.
+ *
+ * Read-only mounts are served without open handles: the first OPEN and
+ * OPENDIR are answered ENOSYS, after which the kernel (fs/fuse/file.c
+ * fuse_file_open: fc->no_open / no_opendir) opens locally with fh 0,
+ * FOPEN_KEEP_CACHE (and FOPEN_CACHE_DIR for directories), and sends no
+ * RELEASE/RELEASEDIR; the first FLUSH is answered ENOSYS too (fc->no_flush).
+ * That halves the requests of a walk. READDIRPLUS then carries fh 0, so a
+ * listing is found by its directory: sound because nothing changes a
+ * read-only mount's tree, so every call sees the same listing and offset
+ * k + 1 always names entry k (the listing is kept per directory, so even a
+ * read-only host-directory layer changed from outside pages consistently,
+ * showing the listing first read, as the kernel's caches do). Writable
+ * mounts keep one snapshot per open.
  */
 import { release } from 'node:os';
 import type { DirEntry, InodeId, ReadableFs, Stat, WritableFs } from '../engine.js';
 import { S_IFDIR, S_IFMT, S_IFREG } from '../engine.js';
 import { FsError } from '../errors.js';
-import { encodeStat, NEGATIVE_ENTRY, STAT_LEN, type EntryStat, type FuseHandlers, type FuseRequest } from '../native/fuse.js';
+import { encodeEntry, NEGATIVE_ENTRY, STAT_LEN, type EntryStat, type FuseHandlers, type FuseRequest } from '../native/fuse.js';
 import { NodeTable } from './nodes.js';
 
 // FUSE_SET_ATTR_* (fuse_lowlevel.h)
@@ -75,6 +88,11 @@ function refusedXattr(name: Buffer): boolean {
 export interface AdapterOptions {
   /** For the log. */
   log(line: string): void;
+  /**
+   * FUSE_CAP_NO_OPEN_SUPPORT | FUSE_CAP_NO_OPENDIR_SUPPORT: a read-only mount
+   * whose kernel offers both is served without open handles. 0 or absent: never.
+   */
+  noOpenCaps?: number;
   /** Drops the kernel's cached attributes of a node (set-id bits cleared behind its back). */
   invalidateAttr?(nodeid: number): void;
 }
@@ -86,11 +104,49 @@ interface DirHandle {
   ino: number;
 }
 
+const ENOSYS = 38;
+/** Listings of a read-only mount kept by directory (they are immutable; the engine caches the entries themselves). */
+const LISTINGS_KEPT = 1024;
+/** Directories waiting to be read ahead, at most. */
+const PREFETCH_MAX = 512;
+/**
+ * Read-ahead is paid for by its hits, like page read-ahead: it starts with a
+ * few directories, each one read ahead spends one and each that is then
+ * listed earns two. A walk (every subdirectory listed) keeps it going; a
+ * program listing a few directories (Python's imports) soon stops it (for
+ * the life of the mount: a later walk runs without read-ahead).
+ */
+const PREFETCH_BUDGET_START = 4;
+const PREFETCH_BUDGET_MAX = 64;
+const EMPTY = Buffer.alloc(0);
+const DOT = Buffer.from('.');
+const DOTDOT = Buffer.from('..');
+const noStat = (): undefined => undefined;
+
+/** "." and "..": attributes the kernel ignores except st_ino and the type. */
+function encodeDot(out: Float64Array, at: number, ino: number): void {
+  out.fill(0, at, at + STAT_LEN);
+  out[at + 2] = ino;
+  out[at + 3] = S_IFDIR;
+  out[at + 16] = 4096;
+}
+
 export class FuseAdapter implements FuseHandlers {
   readonly nodes: NodeTable;
   private readonly dirs = new Map<number, DirHandle>();
   private nextFh = 1;
   private exitHandler: (() => void) | null = null;
+  /** Set at INIT: a read-only mount on a kernel that can open without the daemon (see the header). */
+  private stateless = false;
+  /** Stateless mode: listings by directory InodeId, least recently used first. */
+  private readonly listings = new Map<InodeId, DirHandle>();
+  /** Stateless mode: directories to read ahead, the next on top (see prefetchChildren). */
+  private readonly prefetchStack: InodeId[] = [];
+  private prefetching = false;
+  private prefetchStep: Promise<void> | null = null;
+  /** Read-ahead listings not asked for yet; each one asked for earns more read-ahead. */
+  private readonly prefetched = new Set<InodeId>();
+  private prefetchBudget = PREFETCH_BUDGET_START;
   /*
    * Regular files known to carry no set-id bit and no security.capability:
    * a write to one needs no privilege kill. Direct-I/O writes skip the
@@ -140,7 +196,10 @@ export class FuseAdapter implements FuseHandlers {
     return { mode, uid: r.uid, gid: r.gid };
   }
 
-  init(_major?: number, _minor?: number, _want?: number, _capable?: number, _maxWrite?: number): void {}
+  init(_major: number, _minor: number, _want: number, capable: number, _maxWrite?: number): void {
+    const caps = this.opts.noOpenCaps ?? 0;
+    this.stateless = !this.fs.writable && caps !== 0 && (capable & caps) === caps;
+  }
 
   async lookup(r: FuseRequest, parent: number, name: Buffer): Promise<void> {
     const id = await this.fs.lookup(this.nodes.id(parent), name);
@@ -148,7 +207,8 @@ export class FuseAdapter implements FuseHandlers {
       r.entry(NEGATIVE_ENTRY);
       return;
     }
-    await this.replyEntry(r, id);
+    const st = await this.fs.getattr(id);
+    r.entryWith(this.nodes.acquireKnown(id) || (await this.nodes.acquire(id)), st);
   }
 
   forget(nodeid: number, nlookup: number): void {
@@ -160,7 +220,7 @@ export class FuseAdapter implements FuseHandlers {
   }
 
   async getattr(r: FuseRequest, nodeid: number): Promise<void> {
-    r.attr(this.entryOf(nodeid, await this.fs.getattr(this.nodes.id(nodeid))));
+    r.attrWith(nodeid, await this.fs.getattr(this.nodes.id(nodeid)));
   }
 
   async setattr(r: FuseRequest, nodeid: number, valid: number, v: Float64Array): Promise<void> {
@@ -236,6 +296,10 @@ export class FuseAdapter implements FuseHandlers {
   async open(r: FuseRequest, nodeid: number, flags: number, killFlags = 0): Promise<void> {
     const id = this.nodes.id(nodeid);
     if ((flags & O_ACCMODE) !== 0 && !this.fs.writable) throw new FsError('EROFS');
+    if (this.stateless) {
+      r.err(ENOSYS);
+      return;
+    }
     if (flags & O_TRUNC) {
       await this.wfs.truncate(id, 0);
       if (!(await this.isPlain(nodeid, id))) await this.killPriv(nodeid, id, (killFlags & FUSE_OPEN_KILL_SUIDGID) !== 0, true);
@@ -299,7 +363,9 @@ export class FuseAdapter implements FuseHandlers {
   }
 
   async flush(r: FuseRequest): Promise<void> {
-    r.ok();
+    // Sent only once opens are the kernel's (FOPEN_NOFLUSH is set otherwise): never again after ENOSYS.
+    if (this.stateless) r.err(ENOSYS);
+    else r.ok();
   }
 
   async release(r: FuseRequest): Promise<void> {
@@ -314,11 +380,40 @@ export class FuseAdapter implements FuseHandlers {
 
   async opendir(r: FuseRequest, nodeid: number): Promise<void> {
     const dir = this.nodes.id(nodeid);
+    if (this.stateless) {
+      r.err(ENOSYS);
+      return;
+    }
+    const fh = this.nextFh++;
+    this.dirs.set(fh, await this.listDir(dir));
+    r.open(fh, {});
+  }
+
+  private async listDir(dir: InodeId): Promise<DirHandle> {
     const [entries, st] = await Promise.all([this.fs.readdir(dir), this.fs.getattr(dir)]);
     if ((st.mode & S_IFMT) !== S_IFDIR) throw new FsError('ENOTDIR');
-    const fh = this.nextFh++;
-    this.dirs.set(fh, { dir, entries, ino: st.ino });
-    r.open(fh, {});
+    return { dir, entries, ino: st.ino };
+  }
+
+  /** Stateless mode: the listing of `nodeid`'s directory, kept for the calls that page through it. */
+  private async keptListing(nodeid: number): Promise<DirHandle> {
+    const dir = this.nodes.id(nodeid);
+    const kept = this.listings.get(dir);
+    if (kept) {
+      this.listings.delete(dir);
+      this.listings.set(dir, kept);
+      if (this.prefetched.delete(dir)) this.prefetchBudget = Math.min(PREFETCH_BUDGET_MAX, this.prefetchBudget + 2);
+      return kept;
+    }
+    const h = await this.listDir(dir);
+    this.keep(h);
+    return h;
+  }
+
+  private keep(h: DirHandle): void {
+    this.listings.delete(h.dir);
+    this.listings.set(h.dir, h);
+    if (this.listings.size > LISTINGS_KEPT) this.listings.delete(this.listings.keys().next().value!);
   }
 
   /*
@@ -327,60 +422,120 @@ export class FuseAdapter implements FuseHandlers {
    * the reply (the kernel may FORGET it as soon as it has the page), and the
    * ones that did not fit are released after.
    */
-  async readdirplus(r: FuseRequest, _nodeid: number, size: number, offset: number, fh: number): Promise<void> {
-    const h = this.dirs.get(fh);
+  async readdirplus(r: FuseRequest, nodeid: number, size: number, offset: number, fh: number): Promise<void> {
+    const h = fh === 0 && this.stateless ? await this.keptListing(nodeid) : this.dirs.get(fh);
     if (!h) throw new FsError('EBADF');
-    const total = h.entries.length + 2;
+    const entries = h.entries;
+    const total = entries.length + 2;
     if (offset >= total) {
-      r.buf(Buffer.alloc(0));
+      r.buf(EMPTY);
       return;
     }
     // A direntplus is 152 bytes of header and attributes plus the padded name.
-    let fit = 0;
+    let end = offset;
     let bytes = 0;
-    for (let k = offset; k < total; k++) {
-      const len = k < 2 ? k + 1 : h.entries[k - 2]!.name.length;
+    for (; end < total; end++) {
+      const len = end < 2 ? end + 1 : entries[end - 2]!.name.length;
       bytes += 152 + ((len + 7) & ~7);
       if (bytes > size) break;
-      fit++;
     }
+    if (this.stateless && offset === 0) this.prefetchChildren(entries);
+    const fit = end - offset;
     const names: Buffer[] = [];
     const stats = new Float64Array(fit * STAT_LEN);
+    for (let k = offset; k < 2 && k < end; k++) {
+      names.push(k === 0 ? DOT : DOTDOT);
+      encodeDot(stats, (k - offset) * STAT_LEN, h.ino);
+    }
+    const first = offset < 2 ? 2 : offset;
     const acquired: number[] = [];
-    try {
-      const picked = Array.from({ length: fit }, (_, i) => offset + i);
-      const attrs = await Promise.all(
-        picked.map((k) => (k < 2 ? null : this.fs.getattr(h.entries[k - 2]!.id).catch(() => undefined))),
-      );
-      for (let i = 0; i < fit; i++) {
-        const k = picked[i]!;
-        if (k < 2) {
-          names.push(Buffer.from(k === 0 ? '.' : '..'));
-          encodeStat({ ...NEGATIVE_ENTRY, ino: h.ino, mode: S_IFDIR }, stats, i * STAT_LEN);
-          continue;
+    if (first < end) {
+      // The attributes are asked for together: cold inodes load in parallel.
+      const pending: Promise<Stat | undefined>[] = [];
+      for (let k = first; k < end; k++) pending.push(this.fs.getattr(entries[k - 2]!.id).catch(noStat));
+      const attrs = await Promise.all(pending);
+      try {
+        for (let k = first; k < end; k++) {
+          const st = attrs[k - first];
+          // An entry removed since the snapshot ends the page; the next call resumes after it.
+          if (!st) break;
+          const e = entries[k - 2]!;
+          const n = this.nodes.acquireKnown(e.id) || (await this.nodes.acquire(e.id));
+          acquired.push(n);
+          encodeEntry(stats, names.length * STAT_LEN, n, st);
+          names.push(e.name);
         }
-        const st = attrs[i];
-        // An entry removed since the snapshot ends the page; the next call resumes after it.
-        if (!st) break;
-        const e = h.entries[k - 2]!;
-        const n = await this.nodes.acquire(e.id);
-        acquired.push(n);
-        names.push(e.name);
-        encodeStat(this.entryOf(n, st), stats, i * STAT_LEN);
+      } catch (err) {
+        for (const n of acquired) this.nodes.forget(n, 1);
+        throw err;
       }
-      if (names.length === 0 && fit > 0) {
+      if (names.length === 0) {
         // The first candidate vanished: skip it rather than end the listing.
-        r.dirplus(size, offset, [Buffer.from('.')], encodeStat({ ...NEGATIVE_ENTRY, ino: h.ino, mode: S_IFDIR }));
+        const one = new Float64Array(STAT_LEN);
+        encodeDot(one, 0, h.ino);
+        r.dirplus(size, offset, [DOT], one);
         return;
       }
-    } catch (err) {
-      for (const n of acquired) this.nodes.forget(n, 1);
-      throw err;
     }
     const packed = r.dirplus(size, offset, names, stats);
     const dotsPacked = Math.max(0, Math.min(packed, 2 - offset));
-    const realPacked = packed - dotsPacked;
-    for (const n of acquired.slice(realPacked)) this.nodes.forget(n, 1);
+    for (let i = packed - dotsPacked; i < acquired.length; i++) this.nodes.forget(acquired[i]!, 1);
+  }
+
+  /*
+   * Read-ahead of a walk (stateless mode): a program that lists a directory
+   * usually lists its subdirectories next (find, tar, ls -R go depth first).
+   * Their listings and the attributes of their entries are decoded while the
+   * kernel and the program digest the page just sent, so the next READDIRPLUS
+   * finds them cached. A stack (last listed on top, first child first)
+   * follows a depth-first walk; it is bounded, rationed by its hits
+   * (PREFETCH_BUDGET_START), and the work is done one directory per turn of
+   * the event loop so requests are read in between.
+   */
+  private prefetchChildren(entries: readonly DirEntry[]): void {
+    const stack = this.prefetchStack;
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const e = entries[i]!;
+      if (e.type === 'd' && !this.listings.has(e.id)) stack.push(e.id);
+    }
+    if (stack.length > PREFETCH_MAX) stack.splice(0, stack.length - PREFETCH_MAX);
+    if (!this.prefetching && stack.length > 0) {
+      this.prefetching = true;
+      setImmediate(() => void this.prefetchNext());
+    }
+  }
+
+  private prefetchNext(): void {
+    const dir = this.prefetchBudget > 0 ? this.prefetchStack.pop() : undefined;
+    if (dir === undefined) {
+      this.prefetchStack.length = 0;
+      this.prefetching = false;
+      this.prefetchStep = null;
+      return;
+    }
+    this.prefetchStep = this.prefetchDir(dir).then(() => {
+      setImmediate(() => this.prefetchNext());
+    });
+  }
+
+  private async prefetchDir(dir: InodeId): Promise<void> {
+    try {
+      if (this.listings.has(dir)) return;
+      this.prefetchBudget--;
+      const h = await this.listDir(dir);
+      this.keep(h);
+      if (this.prefetched.size >= LISTINGS_KEPT) this.prefetched.clear();
+      this.prefetched.add(dir);
+      await Promise.all(h.entries.map((e) => this.fs.getattr(e.id)));
+    } catch {
+      // Prefetching is a guess: a directory that fails is reported when it is listed.
+    }
+  }
+
+  /** Stops reading ahead; resolves once no engine call of it is running (before the engine closes). */
+  async quiesce(): Promise<void> {
+    this.prefetchStack.length = 0;
+    await this.prefetchStep;
   }
 
   async releasedir(r: FuseRequest, _nodeid: number, fh: number): Promise<void> {

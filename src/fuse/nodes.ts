@@ -42,6 +42,14 @@ export class NodeTable {
     return this.byNodeid.size;
   }
 
+  /** Adds one lookup to `id`'s node if it has one and returns its nodeid; 0 (nothing taken) if not. */
+  acquireKnown(id: InodeId): number {
+    const known = this.byId.get(id);
+    if (known === undefined) return 0;
+    this.byNodeid.get(known)!.lookups++;
+    return known;
+  }
+
   /**
    * Adds one lookup to `id`'s node, creating it (and taking its engine
    * reference) on the first. Call it right before replying with the entry.

@@ -96,7 +96,11 @@ export function serve(o: ServeOptions): Promise<void> {
   const stats = o.stats ? new Stats() : null;
   let live: FuseSession | null = null;
   // Attributes only (negative offset): safe while serving a request on the node.
-  const adapter = new FuseAdapter(o.fs, { log, invalidateAttr: (nodeid) => live?.invalInode(nodeid, -1, 0) });
+  const adapter = new FuseAdapter(o.fs, {
+    log,
+    noOpenCaps: fuseCap('NO_OPEN_SUPPORT') | fuseCap('NO_OPENDIR_SUPPORT'),
+    invalidateAttr: (nodeid) => live?.invalInode(nodeid, -1, 0),
+  });
   const opts = [`fsname=${escapeOption(o.fsname)}`, 'subtype=sifuse', 'default_permissions'];
   if (!o.fs.writable) opts.push('ro');
   opts.push(...(o.mountOptions ?? []));
@@ -105,7 +109,9 @@ export function serve(o: ServeOptions): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let ready = false;
     let stopping = false;
+    const init = adapter.init.bind(adapter);
     adapter.init = (major: number, minor: number, want: number, capable: number, maxWrite: number) => {
+      init(major, minor, want, capable, maxWrite);
       if (o.debug)
         log(
           `sifuse: INIT protocol ${major}.${minor}, want 0x${want.toString(16)} of capable 0x${capable.toString(16)}, max_write ${maxWrite}`,
@@ -137,12 +143,14 @@ export function serve(o: ServeOptions): Promise<void> {
       // (mode checks only). HANDLE_KILLPRIV: libfuse 3.14 never passes it to
       // the kernel, whatever `want` says.
       wantClear: fuseCap('READDIRPLUS_AUTO') | fuseCap('WRITEBACK_CACHE') | fuseCap('POSIX_ACL') | fuseCap('HANDLE_KILLPRIV'),
-      onDone: (r: FuseRequest, errno: number) => {
-        if (!stats && !o.debug) return;
-        const us = Number(process.hrtime.bigint() - r.started) / 1000;
-        stats?.record(r.op, us);
-        if (o.debug) log(`${r.op} pid=${r.pid} uid=${r.uid} ${errno ? `-> errno ${errno}` : 'ok'} ${us.toFixed(0)} us`);
-      },
+      onDone:
+        !stats && !o.debug
+          ? undefined
+          : (r: FuseRequest, errno: number) => {
+              const us = Number(process.hrtime.bigint() - r.started) / 1000;
+              stats?.record(r.op, us);
+              if (o.debug) log(`${r.op} pid=${r.pid} uid=${r.uid} ${errno ? `-> errno ${errno}` : 'ok'} ${us.toFixed(0)} us`);
+            },
       onBug: (m: string) => log(`sifuse: internal error in FUSE op ${m}`),
     });
     live = session;
@@ -155,6 +163,7 @@ export function serve(o: ServeOptions): Promise<void> {
       process.off('SIGUSR2', onStats);
       session.pause();
       await session.drained();
+      await adapter.quiesce();
       session.unmount();
       try {
         await o.fs.close();

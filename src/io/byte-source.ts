@@ -26,6 +26,15 @@ export interface ByteSource {
    * decompressor). Optional: callers fall back to read().
    */
   readInto?(into: Buffer, position: number, length: number): Promise<void>;
+  /**
+   * One image block off the main thread: the `length` bytes at `position`,
+   * written into `into` as they are (inflate false; into.length >= length) or
+   * zlib-inflated into it (inflate true; never more than into.length bytes).
+   * Resolves to the bytes written. A stream that is not zlib rejects with
+   * code EZDATA, one that expands past `into` with ETOOBIG (callers name the
+   * block). Optional: where absent, callers read() and decompress themselves.
+   */
+  readBlock?(into: Buffer, position: number, length: number, inflate: boolean): Promise<number>;
   close(): Promise<void>;
 }
 

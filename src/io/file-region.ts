@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import { CorruptError, UsageError } from '../errors.js';
+import { blockAddon } from '../native/block.js';
 import { checkRange, type ByteStore } from './byte-source.js';
 
 export interface FileRegionOptions {
@@ -33,6 +34,9 @@ export class FileRegion implements ByteStore {
   readonly size: number;
   readonly writable: boolean;
   private fd: number;
+  /** readBlock jobs on the thread pool: close() waits for them, so none preads a reused fd. */
+  private jobs = 0;
+  private drained: (() => void) | null = null;
 
   private constructor(name: string, fd: number, offset: number, size: number, writable: boolean) {
     this.name = name;
@@ -85,6 +89,36 @@ export class FileRegion implements ByteStore {
     }
   }
 
+  /**
+   * Present only where the sifuse_block addon is built (it is with the
+   * package); see ByteSource.readBlock.
+   */
+  readonly readBlock = blockAddon() ? this.readBlockNative : undefined;
+
+  private async readBlockNative(into: Buffer, position: number, length: number, inflate: boolean): Promise<number> {
+    this.check(position, length, 'read');
+    if (!inflate && into.length < length)
+      throw new RangeError(`readBlock: a ${into.length}-byte buffer cannot hold ${length} bytes`);
+    if (this.fd < 0) throw new UsageError('region is closed', this.name);
+    const addon = blockAddon()!;
+    let done = 0;
+    // Stored bytes already in the page cache are copied at once: no thread-pool round trip.
+    if (!inflate) done = addon.readCached(this.fd, this.offset + position, length, into);
+    if (done === length) return length;
+    this.jobs++;
+    try {
+      const rest = done === 0 ? into : into.subarray(done);
+      return done + (await addon.readBlock(this.fd, this.offset + position + done, length - done, rest, inflate));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EOF') {
+        throw new CorruptError(`file shrank: read of ${length} bytes at ${position} hit end of file`, this.name);
+      }
+      throw err;
+    } finally {
+      if (--this.jobs === 0 && this.drained) this.drained();
+    }
+  }
+
   async write(position: number, data: Uint8Array): Promise<void> {
     if (!this.writable) throw new UsageError('region is opened read-only', this.name);
     this.check(position, data.length, 'write');
@@ -98,10 +132,11 @@ export class FileRegion implements ByteStore {
     return new Promise((resolve, reject) => fs.fdatasync(this.fd, (err) => (err ? reject(err) : resolve())));
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
     const fd = this.fd;
-    if (fd < 0) return Promise.resolve();
+    if (fd < 0) return;
     this.fd = -1;
-    return new Promise((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
+    if (this.jobs > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+    await new Promise<void>((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
   }
 }

@@ -14,9 +14,23 @@ import type { Stat } from '../engine.js';
 
 type Handle = object;
 type Session = object;
+type Dispatch = (
+  op: number,
+  handle: Handle | null,
+  uid: number,
+  gid: number,
+  pid: number,
+  x0: unknown,
+  x1: unknown,
+  x2: unknown,
+  x3: unknown,
+  x4: unknown,
+  x5: unknown,
+) => void;
+type Handler = (r: FuseRequest, ...x: unknown[]) => Promise<void>;
 
 interface Addon {
-  mount(mountpoint: string, args: string[], opts: Float64Array, dispatch: (...a: unknown[]) => void): Session;
+  mount(mountpoint: string, args: string[], opts: Float64Array, dispatch: Dispatch): Session;
   pause(s: Session): void;
   unmount(s: Session): void;
   fd(s: Session): number;
@@ -90,6 +104,8 @@ export type OpName = (typeof OPS)[number];
 
 /** Doubles per stat in a reply: nodeid, generation, then struct stat. */
 export const STAT_LEN = 17;
+/** One reply's stat: the addon copies it out before returning, so one array serves every reply. */
+const SCRATCH = new Float64Array(STAT_LEN);
 
 /** A reply's attributes: the engine's Stat and the FUSE nodeid (0 in a negative entry). */
 export interface EntryStat extends Stat {
@@ -97,7 +113,12 @@ export interface EntryStat extends Stat {
 }
 
 export function encodeStat(st: EntryStat, out: Float64Array = new Float64Array(STAT_LEN), at = 0): Float64Array {
-  out[at] = st.nodeid;
+  return encodeEntry(out, at, st.nodeid, st);
+}
+
+/** Writes nodeid and `st` at `at` of `out` (no EntryStat object needed). */
+export function encodeEntry(out: Float64Array, at: number, nodeid: number, st: Stat): Float64Array {
+  out[at] = nodeid;
   out[at + 1] = st.generation;
   out[at + 2] = st.ino;
   out[at + 3] = st.mode;
@@ -169,15 +190,18 @@ export interface StatFsReply {
 /** One kernel request: answer it exactly once with one of the methods. */
 export class FuseRequest implements Caller {
   private handle: Handle | null;
-  readonly started = process.hrtime.bigint();
+  /** process.hrtime.bigint() when it arrived, or 0n when nothing reads it (no onDone). */
+  readonly started: bigint;
   constructor(
     handle: Handle,
     readonly op: OpName,
     readonly uid: number,
     readonly gid: number,
     readonly pid: number,
+    timed = true,
   ) {
     this.handle = handle;
+    this.started = timed ? process.hrtime.bigint() : 0n;
   }
 
   get answered(): boolean {
@@ -202,13 +226,20 @@ export class FuseRequest implements Caller {
     native().replyNone(this.take());
   }
   entry(st: EntryStat): void {
-    native().replyEntry(this.take(), encodeStat(st));
+    native().replyEntry(this.take(), encodeEntry(SCRATCH, 0, st.nodeid, st));
+  }
+  /** An entry reply from the engine's Stat and the nodeid, without building an EntryStat. */
+  entryWith(nodeid: number, st: Stat): void {
+    native().replyEntry(this.take(), encodeEntry(SCRATCH, 0, nodeid, st));
   }
   create(st: EntryStat, fh: number, flags: OpenFlags): void {
     native().replyCreate(this.take(), encodeStat(st), fh, openBits(flags));
   }
   attr(st: EntryStat): void {
-    native().replyAttr(this.take(), encodeStat(st));
+    native().replyAttr(this.take(), encodeEntry(SCRATCH, 0, st.nodeid, st));
+  }
+  attrWith(nodeid: number, st: Stat): void {
+    native().replyAttr(this.take(), encodeEntry(SCRATCH, 0, nodeid, st));
   }
   open(fh: number, flags: OpenFlags): void {
     native().replyOpen(this.take(), fh, openBits(flags));
@@ -311,6 +342,8 @@ export class FuseSession {
   private inflight = 0;
   private idle: (() => void)[] = [];
   private closed = false;
+  /** Requests carry their start time only for onDone (--stats, --debug). */
+  private readonly timed: boolean;
 
   private constructor(
     mountpoint: string,
@@ -325,7 +358,9 @@ export class FuseSession {
       opts.wantSet,
       opts.wantClear,
     );
-    this.session = native().mount(mountpoint, ['sifuse', ...opts.args], o, (...a: unknown[]) => this.dispatch(handlers, a));
+    this.timed = opts.onDone !== undefined;
+    const dispatch = this.dispatch.bind(this, handlers);
+    this.session = native().mount(mountpoint, ['sifuse', ...opts.args], o, dispatch);
   }
 
   /** Mounts `mountpoint` (via fusermount3 when unprivileged) and starts serving on the Node loop. */
@@ -333,49 +368,73 @@ export class FuseSession {
     return new FuseSession(mountpoint, handlers, opts);
   }
 
-  private dispatch(h: FuseHandlers, a: unknown[]): void {
-    const op = OPS[a[0] as number];
+  /*
+   * Called by the addon as dispatch(op, handle|null, uid, gid, pid, x0..x6)
+   * (call_js in fuse.c): fixed parameters, so no argument array is built per
+   * request; handlers ignore the trailing undefined ones.
+   */
+  private dispatch(
+    h: FuseHandlers,
+    opcode: number,
+    handle: Handle | null,
+    uid: number,
+    gid: number,
+    pid: number,
+    x0: unknown,
+    x1: unknown,
+    x2: unknown,
+    x3: unknown,
+    x4: unknown,
+    x5: unknown,
+  ): void {
+    const op = OPS[opcode];
     if (op === undefined) return;
-    const handle = a[1] as Handle | null;
-    const args = a.slice(5);
     if (handle === null) {
       try {
-        if (op === 'init') (h.init as ((...x: unknown[]) => void) | undefined)?.(...args);
-        else if (op === 'forget') h.forget(args[0] as number, args[1] as number);
-        else if (op === 'forget_multi') h.forget_multi(args[0] as Float64Array);
+        if (op === 'init') h.init?.(x0 as number, x1 as number, x2 as number, x3 as number, x4 as number, x5 as number);
+        else if (op === 'forget') h.forget(x0 as number, x1 as number);
+        else if (op === 'forget_multi') h.forget_multi(x0 as Float64Array);
         else if (op === 'exit') h.exit();
       } catch (err) {
         this.opts.onBug(`${op}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
       }
       return;
     }
-    const r = new FuseRequest(handle, op, a[2] as number, a[3] as number, a[4] as number);
+    const r = new FuseRequest(handle, op, uid, gid, pid, this.timed);
     this.inflight++;
-    let p: Promise<void>;
+    void this.serve(h[op] as Handler, h, r, x0, x1, x2, x3, x4, x5);
+  }
+
+  /** Runs one handler to its end: exactly one answer, then `finish`. */
+  private async serve(
+    fn: Handler,
+    h: FuseHandlers,
+    r: FuseRequest,
+    x0: unknown,
+    x1: unknown,
+    x2: unknown,
+    x3: unknown,
+    x4: unknown,
+    x5: unknown,
+  ): Promise<void> {
     try {
-      p = (h[op] as (r: FuseRequest, ...x: unknown[]) => Promise<void>)(r, ...args);
+      await fn.call(h, r, x0, x1, x2, x3, x4, x5);
     } catch (err) {
-      p = Promise.reject(err);
+      const errno = errnoOf(err);
+      if (!(err instanceof FsError)) {
+        this.opts.onBug(`${r.op}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      }
+      if (!r.answered) r.err(errno);
+      this.finish(r, errno);
+      return;
     }
-    p.then(
-      () => {
-        if (!r.answered) {
-          this.opts.onBug(`${op}: the handler returned without answering; replied EIO`);
-          r.err(5);
-          this.finish(r, 5);
-        } else {
-          this.finish(r, 0);
-        }
-      },
-      (err: unknown) => {
-        const errno = errnoOf(err);
-        if (!(err instanceof FsError)) {
-          this.opts.onBug(`${op}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-        }
-        if (!r.answered) r.err(errno);
-        this.finish(r, errno);
-      },
-    );
+    if (!r.answered) {
+      this.opts.onBug(`${r.op}: the handler returned without answering; replied EIO`);
+      r.err(5);
+      this.finish(r, 5);
+    } else {
+      this.finish(r, 0);
+    }
   }
 
   private finish(r: FuseRequest, errno: number): void {

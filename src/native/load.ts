@@ -11,14 +11,14 @@ import { UnsupportedError } from '../errors.js';
 const require = createRequire(import.meta.url);
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-export function loadAddon<T>(name: 'sifuse_sys' | 'sifuse_fuse'): T {
+export function loadAddon<T>(name: 'sifuse_sys' | 'sifuse_fuse' | 'sifuse_block'): T {
   const path = join(root, 'build', 'Release', `${name}.node`);
   try {
     return require(path) as T;
   } catch (err) {
     const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
     throw new UnsupportedError(
-      `the native addon ${name} is not built (${why}); run \`npm ci\` (needs build-essential, pkg-config and libfuse3-dev)`,
+      `the native addon ${name} is not built (${why}); run \`npm ci\` (needs build-essential, pkg-config, libfuse3-dev and zlib1g-dev)`,
       path,
     );
   }

@@ -65,6 +65,16 @@ export class BlockCache<V extends { length: number }> {
     return p;
   }
 
+  /** Drops a settled entry (a load in flight is unaffected). */
+  delete(key: number): void {
+    this.lru.delete(key);
+  }
+
+  /** Stores a value decoded without a load (a synchronous fast path). */
+  set(key: number, value: V): void {
+    this.lru.set(key, value);
+  }
+
   clear(): void {
     this.lru.clear();
   }

@@ -1,5 +1,5 @@
 import { CorruptError } from '../errors.js';
-import type { FileType } from '../engine.js';
+import type { DirEntry, FileType } from '../engine.js';
 import { fileTypeOfInodeType, type DirInode } from './inode.js';
 import { MetaCursor, type MetadataReader } from './metablock.js';
 import { METADATA_SIZE } from './superblock.js';
@@ -54,6 +54,8 @@ class ListingBytes {
     private readonly cur: MetaCursor,
     /** Listing bytes not yet fetched from the cursor. */
     private unread: number,
+    /** `buf` is always this reader's own copy (never a view of a cached block), so names may be views of it. */
+    private readonly owned = false,
   ) {}
 
   get available(): number {
@@ -67,7 +69,7 @@ class ListingBytes {
     const fetch = Math.min(this.unread, Math.max(n - have, METADATA_SIZE));
     const more = await this.cur.take(fetch);
     this.unread -= fetch;
-    this.buf = have === 0 ? more : Buffer.concat([this.buf.subarray(this.at), more]);
+    this.buf = have > 0 ? Buffer.concat([this.buf.subarray(this.at), more]) : this.owned ? Buffer.from(more) : more;
     this.at = 0;
   }
 }
@@ -92,6 +94,12 @@ function compareName(name: Buffer, buf: Buffer, at: number, size: number): numbe
 function entryName(buf: Buffer, at: number, size: number): Buffer {
   const name = Buffer.allocUnsafe(size);
   buf.copy(name, 0, at, at + size);
+  return checkName(name);
+}
+
+/** `name`, refused if it could not be a file name. */
+function checkName(name: Buffer): Buffer {
+  const size = name.length;
   if (name.includes(0x2f) || name.includes(0) || (name[0] === 0x2e && (size === 1 || (size === 2 && name[1] === 0x2e)))) {
     throw new CorruptError(`directory entry has invalid name ${JSON.stringify(name.toString('latin1'))}`);
   }
@@ -111,14 +119,16 @@ const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(r
 /**
  * Reads listing entries from a cursor for `length` bytes, calling `visit` for
  * each; `visit` returns false to stop early. Every step consumes at least 9
- * bytes of the bounded length, so this always ends. With `yielding`, lets
- * the event loop run after every YIELD_EVERY entries (at run boundaries).
+ * bytes of the bounded length, so this always ends. With `whole` (a whole
+ * listing is read), lets the event loop run after every YIELD_EVERY entries
+ * (at run boundaries), and reads into buffers of its own, so that names can
+ * be views of them.
  */
-async function walkListing(cur: MetaCursor, length: number, limits: DirLimits, visit: Visitor, yielding = false): Promise<void> {
-  const r = new ListingBytes(cur, length);
+async function walkListing(cur: MetaCursor, length: number, limits: DirLimits, visit: Visitor, whole = false): Promise<void> {
+  const r = new ListingBytes(cur, length, whole);
   let sinceYield = 0;
   while (r.available > 0) {
-    if (yielding && sinceYield >= YIELD_EVERY) {
+    if (whole && sinceYield >= YIELD_EVERY) {
       sinceYield = 0;
       await yieldToLoop();
     }
@@ -154,15 +164,20 @@ async function walkListing(cur: MetaCursor, length: number, limits: DirLimits, v
   }
 }
 
-export async function readListing(reader: MetadataReader, dir: DirInode, limits: DirLimits): Promise<RawDirEntry[]> {
-  const out: RawDirEntry[] = [];
+/**
+ * A directory's whole listing as engine entries (id = inode reference). The
+ * names are views of buffers holding only this listing's bytes (no copy per
+ * name, and no cached metadata block is pinned by them).
+ */
+export async function readListing(reader: MetadataReader, dir: DirInode, limits: DirLimits): Promise<DirEntry[]> {
+  const out: DirEntry[] = [];
   const cur = new MetaCursor(reader, limits.directoryTableStart + dir.startBlock, dir.offset, limits.directoryTableEnd);
   await walkListing(
     cur,
     dir.fileSize - 3,
     limits,
-    (buf, at, size, ref, type, inodeNumber) => {
-      out.push({ name: entryName(buf, at, size), ref, type, inodeNumber });
+    (buf, at, size, ref, type) => {
+      out.push({ name: checkName(buf.subarray(at, at + size)), id: ref, type });
       return true;
     },
     true,

@@ -1,5 +1,5 @@
 import type { ByteSource } from '../io/byte-source.js';
-import { CorruptError, inFile, withErrno } from '../errors.js';
+import { CorruptError, inFile, NAMES_OWN_ERRORS, withErrno } from '../errors.js';
 import {
   makedev,
   S_IFMT,
@@ -28,10 +28,12 @@ export interface SquashfsOptions {
   /** Decompressed metadata blocks (inode, directory and other tables). Default 8 MiB. */
   metadataCacheBytes?: number;
   /**
-   * Decompressed data and fragment blocks. Default 16 MiB: behind a mount the
+   * Decompressed data and fragment blocks. Default 8 MiB: behind a mount the
    * kernel's page cache holds file data, so this covers read-ahead and shared
    * fragments (read-all of the bench rootfs: peak RSS 148 -> 131 MB against
-   * 32 MiB, CPU unchanged, bench/engine-ab.mjs).
+   * 32 MiB, CPU unchanged, bench/engine-ab.mjs; daemon peak over a FUSE
+   * read-all 133-150 MB at 16 MiB, 126-132 at 8, for 1,497 block loads
+   * instead of 1,495). Complete stored blocks are never cached.
    */
   dataCacheBytes?: number;
   /** Decoded inodes (with block maps). Default 4 MiB; xattr lists have their own 1 MiB. */
@@ -157,7 +159,7 @@ export class SquashfsFs implements ReadableFs {
       const fragments = await FragmentTable.open(source, meta, sb);
       const xattrs = await XattrTable.open(source, meta, sb);
       const exportTable = await ExportTable.open(source, meta, sb);
-      const dataCache = new BlockCache<Buffer>(options.dataCacheBytes ?? 16 << 20);
+      const dataCache = new BlockCache<Buffer>(options.dataCacheBytes ?? 8 << 20);
       const fs = new SquashfsFs(
         source,
         sb,
@@ -178,6 +180,15 @@ export class SquashfsFs implements ReadableFs {
     });
   }
 
+  /**
+   * Every method names this image on its CorruptError/UnsupportedError (each
+   * path that can fail runs in `inFile(this.name, ...)`), so the
+   * nameEngineErrors boundary needs no wrapper here.
+   */
+  get [NAMES_OWN_ERRORS](): string {
+    return this.name;
+  }
+
   /** Directories whose decoded listing is cached (for tests and stats). */
   get listingCacheEntries(): number {
     return this.listings.size;
@@ -192,24 +203,60 @@ export class SquashfsFs implements ReadableFs {
     const hit = this.inodes.peek(id);
     if (hit) return Promise.resolve(hit);
     return this.inodes.get(id, async () => {
-      if (!Number.isSafeInteger(id) || id < 0 || id >= 2 ** 48) throw new CorruptError(`invalid inode reference ${id}`);
-      const block = Math.floor(id / 65536);
-      const offset = id % 65536;
-      if (block >= this.inodeLimits.inodeTableSize || offset >= METADATA_SIZE) {
-        throw new CorruptError(`inode reference ${block}:${offset} lies outside the inode table`);
-      }
+      const { pos, offset } = this.inodeLocation(id);
       const sb = this.superblock;
-      const inode = await this.meta.decode(sb.inodeTableStart + block, offset, sb.directoryTableStart, 'inode', (cur) =>
+      const inode = await this.meta.decode(pos, offset, sb.directoryTableStart, 'inode', (cur) =>
         readInode(cur, this.inodeLimits),
       );
-      const map = inode.kind === 'f' ? mapBlocks(inode, sb.inodeTableStart) : null;
-      return { inode, map, stat: null, length: inodeCost(inode) + (map ? map.byteLength : 0) };
+      return this.cacheEntry(inode);
     });
   }
 
+  /** Where inode reference `id` points in the inode table; CorruptError when it cannot be an inode. */
+  private inodeLocation(id: InodeId): { pos: number; offset: number } {
+    if (!Number.isSafeInteger(id) || id < 0 || id >= 2 ** 48) throw new CorruptError(`invalid inode reference ${id}`);
+    const block = Math.floor(id / 65536);
+    const offset = id % 65536;
+    if (block >= this.inodeLimits.inodeTableSize || offset >= METADATA_SIZE) {
+      throw new CorruptError(`inode reference ${block}:${offset} lies outside the inode table`);
+    }
+    return { pos: this.superblock.inodeTableStart + block, offset };
+  }
+
+  private cacheEntry(inode: Inode): CachedInode {
+    const map = inode.kind === 'f' ? mapBlocks(inode, this.superblock.inodeTableStart) : null;
+    return { inode, map, stat: null, length: inodeCost(inode) + (map ? map.byteLength : 0) };
+  }
+
+  /**
+   * The inode decoded at once when its metadata is cached (a walk asks for
+   * the inodes of one directory together; after the first, their blocks are
+   * decompressed): no promise and no async frame. Undefined when a block is
+   * missing; throws what the decoder throws.
+   */
+  private inodeNow(id: InodeId): CachedInode | undefined {
+    const { pos, offset } = this.inodeLocation(id);
+    const inode = this.meta.decodeCached(pos, offset, this.superblock.directoryTableStart, (cur) =>
+      readInode(cur, this.inodeLimits),
+    );
+    if (inode === undefined) return undefined;
+    const c = this.cacheEntry(inode);
+    this.inodes.set(id, c);
+    return c;
+  }
+
   getattr(id: InodeId): Promise<Stat> {
-    // Hot path (FUSE getattr): a cached Stat is copied without an async frame.
-    const stat = this.inodes.peek(id)?.stat;
+    // Hot path (FUSE getattr, readdirplus): a cached Stat is copied, and an
+    // inode whose metadata is cached is decoded, without an async frame.
+    const hit = this.inodes.peek(id)?.stat;
+    if (hit) return Promise.resolve(copyStat(hit));
+    let stat: Stat | undefined;
+    try {
+      const c = this.inodes.peek(id) ?? this.inodeNow(id);
+      if (c) stat = c.stat ??= this.statOf(c.inode);
+    } catch (err) {
+      return inFile(this.name, () => Promise.reject(err));
+    }
     if (stat) return Promise.resolve(copyStat(stat));
     return inFile(this.name, async () => {
       const c = await this.cachedInode(id);
@@ -262,9 +309,9 @@ export class SquashfsFs implements ReadableFs {
     return this.listings.get(id, async () => {
       const inode = await this.inode(id);
       if (inode.kind !== 'd') throw withErrno('ENOTDIR');
-      const raw = await readListing(this.meta, inode, this.dirLimits);
-      const entries: DirEntry[] = raw.map((e) => ({ name: e.name, id: e.ref, type: e.type }));
-      const length = entries.reduce((n, e) => n + 112 + e.name.length, 0);
+      const entries = await readListing(this.meta, inode, this.dirLimits);
+      // Per entry: the object and its name view (112), and the name bytes with their 8-byte header.
+      const length = entries.reduce((n, e) => n + 120 + e.name.length, 0);
       return { entries, byName: null, length };
     });
   }

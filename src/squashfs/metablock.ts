@@ -138,6 +138,21 @@ export class MetadataReader {
 
   /**
    * Runs a synchronous decoder on a cursor at (pos, offset) of a table ending
+   * at `end` over cached blocks only: its result, or undefined when a block
+   * it needs is not decompressed yet (then use `decode`). Decoder errors are
+   * thrown.
+   */
+  decodeCached<T>(pos: number, offset: number, end: number, decoder: (cur: SyncMetaCursor) => T): T | undefined {
+    try {
+      return decoder(new SyncMetaCursor(this, pos, offset, end, null));
+    } catch (err) {
+      if (err instanceof MissingBlock) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Runs a synchronous decoder on a cursor at (pos, offset) of a table ending
    * at `end`: at once when the blocks it touches are cached, else loading
    * what it reports missing and running it again. The first round loads just
    * the bytes reported; later rounds at least twice as much each time, so even
@@ -214,10 +229,17 @@ export class SyncMetaCursor {
     private readonly local: Map<number, MetaBlock> | null,
   ) {}
 
+  /** The block found last: records mostly come in several takes from one block, so each costs no cache lookup. */
+  private lastPos = -1;
+  private last: MetaBlock | null = null;
+
   private blockAt(pos: number, wanted: number): MetaBlock {
+    if (pos === this.lastPos) return this.last!;
     if (pos >= this.end) throw new CorruptError(`metadata read runs past the end of its table (at ${pos})`);
     const b = this.local?.get(pos) ?? this.reader.peek(pos);
     if (!b) throw new MissingBlock(pos, wanted);
+    this.lastPos = pos;
+    this.last = b;
     return b;
   }
 

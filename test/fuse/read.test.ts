@@ -61,6 +61,15 @@ describe('sifuse mount, read-only', () => {
       const stats = readFileSync(log, 'utf8');
       expect(stats, logTail(log)).toMatch(/sifuse stats: \d+ requests/);
       expect(stats).toMatch(/readdirplus/);
+      // Served without open handles: the first OPEN and OPENDIR were answered
+      // ENOSYS and the kernel sent none after them (the walk above opened
+      // every directory and read every file), nor any RELEASE/RELEASEDIR.
+      const count = (op: string): number => Number(new RegExp(`^\\s+${op}\\s+(\\d+)`, 'm').exec(stats)?.[1] ?? 0);
+      expect(count('opendir'), stats).toBe(1);
+      expect(count('open'), stats).toBe(1);
+      expect(count('releasedir'), stats).toBe(0);
+      expect(count('release'), stats).toBe(0);
+      expect(count('read'), stats).toBeGreaterThan(0);
     }, 300_000);
   }
 

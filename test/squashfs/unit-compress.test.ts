@@ -76,8 +76,9 @@ describe('compressors through mksquashfs images', () => {
     });
   }
 
+  // gzip from a file goes through sifuse_block instead (unit-file.test.ts).
   it('reads the same with read-ahead decompressed on the thread pool', async () => {
-    for (const comp of ['gzip', 'xz', 'lz4', 'lzma']) {
+    for (const comp of ['xz', 'lz4', 'lzma']) {
       const path = mksquashfs(src, join(work, `pool-${comp}.sqfs`), ['-comp', comp]);
       const fs = await openSquashfs(await FileRegion.open(path), { poolReadAhead: true, readAheadBlocks: 8 });
       const pooled = fs.decompressor.decompressAsync!;

@@ -131,6 +131,7 @@ export async function readJournalMap(store: ByteStore, sb: Superblock): Promise<
     },
     allocBlock: () => Promise.reject(new InternalError('journal block map is read-only here')),
     freeBlock: () => Promise.reject(new InternalError('journal block map is read-only here')),
+    freeRun: () => Promise.reject(new InternalError('journal block map is read-only here')),
   };
   // The engine's block-map and extent walks check every pointer against the
   // filesystem; an ext4 journal (extent-mapped) can thus be replayed too.

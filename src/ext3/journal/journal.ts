@@ -186,17 +186,21 @@ export class Journal {
     await this.file.store.sync();
     syncs += 2;
 
-    // Checkpoint: home writes, coalesced over contiguous block runs.
+    // Checkpoint: home writes, coalesced over contiguous block runs, up to
+    // CHECKPOINT_WRITERS in flight (their order does not matter: the commit
+    // block is durable, and replay would write the same bytes).
     const sorted = homes.slice().sort((a, b) => a - b);
+    const writes: { pos: number; data: Buffer }[] = [];
     let i = 0;
     while (i < sorted.length) {
       let n = 1;
       while (i + n < sorted.length && sorted[i + n] === sorted[i]! + n) n++;
       const run = sorted.slice(i, i + n).map((b) => blocks.get(b)!);
-      await this.file.store.write(sorted[i]! * bs, n === 1 ? run[0]! : Buffer.concat(run));
+      writes.push({ pos: sorted[i]! * bs, data: n === 1 ? run[0]! : Buffer.concat(run) });
       i += n;
     }
     this.checkpointsPending = true;
+    await writeAll(this.file.store, writes, CHECKPOINT_WRITERS);
 
     this.head = this.advance(logStart, out.length);
     this.used += out.length;
@@ -313,6 +317,29 @@ export class Journal {
     out.push(commit);
     return out;
   }
+}
+
+/** Checkpoint writes in flight at once (libuv's default thread pool size). */
+const CHECKPOINT_WRITERS = 4;
+
+/** Every write done, at most `limit` at once; the first failure is thrown once all have settled. */
+async function writeAll(store: JournalFile['store'], writes: { pos: number; data: Buffer }[], limit: number): Promise<void> {
+  let next = 0;
+  let failure: unknown = null;
+  const writer = async (): Promise<void> => {
+    while (next < writes.length && failure === null) {
+      const w = writes[next++]!;
+      try {
+        await store.write(w.pos, w.data);
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+  };
+  const writers: Promise<void>[] = [];
+  for (let k = 0; k < Math.min(limit, writes.length); k++) writers.push(writer());
+  await Promise.all(writers);
+  if (failure !== null) throw failure;
 }
 
 function nowTime(): { sec: number; nsec: number } {
