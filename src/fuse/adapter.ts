@@ -25,6 +25,7 @@
  * showing the listing first read, as the kernel's caches do). Writable
  * mounts keep one snapshot per open.
  */
+import { release } from 'node:os';
 import type { DirEntry, InodeId, ReadableFs, Stat, WritableFs } from '../engine.js';
 import { S_IFDIR, S_IFMT, S_IFREG } from '../engine.js';
 import { FsError } from '../errors.js';
@@ -153,8 +154,10 @@ export class FuseAdapter implements FuseHandlers {
    * every buffered write), so the server does it: set-id bits when the
    * request says FUSE_WRITE_KILL_SUIDGID, the capability always (as
    * cap_inode_killpriv does). An entry goes when its mode or xattrs change.
+   * Keyed by nodeid, which is never reused (an engine may reuse an InodeId
+   * once the file is gone, a new file must not inherit the answer).
    */
-  private readonly plain = new Set<InodeId>();
+  private readonly plain = new Set<number>();
 
   constructor(
     private readonly fs: ReadableFs,
@@ -225,14 +228,14 @@ export class FuseAdapter implements FuseHandlers {
     const fs = this.wfs;
     if (valid & SET_SIZE) await fs.truncate(id, v[3]!);
     // Under KILLPRIV_V2 a truncate or chown leaves the kill to us (the reply carries the new mode).
-    if (valid & (SET_SIZE | SET_UID | SET_GID) && !(await this.isPlain(id)))
+    if (valid & (SET_SIZE | SET_UID | SET_GID) && !(await this.isPlain(nodeid, id)))
       await this.killPriv(nodeid, id, (valid & SET_KILL_SUIDGID) !== 0 && !(valid & SET_MODE), false);
     const now = Date.now();
     const nowTime = { sec: Math.floor(now / 1000), nsec: (now % 1000) * 1e6 };
     const attr: Parameters<WritableFs['setattr']>[1] = {};
     if (valid & SET_MODE) {
       attr.mode = v[0]! & 0o7777;
-      this.plain.delete(id);
+      this.plain.delete(nodeid);
     }
     if (valid & SET_UID) attr.uid = v[1]!;
     if (valid & SET_GID) attr.gid = v[2]!;
@@ -299,9 +302,9 @@ export class FuseAdapter implements FuseHandlers {
     }
     if (flags & O_TRUNC) {
       await this.wfs.truncate(id, 0);
-      if (!(await this.isPlain(id))) await this.killPriv(nodeid, id, (killFlags & FUSE_OPEN_KILL_SUIDGID) !== 0, true);
+      if (!(await this.isPlain(nodeid, id))) await this.killPriv(nodeid, id, (killFlags & FUSE_OPEN_KILL_SUIDGID) !== 0, true);
     }
-    const direct = (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(id));
+    const direct = DIRECT_WRITES && (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(nodeid, id));
     r.open(0, openFlags(direct));
   }
 
@@ -312,23 +315,23 @@ export class FuseAdapter implements FuseHandlers {
   async write(r: FuseRequest, nodeid: number, data: Buffer, offset: number, _fh: number, writeFlags = 0): Promise<void> {
     const id = this.nodes.id(nodeid);
     const fs = this.wfs;
-    if (!(await this.isPlain(id))) await this.killPriv(nodeid, id, (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0, true);
+    if (!(await this.isPlain(nodeid, id))) await this.killPriv(nodeid, id, (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0, true);
     r.write(await fs.write(id, offset, data));
   }
 
   /** True when `id` has no set-id bit and no security.capability (remembered). */
-  private async isPlain(id: InodeId): Promise<boolean> {
-    if (this.plain.has(id)) return true;
+  private async isPlain(nodeid: number, id: InodeId): Promise<boolean> {
+    if (this.plain.has(nodeid)) return true;
     const st = await this.fs.getattr(id);
     if ((st.mode & S_IFMT) !== S_IFREG || st.mode & (S_ISUID | S_ISGID)) return false;
     if ((await this.fs.getxattr(id, SECURITY_CAPABILITY)) !== null) return false;
-    this.markPlain(id);
+    this.markPlain(nodeid);
     return true;
   }
 
-  private markPlain(id: InodeId): void {
+  private markPlain(nodeid: number): void {
     if (this.plain.size >= PLAIN_MAX) this.plain.clear();
-    this.plain.add(id);
+    this.plain.add(nodeid);
   }
 
   /**
@@ -553,7 +556,7 @@ export class FuseAdapter implements FuseHandlers {
     if (refusedXattr(name)) throw new FsError('EOPNOTSUPP');
     const how = flags & XATTR_CREATE ? 'create' : flags & XATTR_REPLACE ? 'replace' : undefined;
     const id = this.nodes.id(nodeid);
-    this.plain.delete(id);
+    this.plain.delete(nodeid);
     await this.wfs.setxattr(id, name, value, how);
     r.ok();
   }
@@ -600,10 +603,10 @@ export class FuseAdapter implements FuseHandlers {
       if (flags & O_TRUNC) await fs.truncate(id, 0);
     }
     const st = await this.fs.getattr(id);
-    // A file made here has no xattrs: plain unless its mode has a set-id bit.
-    if (created && !(st.mode & (S_ISUID | S_ISGID))) this.markPlain(id);
     const nodeid = await this.nodes.acquire(id);
-    const direct = (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(id));
+    // A file made here has no xattrs: plain unless its mode has a set-id bit.
+    if (created && !(st.mode & (S_ISUID | S_ISGID))) this.markPlain(nodeid);
+    const direct = DIRECT_WRITES && (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(nodeid, id));
     r.create(this.entryOf(nodeid, st), 0, openFlags(direct));
   }
 
@@ -646,9 +649,20 @@ export class FuseAdapter implements FuseHandlers {
  * the partial page and sends it alone), so GNU tar's 10 KiB records, 512
  * bytes off the page grid after each header, cost two round trips each. A
  * write-only descriptor can neither read nor mmap, so nothing is lost; the
- * kernel drops cached pages of the written range (kernel >= 6.6) for the
- * other openers.
+ * kernel drops cached pages of the written range for the other openers
+ * (Linux >= 6.6; older kernels keep buffered writes, which update the cache).
  */
+/** Whether a uname release string (`6.18.44-fc`) is at least major.minor. */
+export function kernelAtLeast(version: string, major: number, minor: number): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(version);
+  if (!m) return false;
+  const [a, b] = [Number(m[1]), Number(m[2])];
+  return a > major || (a === major && b >= minor);
+}
+
+/** Direct writes drop other openers' cached pages of the range from Linux 6.6 on (fuse: invalidate page cache pages before direct write). */
+const DIRECT_WRITES = kernelAtLeast(release(), 6, 6);
+
 function openFlags(directIo: boolean): { keepCache: true; noflush: true; directIo: boolean } {
   return { keepCache: true, noflush: true, directIo };
 }

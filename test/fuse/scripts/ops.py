@@ -269,6 +269,18 @@ def cmd_killpriv(d):
     without_fsetid(open_trunc)
     if os.stat(o).st_size != 0:
         fail("o: open(O_TRUNC) did not truncate")
+    # A file made set-uid where a plain file was just removed (its inode number may be reused).
+    for i in range(3):
+        q = os.path.join(d, f"q{i}")
+        fd = os.open(q, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, b"plain")
+        os.close(fd)
+        os.unlink(q)
+        fd = os.open(q, os.O_WRONLY | os.O_CREAT, 0o4755)
+        without_fsetid(lambda: os.write(fd, b"x"))
+        os.close(fd)
+        if perm(q) != 0o755:
+            fail(f"{q}: created 4755 after a plain file went, written without CAP_FSETID: mode is {perm(q):o}")
     # security.capability goes on any write, root's too.
     k = made(d, "k", 0o755)
     os.setxattr(k, "security.capability", CAP_NET_RAW)
