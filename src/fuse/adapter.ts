@@ -249,13 +249,13 @@ export class FuseAdapter implements FuseHandlers {
   async mknod(r: FuseRequest, parent: number, name: Buffer, mode: number, rdev: number): Promise<void> {
     const dir = this.nodes.id(parent);
     const owner = await this.newOwner(r, dir, mode);
-    await this.replyEntry(r, await this.wfs.mknod(dir, name, { ...owner, rdev }));
+    await this.replyEntry(r, this.made(await this.wfs.mknod(dir, name, { ...owner, rdev })));
   }
 
   async mkdir(r: FuseRequest, parent: number, name: Buffer, mode: number): Promise<void> {
     const dir = this.nodes.id(parent);
     const owner = await this.newOwner(r, dir, (mode & 0o7777) | S_IFDIR);
-    await this.replyEntry(r, await this.wfs.mkdir(dir, name, owner));
+    await this.replyEntry(r, this.made(await this.wfs.mkdir(dir, name, owner)));
   }
 
   async unlink(r: FuseRequest, parent: number, name: Buffer): Promise<void> {
@@ -271,7 +271,7 @@ export class FuseAdapter implements FuseHandlers {
   async symlink(r: FuseRequest, parent: number, name: Buffer, target: Buffer): Promise<void> {
     const dir = this.nodes.id(parent);
     const owner = await this.newOwner(r, dir, 0);
-    await this.replyEntry(r, await this.wfs.symlink(dir, name, target, { uid: owner.uid, gid: owner.gid }));
+    await this.replyEntry(r, this.made(await this.wfs.symlink(dir, name, target, { uid: owner.uid, gid: owner.gid })));
   }
 
   async rename(r: FuseRequest, parent: number, name: Buffer, newParent: number, newName: Buffer, flags: number): Promise<void> {
@@ -324,6 +324,15 @@ export class FuseAdapter implements FuseHandlers {
     if ((await this.fs.getxattr(id, SECURITY_CAPABILITY)) !== null) return false;
     this.markPlain(id);
     return true;
+  }
+
+  /**
+   * A new inode: forgets what `plain` knew of its id, which ext3 reuses once
+   * an inode is freed (a removed plain file's number can come back set-uid).
+   */
+  private made(id: InodeId): InodeId {
+    this.plain.delete(id);
+    return id;
   }
 
   private markPlain(id: InodeId): void {
@@ -601,7 +610,8 @@ export class FuseAdapter implements FuseHandlers {
     }
     const st = await this.fs.getattr(id);
     // A file made here has no xattrs: plain unless its mode has a set-id bit.
-    if (created && !(st.mode & (S_ISUID | S_ISGID))) this.markPlain(id);
+    if (created && !(st.mode & (S_ISUID | S_ISGID))) this.markPlain(this.made(id));
+    else if (created) this.made(id);
     const nodeid = await this.nodes.acquire(id);
     const direct = (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(id));
     r.create(this.entryOf(nodeid, st), 0, openFlags(direct));
