@@ -390,7 +390,12 @@ export class FuseAdapter implements FuseHandlers {
   }
 
   private async listDir(dir: InodeId): Promise<DirHandle> {
-    const [entries, st] = await Promise.all([this.fs.readdir(dir), this.fs.getattr(dir)]);
+    // Both settle before either's failure is thrown: no engine call outlives its request or read-ahead.
+    const [listed, attr] = await Promise.allSettled([this.fs.readdir(dir), this.fs.getattr(dir)]);
+    if (listed.status === 'rejected') throw listed.reason;
+    if (attr.status === 'rejected') throw attr.reason;
+    const entries = listed.value;
+    const st = attr.value;
     if ((st.mode & S_IFMT) !== S_IFDIR) throw new FsError('ENOTDIR');
     return { dir, entries, ino: st.ino };
   }
@@ -526,7 +531,8 @@ export class FuseAdapter implements FuseHandlers {
       this.keep(h);
       if (this.prefetched.size >= LISTINGS_KEPT) this.prefetched.clear();
       this.prefetched.add(dir);
-      await Promise.all(h.entries.map((e) => this.fs.getattr(e.id)));
+      // allSettled: quiesce() must not return while any of these still runs (the engine closes next).
+      await Promise.allSettled(h.entries.map((e) => this.fs.getattr(e.id)));
     } catch {
       // Prefetching is a guess: a directory that fails is reported when it is listed.
     }

@@ -3,6 +3,9 @@ import { CorruptError, UsageError } from '../errors.js';
 import { blockAddon } from '../native/block.js';
 import { checkRange, type ByteStore } from './byte-source.js';
 
+/** The most bytes one sifuse_block job reads (block.c MAX_LENGTH). */
+const JOB_MAX = 16 << 20;
+
 export interface FileRegionOptions {
   /** Start of the region in the file (a SIF partition's offset). Default 0. */
   offset?: number;
@@ -100,6 +103,14 @@ export class FileRegion implements ByteStore {
     if (!inflate && into.length < length)
       throw new RangeError(`readBlock: a ${into.length}-byte buffer cannot hold ${length} bytes`);
     if (this.fd < 0) throw new UsageError('region is closed', this.name);
+    if (!inflate && length > JOB_MAX) {
+      // The addon takes at most JOB_MAX bytes a job (block.c MAX_LENGTH); a longer stored span is several.
+      for (let at = 0; at < length; at += JOB_MAX) {
+        const n = Math.min(JOB_MAX, length - at);
+        await this.readBlockNative(into.subarray(at, at + n), position + at, n, false);
+      }
+      return length;
+    }
     const addon = blockAddon()!;
     let done = 0;
     // Stored bytes already in the page cache are copied at once: no thread-pool round trip.

@@ -212,6 +212,18 @@ for (const kind of ['ext3', 'overlay'] as const) {
         await run(`mkdir -p kp && python3 ${scripts}/ops.py killpriv kp`);
       });
 
+      it('a set-uid file on a reused inode number loses S_ISUID on a write without CAP_FSETID', async (ctx) => {
+        if (why) skipBecause(ctx, why);
+        if (process.getuid?.() !== 0) skipBecause(ctx, 'setting set-id bits and dropping CAP_FSETID needs root');
+        if (kind !== 'ext3') skipBecause(ctx, 'only ext3 reuses inode numbers (Overlay ids are a counter)');
+        await run(`mkdir -p kr && python3 ${scripts}/ops.py killpriv-reuse kr`);
+      });
+
+      it('readers that cached a file before see what a write-only (direct_io) descriptor writes', async (ctx) => {
+        if (why) skipBecause(ctx, why);
+        await run(`mkdir -p dc && python3 ${scripts}/ops.py direct-coherence dc`);
+      });
+
       it('O_APPEND from two descriptors, truncate then write, and a time set before close', async (ctx) => {
         if (why) skipBecause(ctx, why);
         await run(`mkdir -p ap && python3 ${scripts}/ops.py append ap`);

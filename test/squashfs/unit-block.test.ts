@@ -280,3 +280,22 @@ describe('FileRegion.readBlock', () => {
     expect(await pending).toMatchObject({ code: 'EZDATA' });
   });
 });
+
+describe('review: edges of the off-thread path', () => {
+  it('an engine read of more than 16 MiB of stored blocks returns the bytes (the addon caps one job)', async () => {
+    const dir = join(work, 'big');
+    mkdirSync(join(dir, 'src'), { recursive: true });
+    const data = pseudoRandom(17 << 20, 21);
+    writeFileSync(join(dir, 'src', 'big'), data);
+    const img = mksquashfs(join(dir, 'src'), join(dir, 'big.sqfs'), ['-comp', 'gzip', '-noD', '-noF']);
+    const fs = await openSquashfs(await FileRegion.open(img));
+    try {
+      const id = await idOf(fs, 'big');
+      const got = await fs.read(id, 0, data.length);
+      expect(got.length).toBe(data.length);
+      expect(got.equals(data)).toBe(true);
+    } finally {
+      await fs.close();
+    }
+  });
+});

@@ -13,7 +13,9 @@ message on the first wrong result.
 import hashlib
 import mmap
 import os
+import stat
 import sys
+import time
 
 
 def fail(msg):
@@ -346,10 +348,78 @@ def cmd_append(d):
         fail(f"utime before close: {st.st_atime_ns} {st.st_mtime_ns} {st.st_size}")
 
 
+def cmd_killpriv_reuse(d):
+    """A plain file (created, so known to carry no set-id bit) is removed and
+    its inode number reused by a set-uid file made with mknod(2): a write to
+    that one by a writer without CAP_FSETID must still clear S_ISUID."""
+    if os.getuid() != 0:
+        fail("killpriv-reuse needs root (it drops CAP_FSETID for the write)")
+    for attempt in range(40):
+        p = os.path.join(d, "plain%d" % attempt)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, b"plain\n")
+        os.close(fd)
+        ino = os.stat(p).st_ino
+        os.unlink(p)
+        time.sleep(0.2)  # the kernel's FORGET frees the number
+        q = os.path.join(d, "suid%d" % attempt)
+        os.mknod(q, stat.S_IFREG | 0o4755)  # no chmod: a SETATTR of the mode would reset what the server knows
+        if perm(q) != 0o4755:
+            fail(f"{q}: mknod made mode {perm(q):o}, not 4755")
+        if os.stat(q).st_ino != ino:
+            os.unlink(q)
+            continue
+        fd = os.open(q, os.O_WRONLY)
+        without_fsetid(lambda: os.write(fd, b"x"))
+        os.close(fd)
+        if perm(q) != 0o755:
+            fail(f"{q}: reused inode {ino}, written without CAP_FSETID, mode is {perm(q):o}, not 755")
+        return
+    fail("the inode number of a removed file was never reused (40 tries)")
+
+
+def cmd_direct_coherence(d):
+    """Readers that cached a file (read(2) and a shared mapping, opened before)
+    see what a write-only (direct_io) descriptor writes, and so do stat and a
+    reader opened after."""
+    p = os.path.join(d, "dc")
+    with open(p, "wb") as f:
+        f.write(b"A" * 8192)
+    r = os.open(p, os.O_RDONLY)
+    if os.pread(r, 8192, 0) != b"A" * 8192:
+        fail("dc: first read")
+    m = mmap.mmap(r, 8192, mmap.MAP_SHARED, mmap.PROT_READ)
+    if m[:8192] != b"A" * 8192:
+        fail("dc: first mapped read")
+    mtime0 = os.fstat(r).st_mtime_ns
+    time.sleep(0.02)
+    w = os.open(p, os.O_WRONLY)
+    os.pwrite(w, b"B" * 4096, 0)
+    os.pwrite(w, b"C" * 4096, 8192)
+    wa = os.open(p, os.O_WRONLY | os.O_APPEND)
+    os.write(wa, b"D" * 100)
+    os.close(wa)
+    want = b"B" * 4096 + b"A" * 4096 + b"C" * 4096 + b"D" * 100
+    got = os.pread(r, 20000, 0)
+    if got != want:
+        fail(f"dc: a reader opened before the write reads {got[:8]!r}..{got[-8:]!r} ({len(got)} bytes)")
+    if m[:4096] != b"B" * 4096:
+        fail("dc: a shared mapping made before the write still shows the old bytes")
+    st = os.stat(p)
+    if st.st_size != len(want) or st.st_mtime_ns == mtime0:
+        fail(f"dc: stat after direct writes: size {st.st_size}, mtime changed {st.st_mtime_ns != mtime0}")
+    os.close(w)
+    with open(p, "rb") as f:
+        if f.read() != want:
+            fail("dc: a reader opened after the write")
+    m.close()
+    os.close(r)
+
+
 def main():
     cmd, *args = sys.argv[1:]
     {"mmap": cmd_mmap, "unlink-open": cmd_unlink_open, "concurrent": cmd_concurrent,
-     "rename-storm": cmd_rename_storm, "killpriv": cmd_killpriv, "append": cmd_append}[cmd](*args)
+     "rename-storm": cmd_rename_storm, "killpriv": cmd_killpriv, "killpriv-reuse": cmd_killpriv_reuse, "direct-coherence": cmd_direct_coherence, "append": cmd_append}[cmd](*args)
 
 
 main()
