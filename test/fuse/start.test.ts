@@ -115,6 +115,26 @@ describe('sifuse mount start-up', () => {
     });
   }
 
+  it('SIGINT to sifuse mount at any moment: mounted exactly when it exited 0', async (ctx) => {
+    if (why) skipBecause(ctx, why);
+    for (const delayMs of [0, 15, 30, 45, 60, 90]) {
+      const mnt = join(dir, `mnt-int-${delayMs}`);
+      mkdirSync(mnt);
+      const child = spawn(sifuseBin, ['mount', image, mnt], { stdio: 'ignore' });
+      const timer = setTimeout(() => child.kill('SIGINT'), delayMs);
+      const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((res) =>
+        child.once('exit', (c, s) => res([c, s])),
+      );
+      clearTimeout(timer);
+      try {
+        expect(code === 0 ? 'exit 0' : signal, `SIGINT after ${delayMs} ms`).toBe(code === 0 ? 'exit 0' : 'SIGINT');
+        expect(isMounted(mnt), `SIGINT after ${delayMs} ms, ${code === 0 ? 'exit 0' : signal}`).toBe(code === 0);
+      } finally {
+        if (isMounted(mnt)) await execa('fusermount3', ['-u', mnt], { reject: false });
+      }
+    }
+  });
+
   it('usage errors still come back from the command line (unknown option, missing value, bad --log)', async (ctx) => {
     if (why) skipBecause(ctx, why);
     const mnt = join(dir, 'mnt-usage');
