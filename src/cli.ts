@@ -5,6 +5,7 @@
  * file and the problem, and a non-zero exit; stack traces only with
  * SIFUSE_DEBUG=1.
  */
+import * as fs from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { FsError, isFileProblem } from './errors.js';
 
@@ -82,6 +83,19 @@ export function normalizeTmpfsFlag(argv: readonly string[]): string[] {
   return out;
 }
 
+/** The one-line answer a `mount -f --ready-fd N` daemon owes its caller, for failures before the command ran. */
+function reportReady(argv: readonly string[], line: string): void {
+  const at = argv.indexOf('--ready-fd');
+  const fd = at > 0 && argv[2] === 'mount' ? Number(argv[at + 1]) : NaN;
+  if (!Number.isInteger(fd) || fd < 3) return;
+  try {
+    fs.writeSync(fd, `${line}\n`);
+    fs.closeSync(fd);
+  } catch {
+    // Nobody is waiting, or the command already answered and closed it.
+  }
+}
+
 async function main(rawArgv: string[]): Promise<number> {
   const argv = normalizeTmpfsFlag(rawArgv);
   const program = await buildProgram(argv);
@@ -90,7 +104,9 @@ async function main(rawArgv: string[]): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) {
-      // Commander has already printed its message (help, version, usage errors).
+      // Commander has already printed its message (help, version, usage errors);
+      // a mount daemon's caller waits for it on the ready fd (bin/sifuse).
+      if (err.exitCode !== 0) reportReady(argv, err.message.replace(/^error: /, ''));
       return err.exitCode;
     }
     if (process.env.SIFUSE_DEBUG) console.error(err);

@@ -92,13 +92,20 @@ export function stackRequest(positional: string[], flags: MountFlags): { req: St
 
 async function foreground(positional: string[], flags: MountFlags): Promise<void> {
   const readyFd = flags.readyFd === undefined ? null : Number(flags.readyFd);
-  const report = (line: string): void => {
-    if (readyFd === null) return;
+  /** False when nobody is waiting for the answer any more (the caller was interrupted). */
+  const report = (line: string): boolean => {
+    if (readyFd === null) return true;
     try {
       fs.writeSync(readyFd, `${line}\n`);
-      fs.closeSync(readyFd);
+      return true;
     } catch {
-      // The parent is gone; nobody is waiting for the answer.
+      return false;
+    } finally {
+      try {
+        fs.closeSync(readyFd);
+      } catch {
+        // Already closed.
+      }
     }
   };
   let pidPath: string | null = null;
@@ -118,7 +125,11 @@ async function foreground(positional: string[], flags: MountFlags): Promise<void
         mountOptions: stack.mountOptions,
         debug: !!flags.debug,
         stats: !!flags.stats,
-        onReady: () => report('ok'),
+        // A caller that never learns the mount answered (SIGINT while it waited)
+        // gets nothing left mounted: unmount as on SIGTERM.
+        onReady: () => {
+          if (!report('ok')) process.kill(process.pid, 'SIGTERM');
+        },
       });
     } finally {
       stack.release();
