@@ -11,6 +11,7 @@ import { S_IFDIR, S_IFMT, S_IFREG } from '../engine.js';
 import { InternalError, UnsupportedError, withErrno } from '../errors.js';
 import { indirectBlocksNeeded, leafIndex, mappedRuns, mapBlock, mapRange, maxLogicalBlocks, setBlockRun } from './block-map.js';
 import type { Ext3Context } from './context.js';
+import { eachLimited } from '../io/each-limited.js';
 import { mapExtents } from './extents.js';
 import type { Inode } from './inode.js';
 import { EXT2_NDIR_BLOCKS, EXT4_EXTENTS_FL, EXT4_INLINE_DATA_FL } from './inode.js';
@@ -328,25 +329,11 @@ export class FileData {
       runs.push({ from: i, to: j, bytes: Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset) });
       i = j;
     }
-    let next = 0;
-    let failure: unknown = null;
-    const writer = async (): Promise<void> => {
-      while (next < runs.length && failure === null) {
-        const r = runs[next++]!;
-        try {
-          await this.c.store.write(blocks[r.from]! * this.c.blockSize, r.bytes);
-        } catch (err) {
-          failure ??= err;
-          return;
-        }
-        // Dropped only once on disk, so an unqueued reader always finds the bytes somewhere.
-        for (let k = r.from; k < r.to; k++) this.pendingData.delete(blocks[k]!);
-      }
-    };
-    const writers: Promise<void>[] = [];
-    for (let w = 0; w < Math.min(FLUSH_WRITERS, runs.length); w++) writers.push(writer());
-    await Promise.all(writers);
-    if (failure !== null) throw failure;
+    await eachLimited(runs, FLUSH_WRITERS, async (r) => {
+      await this.c.store.write(blocks[r.from]! * this.c.blockSize, r.bytes);
+      // Dropped only once on disk, so an unqueued reader always finds the bytes somewhere.
+      for (let k = r.from; k < r.to; k++) this.pendingData.delete(blocks[k]!);
+    });
     this.pendingBytes = 0;
     this.recycleSlabs();
   }

@@ -212,6 +212,25 @@ static napi_value type_error(napi_env env, const char *what) {
   return NULL;
 }
 
+/* argv[0..2] as (fd, position, length); false (with a TypeError thrown) if any is not one. */
+static bool get_range(napi_env env, napi_value *argv, int32_t *fd, double *position, double *length) {
+  if (napi_get_value_int32(env, argv[0], fd) != napi_ok || *fd < 0) {
+    type_error(env, "fd must be a descriptor");
+    return false;
+  }
+  if (napi_get_value_double(env, argv[1], position) != napi_ok || !(*position >= 0 && *position <= SAFE_INT) ||
+      *position != (double)(int64_t)*position) {
+    type_error(env, "position must be a safe non-negative integer");
+    return false;
+  }
+  if (napi_get_value_double(env, argv[2], length) != napi_ok || !(*length >= 0 && *length <= MAX_LENGTH) ||
+      *length != (double)(uint32_t)*length) {
+    type_error(env, "length must be an integer of at most 16 MiB");
+    return false;
+  }
+  return true;
+}
+
 static napi_value js_read_block(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
@@ -222,13 +241,7 @@ static napi_value js_read_block(napi_env env, napi_callback_info info) {
   bool inflate, is_buffer = false;
   void *out;
   size_t out_len;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) return type_error(env, "fd must be a descriptor");
-  if (napi_get_value_double(env, argv[1], &position) != napi_ok || !(position >= 0 && position <= SAFE_INT) ||
-      position != (double)(int64_t)position)
-    return type_error(env, "position must be a safe non-negative integer");
-  if (napi_get_value_double(env, argv[2], &length) != napi_ok || !(length >= 0 && length <= MAX_LENGTH) ||
-      length != (double)(uint32_t)length)
-    return type_error(env, "length must be an integer of at most 16 MiB");
+  if (!get_range(env, argv, &fd, &position, &length)) return NULL;
   if (napi_is_buffer(env, argv[3], &is_buffer) != napi_ok || !is_buffer ||
       napi_get_buffer_info(env, argv[3], &out, &out_len) != napi_ok)
     return type_error(env, "out must be a Buffer");
@@ -275,13 +288,7 @@ static napi_value js_read_cached(napi_env env, napi_callback_info info) {
   size_t out_len;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4)
     return type_error(env, "readCached needs (fd, position, length, out)");
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) return type_error(env, "fd must be a descriptor");
-  if (napi_get_value_double(env, argv[1], &position) != napi_ok || !(position >= 0 && position <= SAFE_INT) ||
-      position != (double)(int64_t)position)
-    return type_error(env, "position must be a safe non-negative integer");
-  if (napi_get_value_double(env, argv[2], &length) != napi_ok || !(length >= 0 && length <= MAX_LENGTH) ||
-      length != (double)(uint32_t)length)
-    return type_error(env, "length must be an integer of at most 16 MiB");
+  if (!get_range(env, argv, &fd, &position, &length)) return NULL;
   if (napi_is_buffer(env, argv[3], &is_buffer) != napi_ok || !is_buffer ||
       napi_get_buffer_info(env, argv[3], &out, &out_len) != napi_ok || out_len < (size_t)length)
     return type_error(env, "out must be a Buffer of at least length bytes");

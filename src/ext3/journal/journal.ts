@@ -29,6 +29,7 @@
  * in one transaction is journaled only (as jbd2_journal_cancel_revoke does).
  */
 import { CorruptError, InternalError } from '../../errors.js';
+import { eachLimited } from '../../io/each-limited.js';
 import { blockTailChecksum, commitBlockChecksum, dataBlockChecksum, journalChecksumSeed } from './checksum.js';
 import {
   BlockType,
@@ -200,7 +201,7 @@ export class Journal {
       i += n;
     }
     this.checkpointsPending = true;
-    await writeAll(this.file.store, writes, CHECKPOINT_WRITERS);
+    await eachLimited(writes, CHECKPOINT_WRITERS, (w) => this.file.store.write(w.pos, w.data));
 
     this.head = this.advance(logStart, out.length);
     this.used += out.length;
@@ -321,26 +322,6 @@ export class Journal {
 
 /** Checkpoint writes in flight at once (libuv's default thread pool size). */
 const CHECKPOINT_WRITERS = 4;
-
-/** Every write done, at most `limit` at once; the first failure is thrown once all have settled. */
-async function writeAll(store: JournalFile['store'], writes: { pos: number; data: Buffer }[], limit: number): Promise<void> {
-  let next = 0;
-  let failure: unknown = null;
-  const writer = async (): Promise<void> => {
-    while (next < writes.length && failure === null) {
-      const w = writes[next++]!;
-      try {
-        await store.write(w.pos, w.data);
-      } catch (err) {
-        failure ??= err;
-      }
-    }
-  };
-  const writers: Promise<void>[] = [];
-  for (let k = 0; k < Math.min(limit, writes.length); k++) writers.push(writer());
-  await Promise.all(writers);
-  if (failure !== null) throw failure;
-}
 
 function nowTime(): { sec: number; nsec: number } {
   const ms = Date.now();
