@@ -19,6 +19,7 @@ import { lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { median } from './lib/stats.mjs';
 
 const here = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -45,7 +46,6 @@ function bigFiles(dir, out = []) {
   return out;
 }
 
-const median = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];
 const files = bigFiles(join(o.root, 'usr/lib/x86_64-linux-gnu'));
 const engines = [];
 for (const d of o.dist) {
