@@ -16,7 +16,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { benchImage, sifOffset } from './lib/images.mjs';
+import { benchImage, packSif, sifOffset } from './lib/images.mjs';
 import { daemonPeakRss, have, isRoot, readPeers, writePeers } from './lib/peers.mjs';
 import { fmt, median } from './lib/stats.mjs';
 import { barChart } from './lib/svg.mjs';
@@ -74,23 +74,7 @@ function bigImage() {
   const sqfs = join(cache, 'bench-big.sqfs');
   execFileSync('mksquashfs', [dir, sqfs, '-noappend', '-all-root', '-comp', 'gzip', '-quiet', '-no-progress']);
   rmSync(dir, { recursive: true, force: true });
-  rmSync(`${sif}.part`, { force: true });
-  execFileSync('siftool', ['new', `${sif}.part`]);
-  execFileSync('siftool', [
-    'add',
-    `${sif}.part`,
-    sqfs,
-    '--datatype',
-    '4',
-    '--parttype',
-    '2',
-    '--partfs',
-    '1',
-    '--partarch',
-    '2',
-    '--groupid',
-    '1',
-  ]);
+  packSif(sqfs, `${sif}.part`);
   rmSync(sqfs);
   execFileSync('mv', [`${sif}.part`, sif]);
   return { sif, offset: sifOffset(sif) };

@@ -26,6 +26,27 @@ export function sifOffset(sif) {
   return Number(m[1]);
 }
 
+/** A new SIF at `sif` holding `sqfs` as its root filesystem partition (Apptainer's layout, BENCHMARKS.md). */
+export function packSif(sqfs, sif) {
+  rmSync(sif, { force: true });
+  execFileSync('siftool', ['new', sif]);
+  execFileSync('siftool', [
+    'add',
+    sif,
+    sqfs,
+    '--datatype',
+    '4',
+    '--parttype',
+    '2',
+    '--partfs',
+    '1',
+    '--partarch',
+    '2',
+    '--groupid',
+    '1',
+  ]);
+}
+
 /** { sqfs, sif, offset, rootfs? } for 'minbase' or 'python'. */
 export async function benchImage(variant = 'minbase', { keepRootfs = false } = {}) {
   const sqfs = join(cache, `bench-bookworm-${variant}.sqfs`);
@@ -43,23 +64,7 @@ export async function benchImage(variant = 'minbase', { keepRootfs = false } = {
     if (made.status === 3) throw new Error('the Debian mirror cannot be reached (scripts/make-rootfs.sh exit 3)');
     if (made.status !== 0) throw new Error(`scripts/make-rootfs.sh failed (exit ${made.status})`);
     execFileSync('mksquashfs', [rootfs, `${sqfs}.part`, '-noappend', '-all-root', '-comp', 'gzip', '-quiet', '-no-progress']);
-    rmSync(`${sif}.part`, { force: true });
-    execFileSync('siftool', ['new', `${sif}.part`]);
-    execFileSync('siftool', [
-      'add',
-      `${sif}.part`,
-      `${sqfs}.part`,
-      '--datatype',
-      '4',
-      '--parttype',
-      '2',
-      '--partfs',
-      '1',
-      '--partarch',
-      '2',
-      '--groupid',
-      '1',
-    ]);
+    packSif(`${sqfs}.part`, `${sif}.part`);
     execFileSync('mv', [`${sqfs}.part`, sqfs]);
     execFileSync('mv', [`${sif}.part`, sif]);
     return { sqfs, sif, tarball, offset: sifOffset(sif) };

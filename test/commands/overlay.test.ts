@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openExt3 } from '../../src/ext3/index.js';
 import { FileRegion } from '../../src/io/file-region.js';
+import { makeSif } from '../tools/helpers.js';
 import { itIf } from '../tools/skip.js';
 import { loopMountSync, unmountSync } from '../tools/loop.js';
 
@@ -284,27 +285,12 @@ describe('sifuse overlay create', () => {
     fs.writeFileSync(path.join(tree, 'etc', 'hostname'), 'box\n');
     const sqfs = path.join(dir, 'root.sqfs');
     await execa('mksquashfs', [tree, sqfs, '-noappend', '-all-root', '-quiet']);
-    const makeSif = async (name: string, partfs = '1') => {
+    const sifNamed = async (name: string, partfs = '1') => {
       const f = path.join(dir, name);
-      await execa('siftool', ['new', f]);
-      await execa('siftool', [
-        'add',
-        f,
-        sqfs,
-        '--datatype',
-        '4',
-        '--parttype',
-        '2',
-        '--partfs',
-        partfs,
-        '--partarch',
-        '2',
-        '--groupid',
-        '1',
-      ]);
+      await makeSif(sqfs, f, partfs);
       return f;
     };
-    const sif = await makeSif('with-overlay.sif');
+    const sif = await sifNamed('with-overlay.sif');
     let r = await sifuse(['overlay', 'create', '--sparse', '--create-dir', '/data', sif]);
     expect(r.stderr).toBe('');
     expect(r.exitCode).toBe(0);
@@ -332,7 +318,7 @@ describe('sifuse overlay create', () => {
       expect(fs.readFileSync(file).equals(before)).toBe(true);
     };
     await refused(sif, 'a writable overlay partition already exists in the SIF image (object 2)');
-    const signed = await makeSif('signed.sif');
+    const signed = await sifNamed('signed.sif');
     const sig = path.join(dir, 'sig.bin');
     fs.writeFileSync(sig, 'not really a signature');
     await execa('siftool', [
@@ -349,7 +335,7 @@ describe('sifuse overlay create', () => {
       '1',
     ]);
     await refused(signed, 'the SIF image is signed');
-    const encrypted = await makeSif('encrypted.sif', '5');
+    const encrypted = await sifNamed('encrypted.sif', '5');
     await refused(encrypted, 'the root filesystem is encrypted');
     expect(leftovers()).toEqual([]);
   });
@@ -444,22 +430,7 @@ describe('sifuse overlay resize', () => {
     const sqfs = path.join(dir, 'resize-sif.sqfs');
     await execa('mksquashfs', [tree, sqfs, '-noappend', '-all-root', '-quiet']);
     const sif = path.join(dir, 'resize.sif');
-    await execa('siftool', ['new', sif]);
-    await execa('siftool', [
-      'add',
-      sif,
-      sqfs,
-      '--datatype',
-      '4',
-      '--parttype',
-      '2',
-      '--partfs',
-      '1',
-      '--partarch',
-      '2',
-      '--groupid',
-      '1',
-    ]);
+    await makeSif(sqfs, sif);
     expect((await sifuse(['overlay', 'create', '--sparse', '--create-dir', '/keep', sif])).exitCode).toBe(0);
     const partition = async () => {
       const row = (await execa('siftool', ['list', sif])).stdout.split('\n').find((l) => l.includes('Ext3/Overlay'))!;

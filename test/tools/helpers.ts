@@ -228,8 +228,11 @@ export async function mksquashfs(src: string, image: string, args: string[] = []
   await execa('mksquashfs', all);
 }
 
-/** A SIF holding `squashfs` as its primary root filesystem partition (siftool, as Apptainer lays it out). */
-export async function makeSif(squashfs: string, sif: string): Promise<void> {
+/**
+ * A SIF holding `squashfs` as its primary root filesystem partition (siftool, as Apptainer lays
+ * it out). `partfs` is siftool's partition filesystem code: 1 SquashFS (default), 5 encrypted SquashFS.
+ */
+export async function makeSif(squashfs: string, sif: string, partfs = '1'): Promise<void> {
   rmSync(sif, { force: true });
   await execa('siftool', ['new', sif]);
   await execa('siftool', [
@@ -241,7 +244,7 @@ export async function makeSif(squashfs: string, sif: string): Promise<void> {
     '--parttype',
     '2',
     '--partfs',
-    '1',
+    partfs,
     '--partarch',
     '2',
     '--groupid',
