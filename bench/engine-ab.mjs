@@ -74,11 +74,12 @@ async function biggestDir(fs) {
   return best;
 }
 
-async function stall(mod, dirPath) {
+/** The first readdir of a directory (a path, or an inode id of this image) and the longest event-loop stall meanwhile. */
+async function stall(mod, dir) {
   const fs = await mod.openImage(image);
   try {
-    let id = fs.rootId;
-    for (const part of dirPath.split('/').filter(Boolean)) id = await fs.lookup(id, Buffer.from(part));
+    let id = typeof dir === 'string' ? fs.rootId : dir;
+    if (typeof dir === 'string') for (const part of dir.split('/').filter(Boolean)) id = await fs.lookup(id, Buffer.from(part));
     // Both wall and CPU between two turns of the loop: on a loaded machine a
     // wall gap may be the scheduler's; a CPU gap is the decoder's own.
     let last = performance.now();
@@ -177,7 +178,7 @@ if (want('stall')) {
   for (let r = 0; r < opt.reps; r++) {
     for (const k of ['A', 'B']) {
       // the directory by path when given (STALL_DIR), else the image's biggest by inode id
-      const res = path ? await stall(builds[k], path) : await stallById(builds[k], big.id);
+      const res = await stall(builds[k], path ?? big.id);
       t[k].push(res);
     }
   }
@@ -185,42 +186,6 @@ if (want('stall')) {
     rows.push(
       `| first readdir (${t[k][0].n} entries) | ${k} | ${med(t[k].map((x) => x.total / 1000)).toFixed(4)} | - | - | - | longest event-loop stall ${med(t[k].map((x) => x.worst)).toFixed(1)} ms wall, ${med(t[k].map((x) => x.worstCpu)).toFixed(1)} ms CPU |`,
     );
-  }
-}
-
-async function stallById(mod, id) {
-  const fs = await mod.openImage(image);
-  try {
-    // Both wall and CPU between two turns of the loop: on a loaded machine a
-    // wall gap may be the scheduler's; a CPU gap is the decoder's own.
-    let last = performance.now();
-    let lastCpu = process.cpuUsage();
-    let worst = 0;
-    let worstCpu = 0;
-    let on = true;
-    const tick = () => {
-      const now = performance.now();
-      const cpu = process.cpuUsage(lastCpu);
-      worst = Math.max(worst, now - last);
-      worstCpu = Math.max(worstCpu, (cpu.user + cpu.system) / 1000);
-      last = now;
-      lastCpu = process.cpuUsage();
-      if (on) setImmediate(tick);
-    };
-    setImmediate(tick);
-    await new Promise((r) => setTimeout(r, 5));
-    worst = 0;
-    worstCpu = 0;
-    last = performance.now();
-    lastCpu = process.cpuUsage();
-    const t0 = performance.now();
-    const n = (await fs.readdir(id)).length;
-    const total = performance.now() - t0;
-    on = false;
-    await new Promise((r) => setTimeout(r, 2));
-    return { worst, worstCpu, total, n };
-  } finally {
-    await fs.close();
   }
 }
 
