@@ -10,7 +10,7 @@
  */
 import { loadAddon } from './load.js';
 import { FsError } from '../errors.js';
-import type { Stat } from '../engine.js';
+import type { Stat, StatFs } from '../engine.js';
 
 type Handle = object;
 type Session = object;
@@ -176,17 +176,6 @@ export interface Caller {
   pid: number;
 }
 
-export interface StatFsReply {
-  bsize: number;
-  frsize: number;
-  blocks: number;
-  bfree: number;
-  bavail: number;
-  files: number;
-  ffree: number;
-  namemax: number;
-}
-
 /** One kernel request: answer it exactly once with one of the methods. */
 export class FuseRequest implements Caller {
   private handle: Handle | null;
@@ -260,7 +249,7 @@ export class FuseRequest implements Caller {
   lseek(offset: number): void {
     native().replyLseek(this.take(), offset);
   }
-  statfs(v: StatFsReply): void {
+  statfs(v: StatFs): void {
     native().replyStatfs(
       this.take(),
       Float64Array.of(v.bsize, v.frsize, v.blocks, v.bfree, v.bavail, v.files, v.ffree, v.ffree, v.namemax),

@@ -19,6 +19,7 @@
  */
 import { closeSync } from 'node:fs';
 import { loadAddon } from './load.js';
+import type { StatFs } from '../engine.js';
 
 export type Path = string | Buffer;
 
@@ -60,17 +61,10 @@ export interface SysStat {
   btimeNsec: number;
 }
 
-export interface SysStatFs {
+/** fstatfs(2): the engine's StatFs fields, and the filesystem's type and flags. */
+export interface SysStatFs extends StatFs {
   /** f_type (e.g. 0xEF53 ext2/3/4, 0x9FA0 procfs). */
   type: number;
-  bsize: number;
-  frsize: number;
-  blocks: number;
-  bfree: number;
-  bavail: number;
-  files: number;
-  ffree: number;
-  namemax: number;
   /** f_flags (ST_RDONLY = 1, ...). */
   flags: number;
 }
