@@ -141,9 +141,7 @@ export class FileReader {
    * a fragment block (anything up to the block size).
    */
   private async loadData(pos: number, size: number, compressed: boolean, background = false, expected = 0): Promise<Buffer> {
-    if (this.source.readBlock && (!compressed || this.decompressor.name === 'gzip')) {
-      return this.loadOffThread(pos, size, compressed, expected);
-    }
+    if (this.offThread(compressed)) return this.loadOffThread(pos, size, compressed, expected);
     const pooled = background && this.options.poolReadAhead;
     if (compressed && !pooled && this.source.readInto && size <= this.scratch.size) {
       // The inline path: read into a reused buffer, decompress, give it back.
@@ -186,15 +184,24 @@ export class FileReader {
     // ETOOBIG, less fails loadBlock's check): no trimming copy for a file's
     // short last block, and no 128 KiB allocation behind it.
     const out = Buffer.allocUnsafeSlow(compressed ? expected || this.blockSize : size);
-    let n: number;
-    try {
-      n = await this.source.readBlock!(out, pos, size, compressed);
-    } catch (err) {
-      throw blockFailure(err, pos, out.length);
-    }
+    const n = await this.readBlockInto(out, pos, size, compressed);
     // A short block is copied out, so the cache, counting lengths, does not pin the rest.
     if (n === out.length) return out;
     return n * 2 < out.length ? Buffer.from(out.subarray(0, n)) : out.subarray(0, n);
+  }
+
+  /** Whether a block is read (and, compressed, inflated) by one sifuse_block job: gzip and stored blocks of a file region. */
+  private offThread(compressed: boolean): boolean {
+    return this.source.readBlock !== undefined && (!compressed || this.decompressor.name === 'gzip');
+  }
+
+  /** One sifuse_block job into `out`: the bytes it holds, or the image's error naming the block. */
+  private async readBlockInto(out: Buffer, pos: number, size: number, compressed: boolean): Promise<number> {
+    try {
+      return await this.source.readBlock!(out, pos, size, compressed);
+    } catch (err) {
+      throw blockFailure(err, pos, out.length);
+    }
   }
 
   private async loadTail(file: FileInode): Promise<Buffer> {
@@ -297,27 +304,18 @@ export class FileReader {
 
   /** Block i can be read by one job into a caller's buffer: stored complete, or gzip, and not cached. */
   private loadsInto(file: FileInode, map: BlockMap, i: number): boolean {
-    if (!this.source.readBlock) return false;
     const entry = file.blockSizes[i]!;
     const size = entry & BLOCK_SIZE_MASK;
-    if (size === 0) return false;
-    if ((entry & BLOCK_UNCOMPRESSED) !== 0) {
-      if (size !== this.blockLength(file, i)) return false;
-    } else if (this.decompressor.name !== 'gzip') {
-      return false;
-    }
+    const stored = (entry & BLOCK_UNCOMPRESSED) !== 0;
+    if (size === 0 || !this.offThread(!stored)) return false;
+    if (stored && size !== this.blockLength(file, i)) return false;
     return !this.cache.has(map.start(i));
   }
 
   private async loadInto(file: FileInode, map: BlockMap, i: number, into: Buffer): Promise<void> {
     const entry = file.blockSizes[i]!;
     const pos = map.start(i);
-    let n: number;
-    try {
-      n = await this.source.readBlock!(into, pos, entry & BLOCK_SIZE_MASK, (entry & BLOCK_UNCOMPRESSED) === 0);
-    } catch (err) {
-      throw blockFailure(err, pos, into.length);
-    }
+    const n = await this.readBlockInto(into, pos, entry & BLOCK_SIZE_MASK, (entry & BLOCK_UNCOMPRESSED) === 0);
     if (n !== into.length) {
       throw new CorruptError(`file inode ${file.inodeNumber} block ${i} holds ${n} bytes, expected ${into.length}`);
     }
