@@ -40,6 +40,35 @@ export interface GroupDesc {
 }
 
 export const GROUP_DESC_SIZE = 32;
+/** bg_flags: the inode table is known to be zeroed (mke2fs sets it on every group). */
+export const EXT2_BG_INODE_ZEROED = 0x0004;
+
+/**
+ * The descriptor of a new group (mkfs, resize): its bitmaps and inode table,
+ * free counts, no directories, inode table marked zeroed, no checksums.
+ */
+export function newGroupDesc(
+  blockBitmap: number,
+  inodeBitmap: number,
+  inodeTable: number,
+  freeBlocks: number,
+  freeInodes: number,
+): GroupDesc {
+  return {
+    bg_block_bitmap: blockBitmap,
+    bg_inode_bitmap: inodeBitmap,
+    bg_inode_table: inodeTable,
+    bg_free_blocks_count: freeBlocks,
+    bg_free_inodes_count: freeInodes,
+    bg_used_dirs_count: 0,
+    bg_flags: EXT2_BG_INODE_ZEROED,
+    bg_exclude_bitmap_lo: 0,
+    bg_block_bitmap_csum_lo: 0,
+    bg_inode_bitmap_csum_lo: 0,
+    bg_itable_unused: 0,
+    bg_checksum: 0,
+  };
+}
 
 /** Decodes one descriptor at `off` of `buf`; `size` is 32 or s_desc_size. */
 export function decodeGroupDesc(buf: Buffer, off = 0, size = GROUP_DESC_SIZE): GroupDesc {

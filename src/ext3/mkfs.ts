@@ -40,7 +40,7 @@ import { UsageError, UnsupportedError } from '../errors.js';
 import type { ByteStore } from '../io/byte-source.js';
 import { encodeDirent, EXT2_FT_DIR, emptyDirBlock, encodeDotBlock, setRecLen } from './dir.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from './features.js';
-import { encodeGroupDesc, type GroupDesc } from './group-desc.js';
+import { encodeGroupDesc, newGroupDesc, type GroupDesc } from './group-desc.js';
 import { emptyInode, encodeInode, type Inode } from './inode.js';
 import { encodeJournalSuperblock, newJournalSuperblock } from './journal/format.js';
 import {
@@ -71,8 +71,6 @@ const DEFM_XATTR_USER_ACL = 0x0004 | 0x0008;
 const JNL_BACKUP_BLOCKS = 1;
 /** s_overhead_clusters (not in the superblock codec's model; kept through `raw`). */
 const S_OVERHEAD_CLUSTERS = 0x248;
-/** bg_flags: the inode table is known to be zeroed (mke2fs sets it on every group). */
-const EXT2_BG_INODE_ZEROED = 0x0004;
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
 
@@ -355,20 +353,7 @@ export async function mkfsExt3(store: ByteStore, options: MkfsOptions = {}): Pro
     const ib = b + 1;
     const it = b + 2;
     for (let i = bb; i < it + g.inodeTableBlocks; i++) used.set(i);
-    descs.push({
-      bg_block_bitmap: bb,
-      bg_inode_bitmap: ib,
-      bg_inode_table: it,
-      bg_free_blocks_count: 0,
-      bg_free_inodes_count: 0,
-      bg_used_dirs_count: 0,
-      bg_flags: EXT2_BG_INODE_ZEROED,
-      bg_exclude_bitmap_lo: 0,
-      bg_block_bitmap_csum_lo: 0,
-      bg_inode_bitmap_csum_lo: 0,
-      bg_itable_unused: 0,
-      bg_checksum: 0,
-    });
+    descs.push(newGroupDesc(bb, ib, it, 0, 0));
   }
   // s_overhead_clusters as mke2fs records it: everything in use before the
   // root directory is made, plus the journal's data blocks.

@@ -31,7 +31,7 @@
 import { CorruptError, UnsupportedError, UsageError } from '../errors.js';
 import type { ByteStore } from '../io/byte-source.js';
 import { COMPAT, INCOMPAT, RO_COMPAT } from './features.js';
-import { decodeGroupDesc, encodeGroupDesc, GROUP_DESC_SIZE, type GroupDesc } from './group-desc.js';
+import { decodeGroupDesc, encodeGroupDesc, GROUP_DESC_SIZE, newGroupDesc, type GroupDesc } from './group-desc.js';
 import { decodeInode, encodeInode } from './inode.js';
 import { backupGroups } from './mkfs.js';
 import {
@@ -48,7 +48,6 @@ import {
 } from './superblock.js';
 
 const RESIZE_INO = 7;
-const EXT2_BG_INODE_ZEROED = 0x0004;
 /** s_overhead_clusters, outside the superblock codec's model. */
 const S_OVERHEAD_CLUSTERS = 0x248;
 /** Features an offline resize of an ext3 overlay understands. */
@@ -207,20 +206,7 @@ export async function resizeExt3(store: ByteStore, newBytes: number): Promise<Re
       const ibm = Buffer.alloc(bs, 0xff);
       ibm.fill(0, 0, ipg / 8);
       const free = end - b - meta;
-      descs.push({
-        bg_block_bitmap: bb,
-        bg_inode_bitmap: bb + 1,
-        bg_inode_table: bb + 2,
-        bg_free_blocks_count: free,
-        bg_free_inodes_count: ipg,
-        bg_used_dirs_count: 0,
-        bg_flags: EXT2_BG_INODE_ZEROED,
-        bg_exclude_bitmap_lo: 0,
-        bg_block_bitmap_csum_lo: 0,
-        bg_inode_bitmap_csum_lo: 0,
-        bg_itable_unused: 0,
-        bg_checksum: 0,
-      });
+      descs.push(newGroupDesc(bb, bb + 1, bb + 2, free, ipg));
       freeBlocks += free;
       freeInodes += ipg;
       writes.push({ pos: bb * bs, data: Buffer.concat([bitmap, ibm]) });
