@@ -201,6 +201,13 @@ export interface ReadableFs {
    */
   read(id: InodeId, position: number, length: number): Promise<Buffer>;
   /**
+   * Optional: read()'s bytes at `position` placed in the caller's `into` (up
+   * to into.length), for a caller that reuses one buffer (copy-up). Resolves
+   * to the count, short only at end of file; `into` is the caller's again
+   * once the promise settles.
+   */
+  readInto?(id: InodeId, position: number, into: Buffer): Promise<number>;
+  /**
    * Where a regular file holds data, sorted and non-overlapping, within its
    * size; every byte outside the ranges reads as zero. Engines may report a
    * hole as data (never data as a hole). Copy-up and manifests skip the gaps.
@@ -269,7 +276,11 @@ export interface WritableFs extends ReadableFs {
    * renameat2(2) (see RenameFlags).
    */
   rename(oldDir: InodeId, oldName: Buffer, newDir: InodeId, newName: Buffer, flags?: RenameFlags): Promise<void>;
-  /** Writes all of `data` at `position`, extending the file (holes stay holes). Returns bytes written. */
+  /**
+   * Writes all of `data` at `position`, extending the file (holes stay holes).
+   * Returns bytes written. `data` is the caller's again once the promise
+   * settles (an engine keeping bytes copies them).
+   */
   write(id: InodeId, position: number, data: Buffer): Promise<number>;
   truncate(id: InodeId, size: number): Promise<void>;
   setattr(id: InodeId, attr: SetAttr): Promise<void>;

@@ -364,6 +364,16 @@ export class SquashfsFs implements ReadableFs {
     });
   }
 
+  async readInto(id: InodeId, position: number, into: Buffer): Promise<number> {
+    return inFile(this.name, async () => {
+      if (!Number.isSafeInteger(position) || position < 0) throw withErrno('EINVAL', `read at ${position}`);
+      const c = await this.cachedInode(id);
+      if (c.inode.kind === 'd') throw withErrno('EISDIR');
+      if (c.inode.kind !== 'f') throw withErrno('EINVAL', 'not a regular file');
+      return this.fileReader.readInto(c.inode, c.map!, position, into);
+    });
+  }
+
   async readlink(id: InodeId): Promise<Buffer> {
     return inFile(this.name, async () => {
       const inode = await this.inode(id);
