@@ -58,7 +58,10 @@ for (const [how, open] of [
           const want = mixed.subarray(pos, Math.min(mixed.length, pos + len));
           expect(n, `count at ${pos}+${len}`).toBe(want.length);
           expect(into.subarray(0, n).equals(want), `bytes at ${pos}+${len}`).toBe(true);
-          expect(into.subarray(n).every((b) => b === 0xa5), `untouched past ${pos}+${n}`).toBe(true);
+          expect(
+            into.subarray(n).every((b) => b === 0xa5),
+            `untouched past ${pos}+${n}`,
+          ).toBe(true);
           // read() of the same range agrees (and a cached block serves readInto again).
           expect((await fs.read(id, pos, len)).equals(want)).toBe(true);
           const again = Buffer.alloc(len, 0x5a);
@@ -78,7 +81,7 @@ for (const [how, open] of [
         const id = await idOf(fs, 'mixed');
         const buf = Buffer.alloc(200_000);
         const parts: Buffer[] = [];
-        for (let pos = 0; ; ) {
+        for (let pos = 0; ;) {
           const n = await fs.readInto(id, pos, buf);
           if (n === 0) break;
           parts.push(Buffer.from(buf.subarray(0, n)));
