@@ -177,6 +177,13 @@ export interface StatFs {
   namemax: number;
 }
 
+/** Bytes of a host file: `length` bytes at `position` of descriptor `fd`. */
+export interface HostExtent {
+  fd: number;
+  position: number;
+  length: number;
+}
+
 export interface ReadableFs {
   /** The image (or directory) this engine reads, for messages. */
   readonly name: string;
@@ -207,6 +214,14 @@ export interface ReadableFs {
    * once the promise settles.
    */
   readInto?(id: InodeId, position: number, into: Buffer): Promise<number>;
+  /**
+   * Optional: where read()'s bytes at `position` (up to `length`, cut at end
+   * of file) lie unchanged in a host file, or null when they do not (stored
+   * compressed, in pieces, or past the end). The descriptor stays open while
+   * the engine is. The FUSE adapter splices such a READ's reply straight from
+   * the image (no copy through the daemon).
+   */
+  hostExtent?(id: InodeId, position: number, length: number): Promise<HostExtent | null>;
   /**
    * Where a regular file holds data, sorted and non-overlapping, within its
    * size; every byte outside the ranges reads as zero. Engines may report a

@@ -1,3 +1,4 @@
+import type { HostExtent } from '../engine.js';
 import type { ByteSource } from '../io/byte-source.js';
 import { ScratchPool } from '../io/scratch-pool.js';
 import { CorruptError } from '../errors.js';
@@ -280,6 +281,24 @@ export class FileReader {
       await this.readStoredInto(out, map.start(first) + (position - first * bs));
     } else await this.readSpan(file, map, sequential, position, end, first, last, out);
     return out.length;
+  }
+
+  /**
+   * Where read()'s bytes at `position` (up to `length`) lie in the image file,
+   * when they are wholly inside complete stored blocks (which lie back to
+   * back, each as it reads) of a region on a host file; null otherwise.
+   */
+  hostExtent(file: FileInode, map: BlockMap, position: number, length: number): HostExtent | null {
+    const end = Math.min(file.fileSize, position + length);
+    if (position >= end || !this.source.hostExtent) return null;
+    const bs = this.blockSize;
+    const first = Math.floor(position / bs);
+    const last = Math.floor((end - 1) / bs);
+    if (last >= file.blockSizes.length || !this.storedSpan(file, first, last)) return null;
+    const at = this.source.hostExtent(map.start(first) + (position - first * bs), end - position);
+    if (at === null) return null;
+    this.track(file, map, position, end, last);
+    return { fd: at.fd, position: at.position, length: end - position };
   }
 
   /**

@@ -3,7 +3,8 @@
  * the caller's buffer, for every kind of piece (gzip blocks, stored blocks,
  * sparse blocks, the fragment tail), through the sifuse_block path (a file)
  * and the JS path (bytes in memory); nothing past the count is written, and
- * a corrupt block rejects as read() does.
+ * a corrupt block rejects as read() does. hostExtent names stored bytes'
+ * place in the image file only.
  */
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -104,6 +105,47 @@ for (const [how, open] of [
     });
   });
 }
+
+describe('hostExtent', () => {
+  it('names where stored bytes lie in the image file, and nothing else', async () => {
+    const fs = await openFile(imagePath);
+    const image = readFileSync(imagePath);
+    try {
+      const id = await idOf(fs, 'mixed');
+      // Inside the two stored blocks, one piece: the extent holds exactly the file's bytes.
+      for (const [pos, len] of [
+        [3 * BS, 2 * BS],
+        [3 * BS + 77, 4096],
+        [4 * BS - 5, 10],
+      ] as const) {
+        const x = (await fs.hostExtent(id, pos, len))!;
+        expect(x, `${pos}+${len}`).not.toBeNull();
+        expect(x.length).toBe(len);
+        expect(image.subarray(x.position, x.position + x.length).equals(mixed.subarray(pos, pos + len))).toBe(true);
+      }
+      // Compressed, sparse, crossing out of the stored blocks, the fragment tail, past the end.
+      for (const [pos, len] of [
+        [0, 4096],
+        [3 * BS - 1, 2],
+        [5 * BS - 1, 2],
+        [5 * BS, 4096],
+        [9 * BS + 10, 100],
+        [mixed.length, 10],
+      ] as const) {
+        expect(await fs.hostExtent(id, pos, len), `${pos}+${len}`).toBeNull();
+      }
+      expect(await fs.hostExtent(fs.rootId, 0, 10)).toBeNull();
+    } finally {
+      await fs.close();
+    }
+    const mem = await openBytes(readFileSync(imagePath));
+    try {
+      expect(await mem.hostExtent(await idOf(mem, 'mixed'), 3 * BS, 100)).toBeNull();
+    } finally {
+      await mem.close();
+    }
+  });
+});
 
 describe('readInto of a corrupt block', () => {
   it('rejects with a CorruptError naming the image, and the rest still reads', async () => {
