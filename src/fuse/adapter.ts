@@ -32,6 +32,8 @@ import { FsError } from '../errors.js';
 import { encodeEntry, NEGATIVE_ENTRY, STAT_LEN, type EntryStat, type FuseHandlers, type FuseRequest } from '../native/fuse.js';
 import { NodeTable } from './nodes.js';
 
+/** READs at least this big may be answered by splicing from the image (adapter read). */
+const SPLICE_MIN = 8192;
 // FUSE_SET_ATTR_* (fuse_lowlevel.h)
 const SET_MODE = 1 << 0;
 const SET_UID = 1 << 1;
@@ -309,7 +311,16 @@ export class FuseAdapter implements FuseHandlers {
   }
 
   async read(r: FuseRequest, nodeid: number, size: number, offset: number): Promise<void> {
-    r.buf(await this.fs.read(this.nodes.id(nodeid), offset, size));
+    const id = this.nodes.id(nodeid);
+    // Bytes stored plainly in a cached image go from its page cache to the
+    // reader's without passing through here. libfuse copies replies under
+    // two pages instead of splicing them (fuse_send_data_iov): those stay on
+    // the usual path.
+    if (this.fs.hostExtent && size >= SPLICE_MIN) {
+      const x = await this.fs.hostExtent(id, offset, size);
+      if (x !== null && r.spliceFrom(x.fd, x.position, x.length)) return;
+    }
+    r.buf(await this.fs.read(id, offset, size));
   }
 
   async write(r: FuseRequest, nodeid: number, data: Buffer, offset: number, _fh: number, writeFlags = 0): Promise<void> {

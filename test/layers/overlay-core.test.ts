@@ -35,6 +35,9 @@ let top: string;
 const big = Buffer.alloc(2.5 * 1024 * 1024 + 123);
 for (let i = 0; i < big.length; i++) big[i] = (i * 7 + (i >> 10)) & 0xff;
 big.fill(0, (1 << 20) - 8192, (1 << 20) + 8192);
+// Copied up after `big` through the same chunk buffers: shorter, so stale bytes of `big` would show.
+const big2 = Buffer.alloc(1.5 * 1024 * 1024 + 77);
+for (let i = 0; i < big2.length; i++) big2[i] = (i * 13 + 5 + (i >> 12)) & 0xff;
 
 beforeAll(() => {
   dir = tempDir('core');
@@ -48,6 +51,7 @@ beforeAll(() => {
     'wh/gone2': 'whited out above by .wh.\n',
     'wh/kept': 'kept\n',
     'data/big': big,
+    'data/big2': big2,
     'data/sparse': { sparse: 1 << 20, data: Buffer.from('middle') },
     'links/a': 'shared inode\n',
     'links/b': { hardlink: 'links/a' },
@@ -224,6 +228,23 @@ describe('copy-up', () => {
     expect(t.size).toBe(0);
     expect(t.blocks).toBe(0);
     await closeAndCheck(ov, image);
+  });
+
+  it('consecutive copy-ups of big files each copy their own bytes, across remount', async () => {
+    const { ov, image } = await fresh('big2');
+    await ov.write(await at(ov, '/data/big'), big.length, b('1'));
+    await ov.write(await at(ov, '/data/big2'), big2.length, b('2'));
+    await ov.write(await at(ov, '/etc/hosts'), 0, b('H'));
+    const want1 = Buffer.concat([big, b('1')]);
+    const want2 = Buffer.concat([big2, b('2')]);
+    expect((await readAll(ov, '/data/big')).equals(want1)).toBe(true);
+    expect((await readAll(ov, '/data/big2')).equals(want2)).toBe(true);
+    expect((await readAll(ov, '/etc/hosts')).toString()).toBe('Hop hosts\n');
+    await ov.close();
+    const again = await openStack([top, bottom], image);
+    expect((await readAll(again, '/data/big')).equals(want1)).toBe(true);
+    expect((await readAll(again, '/data/big2')).equals(want2)).toBe(true);
+    await closeAndCheck(again, image);
   });
 
   it('copies parents first, with their metadata, and only what is written', async () => {
