@@ -361,9 +361,12 @@ export class Overlay implements WritableFs {
     // No name leads here (an open, unlinked file or removed directory); a lower object still has its links.
     if (n.dead) nlink = 0;
     const map = this.map;
-    // One literal (not a spread of the layer's Stat): every Stat the overlay returns has one shape.
+    const ino = n.ino ?? (await this.inoOf(n, st, layer));
+    // The layer's own Stat when it says it all (an upper object made here, no id map): no copy.
+    if (ino === st.ino && nlink === st.nlink && !map) return st;
+    // One literal (not a spread of the layer's Stat): every Stat the overlay builds has one shape.
     return {
-      ino: n.ino ?? (await this.inoOf(n, st, layer)),
+      ino,
       mode: st.mode,
       nlink,
       uid: map ? showUid(map, st.uid) : st.uid,
