@@ -50,8 +50,9 @@ export interface Node {
   /** Directories: counts the changes that clear `subdirs` (a count read across one is not kept). */
   dirGen: number;
   /**
-   * Directories: the upper directory holds no `.wh.NAME` entry, so a lookup
-   * there needs no probe for one. True for a directory this overlay made
+   * Directories: the upper directory holds no `.wh.NAME` whiteout (its
+   * `.wh..wh..opq` opaque marker aside, which names nothing a lookup can ask
+   * for), so a lookup there needs no probe for one. True for a directory this overlay made
    * with no lower directories (it never gets any: a `.wh.` whiteout is only
    * written where a lower layer has the name) and for one it made or copied
    * up in an upper with kernel whiteouts (char 0/0, never `.wh.` names).
