@@ -96,6 +96,9 @@ export const INDEX_DIR = Buffer.from('sifuse-index');
 const ROOT_OWNER = { uid: 0, gid: 0 };
 const NAME_MAX = 255;
 
+/** A directory node whose lower directories are known. */
+type Resolved = Node & { lowers: LayerRef[] };
+
 function isDirType(t: FileType | null): boolean {
   return t === 'd';
 }
@@ -236,9 +239,12 @@ export class Overlay implements WritableFs {
     return n;
   }
 
-  /** Fills a directory node's merged lower directories (nodes made from listings bind lazily). */
-  private async resolved(n: Node): Promise<Node & { lowers: LayerRef[] }> {
-    if (n.lowers !== null) return n as Node & { lowers: LayerRef[] };
+  /**
+   * Fills a directory node's merged lower directories (nodes made from
+   * listings bind lazily). Hot paths test `lowers !== null` first and skip the await.
+   */
+  private async resolved(n: Node): Promise<Resolved> {
+    if (n.lowers !== null) return n as Resolved;
     const parent = await this.resolved(n.parent!);
     const r = await resolveChild(this.stack, this.hasUpper, parent, n.name);
     if (r.type === 'd') {
@@ -249,7 +255,7 @@ export class Overlay implements WritableFs {
     } else {
       n.lowers = [];
     }
-    return n as Node & { lowers: LayerRef[] };
+    return n as Resolved;
   }
 
   /** The node for a resolved name, creating or re-using one by identity key. */
@@ -409,7 +415,7 @@ export class Overlay implements WritableFs {
     return this.lock.exclusive(async () => {
       // Between namespace operations (lock held, no node in use by one): the table is bounded.
       if (this.nodes.size > this.nodeLimit) this.nodes.sweep(this.nodeLimit, this.root, d);
-      const p = await this.resolved(d);
+      const p = d.lowers !== null ? (d as Resolved) : await this.resolved(d);
       const r = await resolveChild(this.stack, this.hasUpper, p, name);
       const id = r.type === null ? null : this.bind(p, name, r).id;
       (p.children ??= new Map()).set(k, id ?? (r.upperWhiteout !== null ? WHITED_OUT : null));
@@ -776,12 +782,12 @@ export class Overlay implements WritableFs {
     this.checkNewName(name);
     const isDir = type === 'd';
     return this.lock.exclusive(async () => {
-      const p = await this.resolved(d);
+      const p = d.lowers !== null ? (d as Resolved) : await this.resolved(d);
       const k = name.toString('latin1');
       // A cached lookup that found nothing and no whiteout is as good as a fresh one (lock held).
       const r = p.children?.get(k) === null ? emptyResolution() : await resolveChild(this.stack, this.hasUpper, p, name);
       if (r.type !== null) throw withErrno('EEXIST');
-      const pu = await this.copyUpDir(p);
+      const pu = p.upper ?? (await this.copyUpDir(p));
       let id: InodeId;
       if (r.upperWhiteout === 'kernel') {
         const tmp = ops.tmpName();
@@ -870,7 +876,7 @@ export class Overlay implements WritableFs {
       const r = await resolveChild(this.stack, this.hasUpper, p, name);
       if (r.type !== null) throw withErrno('EEXIST');
       const u = await this.copyUpFile(n);
-      const pu = await this.copyUpDir(p);
+      const pu = p.upper ?? (await this.copyUpDir(p));
       if (r.upperWhiteout === 'kernel') {
         const tmp = ops.tmpName();
         await ops.fs.link(u, ops.work, tmp);
@@ -908,12 +914,12 @@ export class Overlay implements WritableFs {
     const ops = this.requireWritable();
     const d = this.dirNode(dir);
     await this.lock.exclusive(async () => {
-      const p = await this.resolved(d);
+      const p = d.lowers !== null ? (d as Resolved) : await this.resolved(d);
       const r = await resolveChild(this.stack, this.hasUpper, p, name);
       if (r.type === null) throw withErrno('ENOENT');
       if (r.type === 'd') throw withErrno('EISDIR');
       const n = this.bind(p, name, r);
-      const pu = await this.copyUpDir(p);
+      const pu = p.upper ?? (await this.copyUpDir(p));
       await this.upBeforeRemoval(p, name, r, n);
       let whiteout = true;
       if (r.upper !== null) {
@@ -946,13 +952,13 @@ export class Overlay implements WritableFs {
     const ops = this.requireWritable();
     const d = this.dirNode(dir);
     await this.lock.exclusive(async () => {
-      const p = await this.resolved(d);
+      const p = d.lowers !== null ? (d as Resolved) : await this.resolved(d);
       const r = await resolveChild(this.stack, this.hasUpper, p, name);
       if (r.type === null) throw withErrno('ENOENT');
       if (r.type !== 'd') throw withErrno('ENOTDIR');
       const n = this.bind(p, name, r);
       if (!(await this.visiblyEmpty(n))) throw withErrno('ENOTEMPTY');
-      const pu = await this.copyUpDir(p);
+      const pu = p.upper ?? (await this.copyUpDir(p));
       const lowerHas = r.lowers.length > 0 || (await lowerPositive(this.stack, this.hasUpper, p, name));
       if (r.upper !== null) {
         // Out of the namespace in one step (with its whiteout), then emptied of markers in work/.

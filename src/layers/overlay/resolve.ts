@@ -152,6 +152,8 @@ export async function resolveChild(stack: Stack, hasUpper: boolean, parent: Pare
       if (marks.redirect) spec = specFromRedirect(marks.redirect);
     }
   }
+  // A name in a directory with no lower directories: nothing below (no await).
+  if (spec.kind === 'name' && parent.lowers.length === 0) return res;
   await resolveBelow(stack, hasUpper ? 1 : 0, parent.lowers, spec, res);
   return res;
 }
