@@ -805,11 +805,12 @@ export class Overlay implements WritableFs {
       } else {
         id = await make(pu, name);
       }
-      const found = this.nodes.byLayerKey(layerKey(0, id));
+      const key = layerKey(0, id);
+      const found = this.nodes.byLayerKey(key);
       const node =
         found ??
         this.nodes.create({
-          key: layerKey(0, id),
+          key,
           parent: p,
           name: Buffer.from(name),
           type,
@@ -849,19 +850,19 @@ export class Overlay implements WritableFs {
     if ((node.mode & S_IFMT) === 0o040000) throw withErrno('EINVAL', 'mknod of a directory');
     // As the kernel: a char 0/0 would read as a whiteout, so nobody may make one through the overlay.
     if ((node.mode & S_IFMT) === S_IFCHR && (node.rdev ?? 0) === 0) throw withErrno('EPERM', 'char 0/0 is the overlay whiteout');
-    const stored = { ...node, ...this.storedOwner(node) };
+    const stored = this.map ? { ...node, ...this.storedOwner(node) } : node;
     const type = fileTypeOf(node.mode);
     if (type === null) throw withErrno('EINVAL', `mknod: invalid file type in mode 0${node.mode.toString(8)}`);
     return this.create(dir, name, type, (d, n) => this.upperFs().mknod(d, n, stored));
   }
 
   async mkdir(dir: InodeId, name: Buffer, node: NewNode): Promise<InodeId> {
-    const stored = { ...node, ...this.storedOwner(node) };
+    const stored = this.map ? { ...node, ...this.storedOwner(node) } : node;
     return this.create(dir, name, 'd', (d, n) => this.upperFs().mkdir(d, n, stored));
   }
 
   async symlink(dir: InodeId, name: Buffer, target: Buffer, owner: { uid: number; gid: number }): Promise<InodeId> {
-    const stored = this.storedOwner(owner);
+    const stored = this.map ? this.storedOwner(owner) : owner;
     return this.create(dir, name, 'l', (d, n) => this.upperFs().symlink(d, n, target, stored));
   }
 
