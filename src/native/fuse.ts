@@ -226,6 +226,10 @@ export class FuseRequest implements Caller {
   create(st: EntryStat, fh: number, flags: OpenFlags): void {
     native().replyCreate(this.take(), encodeStat(st), fh, openBits(flags));
   }
+  /** A create reply from the engine's Stat and the nodeid, without building an EntryStat. */
+  createWith(nodeid: number, st: Stat, fh: number, flags: OpenFlags): void {
+    native().replyCreate(this.take(), encodeEntry(SCRATCH, 0, nodeid, st), fh, openBits(flags));
+  }
   attr(st: EntryStat): void {
     native().replyAttr(this.take(), encodeEntry(SCRATCH, 0, st.nodeid, st));
   }
