@@ -11,6 +11,12 @@
  *
  * `overlay` holds blocks replayed from the journal of a read-only image: the
  * image itself must not be written, so reads see the replayed version.
+ *
+ * At commit the dirty blocks are frozen (freeze): copied, the copies handed
+ * to the journal, the live buffers kept as clean. Until the journal has
+ * written the copies home (thaw), `committing` holds them and a read that
+ * misses the cache takes them instead of the image's older bytes; the next
+ * transaction changes the live buffers meanwhile, never the copies.
  */
 import { LRUCache } from 'lru-cache';
 import type { ByteStore } from '../io/byte-source.js';
@@ -19,6 +25,8 @@ export class BlockCache {
   readonly dirty = new Map<number, Buffer>();
   private readonly clean: LRUCache<number, Buffer>;
   private readonly inflight = new Map<number, Promise<Buffer>>();
+  /** Frozen copies of the committing transaction's blocks, until written home. */
+  private readonly committing = new Map<number, Buffer>();
 
   constructor(
     private readonly store: ByteStore,
@@ -41,7 +49,7 @@ export class BlockCache {
   }
 
   private async load(block: number): Promise<Buffer> {
-    const replayed = this.overlay.get(block);
+    const replayed = this.committing.get(block) ?? this.overlay.get(block);
     const buf = replayed ? Buffer.from(replayed) : await this.store.read(block * this.blockSize, this.blockSize);
     // Another caller may have cached (or dirtied) it meanwhile: theirs wins.
     const now = this.dirty.get(block) ?? this.clean.get(block);
@@ -57,12 +65,12 @@ export class BlockCache {
    */
   async prefetch(block: number, count: number): Promise<void> {
     if (this.has(block) || count <= 1) return;
-    const replayedAny = this.overlay.size > 0;
     const bytes = await this.store.read(block * this.blockSize, count * this.blockSize);
+    const replayedAny = this.overlay.size > 0 || this.committing.size > 0;
     for (let i = 0; i < count; i++) {
       const b = block + i;
       if (this.has(b) || this.inflight.has(b)) continue;
-      const replayed = replayedAny ? this.overlay.get(b) : undefined;
+      const replayed = replayedAny ? (this.committing.get(b) ?? this.overlay.get(b)) : undefined;
       const copy = replayed ? Buffer.from(replayed) : Buffer.from(bytes.subarray(i * this.blockSize, (i + 1) * this.blockSize));
       this.clean.set(b, copy);
     }
@@ -97,13 +105,30 @@ export class BlockCache {
     this.overlay.delete(block);
   }
 
-  /** After a successful commit: these blocks (still the same buffers) are clean now. */
-  markClean(blocks: Map<number, Buffer>): void {
-    for (const [b, buf] of blocks) {
-      if (this.dirty.get(b) === buf) {
-        this.dirty.delete(b);
-        this.clean.set(b, buf);
-      }
+  /**
+   * The running transaction closes: every dirty block is copied (into one
+   * slab) for the journal, and the live buffers become clean cached blocks
+   * the next transaction may dirty again. Returns the copies by block.
+   */
+  freeze(): Map<number, Buffer> {
+    const bs = this.blockSize;
+    const slab = Buffer.allocUnsafe(this.dirty.size * bs);
+    const frozen = new Map<number, Buffer>();
+    let off = 0;
+    for (const [b, buf] of this.dirty) {
+      const copy = slab.subarray(off, off + bs);
+      buf.copy(copy);
+      off += bs;
+      frozen.set(b, copy);
+      this.committing.set(b, copy);
+      this.clean.set(b, buf);
     }
+    this.dirty.clear();
+    return frozen;
+  }
+
+  /** The frozen blocks are written home: reads may go to the image again. */
+  thaw(frozen: Map<number, Buffer>): void {
+    for (const [b, copy] of frozen) if (this.committing.get(b) === copy) this.committing.delete(b);
   }
 }

@@ -193,7 +193,7 @@ export class FileData {
       for (const b of map) if (b === 0) holes++;
       if (holes > 0) {
         const need = holes + Math.ceil(holes / (bs / 4)) + 3;
-        if (need > c.alloc.availableBlocks() && c.alloc.freedThisTx.size > 0) {
+        if (need > c.alloc.availableBlocks() && c.alloc.freedPending > 0) {
           await c.itable.iput(id, inode);
           await c.tx.commit();
         }
@@ -266,7 +266,7 @@ export class FileData {
       if (written > 0 && position + written > inode.i_size) inode.i_size = position + written;
       c.stamp(inode, { m: true, c: true }, t);
       await c.itable.iput(id, inode);
-      if (c.cache.dirty.size >= c.tx.commitThreshold()) await c.tx.commit();
+      if (c.cache.dirty.size >= c.tx.commitThreshold()) await c.tx.closeRunning(true);
       else if (this.pendingBytes >= MAX_PENDING_DATA) await this.flushData();
     }
     if (written > 0 && position + written > inode.i_size) inode.i_size = position + written;
