@@ -5,6 +5,10 @@
  * allocated in the running transaction keep their bytes in memory
  * (pendingData) until flushData() writes them, before the commit that makes
  * their block pointers durable. A block freed first is simply dropped.
+ * Past MAX_PENDING_DATA a write hands the pending blocks to a background
+ * flush (startFlush) and returns; they stay readable (`flushing`) until on
+ * disk, and a later write to one of them copies it back into pendingData
+ * rather than racing its write.
  */
 import type { DataRange, InodeId } from '../engine.js';
 import { S_IFDIR, S_IFMT, S_IFREG } from '../engine.js';
@@ -35,8 +39,17 @@ export class FileData {
    * the commit that makes their block pointers durable; a block freed first
    * is simply dropped, never written.
    */
-  private readonly pendingData = new Map<number, Buffer>();
+  private pendingData = new Map<number, Buffer>();
   private pendingBytes = 0;
+  /**
+   * The pending blocks a background flush is writing (startFlush), each until
+   * its own write is done; readers look here after pendingData.
+   */
+  private flushing = new Map<number, Buffer>();
+  /** That flush (at most one: the next waits for it); it never rejects, see flushError. */
+  private flushJob: Promise<void> | null = null;
+  /** The background flush's failure, thrown by the next flushData() (the commit's). */
+  private flushError: unknown = null;
   /** The slab pending blocks of each block group are carved from (pendingBlock). */
   private readonly slabs = new Map<number, { buf: Buffer; used: number }>();
   /** Every slab carved from since the last flushData(); all free again once it is done. */
@@ -71,6 +84,31 @@ export class FileData {
   /** A freed block's pending data is never written. */
   dropPending(block: number): void {
     if (this.pendingData.delete(block)) this.pendingBytes -= this.c.blockSize;
+    // Its write may be under way already: harmless, the block stays unallocatable until the
+    // commit that frees it is durable, and that commit's flushData() waits for the write.
+    this.flushing.delete(block);
+  }
+
+  /** A pending block's bytes, wherever they wait (pendingData, else the background flush). */
+  private pendingOf(pbn: number): Buffer | undefined {
+    return this.pendingData.get(pbn) ?? (this.flushing.size > 0 ? this.flushing.get(pbn) : undefined);
+  }
+
+  /**
+   * The pending block to change in place: pendingData's, or a copy of the one
+   * a background flush holds, put into pendingData (the flush writes the old
+   * bytes; the copy is written by the next flush, which waits for it).
+   */
+  private writablePending(pbn: number): Buffer | undefined {
+    const p = this.pendingData.get(pbn);
+    if (p || this.flushing.size === 0) return p;
+    const f = this.flushing.get(pbn);
+    if (!f) return undefined;
+    const block = this.pendingBlock(pbn);
+    f.copy(block);
+    this.pendingData.set(pbn, block);
+    this.pendingBytes += this.c.blockSize;
+    return block;
   }
 
   /** A file past 2 GiB needs the large_file feature (the kernel sets it the same way). */
@@ -105,7 +143,7 @@ export class FileData {
     const first = Math.floor(position / bs);
     const last = Math.floor((end - 1) / bs);
     const map = await this.mapMany(inode, first, last - first + 1);
-    if (map.length === 1 && map[0] !== 0 && !this.pendingData.has(map[0]!)) {
+    if (map.length === 1 && map[0] !== 0 && this.pendingOf(map[0]!) === undefined) {
       // One block on disk (every small-file read): its bytes are the answer, no copy.
       return c.store.read(map[0]! * bs + (position - first * bs), end - position);
     }
@@ -117,7 +155,7 @@ export class FileData {
         i++;
         continue;
       }
-      const pending = this.pendingData.get(pbn);
+      const pending = this.pendingOf(pbn);
       if (pending) {
         const bStart = (first + i) * bs;
         const from = Math.max(bStart, position);
@@ -127,7 +165,7 @@ export class FileData {
         continue;
       }
       let j = i + 1;
-      while (j < map.length && map[j] === pbn + (j - i) && !this.pendingData.has(map[j]!)) j++;
+      while (j < map.length && map[j] === pbn + (j - i) && this.pendingOf(map[j]!) === undefined) j++;
       const runStart = (first + i) * bs;
       const runEnd = (first + j) * bs;
       const from = Math.max(runStart, position);
@@ -242,7 +280,7 @@ export class FileData {
           written = to - position;
           continue;
         }
-        const pending = this.pendingData.get(pbn);
+        const pending = this.writablePending(pbn);
         if (pending) {
           data.copy(pending, from - bStart, from - position, to - position);
           prevPbn = pbn;
@@ -267,7 +305,7 @@ export class FileData {
       c.stamp(inode, { m: true, c: true }, t);
       await c.itable.iput(id, inode);
       if (c.cache.dirty.size >= c.tx.commitThreshold()) await c.tx.closeRunning(true);
-      else if (this.pendingBytes >= MAX_PENDING_DATA) await this.flushData();
+      else if (this.pendingBytes >= MAX_PENDING_DATA) await this.startFlush();
     }
     if (written > 0 && position + written > inode.i_size) inode.i_size = position + written;
     c.stamp(inode, { m: true, c: true }, t);
@@ -303,25 +341,52 @@ export class FileData {
   }
 
   /**
-   * Writes the pending data blocks, each run of blocks adjacent both on disk
-   * and in one slab as one write of a view (no copy: a run crossing slabs is
-   * two writes, which costs less than joining them). Up to FLUSH_WRITERS
-   * writes are in flight at once (the thread pool's size), in block order.
+   * Writes every pending data block and waits until all are on disk (the
+   * commit's ordered-mode step): the background flush first, then the rest.
+   * A background flush's failure is thrown here.
    */
   async flushData(): Promise<void> {
+    await this.startFlush();
+    if (this.flushJob) await this.flushJob;
+    if (this.flushError !== null) {
+      const err = this.flushError;
+      this.flushError = null;
+      throw err;
+    }
+  }
+
+  /**
+   * Hands the pending blocks to a background flush and returns once it has
+   * started (after waiting for the one before, so at most one runs: the
+   * back-pressure on writers). Each run of blocks adjacent both on disk and
+   * in one slab is one write of a view (no copy: a run crossing slabs is two
+   * writes, which costs less than joining them). Up to FLUSH_WRITERS writes
+   * are in flight at once (the thread pool's size), in block order.
+   */
+  async startFlush(): Promise<void> {
+    if (this.flushJob) await this.flushJob;
+    if (this.flushError !== null) return;
     if (this.pendingData.size === 0) {
-      this.recycleSlabs();
+      this.recycleSlabs(this.slabsInUse.splice(0));
+      this.slabs.clear();
       return;
     }
-    const blocks = [...this.pendingData.keys()].sort((a, b) => a - b);
+    const batch = this.pendingData;
+    this.flushing = batch;
+    this.pendingData = new Map();
+    this.pendingBytes = 0;
+    // New pieces come from other slabs: these stay as they are until written.
+    const slabs = this.slabsInUse.splice(0);
+    this.slabs.clear();
+    const blocks = [...batch.keys()].sort((a, b) => a - b);
     const runs: { from: number; to: number; bytes: Buffer }[] = [];
     let i = 0;
     while (i < blocks.length) {
-      const first = this.pendingData.get(blocks[i]!)!;
+      const first = batch.get(blocks[i]!)!;
       let end = first.byteOffset + first.length;
       let j = i + 1;
       while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && j - i < 1024) {
-        const next = this.pendingData.get(blocks[j]!)!;
+        const next = batch.get(blocks[j]!)!;
         if (next.buffer !== first.buffer || next.byteOffset !== end) break;
         end += next.length;
         j++;
@@ -329,23 +394,31 @@ export class FileData {
       runs.push({ from: i, to: j, bytes: Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset) });
       i = j;
     }
-    await eachLimited(runs, FLUSH_WRITERS, async (r) => {
+    const job = eachLimited(runs, FLUSH_WRITERS, async (r) => {
       await this.c.store.write(blocks[r.from]! * this.c.blockSize, r.bytes);
       // Dropped only once on disk, so an unqueued reader always finds the bytes somewhere.
-      for (let k = r.from; k < r.to; k++) this.pendingData.delete(blocks[k]!);
-    });
-    this.pendingBytes = 0;
-    this.recycleSlabs();
+      for (let k = r.from; k < r.to; k++) batch.delete(blocks[k]!);
+    }).then(
+      () => {
+        if (this.flushing === batch) this.flushing = new Map();
+        this.recycleSlabs(slabs);
+        this.flushJob = null;
+      },
+      (err: unknown) => {
+        // The blocks not written stay readable from `batch`; the commit waiting on this fails.
+        this.flushError = err;
+        this.flushJob = null;
+      },
+    );
+    this.flushJob = job;
   }
 
   /**
-   * Every pending piece is on disk (or was dropped) and nothing else keeps
-   * one (reads copy out of them): the slabs are free for new pieces.
+   * Slabs whose pieces are all on disk (or dropped) and that nothing else
+   * keeps (reads copy out of them): free for new pieces.
    */
-  private recycleSlabs(): void {
-    this.slabs.clear();
-    for (const buf of this.slabsInUse) if (this.freeSlabs.length < MAX_FREE_SLABS) this.freeSlabs.push(buf);
-    this.slabsInUse.length = 0;
+  private recycleSlabs(slabs: Buffer[]): void {
+    for (const buf of slabs) if (this.freeSlabs.length < MAX_FREE_SLABS) this.freeSlabs.push(buf);
   }
 
   private async flushRuns(runs: { pbn: number; buf: Buffer[]; bytes: number }[]): Promise<void> {
@@ -371,7 +444,7 @@ export class FileData {
     if (tail === 0) return;
     const pbn = await mapBlock(this.c.io, inode, Math.floor(eof / bs));
     if (pbn === 0) return;
-    const pending = this.pendingData.get(pbn);
+    const pending = this.writablePending(pbn);
     if (pending) pending.fill(0, tail);
     else await this.c.store.write(pbn * bs + tail, Buffer.alloc(bs - tail));
   }
