@@ -3,7 +3,7 @@
  * physical block mapping (indirect blocks, or extents read-only), read,
  * write and truncate of regular files, and ordered-mode data: blocks
  * allocated in the running transaction keep their bytes in memory
- * (pendingData) until flushData() writes them, before the commit that makes
+ * (pendingData) until a flush (startFlush) writes them, before the commit that makes
  * their block pointers durable. A block freed first is simply dropped.
  * Past MAX_PENDING_DATA a write hands the pending blocks to a background
  * flush (startFlush) and returns; they stay readable (`flushing`) until on
@@ -27,7 +27,7 @@ const MAX_PENDING_DATA = 8 * 1024 * 1024;
 const PENDING_SLAB = 128 * 1024;
 /** Groups with a slab of their own at once. */
 const MAX_SLABS = 64;
-/** Data writes in flight at once in flushData (libuv's default thread pool size). */
+/** Data writes in flight at once in a flush (libuv's default thread pool size). */
 const FLUSH_WRITERS = 4;
 /** Slabs kept for reuse after a flush (bytes held: this times PENDING_SLAB). */
 const MAX_FREE_SLABS = 128;
@@ -35,24 +35,26 @@ const MAX_FREE_SLABS = 128;
 export class FileData {
   /**
    * Data of blocks allocated in the running transaction, not yet on disk.
-   * Ordered mode: flushData() writes them (coalesced, in block order) before
+   * Ordered mode: a flush writes them (coalesced, in block order) before
    * the commit that makes their block pointers durable; a block freed first
    * is simply dropped, never written.
    */
   private pendingData = new Map<number, Buffer>();
   private pendingBytes = 0;
   /**
-   * The pending blocks a background flush is writing (startFlush), each until
-   * its own write is done; readers look here after pendingData.
+   * The pending blocks background flushes are writing (startFlush), oldest
+   * batch first, each block until its own write is done; readers look here
+   * after pendingData, newest batch first. At most two batches: a commit's
+   * may queue behind a running one, a write's waits for both.
    */
-  private flushing = new Map<number, Buffer>();
-  /** That flush (at most one: the next waits for it); it never rejects, see flushError. */
+  private readonly flushing: Map<number, Buffer>[] = [];
+  /** The last flush started; batches are written one after another. It never rejects, see flushError. */
   private flushJob: Promise<void> | null = null;
-  /** The background flush's failure, thrown by the next flushData() (the commit's). */
+  /** A background flush's failure, thrown by flushed()'s wait (the commit's). */
   private flushError: unknown = null;
   /** The slab pending blocks of each block group are carved from (pendingBlock). */
   private readonly slabs = new Map<number, { buf: Buffer; used: number }>();
-  /** Every slab carved from since the last flushData(); all free again once it is done. */
+  /** Every slab carved from since the last flush started; free again once it is done. */
   private readonly slabsInUse: Buffer[] = [];
   /** Slabs whose pieces are all on disk or dropped, for reuse (warm memory, no GC churn). */
   private readonly freeSlabs: Buffer[] = [];
@@ -85,13 +87,21 @@ export class FileData {
   dropPending(block: number): void {
     if (this.pendingData.delete(block)) this.pendingBytes -= this.c.blockSize;
     // Its write may be under way already: harmless, the block stays unallocatable until the
-    // commit that frees it is durable, and that commit's flushData() waits for the write.
-    this.flushing.delete(block);
+    // commit that frees it is durable, and that commit waits for the write (flushed).
+    for (const batch of this.flushing) batch.delete(block);
+  }
+
+  private flushingOf(pbn: number): Buffer | undefined {
+    for (let i = this.flushing.length - 1; i >= 0; i--) {
+      const b = this.flushing[i]!.get(pbn);
+      if (b) return b;
+    }
+    return undefined;
   }
 
   /** A pending block's bytes, wherever they wait (pendingData, else the background flush). */
   private pendingOf(pbn: number): Buffer | undefined {
-    return this.pendingData.get(pbn) ?? (this.flushing.size > 0 ? this.flushing.get(pbn) : undefined);
+    return this.pendingData.get(pbn) ?? (this.flushing.length > 0 ? this.flushingOf(pbn) : undefined);
   }
 
   /**
@@ -101,8 +111,8 @@ export class FileData {
    */
   private writablePending(pbn: number): Buffer | undefined {
     const p = this.pendingData.get(pbn);
-    if (p || this.flushing.size === 0) return p;
-    const f = this.flushing.get(pbn);
+    if (p || this.flushing.length === 0) return p;
+    const f = this.flushingOf(pbn);
     if (!f) return undefined;
     const block = this.pendingBlock(pbn);
     f.copy(block);
@@ -305,7 +315,7 @@ export class FileData {
       c.stamp(inode, { m: true, c: true }, t);
       await c.itable.iput(id, inode);
       if (c.cache.dirty.size >= c.tx.commitThreshold()) await c.tx.closeRunning(true);
-      else if (this.pendingBytes >= MAX_PENDING_DATA) await this.startFlush();
+      else if (this.pendingBytes >= MAX_PENDING_DATA) await this.startFlush(true);
     }
     if (written > 0 && position + written > inode.i_size) inode.i_size = position + written;
     c.stamp(inode, { m: true, c: true }, t);
@@ -319,7 +329,7 @@ export class FileData {
    * it), carved from a slab of the block group `pbn` lies in: one allocation
    * per PENDING_SLAB bytes instead of one per block or per write (small
    * files). Blocks allocated one after another in a group usually sit side by
-   * side on disk, and so they do in the group's slab, so flushData() writes
+   * side on disk, and so they do in the group's slab, so a flush writes
    * such runs without copying them, however the writes interleave between
    * directories (whose files live in different groups). Pieces are never
    * reused: a piece leaves pendingData (flushed or freed) and is garbage with it.
@@ -341,30 +351,31 @@ export class FileData {
   }
 
   /**
-   * Writes every pending data block and waits until all are on disk (the
-   * commit's ordered-mode step): the background flush first, then the rest.
-   * A background flush's failure is thrown here.
+   * The wait for the flush running now (none: resolves at once), which
+   * throws its write error: the commit's ordered-mode step, taken in the
+   * background after startFlush() handed it the transaction's data.
    */
-  async flushData(): Promise<void> {
-    await this.startFlush();
-    if (this.flushJob) await this.flushJob;
-    if (this.flushError !== null) {
-      const err = this.flushError;
-      this.flushError = null;
-      throw err;
-    }
+  flushed(): () => Promise<void> {
+    const job = this.flushJob;
+    return async () => {
+      if (job) await job;
+      if (this.flushError !== null) throw this.flushError;
+    };
   }
 
   /**
-   * Hands the pending blocks to a background flush and returns once it has
-   * started (after waiting for the one before, so at most one runs: the
-   * back-pressure on writers). Each run of blocks adjacent both on disk and
+   * Hands the pending blocks to a background flush. With `wait` (a write
+   * past the cap: the back-pressure on writers) it first waits for the
+   * flushes under way; without (a commit closing its transaction) the new
+   * batch queues behind them. Each run of blocks adjacent both on disk and
    * in one slab is one write of a view (no copy: a run crossing slabs is two
    * writes, which costs less than joining them). Up to FLUSH_WRITERS writes
-   * are in flight at once (the thread pool's size), in block order.
+   * are in flight at once (the thread pool's size), in block order; a batch
+   * starts once the one before is written, so a block in two batches (changed
+   * again meanwhile, writablePending) reaches the disk in order.
    */
-  async startFlush(): Promise<void> {
-    if (this.flushJob) await this.flushJob;
+  async startFlush(wait: boolean): Promise<void> {
+    if (wait && this.flushJob) await this.flushJob;
     if (this.flushError !== null) return;
     if (this.pendingData.size === 0) {
       this.recycleSlabs(this.slabsInUse.splice(0));
@@ -372,7 +383,7 @@ export class FileData {
       return;
     }
     const batch = this.pendingData;
-    this.flushing = batch;
+    this.flushing.push(batch);
     this.pendingData = new Map();
     this.pendingBytes = 0;
     // New pieces come from other slabs: these stay as they are until written.
@@ -394,22 +405,26 @@ export class FileData {
       runs.push({ from: i, to: j, bytes: Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset) });
       i = j;
     }
-    const job = eachLimited(runs, FLUSH_WRITERS, async (r) => {
-      await this.c.store.write(blocks[r.from]! * this.c.blockSize, r.bytes);
-      // Dropped only once on disk, so an unqueued reader always finds the bytes somewhere.
-      for (let k = r.from; k < r.to; k++) batch.delete(blocks[k]!);
-    }).then(
-      () => {
-        if (this.flushing === batch) this.flushing = new Map();
-        this.recycleSlabs(slabs);
-        this.flushJob = null;
-      },
-      (err: unknown) => {
-        // The blocks not written stay readable from `batch`; the commit waiting on this fails.
-        this.flushError = err;
-        this.flushJob = null;
-      },
-    );
+    const write = async (): Promise<void> => {
+      // After a failed batch nothing more is written (the commit waiting on it fails).
+      if (this.flushError !== null) return;
+      await eachLimited(runs, FLUSH_WRITERS, async (r) => {
+        await this.c.store.write(blocks[r.from]! * this.c.blockSize, r.bytes);
+        // Dropped only once on disk, so an unqueued reader always finds the bytes somewhere.
+        for (let k = r.from; k < r.to; k++) batch.delete(blocks[k]!);
+      });
+      this.flushing.splice(this.flushing.indexOf(batch), 1);
+      this.recycleSlabs(slabs);
+    };
+    const job: Promise<void> = (this.flushJob ?? Promise.resolve())
+      .then(write)
+      .catch((err: unknown) => {
+        // The blocks not written stay readable from their batch.
+        if (this.flushError === null) this.flushError = err;
+      })
+      .finally(() => {
+        if (this.flushJob === job) this.flushJob = null;
+      });
     this.flushJob = job;
   }
 

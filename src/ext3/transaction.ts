@@ -191,11 +191,12 @@ export class Transaction {
   /**
    * Closes the running transaction (callers hold the queue) and starts its
    * commit in the background, as jbd2's commit thread does: the foreground
-   * half (freeze) writes the transaction's file data (ordered mode), encodes
-   * the inodes, group descriptors and superblock into their blocks and takes
-   * a copy of every dirty block; the background half (writeOut) writes the
-   * copies to the log, the commit block once they are durable, then the
-   * checkpoint, while the next transaction runs on the live buffers. At most
+   * half (freeze) hands the transaction's file data to the background flush,
+   * encodes the inodes, group descriptors and superblock into their blocks
+   * and takes a copy of every dirty block; the background half waits for the
+   * data (ordered mode), then (writeOut) writes the copies to the log, the
+   * commit block once they are durable, then the checkpoint, while the next
+   * transaction runs on the live buffers. At most
    * one transaction commits at a time: closing the next one first waits for
    * it, which also orders every write of one commit before the next's. The
    * blocks a transaction freed stay unusable until its commit is durable
@@ -240,7 +241,11 @@ export class Transaction {
       clearTimeout(this.timer);
       this.timer = null;
     }
-    await c.data.flushData();
+    // Ordered mode: the transaction's file data goes to the background flush now and the
+    // write-out waits for it before the log's first fdatasync, so it is durable before the
+    // commit block; the next transaction's data goes to new pending blocks meanwhile.
+    await c.data.startFlush(false);
+    const dataWritten = c.data.flushed();
     c.itable.writeBackAll();
     this.encodeDirtyGroups();
     const sbBlock = Math.floor(SUPERBLOCK_OFFSET / c.blockSize);
@@ -249,7 +254,10 @@ export class Transaction {
       // Nothing but maybe the superblock itself (flags at open/close, the orphan head).
       const current = await c.cache.read(sbBlock);
       if (encodeSuperblock(c.sb).equals(current.subarray(sbOff, sbOff + SUPERBLOCK_SIZE))) {
-        return () => c.store.sync();
+        return async () => {
+          await dataWritten();
+          await c.store.sync();
+        };
       }
     }
     c.sb.s_wtime = c.now().sec;
@@ -263,6 +271,7 @@ export class Transaction {
     this.revoked.clear();
     const freed = c.alloc.sealFreed();
     return async () => {
+      await dataWritten();
       await this.writeOut(blocks, revoked);
       c.cache.thaw(blocks);
       c.alloc.releaseFreed(freed);
