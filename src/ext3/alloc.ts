@@ -25,7 +25,7 @@
  * allocation moves the hint past the bits now set, a free moves it down.
  * The bit found is the same the full scan finds.
  */
-import { CorruptError, withErrno } from '../errors.js';
+import { CorruptError, InternalError, withErrno } from '../errors.js';
 import { inodeGroup, inodeIndex } from './geometry.js';
 import type { GroupDesc } from './group-desc.js';
 import type { Superblock } from './superblock.js';
@@ -112,8 +112,10 @@ function nextZeroFrom(bm: Buffer, from: number, to: number): number {
 }
 
 export class Allocator {
-  /** Blocks freed since the last commit: not reusable until it lands. */
-  readonly freedThisTx: FreedBlocks;
+  /** Blocks freed in the running transaction: not reusable until its commit is durable. */
+  freedThisTx: FreedBlocks;
+  /** Blocks freed in the transaction being committed (sealFreed), until its commit is durable. */
+  private freedCommitting: FreedBlocks | null = null;
   private readonly ngroups: number;
   private readonly blockHint: Uint32Array;
   private readonly inodeHint: Uint32Array;
@@ -142,9 +144,33 @@ export class Allocator {
     return inodeGroup(this.ctx.sb, ino);
   }
 
-  /** Blocks an allocation can get right now (free minus those freed this transaction). */
+  /** Blocks an allocation can get right now (free minus those freed by transactions not yet durable). */
   availableBlocks(): number {
-    return Math.max(0, this.ctx.sb.s_free_blocks_count - this.freedThisTx.size);
+    return Math.max(0, this.ctx.sb.s_free_blocks_count - this.freedPending);
+  }
+
+  /** Blocks freed but not yet reusable (by the running and the committing transaction). */
+  get freedPending(): number {
+    return this.freedThisTx.size + (this.freedCommitting?.size ?? 0);
+  }
+
+  /**
+   * The running transaction closes: the blocks it freed stay unusable until
+   * its commit is durable (releaseFreed), so no block of the last committed
+   * state is overwritten as data before the commit that frees it (jbd2's
+   * b_committed_data rule); the next transaction's frees start a new set.
+   */
+  sealFreed(): FreedBlocks {
+    if (this.freedCommitting) throw new InternalError('a transaction closed while another was still committing');
+    const sealed = this.freedThisTx;
+    this.freedCommitting = sealed;
+    this.freedThisTx = new FreedBlocks(this.ctx.sb.s_first_data_block, this.ctx.sb.s_blocks_per_group);
+    return sealed;
+  }
+
+  /** The commit that freed `sealed` is durable: its blocks can be allocated again. */
+  releaseFreed(sealed: FreedBlocks): void {
+    if (this.freedCommitting === sealed) this.freedCommitting = null;
   }
 
   /** The first block of the group holding inode `ino`: the default goal for its data. */
@@ -169,12 +195,17 @@ export class Allocator {
     if (!(goal >= sb.s_first_data_block && goal < sb.s_blocks_count)) goal = sb.s_first_data_block;
     const g0 = this.groupOfBlock(goal);
     const freed = this.freedThisTx;
+    const sealed = this.freedCommitting !== null && this.freedCommitting.size > 0 ? this.freedCommitting : null;
     for (let k = 0; k <= this.ngroups; k++) {
       const g = (g0 + k) % this.ngroups;
       const gd = groups[g]!;
       if (gd.bg_free_blocks_count === 0) continue;
       const base = this.groupFirstBlock(g);
-      const skip = freed.size ? (bit: number) => freed.has(base + bit) : undefined;
+      const skip = sealed
+        ? (bit: number) => freed.has(base + bit) || sealed.has(base + bit)
+        : freed.size
+          ? (bit: number) => freed.has(base + bit)
+          : undefined;
       const bm = await this.ctx.readMeta(gd.bg_block_bitmap);
       const n = this.blocksInGroup(g);
       const hint = this.blockHint[g]!;

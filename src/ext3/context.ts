@@ -50,6 +50,9 @@ export interface Ext3Stats {
   htreeFallbacks: number;
   dirLoads: number;
   commits: number;
+  /** Time commits held the writer queue (their foreground half, closeRunning), total and longest, ms. */
+  commitHoldMs: number;
+  commitHoldMaxMs: number;
 }
 
 function defaultNow(): Time {
@@ -71,7 +74,14 @@ export class Ext3Context {
   readonly alloc: Allocator;
   readonly io: BlockMapIO;
   readonly now: () => Time;
-  readonly stats: Ext3Stats = { htreeLookups: 0, htreeFallbacks: 0, dirLoads: 0, commits: 0 };
+  readonly stats: Ext3Stats = {
+    htreeLookups: 0,
+    htreeFallbacks: 0,
+    dirLoads: 0,
+    commits: 0,
+    commitHoldMs: 0,
+    commitHoldMaxMs: 0,
+  };
   /** References held through ref() (lookup counts, open handles), by inode number. */
   readonly refs = new Map<number, number>();
   readonly tx: Transaction;

@@ -3,8 +3,12 @@
  * physical block mapping (indirect blocks, or extents read-only), read,
  * write and truncate of regular files, and ordered-mode data: blocks
  * allocated in the running transaction keep their bytes in memory
- * (pendingData) until flushData() writes them, before the commit that makes
+ * (pendingData) until a flush (startFlush) writes them, before the commit that makes
  * their block pointers durable. A block freed first is simply dropped.
+ * Past MAX_PENDING_DATA a write hands the pending blocks to a background
+ * flush (startFlush) and returns; they stay readable (`flushing`) until on
+ * disk, and a later write to one of them copies it back into pendingData
+ * rather than racing its write.
  */
 import type { DataRange, InodeId } from '../engine.js';
 import { S_IFDIR, S_IFMT, S_IFREG } from '../engine.js';
@@ -23,7 +27,7 @@ const MAX_PENDING_DATA = 8 * 1024 * 1024;
 const PENDING_SLAB = 128 * 1024;
 /** Groups with a slab of their own at once. */
 const MAX_SLABS = 64;
-/** Data writes in flight at once in flushData (libuv's default thread pool size). */
+/** Data writes in flight at once in a flush (libuv's default thread pool size). */
 const FLUSH_WRITERS = 4;
 /** Slabs kept for reuse after a flush (bytes held: this times PENDING_SLAB). */
 const MAX_FREE_SLABS = 128;
@@ -31,15 +35,26 @@ const MAX_FREE_SLABS = 128;
 export class FileData {
   /**
    * Data of blocks allocated in the running transaction, not yet on disk.
-   * Ordered mode: flushData() writes them (coalesced, in block order) before
+   * Ordered mode: a flush writes them (coalesced, in block order) before
    * the commit that makes their block pointers durable; a block freed first
    * is simply dropped, never written.
    */
-  private readonly pendingData = new Map<number, Buffer>();
+  private pendingData = new Map<number, Buffer>();
   private pendingBytes = 0;
+  /**
+   * The pending blocks background flushes are writing (startFlush), oldest
+   * batch first, each block until its own write is done; readers look here
+   * after pendingData, newest batch first. At most two batches: a commit's
+   * may queue behind a running one, a write's waits for both.
+   */
+  private readonly flushing: Map<number, Buffer>[] = [];
+  /** The last flush started; batches are written one after another. It never rejects, see flushError. */
+  private flushJob: Promise<void> | null = null;
+  /** A background flush's failure, thrown by flushed()'s wait (the commit's). */
+  private flushError: unknown = null;
   /** The slab pending blocks of each block group are carved from (pendingBlock). */
   private readonly slabs = new Map<number, { buf: Buffer; used: number }>();
-  /** Every slab carved from since the last flushData(); all free again once it is done. */
+  /** Every slab carved from since the last flush started; free again once it is done. */
   private readonly slabsInUse: Buffer[] = [];
   /** Slabs whose pieces are all on disk or dropped, for reuse (warm memory, no GC churn). */
   private readonly freeSlabs: Buffer[] = [];
@@ -71,6 +86,39 @@ export class FileData {
   /** A freed block's pending data is never written. */
   dropPending(block: number): void {
     if (this.pendingData.delete(block)) this.pendingBytes -= this.c.blockSize;
+    // Its write may be under way already: harmless, the block stays unallocatable until the
+    // commit that frees it is durable, and that commit waits for the write (flushed).
+    for (const batch of this.flushing) batch.delete(block);
+  }
+
+  private flushingOf(pbn: number): Buffer | undefined {
+    for (let i = this.flushing.length - 1; i >= 0; i--) {
+      const b = this.flushing[i]!.get(pbn);
+      if (b) return b;
+    }
+    return undefined;
+  }
+
+  /** A pending block's bytes, wherever they wait (pendingData, else the background flush). */
+  private pendingOf(pbn: number): Buffer | undefined {
+    return this.pendingData.get(pbn) ?? (this.flushing.length > 0 ? this.flushingOf(pbn) : undefined);
+  }
+
+  /**
+   * The pending block to change in place: pendingData's, or a copy of the one
+   * a background flush holds, put into pendingData (the flush writes the old
+   * bytes; the copy is written by the next flush, which waits for it).
+   */
+  private writablePending(pbn: number): Buffer | undefined {
+    const p = this.pendingData.get(pbn);
+    if (p || this.flushing.length === 0) return p;
+    const f = this.flushingOf(pbn);
+    if (!f) return undefined;
+    const block = this.pendingBlock(pbn);
+    f.copy(block);
+    this.pendingData.set(pbn, block);
+    this.pendingBytes += this.c.blockSize;
+    return block;
   }
 
   /** A file past 2 GiB needs the large_file feature (the kernel sets it the same way). */
@@ -105,7 +153,7 @@ export class FileData {
     const first = Math.floor(position / bs);
     const last = Math.floor((end - 1) / bs);
     const map = await this.mapMany(inode, first, last - first + 1);
-    if (map.length === 1 && map[0] !== 0 && !this.pendingData.has(map[0]!)) {
+    if (map.length === 1 && map[0] !== 0 && this.pendingOf(map[0]!) === undefined) {
       // One block on disk (every small-file read): its bytes are the answer, no copy.
       return c.store.read(map[0]! * bs + (position - first * bs), end - position);
     }
@@ -117,7 +165,7 @@ export class FileData {
         i++;
         continue;
       }
-      const pending = this.pendingData.get(pbn);
+      const pending = this.pendingOf(pbn);
       if (pending) {
         const bStart = (first + i) * bs;
         const from = Math.max(bStart, position);
@@ -127,7 +175,7 @@ export class FileData {
         continue;
       }
       let j = i + 1;
-      while (j < map.length && map[j] === pbn + (j - i) && !this.pendingData.has(map[j]!)) j++;
+      while (j < map.length && map[j] === pbn + (j - i) && this.pendingOf(map[j]!) === undefined) j++;
       const runStart = (first + i) * bs;
       const runEnd = (first + j) * bs;
       const from = Math.max(runStart, position);
@@ -193,7 +241,7 @@ export class FileData {
       for (const b of map) if (b === 0) holes++;
       if (holes > 0) {
         const need = holes + Math.ceil(holes / (bs / 4)) + 3;
-        if (need > c.alloc.availableBlocks() && c.alloc.freedThisTx.size > 0) {
+        if (need > c.alloc.availableBlocks() && c.alloc.freedPending > 0) {
           await c.itable.iput(id, inode);
           await c.tx.commit();
         }
@@ -242,7 +290,7 @@ export class FileData {
           written = to - position;
           continue;
         }
-        const pending = this.pendingData.get(pbn);
+        const pending = this.writablePending(pbn);
         if (pending) {
           data.copy(pending, from - bStart, from - position, to - position);
           prevPbn = pbn;
@@ -266,8 +314,8 @@ export class FileData {
       if (written > 0 && position + written > inode.i_size) inode.i_size = position + written;
       c.stamp(inode, { m: true, c: true }, t);
       await c.itable.iput(id, inode);
-      if (c.cache.dirty.size >= c.tx.commitThreshold()) await c.tx.commit();
-      else if (this.pendingBytes >= MAX_PENDING_DATA) await this.flushData();
+      if (c.cache.dirty.size >= c.tx.commitThreshold()) await c.tx.closeRunning(true);
+      else if (this.pendingBytes >= MAX_PENDING_DATA) await this.startFlush(true);
     }
     if (written > 0 && position + written > inode.i_size) inode.i_size = position + written;
     c.stamp(inode, { m: true, c: true }, t);
@@ -281,7 +329,7 @@ export class FileData {
    * it), carved from a slab of the block group `pbn` lies in: one allocation
    * per PENDING_SLAB bytes instead of one per block or per write (small
    * files). Blocks allocated one after another in a group usually sit side by
-   * side on disk, and so they do in the group's slab, so flushData() writes
+   * side on disk, and so they do in the group's slab, so a flush writes
    * such runs without copying them, however the writes interleave between
    * directories (whose files live in different groups). Pieces are never
    * reused: a piece leaves pendingData (flushed or freed) and is garbage with it.
@@ -303,25 +351,53 @@ export class FileData {
   }
 
   /**
-   * Writes the pending data blocks, each run of blocks adjacent both on disk
-   * and in one slab as one write of a view (no copy: a run crossing slabs is
-   * two writes, which costs less than joining them). Up to FLUSH_WRITERS
-   * writes are in flight at once (the thread pool's size), in block order.
+   * The wait for the flush running now (none: resolves at once), which
+   * throws its write error: the commit's ordered-mode step, taken in the
+   * background after startFlush() handed it the transaction's data.
    */
-  async flushData(): Promise<void> {
+  flushed(): () => Promise<void> {
+    const job = this.flushJob;
+    return async () => {
+      if (job) await job;
+      if (this.flushError !== null) throw this.flushError;
+    };
+  }
+
+  /**
+   * Hands the pending blocks to a background flush. With `wait` (a write
+   * past the cap: the back-pressure on writers) it first waits for the
+   * flushes under way; without (a commit closing its transaction) the new
+   * batch queues behind them. Each run of blocks adjacent both on disk and
+   * in one slab is one write of a view (no copy: a run crossing slabs is two
+   * writes, which costs less than joining them). Up to FLUSH_WRITERS writes
+   * are in flight at once (the thread pool's size), in block order; a batch
+   * starts once the one before is written, so a block in two batches (changed
+   * again meanwhile, writablePending) reaches the disk in order.
+   */
+  async startFlush(wait: boolean): Promise<void> {
+    if (wait && this.flushJob) await this.flushJob;
+    if (this.flushError !== null) return;
     if (this.pendingData.size === 0) {
-      this.recycleSlabs();
+      this.recycleSlabs(this.slabsInUse.splice(0));
+      this.slabs.clear();
       return;
     }
-    const blocks = [...this.pendingData.keys()].sort((a, b) => a - b);
+    const batch = this.pendingData;
+    this.flushing.push(batch);
+    this.pendingData = new Map();
+    this.pendingBytes = 0;
+    // New pieces come from other slabs: these stay as they are until written.
+    const slabs = this.slabsInUse.splice(0);
+    this.slabs.clear();
+    const blocks = [...batch.keys()].sort((a, b) => a - b);
     const runs: { from: number; to: number; bytes: Buffer }[] = [];
     let i = 0;
     while (i < blocks.length) {
-      const first = this.pendingData.get(blocks[i]!)!;
+      const first = batch.get(blocks[i]!)!;
       let end = first.byteOffset + first.length;
       let j = i + 1;
       while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && j - i < 1024) {
-        const next = this.pendingData.get(blocks[j]!)!;
+        const next = batch.get(blocks[j]!)!;
         if (next.buffer !== first.buffer || next.byteOffset !== end) break;
         end += next.length;
         j++;
@@ -329,23 +405,35 @@ export class FileData {
       runs.push({ from: i, to: j, bytes: Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset) });
       i = j;
     }
-    await eachLimited(runs, FLUSH_WRITERS, async (r) => {
-      await this.c.store.write(blocks[r.from]! * this.c.blockSize, r.bytes);
-      // Dropped only once on disk, so an unqueued reader always finds the bytes somewhere.
-      for (let k = r.from; k < r.to; k++) this.pendingData.delete(blocks[k]!);
-    });
-    this.pendingBytes = 0;
-    this.recycleSlabs();
+    const write = async (): Promise<void> => {
+      // After a failed batch nothing more is written (the commit waiting on it fails).
+      if (this.flushError !== null) return;
+      await eachLimited(runs, FLUSH_WRITERS, async (r) => {
+        await this.c.store.write(blocks[r.from]! * this.c.blockSize, r.bytes);
+        // Dropped only once on disk, so an unqueued reader always finds the bytes somewhere.
+        for (let k = r.from; k < r.to; k++) batch.delete(blocks[k]!);
+      });
+      this.flushing.splice(this.flushing.indexOf(batch), 1);
+      this.recycleSlabs(slabs);
+    };
+    const job: Promise<void> = (this.flushJob ?? Promise.resolve())
+      .then(write)
+      .catch((err: unknown) => {
+        // The blocks not written stay readable from their batch.
+        if (this.flushError === null) this.flushError = err;
+      })
+      .finally(() => {
+        if (this.flushJob === job) this.flushJob = null;
+      });
+    this.flushJob = job;
   }
 
   /**
-   * Every pending piece is on disk (or was dropped) and nothing else keeps
-   * one (reads copy out of them): the slabs are free for new pieces.
+   * Slabs whose pieces are all on disk (or dropped) and that nothing else
+   * keeps (reads copy out of them): free for new pieces.
    */
-  private recycleSlabs(): void {
-    this.slabs.clear();
-    for (const buf of this.slabsInUse) if (this.freeSlabs.length < MAX_FREE_SLABS) this.freeSlabs.push(buf);
-    this.slabsInUse.length = 0;
+  private recycleSlabs(slabs: Buffer[]): void {
+    for (const buf of slabs) if (this.freeSlabs.length < MAX_FREE_SLABS) this.freeSlabs.push(buf);
   }
 
   private async flushRuns(runs: { pbn: number; buf: Buffer[]; bytes: number }[]): Promise<void> {
@@ -371,7 +459,7 @@ export class FileData {
     if (tail === 0) return;
     const pbn = await mapBlock(this.c.io, inode, Math.floor(eof / bs));
     if (pbn === 0) return;
-    const pending = this.pendingData.get(pbn);
+    const pending = this.writablePending(pbn);
     if (pending) pending.fill(0, tail);
     else await this.c.store.write(pbn * bs + tail, Buffer.alloc(bs - tail));
   }

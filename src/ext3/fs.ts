@@ -338,12 +338,12 @@ export class Ext3Fs implements WritableFs {
     void id;
     void dataOnly;
     if (!this.writable) return Promise.resolve();
-    return this.c.tx.run(() => this.c.tx.commit());
+    return this.c.tx.sync();
   }
 
   sync(): Promise<void> {
     if (!this.writable) return Promise.resolve();
-    return this.c.tx.run(() => this.c.tx.commit());
+    return this.c.tx.sync();
   }
 
   /**
@@ -373,7 +373,9 @@ export class Ext3Fs implements WritableFs {
           failure = err;
         });
     }
-    // The image is released even when the last commit failed (it then needs recovery).
+    // The image is released even when the last commit failed (it then needs recovery),
+    // once no commit is writing to it any more.
+    await c.tx.idle();
     c.tx.stop();
     await c.store.close();
     if (failure !== null) throw failure;

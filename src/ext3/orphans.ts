@@ -72,7 +72,7 @@ export class Orphans {
       await c.itable.iput(ino, inode);
       if (next === keep) break;
       cur = next;
-      if (c.tx.size >= c.tx.commitThreshold()) await c.tx.commit();
+      if (c.tx.size >= c.tx.commitThreshold()) await c.tx.closeRunning(true);
     }
     if (big && !listed) {
       await this.remove(ino);

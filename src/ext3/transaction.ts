@@ -18,6 +18,8 @@ import { COMPAT, encodeSuperblock, hasCompat, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE
 export class Transaction {
   journal: Journal | null = null;
   closed = false;
+  /** The closed transaction being written out, if any (see closeRunning). */
+  private committing: Promise<void> | null = null;
   /** Metadata blocks freed in the running transaction (revoke records). */
   private readonly revoked = new Set<number>();
   private readonly dirtyGroups = new Set<number>();
@@ -94,7 +96,7 @@ export class Transaction {
   private async afterMutation(): Promise<void> {
     if (this.c.cache.dirty.size === 0) return;
     if (this.c.cache.dirty.size >= this.commitThreshold()) {
-      await this.commit();
+      await this.closeRunning(true);
       return;
     }
     if (!this.timer) {
@@ -104,7 +106,7 @@ export class Transaction {
         // No caller to tell: the failure is latched (the next call reports it) and logged.
         // (An earlier failure was already reported to its caller: nothing to commit, nothing to log.)
         this.queue = this.queue.then(() =>
-          this.failed === null ? this.commit().catch((err: unknown) => this.log(err)) : undefined,
+          this.failed === null ? this.closeRunning(true).catch((err: unknown) => this.log(err)) : undefined,
         );
       }, this.commitIntervalMs);
       this.timer.unref();
@@ -153,24 +155,97 @@ export class Transaction {
     process.stderr.write(`sifuse: ${this.c.name}: background journal commit failed, no further changes are written: ${why}\n`);
   }
 
-  /** Commits the running transaction (callers hold the queue); a failure is latched. */
+  /**
+   * Commits the running transaction and waits until it is durable (callers
+   * hold the queue); a failure is latched, and reaches the caller as it is.
+   */
   async commit(): Promise<void> {
+    await this.closeRunning(false);
+    await this.settled();
+  }
+
+  /**
+   * fsync and sync: the running transaction closes on the queue, and its
+   * write-out is waited for off the queue, so operations that arrive
+   * meanwhile run (in the next transaction) instead of waiting behind it.
+   */
+  async sync(): Promise<void> {
+    await this.run(() => this.closeRunning(false));
+    await this.settled();
+  }
+
+  /**
+   * Resolves once the last closed transaction is durable (and written home);
+   * rejects with its error if it failed, or with EIO after an earlier failure.
+   */
+  async settled(): Promise<void> {
+    if (this.committing) await this.committing;
     if (this.failed !== null) throw this.failedError();
+  }
+
+  /** Waits for a commit in flight to end, whatever its outcome (close() before releasing the image). */
+  async idle(): Promise<void> {
+    if (this.committing) await this.committing.catch(() => undefined);
+  }
+
+  /**
+   * Closes the running transaction (callers hold the queue) and starts its
+   * commit in the background, as jbd2's commit thread does: the foreground
+   * half (freeze) hands the transaction's file data to the background flush,
+   * encodes the inodes, group descriptors and superblock into their blocks
+   * and takes a copy of every dirty block; the background half waits for the
+   * data (ordered mode), then (writeOut) writes the copies to the log, the
+   * commit block once they are durable, then the checkpoint, while the next
+   * transaction runs on the live buffers. At most
+   * one transaction commits at a time: closing the next one first waits for
+   * it, which also orders every write of one commit before the next's. The
+   * blocks a transaction freed stay unusable until its commit is durable
+   * (Allocator.sealFreed). With `logFailure` (nobody waits for the result:
+   * the timer and the size threshold), a background failure is also logged.
+   */
+  async closeRunning(logFailure: boolean): Promise<void> {
+    const t0 = performance.now();
+    if (this.committing) await this.committing.catch(() => undefined);
+    if (this.failed !== null) throw this.failedError();
+    let writeOut: () => Promise<void>;
     try {
-      await this.commitNow();
+      writeOut = await this.freeze();
     } catch (err) {
       this.latch(err);
       throw err;
     }
+    const held = performance.now() - t0;
+    const stats = this.c.stats;
+    stats.commitHoldMs += held;
+    if (held > stats.commitHoldMaxMs) stats.commitHoldMaxMs = held;
+    const p: Promise<void> = writeOut().then(
+      () => {
+        if (this.committing === p) this.committing = null;
+      },
+      (err: unknown) => {
+        this.latch(err);
+        if (logFailure) this.log(err);
+        if (this.committing === p) this.committing = null;
+        throw err;
+      },
+    );
+    // Awaited by settled() when someone waits; a failure nobody waits for is latched (and logged) above.
+    p.catch(() => undefined);
+    this.committing = p;
   }
 
-  private async commitNow(): Promise<void> {
+  /** The foreground half of a commit (see closeRunning); returns the background half. */
+  private async freeze(): Promise<() => Promise<void>> {
     const c = this.c;
     if (this.timer) {
       clearTimeout(this.timer);
       this.timer = null;
     }
-    await c.data.flushData();
+    // Ordered mode: the transaction's file data goes to the background flush now and the
+    // write-out waits for it before the log's first fdatasync, so it is durable before the
+    // commit block; the next transaction's data goes to new pending blocks meanwhile.
+    await c.data.startFlush(false);
+    const dataWritten = c.data.flushed();
     c.itable.writeBackAll();
     this.encodeDirtyGroups();
     const sbBlock = Math.floor(SUPERBLOCK_OFFSET / c.blockSize);
@@ -179,8 +254,10 @@ export class Transaction {
       // Nothing but maybe the superblock itself (flags at open/close, the orphan head).
       const current = await c.cache.read(sbBlock);
       if (encodeSuperblock(c.sb).equals(current.subarray(sbOff, sbOff + SUPERBLOCK_SIZE))) {
-        await c.store.sync();
-        return;
+        return async () => {
+          await dataWritten();
+          await c.store.sync();
+        };
       }
     }
     c.sb.s_wtime = c.now().sec;
@@ -188,28 +265,38 @@ export class Transaction {
     c.sb.raw = encodeSuperblock(c.sb);
     c.sb.raw.copy(sbBuf, sbOff);
     c.stats.commits++;
-    const blocks = new Map(c.cache.dirty);
-    const revoked = new Set([...this.revoked].filter((b) => !blocks.has(b)));
+    const blocks = c.cache.freeze();
+    const revoked = new Set<number>();
+    for (const b of this.revoked) if (!blocks.has(b)) revoked.add(b);
+    this.revoked.clear();
+    const freed = c.alloc.sealFreed();
+    return async () => {
+      await dataWritten();
+      await this.writeOut(blocks, revoked);
+      c.cache.thaw(blocks);
+      c.alloc.releaseFreed(freed);
+    };
+  }
+
+  /** The background half of a commit: the frozen blocks through the journal (or home, without one). */
+  private async writeOut(blocks: Map<number, Buffer>, revoked: Set<number>): Promise<void> {
+    const c = this.c;
     if (this.journal && this.journal.logBlocksFor(blocks.size, revoked.size) <= this.journal.logLength) {
       await this.journal.commit(blocks, revoked);
-    } else {
-      // No journal (ext2), or a transaction larger than the whole log (operations commit
-      // early and free big files in steps, so only a pathologically small journal gets
-      // here): write the blocks home in place, then sync. Not atomic against a crash.
-      if (this.journal) {
-        // Empty the log first, so no older logged copy can be replayed over these blocks.
-        const file = this.journal.file;
-        await this.journal.close();
-        this.journal = await Journal.open(file);
-      }
-      const sorted = [...blocks.keys()].sort((a, b) => a - b);
-      for (const b of sorted) await c.store.write(b * c.blockSize, blocks.get(b)!);
-      await c.store.sync();
+      return;
     }
-    // Only now are they clean: a failed commit leaves them dirty for the next attempt.
-    c.cache.markClean(blocks);
-    this.revoked.clear();
-    c.alloc.freedThisTx.clear();
+    // No journal (ext2), or a transaction larger than the whole log (operations commit
+    // early and free big files in steps, so only a pathologically small journal gets
+    // here): write the blocks home in place, then sync. Not atomic against a crash.
+    if (this.journal) {
+      // Empty the log first, so no older logged copy can be replayed over these blocks.
+      const file = this.journal.file;
+      await this.journal.close();
+      this.journal = await Journal.open(file);
+    }
+    const sorted = [...blocks.keys()].sort((a, b) => a - b);
+    for (const b of sorted) await c.store.write(b * c.blockSize, blocks.get(b)!);
+    await c.store.sync();
   }
 
   /**
@@ -221,12 +308,13 @@ export class Transaction {
     const { sb, alloc } = this.c;
     if (inodes > sb.s_free_inodes_count) throw withErrno('ENOSPC', 'no free inodes');
     if (blocks <= alloc.availableBlocks()) return;
-    if (blocks <= sb.s_free_blocks_count && alloc.freedThisTx.size > 0) await this.commit();
+    if (blocks <= sb.s_free_blocks_count && alloc.freedPending > 0) await this.commit();
     if (blocks > alloc.availableBlocks()) throw withErrno('ENOSPC');
   }
 
-  /** Closes the journal (after the last commit) and stops the timer. */
+  /** Closes the journal (after the last commit, once it is durable). */
   async closeJournal(): Promise<void> {
+    await this.settled();
     if (this.journal) await this.journal.close();
   }
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   closeSync,
@@ -8,6 +8,7 @@ import {
   lstatSync,
   mkdirSync,
   openSync,
+  readFileSync,
   readSync,
   readdirSync,
   readlinkSync,
@@ -245,13 +246,21 @@ describe('images written by other tools', () => {
     mkfs(img, { sizeK: 8192, blockSize: 4096, inodeSize: 256 });
     const mnt = join(dir, 'mnt-fuse2fs');
     mkdirSync(mnt, { recursive: true });
-    execFileSync('fuse2fs', [img, mnt, '-o', 'rw,fakeroot'], { stdio: 'ignore' });
+    // In the foreground, so the test can wait for it to exit: fusermount -u returns before
+    // fuse2fs has written its last blocks and closed the image (reading it earlier saw a
+    // half-written symlink inode now and then).
+    const server = spawn('fuse2fs', [img, mnt, '-o', 'rw,fakeroot', '-f'], { stdio: 'ignore' });
+    const exited = new Promise<void>((resolve) => server.once('exit', () => resolve()));
     try {
+      for (let i = 0; i < 200 && !readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${mnt} `); i++) {
+        await new Promise((r) => setTimeout(r, 25));
+      }
       mkdirSync(join(mnt, 'from-fuse2fs'));
       writeFileSync(join(mnt, 'from-fuse2fs', 'file'), 'written by fuse2fs\n');
       symlinkSync('file', join(mnt, 'from-fuse2fs', 'link'));
     } finally {
       execFileSync('fusermount', ['-u', mnt], { stdio: 'ignore' });
+      await exited;
     }
     let fs = await openImage(img, true);
     const d = (await fs.lookup(fs.rootId, Buffer.from('from-fuse2fs')))!;
