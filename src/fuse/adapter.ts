@@ -208,7 +208,7 @@ export class FuseAdapter implements FuseHandlers {
       return;
     }
     const st = await this.fs.getattr(id);
-    r.entryWith(this.nodes.acquireKnown(id) || (await this.nodes.acquire(id)), st);
+    r.entryWith(this.nodes.acquireNow(id) || (await this.nodes.acquire(id)), st);
   }
 
   forget(nodeid: number, nlookup: number): void {
@@ -455,17 +455,14 @@ export class FuseAdapter implements FuseHandlers {
     const first = offset < 2 ? 2 : offset;
     const acquired: number[] = [];
     if (first < end) {
-      // The attributes are asked for together: cold inodes load in parallel.
-      const pending: Promise<Stat | undefined>[] = [];
-      for (let k = first; k < end; k++) pending.push(this.fs.getattr(entries[k - 2]!.id).catch(noStat));
-      const attrs = await Promise.all(pending);
+      const attrs = await this.attrsOf(entries, first - 2, end - 2);
       try {
         for (let k = first; k < end; k++) {
           const st = attrs[k - first];
           // An entry removed since the snapshot ends the page; the next call resumes after it.
           if (!st) break;
           const e = entries[k - 2]!;
-          const n = this.nodes.acquireKnown(e.id) || (await this.nodes.acquire(e.id));
+          const n = this.nodes.acquireNow(e.id) || (await this.nodes.acquire(e.id));
           acquired.push(n);
           encodeEntry(stats, names.length * STAT_LEN, n, st);
           names.push(e.name);
@@ -485,6 +482,32 @@ export class FuseAdapter implements FuseHandlers {
     const packed = r.dirplus(size, offset, names, stats);
     const dotsPacked = Math.max(0, Math.min(packed, 2 - offset));
     for (let i = packed - dotsPacked; i < acquired.length; i++) this.nodes.forget(acquired[i]!, 1);
+  }
+
+  /**
+   * The attributes of entries [from, to), undefined for one that failed. Those
+   * the engine has at hand (statNow) cost no promise; the rest are asked for
+   * together, so cold inodes load in parallel.
+   */
+  private async attrsOf(entries: readonly DirEntry[], from: number, to: number): Promise<(Stat | undefined)[]> {
+    const attrs: (Stat | undefined)[] = new Array(to - from);
+    let pending: Promise<void>[] | null = null;
+    for (let i = from; i < to; i++) {
+      const id = entries[i]!.id;
+      const st = this.fs.statNow?.(id);
+      if (st !== undefined) {
+        attrs[i - from] = st;
+        continue;
+      }
+      const at = i - from;
+      (pending ??= []).push(
+        this.fs.getattr(id).then((s) => {
+          attrs[at] = s;
+        }, noStat),
+      );
+    }
+    if (pending !== null) await Promise.all(pending);
+    return attrs;
   }
 
   /*
@@ -531,8 +554,8 @@ export class FuseAdapter implements FuseHandlers {
       this.keep(h);
       if (this.prefetched.size >= LISTINGS_KEPT) this.prefetched.clear();
       this.prefetched.add(dir);
-      // allSettled: quiesce() must not return while any of these still runs (the engine closes next).
-      await Promise.allSettled(h.entries.map((e) => this.fs.getattr(e.id)));
+      // Settled, failures included: quiesce() must not return while any of these still runs (the engine closes next).
+      await this.attrsOf(h.entries, 0, h.entries.length);
     } catch {
       // Prefetching is a guess: a directory that fails is reported when it is listed.
     }

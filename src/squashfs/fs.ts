@@ -58,6 +58,7 @@ export interface SquashfsOptions {
 
 interface CachedInode {
   inode: Inode;
+  /** A regular file's block positions, made on its first read (a walk never needs them). */
   map: BlockMap | null;
   /** The Stat built on first getattr; callers get copies. */
   stat: Stat | null;
@@ -90,6 +91,8 @@ export class SquashfsFs implements ReadableFs {
   readonly name: string;
   readonly rootId: InodeId;
   readonly writable = false;
+  /** ref and unref do nothing: an image frees no inode. */
+  readonly refsFree = true;
   readonly compressorOptions: CompressorOptions | null;
   private readonly inodes: BlockCache<CachedInode>;
   private readonly listings: BlockCache<CachedListing>;
@@ -229,8 +232,9 @@ export class SquashfsFs implements ReadableFs {
   }
 
   private cacheEntry(inode: Inode): CachedInode {
-    const map = inode.kind === 'f' ? mapBlocks(inode, this.superblock.inodeTableStart) : null;
-    return { inode, map, stat: null, length: inodeCost(inode) + (map ? map.byteLength : 0) };
+    // The cost counts the block map the first read adds (BlockMap: one f64 per 16 blocks).
+    const mapBytes = inode.kind === 'f' ? ((inode.blockSizes.length >> 4) + 1) * 8 : 0;
+    return { inode, map: null, stat: null, length: inodeCost(inode) + mapBytes };
   }
 
   /**
@@ -248,6 +252,18 @@ export class SquashfsFs implements ReadableFs {
     const c = this.cacheEntry(inode);
     this.inodes.set(id, c);
     return c;
+  }
+
+  /** ReadableFs.statNow: the cached Stat itself, or one decoded from cached metadata; undefined on a miss or an error. */
+  statNow(id: InodeId): Stat | undefined {
+    const c = this.inodes.peek(id);
+    if (c) return (c.stat ??= this.statOf(c.inode));
+    try {
+      const fresh = this.inodeNow(id);
+      return fresh ? (fresh.stat = this.statOf(fresh.inode)) : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   getattr(id: InodeId): Promise<Stat> {
@@ -360,7 +376,8 @@ export class SquashfsFs implements ReadableFs {
       const c = await this.cachedInode(id);
       if (c.inode.kind === 'd') throw withErrno('EISDIR');
       if (c.inode.kind !== 'f') throw withErrno('EINVAL', 'not a regular file');
-      return this.fileReader.read(c.inode, c.map!, position, length);
+      c.map ??= mapBlocks(c.inode, this.superblock.inodeTableStart);
+      return this.fileReader.read(c.inode, c.map, position, length);
     });
   }
 
