@@ -123,6 +123,16 @@ const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
 const noStat = (): undefined => undefined;
 
+const NO_ATTRS: readonly (Stat | undefined)[] = [];
+/** READDIRPLUS stats, one array for every reply: the addon copies them out before it returns. */
+let dirplusScratch = new Float64Array(64 * STAT_LEN);
+
+/** The scratch array, grown to hold `count` entries. */
+function dirplusStats(count: number): Float64Array {
+  if (dirplusScratch.length < count * STAT_LEN) dirplusScratch = new Float64Array(count * STAT_LEN * 2);
+  return dirplusScratch;
+}
+
 /** "." and "..": attributes the kernel ignores except st_ino and the type. */
 function encodeDot(out: Float64Array, at: number, ino: number): void {
   out.fill(0, at, at + STAT_LEN);
@@ -445,39 +455,40 @@ export class FuseAdapter implements FuseHandlers {
       if (bytes > size) break;
     }
     if (this.stateless && offset === 0) this.prefetchChildren(entries);
-    const fit = end - offset;
-    const names: Buffer[] = [];
-    const stats = new Float64Array(fit * STAT_LEN);
-    for (let k = offset; k < 2 && k < end; k++) {
-      names.push(k === 0 ? DOT : DOTDOT);
-      encodeDot(stats, (k - offset) * STAT_LEN, h.ino);
-    }
     const first = offset < 2 ? 2 : offset;
     const acquired: number[] = [];
+    let attrs: readonly (Stat | undefined)[] = NO_ATTRS;
     if (first < end) {
-      const attrs = await this.attrsOf(entries, first - 2, end - 2);
+      attrs = await this.attrsOf(entries, first - 2, end - 2);
       try {
         for (let k = first; k < end; k++) {
-          const st = attrs[k - first];
           // An entry removed since the snapshot ends the page; the next call resumes after it.
-          if (!st) break;
-          const e = entries[k - 2]!;
-          const n = this.nodes.acquireNow(e.id) || (await this.nodes.acquire(e.id));
-          acquired.push(n);
-          encodeEntry(stats, names.length * STAT_LEN, n, st);
-          names.push(e.name);
+          if (!attrs[k - first]) break;
+          const id = entries[k - 2]!.id;
+          acquired.push(this.nodes.acquireNow(id) || (await this.nodes.acquire(id)));
         }
       } catch (err) {
         for (const n of acquired) this.nodes.forget(n, 1);
         throw err;
       }
-      if (names.length === 0) {
-        // The first candidate vanished: skip it rather than end the listing.
-        const one = new Float64Array(STAT_LEN);
-        encodeDot(one, 0, h.ino);
-        r.dirplus(size, offset, [DOT], one);
-        return;
-      }
+    }
+    // Nothing is awaited from here to the reply, so the stats go in one array shared by every reply.
+    const names: Buffer[] = [];
+    const dots = Math.max(0, Math.min(end, 2) - offset);
+    const stats = dirplusStats(Math.max(1, dots + acquired.length));
+    for (let k = offset; k < 2 && k < end; k++) {
+      names.push(k === 0 ? DOT : DOTDOT);
+      encodeDot(stats, (k - offset) * STAT_LEN, h.ino);
+    }
+    for (let i = 0; i < acquired.length; i++) {
+      encodeEntry(stats, names.length * STAT_LEN, acquired[i]!, attrs[i]!);
+      names.push(entries[first - 2 + i]!.name);
+    }
+    if (names.length === 0) {
+      // The first candidate vanished: skip it rather than end the listing.
+      encodeDot(stats, 0, h.ino);
+      r.dirplus(size, offset, [DOT], stats);
+      return;
     }
     const packed = r.dirplus(size, offset, names, stats);
     const dotsPacked = Math.max(0, Math.min(packed, 2 - offset));

@@ -20,7 +20,7 @@ import { FileReader, mapBlocks, type BlockMap } from './file.js';
 import { FragmentTable } from './fragment-table.js';
 import { IdTable } from './id-table.js';
 import { inodeCost, readInode, SQUASHFS_INVALID_XATTR, type Inode, type InodeLimits } from './inode.js';
-import { MetadataReader, type MetaBlock } from './metablock.js';
+import { MetadataReader, type MetaBlock, type SyncMetaCursor } from './metablock.js';
 import { decodeSuperblock, FLAG_COMPRESSOR_OPTIONS, METADATA_SIZE, SUPERBLOCK_SIZE, type Superblock } from './superblock.js';
 import { XattrTable, type Xattr } from './xattr.js';
 
@@ -211,24 +211,26 @@ export class SquashfsFs implements ReadableFs {
     const hit = this.inodes.peek(id);
     if (hit) return Promise.resolve(hit);
     return this.inodes.get(id, async () => {
-      const { pos, offset } = this.inodeLocation(id);
-      const sb = this.superblock;
-      const inode = await this.meta.decode(pos, offset, sb.directoryTableStart, 'inode', (cur) =>
-        readInode(cur, this.inodeLimits),
-      );
+      const pos = this.inodeBlock(id);
+      const inode = await this.meta.decode(pos, id % 65536, this.superblock.directoryTableStart, 'inode', this.decodeInode);
       return this.cacheEntry(inode);
     });
   }
 
-  /** Where inode reference `id` points in the inode table; CorruptError when it cannot be an inode. */
-  private inodeLocation(id: InodeId): { pos: number; offset: number } {
+  private readonly decodeInode = (cur: SyncMetaCursor): Inode => readInode(cur, this.inodeLimits);
+
+  /**
+   * The metadata block inode reference `id` points into (its offset there is
+   * id % 65536); CorruptError when it cannot be an inode.
+   */
+  private inodeBlock(id: InodeId): number {
     if (!Number.isSafeInteger(id) || id < 0 || id >= 2 ** 48) throw new CorruptError(`invalid inode reference ${id}`);
     const block = Math.floor(id / 65536);
     const offset = id % 65536;
     if (block >= this.inodeLimits.inodeTableSize || offset >= METADATA_SIZE) {
       throw new CorruptError(`inode reference ${block}:${offset} lies outside the inode table`);
     }
-    return { pos: this.superblock.inodeTableStart + block, offset };
+    return this.superblock.inodeTableStart + block;
   }
 
   private cacheEntry(inode: Inode): CachedInode {
@@ -244,10 +246,8 @@ export class SquashfsFs implements ReadableFs {
    * missing; throws what the decoder throws.
    */
   private inodeNow(id: InodeId): CachedInode | undefined {
-    const { pos, offset } = this.inodeLocation(id);
-    const inode = this.meta.decodeCached(pos, offset, this.superblock.directoryTableStart, (cur) =>
-      readInode(cur, this.inodeLimits),
-    );
+    const pos = this.inodeBlock(id);
+    const inode = this.meta.decodeCached(pos, id % 65536, this.superblock.directoryTableStart, this.decodeInode);
     if (inode === undefined) return undefined;
     const c = this.cacheEntry(inode);
     this.inodes.set(id, c);

@@ -214,6 +214,8 @@ export class MissingBlock {
   ) {}
 }
 
+const NO_BYTES = Buffer.alloc(0);
+
 /**
  * A synchronous forward cursor over blocks already decompressed: those in
  * `local` (loaded for this decode) or in the cache. Decoders run on it without
@@ -241,6 +243,25 @@ export class SyncMetaCursor {
     this.lastPos = pos;
     this.last = b;
     return b;
+  }
+
+  /** The bytes the last `at` call handed out: a cached block's data, or a copy for a record spanning blocks. */
+  bytes: Buffer = NO_BYTES;
+
+  /**
+   * `take` without a view: the next `length` bytes are `bytes[start, start +
+   * length)`, start returned. Decoders read fields straight from there.
+   */
+  at(length: number): number {
+    const block = this.blockAt(this.pos, length + this.offset);
+    const start = this.offset;
+    if (start + length <= block.data.length) {
+      this.offset = start + length;
+      this.bytes = block.data;
+      return start;
+    }
+    this.bytes = this.take(length);
+    return 0;
   }
 
   take(length: number): Buffer {
