@@ -40,6 +40,11 @@ export interface SquashfsOptions {
   inodeCacheBytes?: number;
   /** Decoded directory listings. Default 16 MiB (a 100,000-entry directory takes about 12). */
   listingCacheBytes?: number;
+  /**
+   * The metadata area (every table after the data) is read whole at open
+   * and kept when it is at most this many bytes. Default 4 MiB; 0 never.
+   */
+  preloadMetadataBytes?: number;
   /** Blocks decoded ahead of a sequential reader. Default 4. */
   readAheadBlocks?: number;
   /**
@@ -158,6 +163,7 @@ export class SquashfsFs implements ReadableFs {
       const decompressor = decompressorFor(sb.compression);
       const metaCache = new BlockCache<MetaBlock>(options.metadataCacheBytes ?? 8 << 20);
       const meta = new MetadataReader(source, decompressor, metaCache, sb.bytesUsed);
+      await meta.preload(sb.inodeTableStart, options.preloadMetadataBytes ?? 4 << 20);
       let compressorOptions: CompressorOptions | null = null;
       if (sb.flags & FLAG_COMPRESSOR_OPTIONS) {
         const block = await meta.block(SUPERBLOCK_SIZE);
