@@ -217,7 +217,7 @@ export class FuseAdapter implements FuseHandlers {
       r.entry(NEGATIVE_ENTRY);
       return;
     }
-    const st = await this.fs.getattr(id);
+    const st = this.fs.statNow?.(id) ?? (await this.fs.getattr(id));
     r.entryWith(this.nodes.acquireNow(id) || (await this.nodes.acquire(id)), st);
   }
 
@@ -230,7 +230,8 @@ export class FuseAdapter implements FuseHandlers {
   }
 
   async getattr(r: FuseRequest, nodeid: number): Promise<void> {
-    r.attrWith(nodeid, await this.fs.getattr(this.nodes.id(nodeid)));
+    const id = this.nodes.id(nodeid);
+    r.attrWith(nodeid, this.fs.statNow?.(id) ?? (await this.fs.getattr(id)));
   }
 
   async setattr(r: FuseRequest, nodeid: number, valid: number, v: Float64Array): Promise<void> {

@@ -72,7 +72,12 @@ interface CachedInode {
 
 interface CachedListing {
   entries: DirEntry[];
-  byName: Map<string, DirEntry> | null;
+  /**
+   * How lookups search it, settled on the first: 'sorted' (names in strcmp
+   * order, as mksquashfs writes them: binary search) or, for a listing out of
+   * order, a map by name.
+   */
+  byName: Map<string, DirEntry> | 'sorted' | null;
   length: number;
 }
 
@@ -485,11 +490,29 @@ function copyStat(s: Stat): Stat {
   };
 }
 
-/** The id of `name` in a cached listing; the by-name map is built on the first lookup. */
+/** The id of `name` in a cached listing (see CachedListing.byName). */
 function findInListing(listing: CachedListing, name: Buffer): InodeId | null {
-  if (!listing.byName) {
-    listing.byName = new Map();
-    for (const e of listing.entries) listing.byName.set(e.name.toString('latin1'), e);
+  const entries = listing.entries;
+  if (listing.byName === null) {
+    let sorted = true;
+    for (let i = 1; i < entries.length && sorted; i++) sorted = Buffer.compare(entries[i - 1]!.name, entries[i]!.name) < 0;
+    if (sorted) listing.byName = 'sorted';
+    else {
+      const map = new Map<string, DirEntry>();
+      for (const e of entries) map.set(e.name.toString('latin1'), e);
+      listing.byName = map;
+    }
   }
-  return listing.byName.get(name.toString('latin1'))?.id ?? null;
+  if (listing.byName !== 'sorted') return listing.byName.get(name.toString('latin1'))?.id ?? null;
+  let lo = 0;
+  let hi = entries.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const e = entries[mid]!;
+    const c = Buffer.compare(e.name, name);
+    if (c === 0) return e.id;
+    if (c < 0) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return null;
 }
