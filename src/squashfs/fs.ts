@@ -61,13 +61,28 @@ export interface SquashfsOptions {
   listingAfterLookups?: number;
 }
 
-interface CachedInode {
-  inode: Inode;
-  /** A regular file's block positions, made on its first read (a walk never needs them). */
-  map: BlockMap | null;
+/** A decoded inode as cached, with what is derived from it on first use. */
+class CachedInode {
   /** The Stat built on first getattr; callers get copies. */
-  stat: Stat | null;
-  length: number;
+  stat: Stat | null = null;
+  private blockMap: BlockMap | null = null;
+
+  constructor(
+    readonly inode: Inode,
+    readonly length: number,
+    /** Where the data area ends (inode_table_start), bounding a file's blocks. */
+    private readonly dataEnd: number,
+  ) {}
+
+  /**
+   * A regular file's block positions, made on first use (a walk never needs
+   * them), null for other kinds; CorruptError when its blocks run past the
+   * data area.
+   */
+  get map(): BlockMap | null {
+    if (this.blockMap === null && this.inode.kind === 'f') this.blockMap = mapBlocks(this.inode, this.dataEnd);
+    return this.blockMap;
+  }
 }
 
 interface CachedListing {
@@ -247,7 +262,7 @@ export class SquashfsFs implements ReadableFs {
   private cacheEntry(inode: Inode): CachedInode {
     // The cost counts the block map the first read adds (BlockMap: one f64 per 16 blocks).
     const mapBytes = inode.kind === 'f' ? ((inode.blockSizes.length >> 4) + 1) * 8 : 0;
-    return { inode, map: null, stat: null, length: inodeCost(inode) + mapBytes };
+    return new CachedInode(inode, inodeCost(inode) + mapBytes, this.superblock.inodeTableStart);
   }
 
   /**
@@ -387,8 +402,7 @@ export class SquashfsFs implements ReadableFs {
       const c = await this.cachedInode(id);
       if (c.inode.kind === 'd') throw withErrno('EISDIR');
       if (c.inode.kind !== 'f') throw withErrno('EINVAL', 'not a regular file');
-      c.map ??= mapBlocks(c.inode, this.superblock.inodeTableStart);
-      return this.fileReader.read(c.inode, c.map, position, length);
+      return this.fileReader.read(c.inode, c.map!, position, length);
     });
   }
 
