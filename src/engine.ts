@@ -177,6 +177,13 @@ export interface StatFs {
   namemax: number;
 }
 
+/** Bytes of a host file: `length` bytes at `position` of descriptor `fd`. */
+export interface HostExtent {
+  fd: number;
+  position: number;
+  length: number;
+}
+
 export interface ReadableFs {
   /** The image (or directory) this engine reads, for messages. */
   readonly name: string;
@@ -213,6 +220,21 @@ export interface ReadableFs {
    * not modify it.
    */
   read(id: InodeId, position: number, length: number): Promise<Buffer>;
+  /**
+   * Optional: read()'s bytes at `position` placed in the caller's `into` (up
+   * to into.length), for a caller that reuses one buffer (copy-up). Resolves
+   * to the count, short only at end of file; `into` is the caller's again
+   * once the promise settles.
+   */
+  readInto?(id: InodeId, position: number, into: Buffer): Promise<number>;
+  /**
+   * Optional: where read()'s bytes at `position` (up to `length`, cut at end
+   * of file) lie unchanged in a host file, or null when they do not (stored
+   * compressed, in pieces, or past the end). The descriptor stays open while
+   * the engine is. The FUSE adapter splices such a READ's reply straight from
+   * the image (no copy through the daemon).
+   */
+  hostExtent?(id: InodeId, position: number, length: number): Promise<HostExtent | null>;
   /**
    * Where a regular file holds data, sorted and non-overlapping, within its
    * size; every byte outside the ranges reads as zero. Engines may report a
@@ -282,7 +304,11 @@ export interface WritableFs extends ReadableFs {
    * renameat2(2) (see RenameFlags).
    */
   rename(oldDir: InodeId, oldName: Buffer, newDir: InodeId, newName: Buffer, flags?: RenameFlags): Promise<void>;
-  /** Writes all of `data` at `position`, extending the file (holes stay holes). Returns bytes written. */
+  /**
+   * Writes all of `data` at `position`, extending the file (holes stay holes).
+   * Returns bytes written. `data` is the caller's again once the promise
+   * settles (an engine keeping bytes copies them).
+   */
   write(id: InodeId, position: number, data: Buffer): Promise<number>;
   truncate(id: InodeId, size: number): Promise<void>;
   setattr(id: InodeId, attr: SetAttr): Promise<void>;

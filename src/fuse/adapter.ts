@@ -26,12 +26,14 @@
  * mounts keep one snapshot per open.
  */
 import { release } from 'node:os';
-import type { DirEntry, InodeId, ReadableFs, Stat, WritableFs } from '../engine.js';
+import type { DirEntry, InodeId, ReadableFs, SetAttr, Stat, WritableFs } from '../engine.js';
 import { S_IFDIR, S_IFMT, S_IFREG } from '../engine.js';
 import { FsError } from '../errors.js';
-import { encodeEntry, NEGATIVE_ENTRY, STAT_LEN, type EntryStat, type FuseHandlers, type FuseRequest } from '../native/fuse.js';
+import { encodeEntry, NEGATIVE_ENTRY, STAT_LEN, type FuseHandlers, type FuseRequest, type OpenFlags } from '../native/fuse.js';
 import { NodeTable } from './nodes.js';
 
+/** READs at least this big may be answered by splicing from the image (adapter read). */
+const SPLICE_MIN = 8192;
 // FUSE_SET_ATTR_* (fuse_lowlevel.h)
 const SET_MODE = 1 << 0;
 const SET_UID = 1 << 1;
@@ -63,7 +65,7 @@ const FUSE_WRITE_KILL_SUIDGID = 1 << 2;
 /** fuse_open_in.open_flags: O_TRUNC by an opener without CAP_FSETID. */
 const FUSE_OPEN_KILL_SUIDGID = 1 << 0;
 const SECURITY_CAPABILITY = Buffer.from('security.capability');
-/** Bound on the plain-file set (a cleared set only costs a re-check per file). */
+/** Bound on the plain-node set (a cleared set only costs a re-check per node). */
 const PLAIN_MAX = 1 << 16;
 
 const ERANGE = 34;
@@ -158,14 +160,17 @@ export class FuseAdapter implements FuseHandlers {
   private readonly prefetched = new Set<InodeId>();
   private prefetchBudget = PREFETCH_BUDGET_START;
   /*
-   * Regular files known to carry no set-id bit and no security.capability:
-   * a write to one needs no privilege kill. Direct-I/O writes skip the
-   * kernel's own kill (file_remove_privs, the GETXATTR round trip before
-   * every buffered write), so the server does it: set-id bits when the
-   * request says FUSE_WRITE_KILL_SUIDGID, the capability always (as
-   * cap_inode_killpriv does). An entry goes when its mode or xattrs change.
-   * Keyed by nodeid, which is never reused (an engine may reuse an InodeId
-   * once the file is gone, a new file must not inherit the answer).
+   * Nodes known to carry no set-id bit and no security.capability: a write
+   * to one needs no privilege kill, nor does a chown or truncate, and the
+   * kernel's GETXATTR security.capability before each chown
+   * (cap_inode_need_killpriv) is answered without the engine. Direct-I/O
+   * writes skip the kernel's own kill (file_remove_privs, the GETXATTR round
+   * trip before every buffered write), so the server does it: set-id bits
+   * when the request says FUSE_WRITE_KILL_SUIDGID, the capability always (as
+   * cap_inode_killpriv does). An entry goes when its xattrs change or its
+   * mode gains a set-id bit. Keyed by nodeid, which is never reused (an
+   * engine may reuse an InodeId once the file is gone, a new file must not
+   * inherit the answer).
    */
   private readonly plain = new Set<number>();
 
@@ -186,15 +191,16 @@ export class FuseAdapter implements FuseHandlers {
     return this.fs as WritableFs;
   }
 
-  private entryOf(nodeid: number, st: Stat): EntryStat {
-    return { ...st, nodeid };
-  }
-
-  /** Looks up the node for `id`, takes one kernel lookup on it, and replies with its entry. */
-  private async replyEntry(r: FuseRequest, id: InodeId): Promise<void> {
+  /**
+   * Looks up the node for `id`, takes one kernel lookup on it, and replies
+   * with its entry. `made`: the node was just made here (no xattrs), so it
+   * is plain unless its mode has a set-id bit.
+   */
+  private async replyEntry(r: FuseRequest, id: InodeId, made = false): Promise<void> {
     const st = await this.fs.getattr(id);
     const nodeid = await this.nodes.acquire(id);
-    r.entry(this.entryOf(nodeid, st));
+    if (made && !(st.mode & (S_ISUID | S_ISGID))) this.markPlain(nodeid);
+    r.entryWith(nodeid, st);
   }
 
   /** The owner of a new node: the caller, with the group of a set-gid parent (and S_ISGID kept on directories). */
@@ -239,21 +245,29 @@ export class FuseAdapter implements FuseHandlers {
     const fs = this.wfs;
     if (valid & SET_SIZE) await fs.truncate(id, v[3]!);
     // Under KILLPRIV_V2 a truncate or chown leaves the kill to us (the reply carries the new mode).
-    if (valid & (SET_SIZE | SET_UID | SET_GID) && !(await this.isPlain(nodeid, id)))
+    if (valid & (SET_SIZE | SET_UID | SET_GID) && !this.plain.has(nodeid) && !(await this.isPlain(nodeid, id)))
       await this.killPriv(nodeid, id, (valid & SET_KILL_SUIDGID) !== 0 && !(valid & SET_MODE), false);
-    const now = Date.now();
-    const nowTime = { sec: Math.floor(now / 1000), nsec: (now % 1000) * 1e6 };
-    const attr: Parameters<WritableFs['setattr']>[1] = {};
-    if (valid & SET_MODE) {
-      attr.mode = v[0]! & 0o7777;
-      this.plain.delete(nodeid);
+    if (valid & (SET_MODE | SET_UID | SET_GID | SET_ATIME | SET_MTIME)) {
+      const attr: SetAttr = {};
+      if (valid & SET_MODE) {
+        attr.mode = v[0]! & 0o7777;
+        // A plain node stays plain unless the new mode has a set-id bit (xattrs do not change here).
+        if (attr.mode & (S_ISUID | S_ISGID)) this.plain.delete(nodeid);
+      }
+      if (valid & SET_UID) attr.uid = v[1]!;
+      if (valid & SET_GID) attr.gid = v[2]!;
+      if (valid & (SET_ATIME_NOW | SET_MTIME_NOW)) {
+        const now = Date.now();
+        const nowTime = { sec: Math.floor(now / 1000), nsec: (now % 1000) * 1e6 };
+        if (valid & SET_ATIME) attr.atime = valid & SET_ATIME_NOW ? nowTime : { sec: v[4]!, nsec: v[5]! };
+        if (valid & SET_MTIME) attr.mtime = valid & SET_MTIME_NOW ? nowTime : { sec: v[6]!, nsec: v[7]! };
+      } else {
+        if (valid & SET_ATIME) attr.atime = { sec: v[4]!, nsec: v[5]! };
+        if (valid & SET_MTIME) attr.mtime = { sec: v[6]!, nsec: v[7]! };
+      }
+      await fs.setattr(id, attr);
     }
-    if (valid & SET_UID) attr.uid = v[1]!;
-    if (valid & SET_GID) attr.gid = v[2]!;
-    if (valid & SET_ATIME) attr.atime = valid & SET_ATIME_NOW ? nowTime : { sec: v[4]!, nsec: v[5]! };
-    if (valid & SET_MTIME) attr.mtime = valid & SET_MTIME_NOW ? nowTime : { sec: v[6]!, nsec: v[7]! };
-    if (Object.keys(attr).length > 0) await fs.setattr(id, attr);
-    r.attr(this.entryOf(nodeid, await this.fs.getattr(id)));
+    r.attrWith(nodeid, await this.fs.getattr(id));
   }
 
   async readlink(r: FuseRequest, nodeid: number): Promise<void> {
@@ -263,13 +277,13 @@ export class FuseAdapter implements FuseHandlers {
   async mknod(r: FuseRequest, parent: number, name: Buffer, mode: number, rdev: number): Promise<void> {
     const dir = this.nodes.id(parent);
     const owner = await this.newOwner(r, dir, mode);
-    await this.replyEntry(r, await this.wfs.mknod(dir, name, { ...owner, rdev }));
+    await this.replyEntry(r, await this.wfs.mknod(dir, name, { ...owner, rdev }), true);
   }
 
   async mkdir(r: FuseRequest, parent: number, name: Buffer, mode: number): Promise<void> {
     const dir = this.nodes.id(parent);
     const owner = await this.newOwner(r, dir, (mode & 0o7777) | S_IFDIR);
-    await this.replyEntry(r, await this.wfs.mkdir(dir, name, owner));
+    await this.replyEntry(r, await this.wfs.mkdir(dir, name, owner), true);
   }
 
   async unlink(r: FuseRequest, parent: number, name: Buffer): Promise<void> {
@@ -285,7 +299,7 @@ export class FuseAdapter implements FuseHandlers {
   async symlink(r: FuseRequest, parent: number, name: Buffer, target: Buffer): Promise<void> {
     const dir = this.nodes.id(parent);
     const owner = await this.newOwner(r, dir, 0);
-    await this.replyEntry(r, await this.wfs.symlink(dir, name, target, { uid: owner.uid, gid: owner.gid }));
+    await this.replyEntry(r, await this.wfs.symlink(dir, name, target, { uid: owner.uid, gid: owner.gid }), true);
   }
 
   async rename(r: FuseRequest, parent: number, name: Buffer, newParent: number, newName: Buffer, flags: number): Promise<void> {
@@ -313,28 +327,45 @@ export class FuseAdapter implements FuseHandlers {
     }
     if (flags & O_TRUNC) {
       await this.wfs.truncate(id, 0);
-      if (!(await this.isPlain(nodeid, id))) await this.killPriv(nodeid, id, (killFlags & FUSE_OPEN_KILL_SUIDGID) !== 0, true);
+      if (!this.plain.has(nodeid) && !(await this.isPlain(nodeid, id)))
+        await this.killPriv(nodeid, id, (killFlags & FUSE_OPEN_KILL_SUIDGID) !== 0, true);
     }
-    const direct = DIRECT_WRITES && (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(nodeid, id));
+    const direct =
+      DIRECT_WRITES && (flags & O_ACCMODE) === O_WRONLY && (this.plain.has(nodeid) || (await this.isPlain(nodeid, id)));
     r.open(0, openFlags(direct));
   }
 
   async read(r: FuseRequest, nodeid: number, size: number, offset: number): Promise<void> {
-    r.buf(await this.fs.read(this.nodes.id(nodeid), offset, size));
+    const id = this.nodes.id(nodeid);
+    // Bytes stored plainly in a cached image go from its page cache to the
+    // reader's without passing through here. libfuse copies replies under
+    // two pages instead of splicing them (fuse_send_data_iov): those stay on
+    // the usual path.
+    if (this.fs.hostExtent && size >= SPLICE_MIN) {
+      const x = await this.fs.hostExtent(id, offset, size);
+      if (x !== null && r.spliceFrom(x.fd, x.position, x.length)) return;
+    }
+    r.buf(await this.fs.read(id, offset, size));
   }
 
   async write(r: FuseRequest, nodeid: number, data: Buffer, offset: number, _fh: number, writeFlags = 0): Promise<void> {
     const id = this.nodes.id(nodeid);
     const fs = this.wfs;
-    if (!(await this.isPlain(nodeid, id))) await this.killPriv(nodeid, id, (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0, true);
+    if (!this.plain.has(nodeid) && !(await this.isPlain(nodeid, id)))
+      await this.killPriv(nodeid, id, (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0, true);
     r.write(await fs.write(id, offset, data));
   }
 
-  /** True when `id` has no set-id bit and no security.capability (remembered). */
+  /**
+   * True when `id` has no set-id bit and no security.capability
+   * (remembered). Only regular files are ever opened (OPEN; directories get
+   * OPENDIR, the kernel serves device nodes and fifos itself), so a plain
+   * node opened for writing is a plain file.
+   */
   private async isPlain(nodeid: number, id: InodeId): Promise<boolean> {
     if (this.plain.has(nodeid)) return true;
     const st = await this.fs.getattr(id);
-    if ((st.mode & S_IFMT) !== S_IFREG || st.mode & (S_ISUID | S_ISGID)) return false;
+    if (st.mode & (S_ISUID | S_ISGID)) return false;
     if ((await this.fs.getxattr(id, SECURITY_CAPABILITY)) !== null) return false;
     this.markPlain(nodeid);
     return true;
@@ -603,6 +634,11 @@ export class FuseAdapter implements FuseHandlers {
   }
 
   async getxattr(r: FuseRequest, nodeid: number, name: Buffer, size: number): Promise<void> {
+    // The kernel asks before every chown (cap_inode_need_killpriv): a plain node is known to have none.
+    if (this.plain.has(nodeid) && name.equals(SECURITY_CAPABILITY)) {
+      r.err(ENODATA);
+      return;
+    }
     const v = await this.fs.getxattr(this.nodes.id(nodeid), name);
     if (v === null) {
       r.err(refusedXattr(name) ? EOPNOTSUPP : ENODATA);
@@ -647,8 +683,9 @@ export class FuseAdapter implements FuseHandlers {
     const nodeid = await this.nodes.acquire(id);
     // A file made here has no xattrs: plain unless its mode has a set-id bit.
     if (created && !(st.mode & (S_ISUID | S_ISGID))) this.markPlain(nodeid);
-    const direct = DIRECT_WRITES && (flags & O_ACCMODE) === O_WRONLY && (await this.isPlain(nodeid, id));
-    r.create(this.entryOf(nodeid, st), 0, openFlags(direct));
+    const direct =
+      DIRECT_WRITES && (flags & O_ACCMODE) === O_WRONLY && (this.plain.has(nodeid) || (await this.isPlain(nodeid, id)));
+    r.createWith(nodeid, st, 0, openFlags(direct));
   }
 
   async lseek(r: FuseRequest, nodeid: number, offset: number, whence: number): Promise<void> {
@@ -704,8 +741,11 @@ export function kernelAtLeast(version: string, major: number, minor: number): bo
 /** Direct writes drop other openers' cached pages of the range from Linux 6.6 on (fuse: invalidate page cache pages before direct write). */
 const DIRECT_WRITES = kernelAtLeast(release(), 6, 6);
 
-function openFlags(directIo: boolean): { keepCache: true; noflush: true; directIo: boolean } {
-  return { keepCache: true, noflush: true, directIo };
+const OPEN_CACHED = { keepCache: true, noflush: true, directIo: false } as const;
+const OPEN_DIRECT = { keepCache: true, noflush: true, directIo: true } as const;
+
+function openFlags(directIo: boolean): OpenFlags {
+  return directIo ? OPEN_DIRECT : OPEN_CACHED;
 }
 
 function describe(err: unknown): string {

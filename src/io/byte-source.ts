@@ -35,6 +35,12 @@ export interface ByteSource {
    * block). Optional: where absent, callers read() and decompress themselves.
    */
   readBlock?(into: Buffer, position: number, length: number, inflate: boolean): Promise<number>;
+  /**
+   * Where [position, position+length) of the region is in the host file: its
+   * descriptor and absolute offset, bounds-checked as read() is (CorruptError
+   * outside the region); null once closed. Optional (a file region has it).
+   */
+  hostExtent?(position: number, length: number): { fd: number; position: number } | null;
   close(): Promise<void>;
 }
 

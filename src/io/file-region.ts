@@ -130,6 +130,11 @@ export class FileRegion implements ByteStore {
     }
   }
 
+  hostExtent(position: number, length: number): { fd: number; position: number } | null {
+    this.check(position, length, 'read');
+    return this.fd < 0 ? null : { fd: this.fd, position: this.offset + position };
+  }
+
   async write(position: number, data: Uint8Array): Promise<void> {
     if (!this.writable) throw new UsageError('region is opened read-only', this.name);
     this.check(position, data.length, 'write');

@@ -41,6 +41,8 @@ interface Addon {
   replyAttr(r: Handle, st: Float64Array): number;
   replyOpen(r: Handle, fh: number, flags: number): number;
   replyBuf(r: Handle, b: Buffer): number;
+  /** False (the request untouched) when the range's pages are not cached; see fuse.c js_reply_fd. */
+  replyFd(r: Handle, fd: number, position: number, length: number): boolean;
   replyReadlink(r: Handle, b: Buffer): number;
   replyWrite(r: Handle, n: number): number;
   replyXattr(r: Handle, n: number): number;
@@ -224,6 +226,10 @@ export class FuseRequest implements Caller {
   create(st: EntryStat, fh: number, flags: OpenFlags): void {
     native().replyCreate(this.take(), encodeStat(st), fh, openBits(flags));
   }
+  /** A create reply from the engine's Stat and the nodeid, without building an EntryStat. */
+  createWith(nodeid: number, st: Stat, fh: number, flags: OpenFlags): void {
+    native().replyCreate(this.take(), encodeEntry(SCRATCH, 0, nodeid, st), fh, openBits(flags));
+  }
   attr(st: EntryStat): void {
     native().replyAttr(this.take(), encodeEntry(SCRATCH, 0, st.nodeid, st));
   }
@@ -236,6 +242,17 @@ export class FuseRequest implements Caller {
   /** The bytes go to /dev/fuse straight from `data` (no copy). */
   buf(data: Buffer): void {
     native().replyBuf(this.take(), data);
+  }
+  /**
+   * Answers with `length` bytes at `position` of host file `fd`, spliced by
+   * the kernel with no copy through this process, when they are in the page
+   * cache; false, the request still open, when they are not.
+   */
+  spliceFrom(fd: number, position: number, length: number): boolean {
+    if (this.handle === null) throw new Error(`FUSE ${this.op} request answered twice`);
+    if (!native().replyFd(this.handle, fd, position, length)) return false;
+    this.handle = null;
+    return true;
   }
   readlink(target: Buffer): void {
     native().replyReadlink(this.take(), target);

@@ -1,3 +1,4 @@
+import type { HostExtent } from '../engine.js';
 import type { ByteSource } from '../io/byte-source.js';
 import { ScratchPool } from '../io/scratch-pool.js';
 import { CorruptError } from '../errors.js';
@@ -237,18 +238,10 @@ export class FileReader {
     const bs = this.blockSize;
     const first = Math.floor(position / bs);
     const last = Math.floor((end - 1) / bs);
-    const sequential = this.nextPos.get(file.inodeNumber) === position;
-    this.nextPos.delete(file.inodeNumber);
-    if (this.nextPos.size >= 256) this.nextPos.delete(this.nextPos.keys().next().value!);
-    this.nextPos.set(file.inodeNumber, end);
-    if (sequential && end < file.fileSize) this.readAhead(file, map, last + 1);
+    const sequential = this.track(file, map, position, end, last);
     // A range that is all hole reads as a view of the shared zeros: no
     // allocation, no copy (hashing a multi-GiB sparse file costs the hash only).
-    if (end - position <= ZEROS.length && last < file.blockSizes.length) {
-      let hole = true;
-      for (let i = first; i <= last && hole; i++) hole = (file.blockSizes[i]! & BLOCK_SIZE_MASK) === 0;
-      if (hole) return ZEROS.subarray(0, end - position);
-    }
+    if (end - position <= ZEROS.length && this.hole(file, first, last)) return ZEROS.subarray(0, end - position);
     // A range wholly inside complete stored (uncompressed) blocks is one
     // contiguous span of the image: one pread of just its bytes, not cached
     // and not read ahead. A 4 KiB random read costs 4 KiB of I/O (bench
@@ -258,7 +251,11 @@ export class FileReader {
     if (last < file.blockSizes.length && this.storedSpan(file, first, last)) {
       return this.readStored(map.start(first) + (position - first * bs), end - position);
     }
-    if (first !== last) return this.readSpan(file, map, sequential, position, end, first, last);
+    if (first !== last) {
+      const out = Buffer.allocUnsafe(end - position);
+      await this.readSpan(file, map, sequential, position, end, first, last, out);
+      return out;
+    }
     const piece = await this.piece(file, map, first);
     this.release(file, map, sequential, position, end, first, last);
     const off = position - first * bs;
@@ -266,10 +263,70 @@ export class FileReader {
   }
 
   /**
-   * A read across blocks fills one buffer: a block it covers whole that is
-   * not cached is read (and inflated) by its pool job straight into its place,
-   * with no buffer of its own and no copy (copy-up's 1 MiB reads: 8 blocks);
-   * the others come from the cache as usual and are copied in.
+   * read() into the caller's buffer: up to into.length bytes at `position`,
+   * the count returned. Blocks not cached are read (and inflated) by their
+   * pool jobs straight into `into`, so a caller reusing one buffer (copy-up)
+   * allocates and page-faults nothing per read.
+   */
+  async readInto(file: FileInode, map: BlockMap, position: number, into: Buffer): Promise<number> {
+    const end = Math.min(file.fileSize, position + into.length);
+    if (position >= end) return 0;
+    const bs = this.blockSize;
+    const first = Math.floor(position / bs);
+    const last = Math.floor((end - 1) / bs);
+    const sequential = this.track(file, map, position, end, last);
+    const out = into.subarray(0, end - position);
+    if (this.hole(file, first, last)) out.fill(0);
+    else if (last < file.blockSizes.length && this.storedSpan(file, first, last)) {
+      await this.readStoredInto(out, map.start(first) + (position - first * bs));
+    } else await this.readSpan(file, map, sequential, position, end, first, last, out);
+    return out.length;
+  }
+
+  /**
+   * Where read()'s bytes at `position` (up to `length`) lie in the image file,
+   * when they are wholly inside complete stored blocks (which lie back to
+   * back, each as it reads) of a region on a host file; null otherwise.
+   */
+  hostExtent(file: FileInode, map: BlockMap, position: number, length: number): HostExtent | null {
+    const end = Math.min(file.fileSize, position + length);
+    if (position >= end || !this.source.hostExtent) return null;
+    const bs = this.blockSize;
+    const first = Math.floor(position / bs);
+    const last = Math.floor((end - 1) / bs);
+    if (last >= file.blockSizes.length || !this.storedSpan(file, first, last)) return null;
+    const at = this.source.hostExtent(map.start(first) + (position - first * bs), end - position);
+    if (at === null) return null;
+    this.track(file, map, position, end, last);
+    return { fd: at.fd, position: at.position, length: end - position };
+  }
+
+  /**
+   * Notes where this read of [position, end) ends, and starts read-ahead past
+   * block `last` when it continues the file's previous read: whether it did.
+   */
+  private track(file: FileInode, map: BlockMap, position: number, end: number, last: number): boolean {
+    const sequential = this.nextPos.get(file.inodeNumber) === position;
+    this.nextPos.delete(file.inodeNumber);
+    if (this.nextPos.size >= 256) this.nextPos.delete(this.nextPos.keys().next().value!);
+    this.nextPos.set(file.inodeNumber, end);
+    if (sequential && end < file.fileSize) this.readAhead(file, map, last + 1);
+    return sequential;
+  }
+
+  /** Blocks first..last are all sparse (none is the fragment tail). */
+  private hole(file: FileInode, first: number, last: number): boolean {
+    if (last >= file.blockSizes.length) return false;
+    for (let i = first; i <= last; i++) if ((file.blockSizes[i]! & BLOCK_SIZE_MASK) !== 0) return false;
+    return true;
+  }
+
+  /**
+   * A read of blocks first..last fills `out` (end - position bytes): a block it
+   * covers whole that is not cached is read (and inflated) by its pool job
+   * straight into its place, with no buffer of its own and no copy (copy-up's
+   * 1 MiB reads: 8 blocks); the others come from the cache as usual and are
+   * copied in.
    */
   private async readSpan(
     file: FileInode,
@@ -279,9 +336,9 @@ export class FileReader {
     end: number,
     first: number,
     last: number,
-  ): Promise<Buffer> {
+    out: Buffer,
+  ): Promise<void> {
     const bs = this.blockSize;
-    const out = Buffer.allocUnsafe(end - position);
     const jobs: Promise<void>[] = [];
     for (let i = first; i <= last; i++) {
       const at = i * bs - position;
@@ -297,9 +354,9 @@ export class FileReader {
         }),
       );
     }
-    await Promise.all(jobs);
+    // Every job settles before a failure is reported: none still writes into `out` after.
+    for (const r of await Promise.allSettled(jobs)) if (r.status === 'rejected') throw r.reason;
     this.release(file, map, sequential, position, end, first, last);
-    return out;
   }
 
   /** Block i can be read by one job into a caller's buffer: stored complete, or gzip, and not cached. */
@@ -360,6 +417,12 @@ export class FileReader {
     const out = Buffer.allocUnsafe(length);
     await this.source.readBlock(out, pos, length, false);
     return out;
+  }
+
+  private async readStoredInto(out: Buffer, pos: number): Promise<void> {
+    if (this.source.readBlock) await this.source.readBlock(out, pos, out.length, false);
+    else if (this.source.readInto) await this.source.readInto(out, pos, out.length);
+    else (await this.source.read(pos, out.length)).copy(out);
   }
 
   private readAhead(file: FileInode, map: BlockMap, from: number): void {

@@ -6,6 +6,7 @@ import {
   S_IFREG,
   type DataRange,
   type DirEntry,
+  type HostExtent,
   type InodeId,
   type ReadableFs,
   type Stat,
@@ -403,6 +404,25 @@ export class SquashfsFs implements ReadableFs {
       if (c.inode.kind === 'd') throw withErrno('EISDIR');
       if (c.inode.kind !== 'f') throw withErrno('EINVAL', 'not a regular file');
       return this.fileReader.read(c.inode, c.map!, position, length);
+    });
+  }
+
+  async readInto(id: InodeId, position: number, into: Buffer): Promise<number> {
+    return inFile(this.name, async () => {
+      if (!Number.isSafeInteger(position) || position < 0) throw withErrno('EINVAL', `read at ${position}`);
+      const c = await this.cachedInode(id);
+      if (c.inode.kind === 'd') throw withErrno('EISDIR');
+      if (c.inode.kind !== 'f') throw withErrno('EINVAL', 'not a regular file');
+      return this.fileReader.readInto(c.inode, c.map!, position, into);
+    });
+  }
+
+  async hostExtent(id: InodeId, position: number, length: number): Promise<HostExtent | null> {
+    return inFile(this.name, async () => {
+      if (!Number.isSafeInteger(position) || position < 0 || !Number.isSafeInteger(length) || length < 0) return null;
+      const c = await this.cachedInode(id);
+      if (c.inode.kind !== 'f') return null;
+      return this.fileReader.hostExtent(c.inode, c.map!, position, length);
     });
   }
 

@@ -35,6 +35,9 @@ let top: string;
 const big = Buffer.alloc(2.5 * 1024 * 1024 + 123);
 for (let i = 0; i < big.length; i++) big[i] = (i * 7 + (i >> 10)) & 0xff;
 big.fill(0, (1 << 20) - 8192, (1 << 20) + 8192);
+// Copied up after `big` through the same chunk buffers: shorter, so stale bytes of `big` would show.
+const big2 = Buffer.alloc(1.5 * 1024 * 1024 + 77);
+for (let i = 0; i < big2.length; i++) big2[i] = (i * 13 + 5 + (i >> 12)) & 0xff;
 
 beforeAll(() => {
   dir = tempDir('core');
@@ -48,6 +51,7 @@ beforeAll(() => {
     'wh/gone2': 'whited out above by .wh.\n',
     'wh/kept': 'kept\n',
     'data/big': big,
+    'data/big2': big2,
     'data/sparse': { sparse: 1 << 20, data: Buffer.from('middle') },
     'links/a': 'shared inode\n',
     'links/b': { hardlink: 'links/a' },
@@ -224,6 +228,23 @@ describe('copy-up', () => {
     expect(t.size).toBe(0);
     expect(t.blocks).toBe(0);
     await closeAndCheck(ov, image);
+  });
+
+  it('consecutive copy-ups of big files each copy their own bytes, across remount', async () => {
+    const { ov, image } = await fresh('big2');
+    await ov.write(await at(ov, '/data/big'), big.length, b('1'));
+    await ov.write(await at(ov, '/data/big2'), big2.length, b('2'));
+    await ov.write(await at(ov, '/etc/hosts'), 0, b('H'));
+    const want1 = Buffer.concat([big, b('1')]);
+    const want2 = Buffer.concat([big2, b('2')]);
+    expect((await readAll(ov, '/data/big')).equals(want1)).toBe(true);
+    expect((await readAll(ov, '/data/big2')).equals(want2)).toBe(true);
+    expect((await readAll(ov, '/etc/hosts')).toString()).toBe('Hop hosts\n');
+    await ov.close();
+    const again = await openStack([top, bottom], image);
+    expect((await readAll(again, '/data/big')).equals(want1)).toBe(true);
+    expect((await readAll(again, '/data/big2')).equals(want2)).toBe(true);
+    await closeAndCheck(again, image);
   });
 
   it('copies parents first, with their metadata, and only what is written', async () => {
@@ -501,6 +522,73 @@ describe('fuse-overlayfs encoding (directory uppers without mknod)', () => {
     }
     expect(e2fsck(image).ok).toBe(true);
   });
+});
+
+describe('cached lookups across creates and removals (both encodings)', () => {
+  for (const encoding of ['kernel', 'fuse-overlayfs'] as const) {
+    it(`${encoding}: a name looked up, removed, made again and removed again resolves as a fresh overlay sees it`, async () => {
+      const image = await makeExt3Image(dir, `cache-${encoding}`);
+      // A directory already in the upper with a stale `.wh.x` marker (not made by this overlay).
+      const pre = await openExt3Layer(image);
+      if (!('work' in pre)) throw new Error('the image opened read-only');
+      const d = await pre.fs.mkdir(pre.root, b('pre'), { mode: S_IFDIR | 0o755, uid: 0, gid: 0 });
+      await pre.fs.mknod(d, b('.wh.x'), { mode: S_IFREG | 0o700, uid: 0, gid: 0 });
+      await pre.fs.close();
+      const open = async (enc: 'kernel' | 'fuse-overlayfs') => {
+        const upper = { ...(await openUpper(image)), encoding: enc };
+        return Overlay.open({ lowers: [await openSquashfsLayer(top), await openSquashfsLayer(bottom)], upper });
+      };
+      const ov = await open(encoding);
+      const reg = { mode: S_IFREG | 0o644, uid: 0, gid: 0 };
+      const etc = await at(ov, '/etc');
+      // A lower name: cached positive, then whited out, then made again over the whiteout.
+      expect(await ov.lookup(etc, b('hosts'))).not.toBeNull();
+      await ov.unlink(etc, b('hosts'));
+      expect(await ov.lookup(etc, b('hosts'))).toBeNull();
+      const hosts = await ov.mknod(etc, b('hosts'), reg);
+      expect(await ov.lookup(etc, b('hosts'))).toBe(hosts);
+      await ov.unlink(etc, b('hosts'));
+      expect(await ov.lookup(etc, b('hosts'))).toBeNull();
+      await ov.mknod(etc, b('hosts'), reg);
+      // A directory made here: names come and go with no whiteout.
+      const nd = await ov.mkdir(ov.rootId, b('nd'), { mode: S_IFDIR | 0o755, uid: 0, gid: 0 });
+      expect(await ov.lookup(nd, b('a'))).toBeNull();
+      const a = await ov.mknod(nd, b('a'), reg);
+      expect(await ov.lookup(nd, b('a'))).toBe(a);
+      expect(await errCode(ov.mknod(nd, b('a'), reg))).toBe('EEXIST');
+      await ov.unlink(nd, b('a'));
+      expect(await ov.lookup(nd, b('a'))).toBeNull();
+      await ov.mknod(nd, b('a'), reg);
+      await ov.mkdir(nd, b('sub'), { mode: S_IFDIR | 0o755, uid: 0, gid: 0 });
+      await ov.rmdir(nd, b('sub'));
+      expect(await ov.lookup(nd, b('sub'))).toBeNull();
+      // The stale marker's name: hidden, then made (the marker goes with the fuse-overlayfs encoding's create).
+      const pd = await at(ov, '/pre');
+      expect(await ov.lookup(pd, b('x'))).toBeNull();
+      await ov.mknod(pd, b('x'), reg);
+      expect(await names(ov, '/pre')).toEqual(['x']);
+      const before = await manifest(ov);
+      expect(before.filter((l) => /^\/(etc\/hosts|nd|pre)/.test(l)).map((l) => l.split('\t')[0])).toEqual([
+        '/etc/hosts',
+        '/nd',
+        '/nd/a',
+        '/pre',
+        '/pre/x',
+      ]);
+      await ov.close();
+      const up = await openExt3Layer(image);
+      const upre = await at(up.fs, '/upper/pre');
+      expect((await up.fs.readdir(upre)).map((e) => e.name.toString())).toEqual(['x']);
+      expect((await up.fs.readdir(await at(up.fs, '/upper/nd'))).map((e) => e.name.toString())).toEqual(['a']);
+      await up.fs.close();
+      for (const enc of ['fuse-overlayfs', 'kernel'] as const) {
+        const again = await open(enc);
+        expect(await manifest(again)).toEqual(before);
+        await again.close();
+      }
+      expect(e2fsck(image).ok).toBe(true);
+    });
+  }
 });
 
 describe('redirect_dir=off', () => {

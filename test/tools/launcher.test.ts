@@ -26,6 +26,21 @@ describe('launcher', () => {
     expect(readFileSync(join(repoRoot, 'dist', 'bundle', 'cli.cache')).length).toBeGreaterThan(1000);
   });
 
+  it('the build’s code cache is accepted (launch.cjs sets the V8 flags it was made with)', async () => {
+    const dir = join(work, 'accepted');
+    mkdirSync(join(dir, 'bin'), { recursive: true });
+    mkdirSync(join(dir, 'dist', 'bundle'), { recursive: true });
+    copyFileSync(join(repoRoot, 'bin', 'launch.cjs'), join(dir, 'bin', 'launch.cjs'));
+    copyFileSync(bundle, join(dir, 'dist', 'bundle', 'cli.cjs'));
+    const cache = join(dir, 'dist', 'bundle', 'cli.cache');
+    copyFileSync(join(repoRoot, 'dist', 'bundle', 'cli.cache'), cache);
+    const before = readFileSync(cache);
+    const r = await execa(process.execPath, [join(dir, 'bin', 'launch.cjs'), '--version'], { reject: false });
+    expect(r.exitCode).toBe(0);
+    // A rejected cache would have been rewritten at exit.
+    expect(readFileSync(cache).equals(before)).toBe(true);
+  });
+
   it('a rejected code cache still runs and is rewritten', async () => {
     // A copy of the layout launch.cjs expects: bin/launch.cjs beside dist/bundle/.
     mkdirSync(join(work, 'bin'));

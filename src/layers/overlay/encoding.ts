@@ -69,7 +69,8 @@ export function isInternalXattr(name: Buffer): boolean {
 
 /** Names reserved by the fuse-overlayfs encoding: hidden from listings, refused on create. */
 export function isWhiteoutName(name: Buffer): boolean {
-  return name.length >= WH_PREFIX.length && name.subarray(0, WH_PREFIX.length).equals(WH_PREFIX);
+  // ".wh." byte by byte: asked on every lookup and listing entry, so no subarray.
+  return name.length >= 4 && name[0] === 0x2e && name[1] === 0x77 && name[2] === 0x68 && name[3] === 0x2e;
 }
 
 export function whiteoutNameFor(name: Buffer): Buffer {

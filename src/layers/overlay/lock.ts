@@ -11,6 +11,8 @@
 export class NamespaceLock {
   private tail: Promise<void> = Promise.resolve();
   private held = false;
+  /** Calls of `exclusive` not finished yet (running or waiting). */
+  private pending = 0;
 
   get isHeld(): boolean {
     return this.held;
@@ -23,9 +25,11 @@ export class NamespaceLock {
         return await fn();
       } finally {
         this.held = false;
+        this.pending--;
       }
     };
-    const result = this.tail.then(run, run);
+    // Free (nobody running or waiting): start now rather than a turn later; later callers queue behind it.
+    const result = this.pending++ === 0 ? run() : this.tail.then(run, run);
     this.tail = result.then(
       () => undefined,
       () => undefined,

@@ -53,7 +53,7 @@ import { buildCopy } from './copy-up.js';
 import { showGid, showUid, storeGid, storeUid, type IdMap } from './idmap.js';
 import { xino } from './ino.js';
 import { NamespaceLock } from './lock.js';
-import { layerKey, NodeTable, type LayerRef, type Node } from './nodes.js';
+import { layerKey, NodeTable, WHITED_OUT, type LayerRef, type Node } from './nodes.js';
 import { mergeListing } from './readdir.js';
 import { emptyResolution, lowerPositive, resolveChild, type Resolution } from './resolve.js';
 import type { Stack, StackLayer } from './stack.js';
@@ -95,6 +95,9 @@ export interface OverlayOptions {
 export const INDEX_DIR = Buffer.from('sifuse-index');
 const ROOT_OWNER = { uid: 0, gid: 0 };
 const NAME_MAX = 255;
+
+/** A directory node whose lower directories are known. */
+type Resolved = Node & { lowers: LayerRef[] };
 
 function isDirType(t: FileType | null): boolean {
   return t === 'd';
@@ -236,9 +239,12 @@ export class Overlay implements WritableFs {
     return n;
   }
 
-  /** Fills a directory node's merged lower directories (nodes made from listings bind lazily). */
-  private async resolved(n: Node): Promise<Node & { lowers: LayerRef[] }> {
-    if (n.lowers !== null) return n as Node & { lowers: LayerRef[] };
+  /**
+   * Fills a directory node's merged lower directories (nodes made from
+   * listings bind lazily). Hot paths test `lowers !== null` first and skip the await.
+   */
+  private async resolved(n: Node): Promise<Resolved> {
+    if (n.lowers !== null) return n as Resolved;
     const parent = await this.resolved(n.parent!);
     const r = await resolveChild(this.stack, this.hasUpper, parent, n.name);
     if (r.type === 'd') {
@@ -249,7 +255,7 @@ export class Overlay implements WritableFs {
     } else {
       n.lowers = [];
     }
-    return n as Node & { lowers: LayerRef[] };
+    return n as Resolved;
   }
 
   /** The node for a resolved name, creating or re-using one by identity key. */
@@ -330,7 +336,7 @@ export class Overlay implements WritableFs {
   private async inoOf(n: Node, st: Stat, layer: number): Promise<number> {
     if (n.ino !== null) return n.ino;
     let ino: number | null = null;
-    if (layer === 0 && this.hasUpper) ino = await readInoMark(this.stack[0]!.fs, n.upper!);
+    if (layer === 0 && this.hasUpper && !n.made) ino = await readInoMark(this.stack[0]!.fs, n.upper!);
     if (ino === null) ino = xino(this.stack[layer]!.tag, st.ino);
     n.ino = ino;
     return ino;
@@ -341,24 +347,47 @@ export class Overlay implements WritableFs {
   async getattr(id: InodeId): Promise<Stat> {
     let n = this.node(id);
     if (n.type === 'd' && n.lowers === null) n = await this.lock.exclusive(() => this.resolved(n));
-    const src = this.source(n);
-    const st = await src.fs.getattr(src.id);
-    const out: Stat = {
-      ...st,
-      ino: await this.inoOf(n, st, src.layer),
-      uid: showUid(this.map, st.uid),
-      gid: showGid(this.map, st.gid),
-    };
+    let layer: number;
+    let st: Stat;
+    if (n.upper !== null) {
+      layer = 0;
+      st = await this.stack[0]!.fs.getattr(n.upper);
+    } else if (n.lower !== null) {
+      layer = n.lower.layer;
+      st = await this.stack[layer]!.fs.getattr(n.lower.id);
+    } else throw withErrno('ENOENT', 'overlay node has no layer object');
+    let nlink = st.nlink;
     if (n.type === 'd') {
       const layers = (n.upper !== null ? 1 : 0) + (n.lowers?.length ?? 0);
       // A merged directory's links are counted from its merged listing (the kernel shows 1).
-      if (layers > 1) out.nlink = this.mergedDirNlink === 'one' ? 1 : 2 + (await this.subdirCount(n));
-    } else if (src.layer === 0 && this.hasUpper && (await this.isIndexed(n, st))) {
-      out.nlink = Math.max(0, st.nlink - 1) + (await this.lowerLinks(n.upper!));
+      if (layers > 1) nlink = this.mergedDirNlink === 'one' ? 1 : 2 + (await this.subdirCount(n));
+    } else if (layer === 0 && this.hasUpper && this.mayBeIndexed(n, st) && (await this.isIndexed(n, st))) {
+      nlink = Math.max(0, st.nlink - 1) + (await this.lowerLinks(n.upper!));
     }
     // No name leads here (an open, unlinked file or removed directory); a lower object still has its links.
-    if (n.dead) out.nlink = 0;
-    return out;
+    if (n.dead) nlink = 0;
+    const map = this.map;
+    const ino = n.ino ?? (await this.inoOf(n, st, layer));
+    // The layer's own Stat when it says it all (an upper object made here, no id map): no copy.
+    if (ino === st.ino && nlink === st.nlink && !map) return st;
+    // One literal (not a spread of the layer's Stat): every Stat the overlay builds has one shape.
+    return {
+      ino,
+      mode: st.mode,
+      nlink,
+      uid: map ? showUid(map, st.uid) : st.uid,
+      gid: map ? showGid(map, st.gid) : st.gid,
+      size: st.size,
+      blocks: st.blocks,
+      atime: st.atime,
+      atimeNsec: st.atimeNsec,
+      mtime: st.mtime,
+      mtimeNsec: st.mtimeNsec,
+      ctime: st.ctime,
+      ctimeNsec: st.ctimeNsec,
+      rdev: st.rdev,
+      generation: st.generation,
+    };
   }
 
   /**
@@ -380,16 +409,16 @@ export class Overlay implements WritableFs {
     if (name.length > NAME_MAX) throw withErrno('ENAMETOOLONG');
     const k = name.toString('latin1');
     const hit = d.children?.get(k);
-    // A cached result is as good as a locked lookup: every change to d's names clears the cache under the lock.
-    if (hit === null) return null;
+    // A cached result is as good as a locked lookup: every change to d's names updates the cache under the lock.
+    if (hit === null || hit === WHITED_OUT) return null;
     if (hit !== undefined && this.nodes.get(hit)) return hit;
     return this.lock.exclusive(async () => {
       // Between namespace operations (lock held, no node in use by one): the table is bounded.
-      this.nodes.sweep(this.nodeLimit, this.root, d);
-      const p = await this.resolved(d);
+      if (this.nodes.size > this.nodeLimit) this.nodes.sweep(this.nodeLimit, this.root, d);
+      const p = d.lowers !== null ? (d as Resolved) : await this.resolved(d);
       const r = await resolveChild(this.stack, this.hasUpper, p, name);
       const id = r.type === null ? null : this.bind(p, name, r).id;
-      (p.children ??= new Map()).set(k, id);
+      (p.children ??= new Map()).set(k, id ?? (r.upperWhiteout !== null ? WHITED_OUT : null));
       return id;
     });
   }
@@ -553,6 +582,8 @@ export class Overlay implements WritableFs {
     const built = await buildCopy(this.stack, ops, src, ino);
     await this.installCopy(built.tmp, parentUpper, n.name);
     await this.adoptUpper(n, built.id);
+    // Made empty here; kernel whiteouts are char devices, so no `.wh.` entry ever comes.
+    if (ops.encoding === 'kernel') n.whiteoutFree = true;
     this.changed(n.parent!);
     return built.id;
   }
@@ -602,6 +633,12 @@ export class Overlay implements WritableFs {
   private async addLowerLinks(upper: InodeId, delta: number): Promise<void> {
     const v = Math.max(0, (await this.lowerLinks(upper)) + delta);
     await setInternalXattr(this.requireWritable().fs, upper, XATTR_LOWER_LINKS, XATTR_USER_LOWER_LINKS, Buffer.from(String(v)));
+  }
+
+  /** False where isIndexed(n, upperStat) is false without looking (no await needed). */
+  private mayBeIndexed(n: Node, upperStat: Stat): boolean {
+    if (n.indexed !== null) return n.indexed;
+    return n.lower !== null || upperStat.nlink > 1;
   }
 
   /**
@@ -668,25 +705,32 @@ export class Overlay implements WritableFs {
     return this.lock.exclusive(() => (n.type === 'd' ? this.copyUpDir(n) : this.copyUpFile(n, dataLimit)));
   }
 
+  // The writes below go straight to a node's upper object when it has one (no copy-up to wait for).
+
   async write(id: InodeId, position: number, data: Buffer): Promise<number> {
     const n = this.node(id);
     if (n.type === 'd') throw withErrno('EISDIR');
-    const u = await this.writableNode(id);
+    const u = this.ops !== null && n.upper !== null ? n.upper : await this.writableNode(id);
     return this.upperFs().write(u, position, data);
   }
 
   async truncate(id: InodeId, size: number): Promise<void> {
     const n = this.node(id);
     if (n.type === 'd') throw withErrno('EISDIR');
-    const u = await this.writableNode(id, size);
+    const u = this.ops !== null && n.upper !== null ? n.upper : await this.writableNode(id, size);
     await this.upperFs().truncate(u, size);
   }
 
   async setattr(id: InodeId, attr: SetAttr): Promise<void> {
-    const u = await this.writableNode(id);
-    const stored: SetAttr = { ...attr };
-    if (attr.uid !== undefined) stored.uid = storeUid(this.map, attr.uid);
-    if (attr.gid !== undefined) stored.gid = storeGid(this.map, attr.gid);
+    const n = this.node(id);
+    const u = this.ops !== null && n.upper !== null ? n.upper : await this.writableNode(id);
+    const map = this.map;
+    let stored = attr;
+    if (map && (attr.uid !== undefined || attr.gid !== undefined)) {
+      stored = { ...attr };
+      if (attr.uid !== undefined) stored.uid = storeUid(map, attr.uid);
+      if (attr.gid !== undefined) stored.gid = storeGid(map, attr.gid);
+    }
     await this.upperFs().setattr(u, stored);
   }
 
@@ -738,10 +782,12 @@ export class Overlay implements WritableFs {
     this.checkNewName(name);
     const isDir = type === 'd';
     return this.lock.exclusive(async () => {
-      const p = await this.resolved(d);
-      const r = await resolveChild(this.stack, this.hasUpper, p, name);
+      const p = d.lowers !== null ? (d as Resolved) : await this.resolved(d);
+      const k = name.toString('latin1');
+      // A cached lookup that found nothing and no whiteout is as good as a fresh one (lock held).
+      const r = p.children?.get(k) === null ? emptyResolution() : await resolveChild(this.stack, this.hasUpper, p, name);
       if (r.type !== null) throw withErrno('EEXIST');
-      const pu = await this.copyUpDir(p);
+      const pu = p.upper ?? (await this.copyUpDir(p));
       let id: InodeId;
       if (r.upperWhiteout === 'kernel') {
         const tmp = ops.tmpName();
@@ -759,21 +805,41 @@ export class Overlay implements WritableFs {
       } else {
         id = await make(pu, name);
       }
-      this.changed(p, isDir ? 1 : 0);
-      const n = this.nodes.byLayerKey(layerKey(0, id));
-      if (n) return n.id;
-      const node = this.nodes.create({
-        key: layerKey(0, id),
-        parent: p,
-        name: Buffer.from(name),
-        type,
-        upper: id,
-        lower: null,
-        lowers: isDir ? [] : null,
-        redirect: null,
-      });
+      const key = layerKey(0, id);
+      const found = this.nodes.byLayerKey(key);
+      const node =
+        found ??
+        this.nodes.create({
+          key,
+          parent: p,
+          name: Buffer.from(name),
+          type,
+          upper: id,
+          lower: null,
+          lowers: isDir ? [] : null,
+          redirect: null,
+          // Made here: no marks, no index copy, and (no lower directories) never a `.wh.` entry.
+          indexed: isDir ? null : false,
+          made: true,
+          whiteoutFree: isDir,
+        });
+      this.nameChanged(p, k, node.id, isDir ? 1 : 0);
       return node.id;
     });
+  }
+
+  /**
+   * One name of directory `n` changed and now resolves to `to` (a node id,
+   * null or WHITED_OUT): as changed(n, subdirDelta), but the lookups cached
+   * for its other names stay (nothing else in `n` moved).
+   */
+  private nameChanged(n: Node, k: string, to: InodeId | null, subdirDelta: number): void {
+    const children = n.children;
+    this.changed(n, subdirDelta);
+    if (children !== null) {
+      children.set(k, to);
+      n.children = children;
+    }
   }
 
   private storedOwner(o: { uid: number; gid: number }): { uid: number; gid: number } {
@@ -784,19 +850,19 @@ export class Overlay implements WritableFs {
     if ((node.mode & S_IFMT) === 0o040000) throw withErrno('EINVAL', 'mknod of a directory');
     // As the kernel: a char 0/0 would read as a whiteout, so nobody may make one through the overlay.
     if ((node.mode & S_IFMT) === S_IFCHR && (node.rdev ?? 0) === 0) throw withErrno('EPERM', 'char 0/0 is the overlay whiteout');
-    const stored = { ...node, ...this.storedOwner(node) };
+    const stored = this.map ? { ...node, ...this.storedOwner(node) } : node;
     const type = fileTypeOf(node.mode);
     if (type === null) throw withErrno('EINVAL', `mknod: invalid file type in mode 0${node.mode.toString(8)}`);
     return this.create(dir, name, type, (d, n) => this.upperFs().mknod(d, n, stored));
   }
 
   async mkdir(dir: InodeId, name: Buffer, node: NewNode): Promise<InodeId> {
-    const stored = { ...node, ...this.storedOwner(node) };
+    const stored = this.map ? { ...node, ...this.storedOwner(node) } : node;
     return this.create(dir, name, 'd', (d, n) => this.upperFs().mkdir(d, n, stored));
   }
 
   async symlink(dir: InodeId, name: Buffer, target: Buffer, owner: { uid: number; gid: number }): Promise<InodeId> {
-    const stored = this.storedOwner(owner);
+    const stored = this.map ? this.storedOwner(owner) : owner;
     return this.create(dir, name, 'l', (d, n) => this.upperFs().symlink(d, n, target, stored));
   }
 
@@ -811,7 +877,7 @@ export class Overlay implements WritableFs {
       const r = await resolveChild(this.stack, this.hasUpper, p, name);
       if (r.type !== null) throw withErrno('EEXIST');
       const u = await this.copyUpFile(n);
-      const pu = await this.copyUpDir(p);
+      const pu = p.upper ?? (await this.copyUpDir(p));
       if (r.upperWhiteout === 'kernel') {
         const tmp = ops.tmpName();
         await ops.fs.link(u, ops.work, tmp);
@@ -849,23 +915,27 @@ export class Overlay implements WritableFs {
     const ops = this.requireWritable();
     const d = this.dirNode(dir);
     await this.lock.exclusive(async () => {
-      const p = await this.resolved(d);
+      const p = d.lowers !== null ? (d as Resolved) : await this.resolved(d);
       const r = await resolveChild(this.stack, this.hasUpper, p, name);
       if (r.type === null) throw withErrno('ENOENT');
       if (r.type === 'd') throw withErrno('EISDIR');
       const n = this.bind(p, name, r);
-      const pu = await this.copyUpDir(p);
+      const pu = p.upper ?? (await this.copyUpDir(p));
       await this.upBeforeRemoval(p, name, r, n);
+      let whiteout = true;
       if (r.upper !== null) {
         if (await lowerPositive(this.stack, this.hasUpper, p, name)) {
           const tmp = await ops.moveOutWithWhiteout(pu, name);
           await ops.fs.unlink(ops.work, tmp);
-        } else await ops.fs.unlink(pu, name);
+        } else {
+          await ops.fs.unlink(pu, name);
+          whiteout = false;
+        }
       } else {
         await writeWhiteout(ops.fs, pu, name, ops.encoding, ROOT_OWNER);
         if (await this.isIndexed(n)) await this.addLowerLinks(n.upper!, -1);
       }
-      this.changed(p, 0);
+      this.nameChanged(p, name.toString('latin1'), whiteout ? WHITED_OUT : null, 0);
       await this.afterNameGone(n);
     });
   }
@@ -883,13 +953,13 @@ export class Overlay implements WritableFs {
     const ops = this.requireWritable();
     const d = this.dirNode(dir);
     await this.lock.exclusive(async () => {
-      const p = await this.resolved(d);
+      const p = d.lowers !== null ? (d as Resolved) : await this.resolved(d);
       const r = await resolveChild(this.stack, this.hasUpper, p, name);
       if (r.type === null) throw withErrno('ENOENT');
       if (r.type !== 'd') throw withErrno('ENOTDIR');
       const n = this.bind(p, name, r);
       if (!(await this.visiblyEmpty(n))) throw withErrno('ENOTEMPTY');
-      const pu = await this.copyUpDir(p);
+      const pu = p.upper ?? (await this.copyUpDir(p));
       const lowerHas = r.lowers.length > 0 || (await lowerPositive(this.stack, this.hasUpper, p, name));
       if (r.upper !== null) {
         // Out of the namespace in one step (with its whiteout), then emptied of markers in work/.
@@ -898,7 +968,7 @@ export class Overlay implements WritableFs {
       } else {
         await writeWhiteout(ops.fs, pu, name, ops.encoding, ROOT_OWNER);
       }
-      this.changed(p, -1);
+      this.nameChanged(p, name.toString('latin1'), lowerHas ? WHITED_OUT : null, -1);
       this.nodes.kill(n);
     });
   }

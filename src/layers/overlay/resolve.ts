@@ -45,13 +45,17 @@ function specFromRedirect(redirect: Buffer): Spec {
 
 const NAME_MAX = 255;
 
-export async function probe(stack: Stack, layer: number, dir: InodeId, name: Buffer): Promise<Probe> {
+const NONE: Probe = { kind: 'none' };
+
+/** `name` in `dir` of `layer`; `fuseWhiteouts` false: `dir` is known to hold no `.wh.NAME` entry. */
+export async function probe(stack: Stack, layer: number, dir: InodeId, name: Buffer, fuseWhiteouts = true): Promise<Probe> {
   const fs = stack[layer]!.fs;
   const id = await fs.lookup(dir, name);
   if (id === null) {
+    if (!fuseWhiteouts) return NONE;
     if (name.length + 4 <= NAME_MAX && (await fs.lookup(dir, whiteoutNameFor(name))) !== null)
       return { kind: 'whiteout', encoding: 'fuse' };
-    return { kind: 'none' };
+    return NONE;
   }
   const st = await fs.getattr(id);
   if (isKernelWhiteoutMode(st.mode, st.rdev)) return { kind: 'whiteout', encoding: 'kernel' };
@@ -86,6 +90,8 @@ async function resolveBelow(
   initial: Spec,
   res: Resolution,
 ): Promise<void> {
+  // A name in a directory with no lower directories: nothing below to search.
+  if (initial.kind === 'name' && parentLowers.length === 0) return;
   let spec = initial;
   for (let li = first; li < stack.length; li++) {
     let dir: InodeId | null;
@@ -121,6 +127,8 @@ async function resolveBelow(
 export interface ParentDirs {
   upper: InodeId | null;
   lowers: readonly LayerRef[];
+  /** The upper directory holds no `.wh.NAME` entry (Node.whiteoutFree). */
+  whiteoutFree?: boolean;
 }
 
 /** `name` in merged directory `parent`; `hasUpper` says stack[0] is the upper layer. */
@@ -128,7 +136,7 @@ export async function resolveChild(stack: Stack, hasUpper: boolean, parent: Pare
   const res = emptyResolution();
   let spec: Spec = { kind: 'name', name };
   if (hasUpper && parent.upper !== null) {
-    const p = await probe(stack, 0, parent.upper, name);
+    const p = await probe(stack, 0, parent.upper, name, parent.whiteoutFree !== true);
     if (p.kind === 'whiteout') {
       res.upperWhiteout = p.encoding;
       return res;
@@ -144,6 +152,8 @@ export async function resolveChild(stack: Stack, hasUpper: boolean, parent: Pare
       if (marks.redirect) spec = specFromRedirect(marks.redirect);
     }
   }
+  // A name in a directory with no lower directories: nothing below (no await).
+  if (spec.kind === 'name' && parent.lowers.length === 0) return res;
   await resolveBelow(stack, hasUpper ? 1 : 0, parent.lowers, spec, res);
   return res;
 }

@@ -303,6 +303,17 @@ def cmd_killpriv(d):
     with open(e, "rb") as f:
         if f.read() != b"ytart\n":
             fail("e: wrong content")
+    # A capability set after a chmod (the file stays without set-id bits) is seen, and a chown drops it.
+    s = made(d, "s", 0o644)
+    os.chmod(s, 0o755)
+    if has_cap(s):
+        fail("s: a capability before any was set")
+    os.setxattr(s, "security.capability", CAP_NET_RAW)
+    if not has_cap(s):
+        fail("s: security.capability set after a chmod is not seen")
+    os.chown(s, 0, 0)
+    if has_cap(s):
+        fail("s: security.capability survived a chown")
 
 
 def cmd_append(d):
