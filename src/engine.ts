@@ -191,6 +191,19 @@ export interface ReadableFs {
   /** False for read-only engines and for writable ones opened read-only; writes then fail with EROFS. */
   readonly writable: boolean;
   getattr(id: InodeId): Promise<Stat>;
+  /**
+   * Optional fast path for hot callers (FUSE readdirplus): the attributes of
+   * `id` when the engine has them at hand, with no I/O and nothing awaited;
+   * undefined otherwise, including wherever getattr would fail (getattr then
+   * reports the error). The Stat is the engine's own: callers must not modify
+   * it.
+   */
+  statNow?(id: InodeId): Stat | undefined;
+  /**
+   * Optional: true when ref and unref do nothing (an immutable image), so a
+   * caller may count a reference as taken without awaiting ref.
+   */
+  readonly refsFree?: boolean;
   /** The child `name` of directory `dir`, or null. ENOTDIR if `dir` is not a directory. Takes no reference. */
   lookup(dir: InodeId, name: Buffer): Promise<InodeId | null>;
   /**

@@ -125,6 +125,16 @@ const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
 const noStat = (): undefined => undefined;
 
+const NO_ATTRS: readonly (Stat | undefined)[] = [];
+/** READDIRPLUS stats, one array for every reply: the addon copies them out before it returns. */
+let dirplusScratch = new Float64Array(64 * STAT_LEN);
+
+/** The scratch array, grown to hold `count` entries. */
+function dirplusStats(count: number): Float64Array {
+  if (dirplusScratch.length < count * STAT_LEN) dirplusScratch = new Float64Array(count * STAT_LEN * 2);
+  return dirplusScratch;
+}
+
 /** "." and "..": attributes the kernel ignores except st_ino and the type. */
 function encodeDot(out: Float64Array, at: number, ino: number): void {
   out.fill(0, at, at + STAT_LEN);
@@ -213,8 +223,8 @@ export class FuseAdapter implements FuseHandlers {
       r.entry(NEGATIVE_ENTRY);
       return;
     }
-    const st = await this.fs.getattr(id);
-    r.entryWith(this.nodes.acquireKnown(id) || (await this.nodes.acquire(id)), st);
+    const st = this.fs.statNow?.(id) ?? (await this.fs.getattr(id));
+    r.entryWith(this.nodes.acquireNow(id) || (await this.nodes.acquire(id)), st);
   }
 
   forget(nodeid: number, nlookup: number): void {
@@ -226,7 +236,8 @@ export class FuseAdapter implements FuseHandlers {
   }
 
   async getattr(r: FuseRequest, nodeid: number): Promise<void> {
-    r.attrWith(nodeid, await this.fs.getattr(this.nodes.id(nodeid)));
+    const id = this.nodes.id(nodeid);
+    r.attrWith(nodeid, this.fs.statNow?.(id) ?? (await this.fs.getattr(id)));
   }
 
   async setattr(r: FuseRequest, nodeid: number, valid: number, v: Float64Array): Promise<void> {
@@ -476,46 +487,70 @@ export class FuseAdapter implements FuseHandlers {
       if (bytes > size) break;
     }
     if (this.stateless && offset === 0) this.prefetchChildren(entries);
-    const fit = end - offset;
-    const names: Buffer[] = [];
-    const stats = new Float64Array(fit * STAT_LEN);
-    for (let k = offset; k < 2 && k < end; k++) {
-      names.push(k === 0 ? DOT : DOTDOT);
-      encodeDot(stats, (k - offset) * STAT_LEN, h.ino);
-    }
     const first = offset < 2 ? 2 : offset;
     const acquired: number[] = [];
+    let attrs: readonly (Stat | undefined)[] = NO_ATTRS;
     if (first < end) {
-      // The attributes are asked for together: cold inodes load in parallel.
-      const pending: Promise<Stat | undefined>[] = [];
-      for (let k = first; k < end; k++) pending.push(this.fs.getattr(entries[k - 2]!.id).catch(noStat));
-      const attrs = await Promise.all(pending);
+      attrs = await this.attrsOf(entries, first - 2, end - 2);
       try {
         for (let k = first; k < end; k++) {
-          const st = attrs[k - first];
           // An entry removed since the snapshot ends the page; the next call resumes after it.
-          if (!st) break;
-          const e = entries[k - 2]!;
-          const n = this.nodes.acquireKnown(e.id) || (await this.nodes.acquire(e.id));
-          acquired.push(n);
-          encodeEntry(stats, names.length * STAT_LEN, n, st);
-          names.push(e.name);
+          if (!attrs[k - first]) break;
+          const id = entries[k - 2]!.id;
+          acquired.push(this.nodes.acquireNow(id) || (await this.nodes.acquire(id)));
         }
       } catch (err) {
         for (const n of acquired) this.nodes.forget(n, 1);
         throw err;
       }
-      if (names.length === 0) {
-        // The first candidate vanished: skip it rather than end the listing.
-        const one = new Float64Array(STAT_LEN);
-        encodeDot(one, 0, h.ino);
-        r.dirplus(size, offset, [DOT], one);
-        return;
-      }
+    }
+    // Nothing is awaited from here to the reply, so the stats go in one array shared by every reply.
+    const names: Buffer[] = [];
+    const dots = Math.max(0, Math.min(end, 2) - offset);
+    const stats = dirplusStats(Math.max(1, dots + acquired.length));
+    for (let k = offset; k < 2 && k < end; k++) {
+      names.push(k === 0 ? DOT : DOTDOT);
+      encodeDot(stats, (k - offset) * STAT_LEN, h.ino);
+    }
+    for (let i = 0; i < acquired.length; i++) {
+      encodeEntry(stats, names.length * STAT_LEN, acquired[i]!, attrs[i]!);
+      names.push(entries[first - 2 + i]!.name);
+    }
+    if (names.length === 0) {
+      // The first candidate vanished: skip it rather than end the listing.
+      encodeDot(stats, 0, h.ino);
+      r.dirplus(size, offset, [DOT], stats);
+      return;
     }
     const packed = r.dirplus(size, offset, names, stats);
     const dotsPacked = Math.max(0, Math.min(packed, 2 - offset));
     for (let i = packed - dotsPacked; i < acquired.length; i++) this.nodes.forget(acquired[i]!, 1);
+  }
+
+  /**
+   * The attributes of entries [from, to), undefined for one that failed. Those
+   * the engine has at hand (statNow) cost no promise; the rest are asked for
+   * together, so cold inodes load in parallel.
+   */
+  private async attrsOf(entries: readonly DirEntry[], from: number, to: number): Promise<(Stat | undefined)[]> {
+    const attrs: (Stat | undefined)[] = new Array(to - from);
+    let pending: Promise<void>[] | null = null;
+    for (let i = from; i < to; i++) {
+      const id = entries[i]!.id;
+      const st = this.fs.statNow?.(id);
+      if (st !== undefined) {
+        attrs[i - from] = st;
+        continue;
+      }
+      const at = i - from;
+      (pending ??= []).push(
+        this.fs.getattr(id).then((s) => {
+          attrs[at] = s;
+        }, noStat),
+      );
+    }
+    if (pending !== null) await Promise.all(pending);
+    return attrs;
   }
 
   /*
@@ -562,8 +597,8 @@ export class FuseAdapter implements FuseHandlers {
       this.keep(h);
       if (this.prefetched.size >= LISTINGS_KEPT) this.prefetched.clear();
       this.prefetched.add(dir);
-      // allSettled: quiesce() must not return while any of these still runs (the engine closes next).
-      await Promise.allSettled(h.entries.map((e) => this.fs.getattr(e.id)));
+      // Settled, failures included: quiesce() must not return while any of these still runs (the engine closes next).
+      await this.attrsOf(h.entries, 0, h.entries.length);
     } catch {
       // Prefetching is a guess: a directory that fails is reported when it is listed.
     }

@@ -51,6 +51,17 @@ export class NodeTable {
   }
 
   /**
+   * acquireKnown, and for an engine whose references are free
+   * (ReadableFs.refsFree) also a new node, made without awaiting: the
+   * nodeid, or 0 when only acquire can take it.
+   */
+  acquireNow(id: InodeId): number {
+    const known = this.acquireKnown(id);
+    if (known !== 0 || !this.fs.refsFree) return known;
+    return this.add(id);
+  }
+
+  /**
    * Adds one lookup to `id`'s node, creating it (and taking its engine
    * reference) on the first. Call it right before replying with the entry.
    */
@@ -68,6 +79,11 @@ export class NodeTable {
       this.drop(id, 1);
       return raced;
     }
+    return this.add(id);
+  }
+
+  /** A new node for `id` (its engine reference taken) with one lookup. */
+  private add(id: InodeId): number {
     const nodeid = this.next++;
     this.byNodeid.set(nodeid, { id, lookups: 1 });
     this.byId.set(id, nodeid);

@@ -1,6 +1,7 @@
 import { CorruptError } from '../errors.js';
 import type { DirEntry, FileType } from '../engine.js';
 import { fileTypeOfInodeType, type DirInode } from './inode.js';
+import { s16, u16, u32 } from './le.js';
 import { MetaCursor, type MetadataReader } from './metablock.js';
 import { METADATA_SIZE } from './superblock.js';
 
@@ -100,9 +101,10 @@ function entryName(buf: Buffer, at: number, size: number): Buffer {
 /** `name`, refused if it could not be a file name. */
 function checkName(name: Buffer): Buffer {
   const size = name.length;
-  if (name.includes(0x2f) || name.includes(0) || (name[0] === 0x2e && (size === 1 || (size === 2 && name[1] === 0x2e)))) {
-    throw new CorruptError(`directory entry has invalid name ${JSON.stringify(name.toString('latin1'))}`);
-  }
+  // A loop: names are short, and Buffer.includes is a native call each.
+  let bad = name[0] === 0x2e && (size === 1 || (size === 2 && name[1] === 0x2e));
+  for (let i = 0; i < size && !bad; i++) bad = name[i] === 0x2f || name[i] === 0;
+  if (bad) throw new CorruptError(`directory entry has invalid name ${JSON.stringify(name.toString('latin1'))}`);
   return name;
 }
 
@@ -134,9 +136,9 @@ async function walkListing(cur: MetaCursor, length: number, limits: DirLimits, v
     }
     if (r.available < HEADER_SIZE) throw new CorruptError(`directory listing ends inside a header (${r.available} bytes left)`);
     if (r.buf.length - r.at < HEADER_SIZE) await r.ensure(HEADER_SIZE);
-    const count = r.buf.readUInt32LE(r.at) + 1;
-    const startBlock = r.buf.readUInt32LE(r.at + 4);
-    const base = r.buf.readUInt32LE(r.at + 8);
+    const count = u32(r.buf, r.at) + 1;
+    const startBlock = u32(r.buf, r.at + 4);
+    const base = u32(r.buf, r.at + 8);
     r.at += HEADER_SIZE;
     if (count > MAX_RUN) throw new CorruptError(`directory header claims ${count} entries (at most ${MAX_RUN})`);
     if (startBlock >= limits.inodeTableSize)
@@ -147,10 +149,10 @@ async function walkListing(cur: MetaCursor, length: number, limits: DirLimits, v
       if (r.buf.length - r.at < ENTRY_SIZE) await r.ensure(ENTRY_SIZE);
       const b = r.buf;
       const at = r.at;
-      const offset = b.readUInt16LE(at);
-      const inodeNumber = base + b.readInt16LE(at + 2);
-      const rawType = b.readUInt16LE(at + 4);
-      const size = b.readUInt16LE(at + 6) + 1;
+      const offset = u16(b, at);
+      const inodeNumber = base + s16(b, at + 2);
+      const rawType = u16(b, at + 4);
+      const size = u16(b, at + 6) + 1;
       r.at += ENTRY_SIZE;
       const type = fileTypeOfInodeType(rawType);
       if (type === null) throw new CorruptError(`directory entry has invalid type ${rawType}`);

@@ -21,7 +21,7 @@ import { FileReader, mapBlocks, type BlockMap } from './file.js';
 import { FragmentTable } from './fragment-table.js';
 import { IdTable } from './id-table.js';
 import { inodeCost, readInode, SQUASHFS_INVALID_XATTR, type Inode, type InodeLimits } from './inode.js';
-import { MetadataReader, type MetaBlock } from './metablock.js';
+import { MetadataReader, type MetaBlock, type SyncMetaCursor } from './metablock.js';
 import { decodeSuperblock, FLAG_COMPRESSOR_OPTIONS, METADATA_SIZE, SUPERBLOCK_SIZE, type Superblock } from './superblock.js';
 import { XattrTable, type Xattr } from './xattr.js';
 
@@ -41,6 +41,11 @@ export interface SquashfsOptions {
   inodeCacheBytes?: number;
   /** Decoded directory listings. Default 16 MiB (a 100,000-entry directory takes about 12). */
   listingCacheBytes?: number;
+  /**
+   * The metadata area (every table after the data) is read whole at open
+   * and kept when it is at most this many bytes. Default 4 MiB; 0 never.
+   */
+  preloadMetadataBytes?: number;
   /** Blocks decoded ahead of a sequential reader. Default 4. */
   readAheadBlocks?: number;
   /**
@@ -57,17 +62,38 @@ export interface SquashfsOptions {
   listingAfterLookups?: number;
 }
 
-interface CachedInode {
-  inode: Inode;
-  map: BlockMap | null;
+/** A decoded inode as cached, with what is derived from it on first use. */
+class CachedInode {
   /** The Stat built on first getattr; callers get copies. */
-  stat: Stat | null;
-  length: number;
+  stat: Stat | null = null;
+  private blockMap: BlockMap | null = null;
+
+  constructor(
+    readonly inode: Inode,
+    readonly length: number,
+    /** Where the data area ends (inode_table_start), bounding a file's blocks. */
+    private readonly dataEnd: number,
+  ) {}
+
+  /**
+   * A regular file's block positions, made on first use (a walk never needs
+   * them), null for other kinds; CorruptError when its blocks run past the
+   * data area.
+   */
+  get map(): BlockMap | null {
+    if (this.blockMap === null && this.inode.kind === 'f') this.blockMap = mapBlocks(this.inode, this.dataEnd);
+    return this.blockMap;
+  }
 }
 
 interface CachedListing {
   entries: DirEntry[];
-  byName: Map<string, DirEntry> | null;
+  /**
+   * How lookups search it, settled on the first: 'sorted' (names in strcmp
+   * order, as mksquashfs writes them: binary search) or, for a listing out of
+   * order, a map by name.
+   */
+  byName: Map<string, DirEntry> | 'sorted' | null;
   length: number;
 }
 
@@ -91,6 +117,8 @@ export class SquashfsFs implements ReadableFs {
   readonly name: string;
   readonly rootId: InodeId;
   readonly writable = false;
+  /** ref and unref do nothing: an image frees no inode. */
+  readonly refsFree = true;
   readonly compressorOptions: CompressorOptions | null;
   private readonly inodes: BlockCache<CachedInode>;
   private readonly listings: BlockCache<CachedListing>;
@@ -156,6 +184,7 @@ export class SquashfsFs implements ReadableFs {
       const decompressor = decompressorFor(sb.compression);
       const metaCache = new BlockCache<MetaBlock>(options.metadataCacheBytes ?? 8 << 20);
       const meta = new MetadataReader(source, decompressor, metaCache, sb.bytesUsed);
+      await meta.preload(sb.inodeTableStart, options.preloadMetadataBytes ?? 4 << 20);
       let compressorOptions: CompressorOptions | null = null;
       if (sb.flags & FLAG_COMPRESSOR_OPTIONS) {
         const block = await meta.block(SUPERBLOCK_SIZE);
@@ -209,29 +238,32 @@ export class SquashfsFs implements ReadableFs {
     const hit = this.inodes.peek(id);
     if (hit) return Promise.resolve(hit);
     return this.inodes.get(id, async () => {
-      const { pos, offset } = this.inodeLocation(id);
-      const sb = this.superblock;
-      const inode = await this.meta.decode(pos, offset, sb.directoryTableStart, 'inode', (cur) =>
-        readInode(cur, this.inodeLimits),
-      );
+      const pos = this.inodeBlock(id);
+      const inode = await this.meta.decode(pos, id % 65536, this.superblock.directoryTableStart, 'inode', this.decodeInode);
       return this.cacheEntry(inode);
     });
   }
 
-  /** Where inode reference `id` points in the inode table; CorruptError when it cannot be an inode. */
-  private inodeLocation(id: InodeId): { pos: number; offset: number } {
+  private readonly decodeInode = (cur: SyncMetaCursor): Inode => readInode(cur, this.inodeLimits);
+
+  /**
+   * The metadata block inode reference `id` points into (its offset there is
+   * id % 65536); CorruptError when it cannot be an inode.
+   */
+  private inodeBlock(id: InodeId): number {
     if (!Number.isSafeInteger(id) || id < 0 || id >= 2 ** 48) throw new CorruptError(`invalid inode reference ${id}`);
     const block = Math.floor(id / 65536);
     const offset = id % 65536;
     if (block >= this.inodeLimits.inodeTableSize || offset >= METADATA_SIZE) {
       throw new CorruptError(`inode reference ${block}:${offset} lies outside the inode table`);
     }
-    return { pos: this.superblock.inodeTableStart + block, offset };
+    return this.superblock.inodeTableStart + block;
   }
 
   private cacheEntry(inode: Inode): CachedInode {
-    const map = inode.kind === 'f' ? mapBlocks(inode, this.superblock.inodeTableStart) : null;
-    return { inode, map, stat: null, length: inodeCost(inode) + (map ? map.byteLength : 0) };
+    // The cost counts the block map the first read adds (BlockMap: one f64 per 16 blocks).
+    const mapBytes = inode.kind === 'f' ? ((inode.blockSizes.length >> 4) + 1) * 8 : 0;
+    return new CachedInode(inode, inodeCost(inode) + mapBytes, this.superblock.inodeTableStart);
   }
 
   /**
@@ -241,14 +273,24 @@ export class SquashfsFs implements ReadableFs {
    * missing; throws what the decoder throws.
    */
   private inodeNow(id: InodeId): CachedInode | undefined {
-    const { pos, offset } = this.inodeLocation(id);
-    const inode = this.meta.decodeCached(pos, offset, this.superblock.directoryTableStart, (cur) =>
-      readInode(cur, this.inodeLimits),
-    );
+    const pos = this.inodeBlock(id);
+    const inode = this.meta.decodeCached(pos, id % 65536, this.superblock.directoryTableStart, this.decodeInode);
     if (inode === undefined) return undefined;
     const c = this.cacheEntry(inode);
     this.inodes.set(id, c);
     return c;
+  }
+
+  /** ReadableFs.statNow: the cached Stat itself, or one decoded from cached metadata; undefined on a miss or an error. */
+  statNow(id: InodeId): Stat | undefined {
+    const c = this.inodes.peek(id);
+    if (c) return (c.stat ??= this.statOf(c.inode));
+    try {
+      const fresh = this.inodeNow(id);
+      return fresh ? (fresh.stat = this.statOf(fresh.inode)) : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   getattr(id: InodeId): Promise<Stat> {
@@ -482,11 +524,29 @@ function copyStat(s: Stat): Stat {
   };
 }
 
-/** The id of `name` in a cached listing; the by-name map is built on the first lookup. */
+/** The id of `name` in a cached listing (see CachedListing.byName). */
 function findInListing(listing: CachedListing, name: Buffer): InodeId | null {
-  if (!listing.byName) {
-    listing.byName = new Map();
-    for (const e of listing.entries) listing.byName.set(e.name.toString('latin1'), e);
+  const entries = listing.entries;
+  if (listing.byName === null) {
+    let sorted = true;
+    for (let i = 1; i < entries.length && sorted; i++) sorted = Buffer.compare(entries[i - 1]!.name, entries[i]!.name) < 0;
+    if (sorted) listing.byName = 'sorted';
+    else {
+      const map = new Map<string, DirEntry>();
+      for (const e of entries) map.set(e.name.toString('latin1'), e);
+      listing.byName = map;
+    }
   }
-  return listing.byName.get(name.toString('latin1'))?.id ?? null;
+  if (listing.byName !== 'sorted') return listing.byName.get(name.toString('latin1'))?.id ?? null;
+  let lo = 0;
+  let hi = entries.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const e = entries[mid]!;
+    const c = Buffer.compare(e.name, name);
+    if (c === 0) return e.id;
+    if (c < 0) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return null;
 }

@@ -1,5 +1,6 @@
 import { CorruptError } from '../errors.js';
 import { typeBits, type FileType } from '../engine.js';
+import { u16, u32 } from './le.js';
 import type { SyncMetaCursor } from './metablock.js';
 
 /**
@@ -126,8 +127,13 @@ export function inodeCost(inode: Inode): number {
   switch (inode.kind) {
     case 'f':
       return 120 + inode.blockSizes.byteLength;
-    case 'd':
-      return 120 + inode.index.reduce((n, e) => n + 48 + e.name.length, 0);
+    case 'd': {
+      // A loop, not reduce: an index-less directory's empty array and a filled
+      // one have different maps, which deoptimized the hot caller (readdirplus).
+      let n = 120;
+      for (let i = 0; i < inode.index.length; i++) n += 48 + inode.index[i]!.name.length;
+      return n;
+    }
     case 'l':
       return 120 + inode.target.length;
     default:
@@ -142,24 +148,28 @@ export function inodeCost(inode: Inode): number {
  * (fs.ts), so a cached inode block costs no promise per field.
  */
 export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
-  const h = cur.take(INODE_HEADER_SIZE);
-  const inodeType = h.readUInt16LE(0x00);
+  // Fields are read straight from the cursor's bytes (cur.at): no view and no
+  // Buffer method call per field, which a fresh daemon runs uncompiled.
+  let o = cur.at(INODE_HEADER_SIZE);
+  let b = cur.bytes;
+  const inodeType = u16(b, o);
   const kind = fileTypeOfInodeType(inodeType);
   if (kind === null || inodeType < 1 || inodeType > 14) throw new CorruptError(`inode has invalid type ${inodeType}`);
-  const inodeNumber = h.readUInt32LE(0x0c);
+  const inodeNumber = u32(b, o + 0x0c);
   if (inodeNumber === 0 || inodeNumber > limits.inodes) {
     throw new CorruptError(`inode number ${inodeNumber} is outside 1..${limits.inodes}`);
   }
   // Each kind is built as one object literal: spreading a shared header
   // object measured 100x slower (about 20 us per inode) in V8.
-  const mode = typeBits(kind) | (h.readUInt16LE(0x02) & 0o7777);
-  const uidIndex = h.readUInt16LE(0x04);
-  const gidIndex = h.readUInt16LE(0x06);
-  const mtime = h.readUInt32LE(0x08);
+  const mode = typeBits(kind) | (u16(b, o + 0x02) & 0o7777);
+  const uidIndex = u16(b, o + 0x04);
+  const gidIndex = u16(b, o + 0x06);
+  const mtime = u32(b, o + 0x08);
   const noXattr = SQUASHFS_INVALID_XATTR;
   switch (inodeType) {
     case 1: {
-      const b = cur.take(16);
+      o = cur.at(16);
+      b = cur.bytes;
       return checkDir(
         {
           kind: 'd',
@@ -169,11 +179,11 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
           gidIndex,
           mtime,
           inodeNumber,
-          startBlock: b.readUInt32LE(0x00),
-          nlink: b.readUInt32LE(0x04),
-          fileSize: b.readUInt16LE(0x08),
-          offset: b.readUInt16LE(0x0a),
-          parentInode: b.readUInt32LE(0x0c),
+          startBlock: u32(b, o + 0x00),
+          nlink: u32(b, o + 0x04),
+          fileSize: u16(b, o + 0x08),
+          offset: u16(b, o + 0x0a),
+          parentInode: u32(b, o + 0x0c),
           xattr: noXattr,
           index: [],
         },
@@ -181,8 +191,9 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
       );
     }
     case 8: {
-      const b = cur.take(24);
-      const count = b.readUInt16LE(0x10);
+      o = cur.at(24);
+      b = cur.bytes;
+      const count = u16(b, o + 0x10);
       const dir: DirInode = checkDir(
         {
           kind: 'd',
@@ -192,12 +203,12 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
           gidIndex,
           mtime,
           inodeNumber,
-          nlink: b.readUInt32LE(0x00),
-          fileSize: b.readUInt32LE(0x04),
-          startBlock: b.readUInt32LE(0x08),
-          parentInode: b.readUInt32LE(0x0c),
-          offset: b.readUInt16LE(0x12),
-          xattr: b.readUInt32LE(0x14),
+          nlink: u32(b, o + 0x00),
+          fileSize: u32(b, o + 0x04),
+          startBlock: u32(b, o + 0x08),
+          parentInode: u32(b, o + 0x0c),
+          offset: u16(b, o + 0x12),
+          xattr: u32(b, o + 0x14),
           index: [],
         },
         limits,
@@ -208,14 +219,13 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
         throw new CorruptError(`directory index of ${count} entries is larger than its listing`);
       let prevIndex = -1;
       for (let i = 0; i < count; i++) {
-        const e = cur.take(12);
-        const size = e.readUInt32LE(0x08) + 1;
+        const e = cur.at(12);
+        const eb = cur.bytes;
+        const index = u32(eb, e + 0x00);
+        const startBlock = u32(eb, e + 0x04);
+        const size = u32(eb, e + 0x08) + 1;
         if (size > 256) throw new CorruptError(`directory index name of ${size} bytes is too long`);
-        const entry: DirIndexEntry = {
-          index: e.readUInt32LE(0x00),
-          startBlock: e.readUInt32LE(0x04),
-          name: Buffer.from(cur.take(size)),
-        };
+        const entry: DirIndexEntry = { index, startBlock, name: Buffer.from(cur.take(size)) };
         if (entry.index <= prevIndex || entry.index >= dir.fileSize - 3)
           throw new CorruptError('directory index entries are out of order');
         prevIndex = entry.index;
@@ -224,7 +234,8 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
       return dir;
     }
     case 2: {
-      const b = cur.take(16);
+      o = cur.at(16);
+      b = cur.bytes;
       return readBlockList(
         cur,
         {
@@ -237,10 +248,10 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
           inodeNumber,
           nlink: 1,
           xattr: noXattr,
-          startBlock: b.readUInt32LE(0x00),
-          fragment: b.readUInt32LE(0x04),
-          fragmentOffset: b.readUInt32LE(0x08),
-          fileSize: b.readUInt32LE(0x0c),
+          startBlock: u32(b, o + 0x00),
+          fragment: u32(b, o + 0x04),
+          fragmentOffset: u32(b, o + 0x08),
+          fileSize: u32(b, o + 0x0c),
           sparse: 0,
           blockSizes: EMPTY_BLOCKS,
         },
@@ -248,12 +259,14 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
       );
     }
     case 9: {
-      const b = cur.take(40);
-      const start = b.readBigUInt64LE(0x00);
-      const size = b.readBigUInt64LE(0x08);
-      const sparse = b.readBigUInt64LE(0x10);
-      if (start > BigInt(limits.imageSize)) throw new CorruptError(`file data start ${start} lies past the end of the image`);
-      if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw new CorruptError(`file size ${size} is impossible`);
+      o = cur.at(40);
+      b = cur.bytes;
+      // u64 fields: a high word above 2^21 makes the value unsafe as a number, and is refused.
+      const start = u64(b, o + 0x00);
+      const size = u64(b, o + 0x08);
+      const sparse = u64(b, o + 0x10);
+      if (start > limits.imageSize) throw new CorruptError(`file data start ${u64Text(b, o)} lies past the end of the image`);
+      if (size > Number.MAX_SAFE_INTEGER) throw new CorruptError(`file size ${u64Text(b, o + 0x08)} is impossible`);
       return readBlockList(
         cur,
         {
@@ -264,13 +277,13 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
           gidIndex,
           mtime,
           inodeNumber,
-          startBlock: Number(start),
-          fileSize: Number(size),
-          sparse: sparse > size ? 0 : Number(sparse),
-          nlink: b.readUInt32LE(0x18),
-          fragment: b.readUInt32LE(0x1c),
-          fragmentOffset: b.readUInt32LE(0x20),
-          xattr: b.readUInt32LE(0x24),
+          startBlock: start,
+          fileSize: size,
+          sparse: sparse > size ? 0 : sparse,
+          nlink: u32(b, o + 0x18),
+          fragment: u32(b, o + 0x1c),
+          fragmentOffset: u32(b, o + 0x20),
+          xattr: u32(b, o + 0x24),
           blockSizes: EMPTY_BLOCKS,
         },
         limits,
@@ -278,28 +291,25 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
     }
     case 3:
     case 10: {
-      const b = cur.take(8);
-      const size = b.readUInt32LE(0x04);
+      o = cur.at(8);
+      b = cur.bytes;
+      const nlink = u32(b, o + 0x00);
+      const size = u32(b, o + 0x04);
       if (size === 0 || size > 4096) throw new CorruptError(`symlink target of ${size} bytes is invalid`);
       const target = Buffer.from(cur.take(size));
-      return {
-        kind: 'l',
-        inodeType,
-        mode,
-        uidIndex,
-        gidIndex,
-        mtime,
-        inodeNumber,
-        nlink: b.readUInt32LE(0x00),
-        target,
-        xattr: inodeType === 10 ? cur.take(4).readUInt32LE(0) : noXattr,
-      };
+      let xattr = noXattr;
+      if (inodeType === 10) {
+        o = cur.at(4);
+        xattr = u32(cur.bytes, o);
+      }
+      return { kind: 'l', inodeType, mode, uidIndex, gidIndex, mtime, inodeNumber, nlink, target, xattr };
     }
     case 4:
     case 5:
     case 11:
     case 12: {
-      const b = cur.take(inodeType > 7 ? 12 : 8);
+      o = cur.at(inodeType > 7 ? 12 : 8);
+      b = cur.bytes;
       return {
         kind: kind as 'b' | 'c',
         inodeType,
@@ -308,13 +318,14 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
         gidIndex,
         mtime,
         inodeNumber,
-        nlink: b.readUInt32LE(0x00),
-        rdev: b.readUInt32LE(0x04),
-        xattr: inodeType > 7 ? b.readUInt32LE(0x08) : noXattr,
+        nlink: u32(b, o + 0x00),
+        rdev: u32(b, o + 0x04),
+        xattr: inodeType > 7 ? u32(b, o + 0x08) : noXattr,
       };
     }
     default: {
-      const b = cur.take(inodeType > 7 ? 8 : 4);
+      o = cur.at(inodeType > 7 ? 8 : 4);
+      b = cur.bytes;
       return {
         kind: kind as 'p' | 's',
         inodeType,
@@ -323,11 +334,25 @@ export function readInode(cur: SyncMetaCursor, limits: InodeLimits): Inode {
         gidIndex,
         mtime,
         inodeNumber,
-        nlink: b.readUInt32LE(0x00),
-        xattr: inodeType > 7 ? b.readUInt32LE(0x04) : noXattr,
+        nlink: u32(b, o + 0x00),
+        xattr: inodeType > 7 ? u32(b, o + 0x04) : noXattr,
       };
     }
   }
+}
+
+/**
+ * A u64 as a number: exact up to 2^53; a larger value comes out above
+ * Number.MAX_SAFE_INTEGER (the high word scaled), so bound checks refuse it.
+ */
+function u64(b: Uint8Array, at: number): number {
+  const high = u32(b, at + 4);
+  return high >= 0x200000 ? Number.MAX_SAFE_INTEGER + 1 + high : high * 0x100000000 + u32(b, at);
+}
+
+/** The exact decimal text of a u64, for messages. */
+function u64Text(b: Uint8Array, at: number): string {
+  return ((BigInt(u32(b, at + 4)) << 32n) | BigInt(u32(b, at))).toString();
 }
 
 /** The most a metadata table of `size` bytes on disk can decompress to (8 KiB per block of at least 3 bytes). */
@@ -366,10 +391,11 @@ function readBlockList(cur: SyncMetaCursor, file: FileInode, limits: InodeLimits
     );
   }
   if (count === 0) return file;
-  const raw = cur.take(count * 4);
+  const at = cur.at(count * 4);
+  const raw = cur.bytes;
   const sizes = new Uint32Array(count);
   for (let i = 0; i < count; i++) {
-    const v = raw.readUInt32LE(i * 4);
+    const v = u32(raw, at + i * 4);
     if ((v & BLOCK_SIZE_MASK) > limits.blockSize || v >>> 25 !== 0) {
       throw new CorruptError(`file inode ${file.inodeNumber} block ${i} has invalid size entry 0x${v.toString(16)}`);
     }

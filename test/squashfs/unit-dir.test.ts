@@ -10,7 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DirInode } from '../../src/squashfs/inode.js';
 import { FileRegion } from '../../src/io/file-region.js';
 import { openSquashfs } from '../../src/squashfs/index.js';
-import { mksquashfs, openFile, removeDir, tempDir } from './unit-fixtures.js';
+import { mksquashfs, openBytes, openFile, removeDir, tempDir } from './unit-fixtures.js';
+import { readFileSync } from 'node:fs';
 
 const COUNT = 8_000;
 let work: string;
@@ -119,5 +120,38 @@ describe('large directories', () => {
     } finally {
       await fs.close();
     }
+  });
+});
+
+describe('small directories', () => {
+  it('lookups by binary search agree with readdir, and a listing out of order is still searched whole', async () => {
+    const src = join(work, 'small');
+    mkdirSync(src);
+    const small = ['alpha-xx', 'delta', 'e', 'omega-xx', 'zz\xff'];
+    for (const n of small) writeFileSync(join(src, n), '');
+    // Uncompressed tables, so the names can be swapped in place below.
+    const bytes = readFileSync(mksquashfs(src, join(work, 'small.sqfs'), ['-noI', '-noD', '-noF', '-noX', '-all-root']));
+    const check = async (image: Buffer): Promise<string[]> => {
+      const fs = await openBytes(image);
+      try {
+        const entries = await fs.readdir(fs.rootId);
+        for (const e of entries) expect(await fs.lookup(fs.rootId, e.name), e.name.toString('latin1')).toBe(e.id);
+        for (const absent of ['', 'a', 'alpha-x', 'alpha-xxx', 'f', 'zz', '\xff'])
+          expect(await fs.lookup(fs.rootId, Buffer.from(absent, 'latin1'))).toBeNull();
+        return entries.map((e) => e.name.toString('latin1'));
+      } finally {
+        await fs.close();
+      }
+    };
+    expect(await check(bytes)).toEqual(small.map((n) => Buffer.from(n).toString('latin1')));
+    // Swap two names of one length: the listing is now out of strcmp order.
+    const a = bytes.indexOf('alpha-xx');
+    const o = bytes.indexOf('omega-xx');
+    expect(a).toBeGreaterThan(0);
+    expect(bytes.indexOf('alpha-xx', a + 1)).toBe(-1);
+    const swapped = Buffer.from(bytes);
+    swapped.write('omega-xx', a, 'latin1');
+    swapped.write('alpha-xx', o, 'latin1');
+    expect(await check(swapped)).toEqual(['omega-xx', 'delta', 'e', 'alpha-xx', Buffer.from('zz\xff').toString('latin1')]);
   });
 });

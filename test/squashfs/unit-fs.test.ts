@@ -114,6 +114,16 @@ async function compareTree(fs: SquashfsFs, srcPath: Buffer, id: InodeId, withXat
   return count;
 }
 
+/** statNow (the synchronous path FUSE readdirplus takes) agrees with getattr on every inode below `id`; returns inodes checked. */
+async function compareStatNow(fs: SquashfsFs, id: InodeId): Promise<number> {
+  const st = await fs.getattr(id);
+  // getattr has just decoded and cached the inode, so it is at hand.
+  expect(fs.statNow(id)).toEqual(st);
+  let count = 1;
+  if (fileTypeOf(st.mode) === 'd') for (const e of await fs.readdir(id)) count += await compareStatNow(fs, e.id);
+  return count;
+}
+
 const OPTION_SETS: { name: string; args: string[]; flags?: number; noFlags?: number; xattrs?: boolean }[] = [
   { name: 'defaults (gzip, 128 KiB blocks)', args: [] },
   {
@@ -137,6 +147,7 @@ describe('SquashFS engine over mksquashfs option sets', () => {
         if (set.flags) expect(fs.superblock.flags & set.flags).toBe(set.flags);
         const checked = await compareTree(fs, Buffer.from(src), fs.rootId, set.xattrs ?? true);
         expect(checked).toBe(devices ? 19 : 17);
+        expect(await compareStatNow(fs, fs.rootId)).toBe(checked);
       } finally {
         await fs.close();
       }

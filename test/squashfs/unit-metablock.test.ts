@@ -2,7 +2,8 @@
  * Metadata read windows (metablock.ts): a cold metadata block is read with
  * the blocks after it, and those are decoded from the held bytes without
  * another read. The walk sees exactly what a reader without windows sees
- * (every name, type and stat), with fewer reads than metadata blocks.
+ * (every name, type and stat), with fewer reads than metadata blocks; with
+ * the metadata area preloaded at open (MetadataReader.preload), with none.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -62,7 +63,7 @@ async function walkAll(fs: SquashfsFs): Promise<string[]> {
 describe('metadata read windows', () => {
   it('serve the blocks after a cold one without another read, and the walk is unchanged', async () => {
     const src = counting(image);
-    const fs = await openSquashfs(src);
+    const fs = await openSquashfs(src, { preloadMetadataBytes: 0 });
     const seen = await walkAll(fs);
     expect(seen.length).toBe(40 + 40 * 60);
     // Metadata blocks decoded (each one read without windows) against the reads made.
@@ -72,9 +73,32 @@ describe('metadata read windows', () => {
     // The same walk on a fresh engine whose reads never reach past a block's
     // own bytes (windows cut to the block by a source that refuses longer reads).
     const strict = counting(image);
-    const fs2 = await openSquashfs({ ...strict, read: (p: number, n: number) => strict.read(p, Math.min(n, 8194)) });
+    const fs2 = await openSquashfs(
+      { ...strict, read: (p: number, n: number) => strict.read(p, Math.min(n, 8194)) },
+      { preloadMetadataBytes: 0 },
+    );
     expect(await walkAll(fs2)).toEqual(seen);
     await fs.close();
+    await fs2.close();
+  });
+
+  it('with the metadata area preloaded at open, the walk reads nothing more and is unchanged', async () => {
+    const plain = await openSquashfs(counting(image), { preloadMetadataBytes: 0 });
+    const seen = await walkAll(plain);
+    await plain.close();
+    const src = counting(image);
+    const fs = await openSquashfs(src);
+    const atOpen = src.reads;
+    expect(await walkAll(fs)).toEqual(seen);
+    expect(fs.metaCache.misses).toBeGreaterThan(6);
+    expect(src.reads).toBe(atOpen);
+    await fs.close();
+    // An area over the limit is not read whole: the walk reads windows.
+    const small = counting(image);
+    const fs2 = await openSquashfs(small, { preloadMetadataBytes: 1024 });
+    const opened = small.reads;
+    expect(await walkAll(fs2)).toEqual(seen);
+    expect(small.reads).toBeGreaterThan(opened);
     await fs2.close();
   });
 });
