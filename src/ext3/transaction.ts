@@ -20,6 +20,8 @@ export class Transaction {
   closed = false;
   /** The closed transaction being written out, if any (see closeRunning). */
   private committing: Promise<void> | null = null;
+  /** The last one started, kept once done: settled() reports its own error even after it ended. */
+  private lastCommit: Promise<void> | null = null;
   /** Metadata blocks freed in the running transaction (revoke records). */
   private readonly revoked = new Set<number>();
   private readonly dirtyGroups = new Set<number>();
@@ -179,7 +181,8 @@ export class Transaction {
    * rejects with its error if it failed, or with EIO after an earlier failure.
    */
   async settled(): Promise<void> {
-    if (this.committing) await this.committing;
+    const p = this.committing ?? this.lastCommit;
+    if (p) await p;
     if (this.failed !== null) throw this.failedError();
   }
 
@@ -232,6 +235,7 @@ export class Transaction {
     // Awaited by settled() when someone waits; a failure nobody waits for is latched (and logged) above.
     p.catch(() => undefined);
     this.committing = p;
+    this.lastCommit = p;
   }
 
   /** The foreground half of a commit (see closeRunning); returns the background half. */
