@@ -79,12 +79,22 @@ export class BlockCache {
    */
   async prefetch(block: number, count: number): Promise<void> {
     if (this.has(block) || count <= 1) return;
+    // The frozen copies as the read is issued: one thawed before it returns may have been
+    // written home after the read took the image's older bytes. Copied: thaw() recycles
+    // their chunk, which the next commit's freeze may fill before the read returns.
+    let frozen: Map<number, Buffer> | null = null;
+    if (this.committing.size > 0) {
+      for (let i = 0; i < count; i++) {
+        const copy = this.committing.get(block + i);
+        if (copy) (frozen ??= new Map()).set(block + i, Buffer.from(copy));
+      }
+    }
     const bytes = await this.store.read(block * this.blockSize, count * this.blockSize);
-    const replayedAny = this.overlay.size > 0 || this.committing.size > 0;
+    const replayedAny = this.overlay.size > 0 || this.committing.size > 0 || frozen !== null;
     for (let i = 0; i < count; i++) {
       const b = block + i;
       if (this.has(b) || this.inflight.has(b)) continue;
-      const replayed = replayedAny ? (this.committing.get(b) ?? this.overlay.get(b)) : undefined;
+      const replayed = replayedAny ? (this.committing.get(b) ?? frozen?.get(b) ?? this.overlay.get(b)) : undefined;
       const copy = replayed ? Buffer.from(replayed) : Buffer.from(bytes.subarray(i * this.blockSize, (i + 1) * this.blockSize));
       this.clean.set(b, copy);
     }

@@ -173,6 +173,12 @@ export class FuseAdapter implements FuseHandlers {
    * inherit the answer).
    */
   private readonly plain = new Set<number>();
+  /**
+   * Counts the changes that take nodes out of `plain` (unplain): an isPlain
+   * check whose answer was read across one of them does not mark its node,
+   * as that answer may predate the change.
+   */
+  private plainGen = 0;
 
   constructor(
     private readonly fs: ReadableFs,
@@ -252,7 +258,7 @@ export class FuseAdapter implements FuseHandlers {
       if (valid & SET_MODE) {
         attr.mode = v[0]! & 0o7777;
         // A plain node stays plain unless the new mode has a set-id bit (xattrs do not change here).
-        if (attr.mode & (S_ISUID | S_ISGID)) this.plain.delete(nodeid);
+        if (attr.mode & (S_ISUID | S_ISGID)) this.unplain(nodeid);
       }
       if (valid & SET_UID) attr.uid = v[1]!;
       if (valid & SET_GID) attr.gid = v[2]!;
@@ -266,6 +272,7 @@ export class FuseAdapter implements FuseHandlers {
         if (valid & SET_MTIME) attr.mtime = { sec: v[6]!, nsec: v[7]! };
       }
       await fs.setattr(id, attr);
+      if (attr.mode !== undefined && attr.mode & (S_ISUID | S_ISGID)) this.unplain(nodeid);
     }
     r.attrWith(nodeid, await this.fs.getattr(id));
   }
@@ -364,11 +371,18 @@ export class FuseAdapter implements FuseHandlers {
    */
   private async isPlain(nodeid: number, id: InodeId): Promise<boolean> {
     if (this.plain.has(nodeid)) return true;
+    const gen = this.plainGen;
     const st = await this.fs.getattr(id);
     if (st.mode & (S_ISUID | S_ISGID)) return false;
     if ((await this.fs.getxattr(id, SECURITY_CAPABILITY)) !== null) return false;
-    this.markPlain(nodeid);
+    if (gen === this.plainGen) this.markPlain(nodeid);
     return true;
+  }
+
+  /** `nodeid` may have gained a set-id bit or a capability: out of `plain`, and checks under way do not mark it. */
+  private unplain(nodeid: number): void {
+    this.plain.delete(nodeid);
+    this.plainGen++;
   }
 
   private markPlain(nodeid: number): void {
@@ -628,8 +642,13 @@ export class FuseAdapter implements FuseHandlers {
     if (refusedXattr(name)) throw new FsError('EOPNOTSUPP');
     const how = flags & XATTR_CREATE ? 'create' : flags & XATTR_REPLACE ? 'replace' : undefined;
     const id = this.nodes.id(nodeid);
-    this.plain.delete(nodeid);
-    await this.wfs.setxattr(id, name, value, how);
+    // Before and after: a check that read the xattrs while the set was under way marks nothing.
+    this.unplain(nodeid);
+    try {
+      await this.wfs.setxattr(id, name, value, how);
+    } finally {
+      this.unplain(nodeid);
+    }
     r.ok();
   }
 

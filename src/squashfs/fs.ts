@@ -283,9 +283,10 @@ export class SquashfsFs implements ReadableFs {
 
   /** ReadableFs.statNow: the cached Stat itself, or one decoded from cached metadata; undefined on a miss or an error. */
   statNow(id: InodeId): Stat | undefined {
-    const c = this.inodes.peek(id);
-    if (c) return (c.stat ??= this.statOf(c.inode));
+    // A cached inode's Stat can fail too (an id index past the id table): getattr reports it.
     try {
+      const c = this.inodes.peek(id);
+      if (c) return (c.stat ??= this.statOf(c.inode));
       const fresh = this.inodeNow(id);
       return fresh ? (fresh.stat = this.statOf(fresh.inode)) : undefined;
     } catch {
