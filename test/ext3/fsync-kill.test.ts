@@ -211,7 +211,7 @@ describe('kill -9 after fsync (in process)', () => {
   it('every file whose fsync resolved recovers whole from the bytes written by then', async () => {
     const bad: string[] = [];
     let checked = 0;
-    for (const seed of [1, 2, 3, 4]) {
+    for (const seed of [1, 2]) {
       const r = await trial(seed);
       checked += r.checked;
       bad.push(...r.bad);
@@ -219,5 +219,5 @@ describe('kill -9 after fsync (in process)', () => {
     console.log(`${checked} kill points checked`);
     expect(checked).toBeGreaterThan(0);
     expect(bad).toEqual([]);
-  }, 240_000);
+  }, 120_000);
 });
