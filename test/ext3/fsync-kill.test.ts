@@ -37,7 +37,11 @@ const DIR = { mode: S_IFDIR | 0o755, uid: 0, gid: 0 };
 
 /** fsync_writer.py's content for file n. */
 function content(n: number): Buffer {
-  return Buffer.from(String(n).padStart(8, '0').repeat(128 * (1 + ((n * 37) % 200))));
+  return Buffer.from(
+    String(n)
+      .padStart(8, '0')
+      .repeat(128 * (1 + ((n * 37) % 200))),
+  );
 }
 
 /** A store whose writes and syncs each take a random short time. */
