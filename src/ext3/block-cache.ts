@@ -76,6 +76,10 @@ export class BlockCache {
    * Reads `count` blocks from `block` in one I/O and caches those not
    * already cached (inode tables are read this way: neighbouring inodes are
    * usually wanted next, and a fresh inode's block must be read anyway).
+   * The blocks it will cache are in flight until it does, so a read or
+   * write of one of them meanwhile waits for these bytes instead of loading
+   * (and maybe changing, committing and evicting) its own copy, which this
+   * read's older bytes would then replace.
    */
   async prefetch(block: number, count: number): Promise<void> {
     if (this.has(block) || count <= 1) return;
@@ -89,15 +93,30 @@ export class BlockCache {
         if (copy) (frozen ??= new Map()).set(block + i, Buffer.from(copy));
       }
     }
-    const bytes = await this.store.read(block * this.blockSize, count * this.blockSize);
-    const replayedAny = this.overlay.size > 0 || this.committing.size > 0 || frozen !== null;
-    for (let i = 0; i < count; i++) {
+    const wanted: number[] = [];
+    for (let i = 0; i < count; i++) if (!this.has(block + i) && !this.inflight.has(block + i)) wanted.push(i);
+    if (wanted.length === 0) return;
+    const bytes = this.store.read(block * this.blockSize, count * this.blockSize);
+    const claimed: Promise<Buffer>[] = [];
+    for (const i of wanted) {
       const b = block + i;
-      if (this.has(b) || this.inflight.has(b)) continue;
-      const replayed = replayedAny ? (this.committing.get(b) ?? frozen?.get(b) ?? this.overlay.get(b)) : undefined;
-      const copy = replayed ? Buffer.from(replayed) : Buffer.from(bytes.subarray(i * this.blockSize, (i + 1) * this.blockSize));
-      this.clean.set(b, copy);
+      const p: Promise<Buffer> = bytes
+        .then((all) => {
+          // A block made fresh (dirty, unread) meanwhile: its bytes win.
+          const now = this.dirty.get(b) ?? this.clean.get(b);
+          if (now) return now;
+          const replayed = this.committing.get(b) ?? frozen?.get(b) ?? this.overlay.get(b);
+          const copy = Buffer.from(replayed ?? all.subarray(i * this.blockSize, (i + 1) * this.blockSize));
+          this.clean.set(b, copy);
+          return copy;
+        })
+        .finally(() => {
+          if (this.inflight.get(b) === p) this.inflight.delete(b);
+        });
+      this.inflight.set(b, p);
+      claimed.push(p);
     }
+    await Promise.all(claimed);
   }
 
   has(block: number): boolean {
