@@ -15,9 +15,8 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openExt3 } from '../../src/ext3/index.js';
 import { S_IFREG } from '../../src/engine.js';
-import { MemoryRegion } from '../../src/io/memory-region.js';
 import { b, mkfs } from './core-helpers.js';
-import { engineRecovered, fsckBytes } from './crash-helpers.js';
+import { recoveredFiles } from './crash-helpers.js';
 import { CrashStore, prng, tempDir } from './journal-helpers.js';
 
 let dir: string;
@@ -87,24 +86,6 @@ class GateStore extends CrashStore {
     }
     await super.sync();
   }
-}
-
-/** Regular files under / of the engine's recovery of `img`, each file's bytes; e2fsck's verdict. */
-async function recovered(img: Buffer): Promise<{ files: Map<string, Buffer>; fsck: number; out: string }> {
-  const { bytes } = await engineRecovered(img);
-  const e = await openExt3(new MemoryRegion(bytes, { writable: false }), { writable: false });
-  const files = new Map<string, Buffer>();
-  try {
-    for (const d of await e.readdir(e.rootId)) {
-      if (d.type !== 'f') continue;
-      const { size } = await e.getattr(d.id);
-      files.set(d.name.toString('latin1'), await e.read(d.id, 0, size));
-    }
-  } finally {
-    await e.close();
-  }
-  const r = await fsckBytes(dir, bytes);
-  return { files, fsck: r.code, out: r.out };
 }
 
 type State = Map<string, Buffer>;
@@ -184,7 +165,7 @@ describe('power cuts inside an overlapping background commit', () => {
       for (let i = 0; i < 4; i++) cuts.push([`subset ${i}`, store.crashImage(() => rand() < 0.5)]);
       const seen = new Set<string>();
       for (const [what, img] of cuts) {
-        const r = await recovered(img);
+        const r = await recoveredFiles(dir, img);
         expect(r.fsck, `${where}, cut ${what}: e2fsck -fn after recovery:\n${r.out}`).toBe(0);
         const ok = sameState(r.files, before) || sameState(r.files, after);
         expect(ok, `${where}, cut ${what}: recovered ${describeState(r.files)}`).toBe(true);
@@ -196,7 +177,7 @@ describe('power cuts inside an overlapping background commit', () => {
 
       store.release();
       await e.sync();
-      const r = await recovered(store.crashImage('none'));
+      const r = await recoveredFiles(dir, store.crashImage('none'));
       expect(r.fsck, r.out).toBe(0);
       const changed = Buffer.from(keep1);
       changed.write('changed', 0, 'latin1');

@@ -15,9 +15,8 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openExt3 } from '../../src/ext3/index.js';
 import { S_IFREG } from '../../src/engine.js';
-import { MemoryRegion } from '../../src/io/memory-region.js';
 import { b, mkfs } from './core-helpers.js';
-import { engineRecovered, fsckBytes } from './crash-helpers.js';
+import { recoveredFiles } from './crash-helpers.js';
 import { CrashStore, tempDir } from './journal-helpers.js';
 
 let dir: string;
@@ -84,24 +83,6 @@ class HeldStore extends CrashStore {
   }
 }
 
-/** The file names under / of the engine's recovery of `img`, with each file's bytes. */
-async function recovered(img: Buffer): Promise<{ files: Map<string, Buffer>; fsck: number; out: string }> {
-  const { bytes } = await engineRecovered(img);
-  const e = await openExt3(new MemoryRegion(bytes, { writable: false }), { writable: false });
-  const files = new Map<string, Buffer>();
-  try {
-    for (const d of await e.readdir(e.rootId)) {
-      if (d.type !== 'f') continue;
-      const { size } = await e.getattr(d.id);
-      files.set(d.name.toString('latin1'), await e.read(d.id, 0, size));
-    }
-  } finally {
-    await e.close();
-  }
-  const r = await fsckBytes(dir, bytes);
-  return { files, fsck: r.code, out: r.out };
-}
-
 describe('background journal commit', () => {
   it('operations arriving while a commit waits on the disk complete, and a power cut then recovers the state before it', async () => {
     const store = new HeldStore(base, '<held-store>');
@@ -131,7 +112,7 @@ describe('background journal commit', () => {
     // has no commit block, so the state after the first sync comes back, with "old" whole
     // (the later file's data went to other blocks than the ones the unlink freed).
     for (const keep of ['none', 'all'] as const) {
-      const r = await recovered(store.crashImage(keep));
+      const r = await recoveredFiles(dir, store.crashImage(keep));
       expect(r.fsck, `${keep}: e2fsck -fn after recovery:\n${r.out}`).toBe(0);
       expect([...r.files.keys()], keep).toEqual(['old']);
       expect(r.files.get('old')!.equals(old), `${keep}: "old" reads back whole`).toBe(true);
@@ -144,7 +125,7 @@ describe('background journal commit', () => {
     expect(synced).toBe(false);
     store.release();
     await s;
-    const r = await recovered(store.crashImage('none'));
+    const r = await recoveredFiles(dir, store.crashImage('none'));
     expect(r.fsck, r.out).toBe(0);
     expect([...r.files.keys()]).toEqual(['new']);
     expect(r.files.get('new')!.equals(fresh)).toBe(true);
@@ -174,7 +155,7 @@ describe('background journal commit', () => {
     } finally {
       process.stderr.write = write;
     }
-    const r = await recovered(store.crashImage('all'));
+    const r = await recoveredFiles(dir, store.crashImage('all'));
     expect(r.fsck, r.out).toBe(0);
     expect([...r.files.keys()]).toEqual(['kept']);
   }, 30_000);
@@ -197,7 +178,7 @@ describe('background journal commit', () => {
     expect((await e.read(f, 0, want.length)).equals(want)).toBe(true);
     store.releaseWrites();
     await e.sync();
-    const r = await recovered(store.crashImage('none'));
+    const r = await recoveredFiles(dir, store.crashImage('none'));
     expect(r.fsck, r.out).toBe(0);
     expect(r.files.get('big')!.equals(want)).toBe(true);
     await e.close();

@@ -48,6 +48,31 @@ export async function engineRecovered(img: Buffer): Promise<{ lines: string[]; b
   }
 }
 
+/**
+ * The engine's recovery of `img` (engineRecovered): the regular files under
+ * its root with their bytes, and e2fsck's verdict on the recovered bytes
+ * (run in `dir`).
+ */
+export async function recoveredFiles(
+  dir: string,
+  img: Buffer,
+): Promise<{ files: Map<string, Buffer>; fsck: number; out: string }> {
+  const { bytes } = await engineRecovered(img);
+  const e = await openExt3(new MemoryRegion(bytes, { writable: false }), { writable: false });
+  const files = new Map<string, Buffer>();
+  try {
+    for (const d of await e.readdir(e.rootId)) {
+      if (d.type !== 'f') continue;
+      const { size } = await e.getattr(d.id);
+      files.set(d.name.toString('latin1'), await e.read(d.id, 0, size));
+    }
+  } finally {
+    await e.close();
+  }
+  const r = await fsck(dir, bytes);
+  return { files, fsck: r.code, out: r.out };
+}
+
 export async function engineManifest(img: Buffer): Promise<string[]> {
   return (await engineRecovered(img)).lines;
 }
