@@ -10,30 +10,11 @@ import { describe, expect, it } from 'vitest';
 import type { InodeId, Stat, WritableFs } from '../../src/engine.js';
 import { S_IFDIR, S_IFREG } from '../../src/engine.js';
 import { FuseAdapter } from '../../src/fuse/adapter.js';
+import { plainStat as stat } from '../tools/stat.js';
 import type { FuseRequest } from '../../src/native/fuse.js';
 
 const CAP = Buffer.from('security.capability');
 const CAP_VALUE = Buffer.from([1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-
-function stat(ino: number, mode: number): Stat {
-  return {
-    ino,
-    mode,
-    nlink: 1,
-    uid: 0,
-    gid: 0,
-    rdev: 0,
-    size: 0,
-    blocks: 0,
-    atime: 0,
-    atimeNsec: 0,
-    mtime: 0,
-    mtimeNsec: 0,
-    ctime: 0,
-    ctimeNsec: 0,
-    generation: 0,
-  } as unknown as Stat;
-}
 
 /** A FuseRequest that records its one reply. */
 function request(): { r: FuseRequest; reply: { kind: string; value?: unknown }[] } {

@@ -8,28 +8,11 @@ import { describe, expect, it } from 'vitest';
 import type { DirEntry, InodeId, ReadableFs, Stat } from '../../src/engine.js';
 import { S_IFDIR, S_IFREG } from '../../src/engine.js';
 import { FuseAdapter } from '../../src/fuse/adapter.js';
+import { plainStat as stat } from '../tools/stat.js';
 import type { FuseRequest } from '../../src/native/fuse.js';
 import { FsError } from '../../src/errors.js';
 
 const NO_OPEN = 1;
-
-function stat(ino: number, mode: number): Stat {
-  return {
-    ino,
-    mode,
-    nlink: 1,
-    uid: 0,
-    gid: 0,
-    rdev: 0,
-    size: 0,
-    blocks: 0,
-    blksize: 4096,
-    atime: { sec: 0, nsec: 0 },
-    mtime: { sec: 0, nsec: 0 },
-    ctime: { sec: 0, nsec: 0 },
-    generation: 0,
-  } as unknown as Stat;
-}
 
 describe('read-only directory read-ahead', () => {
   it('quiesce waits for every engine call of the read-ahead, also after one of them failed', async () => {
