@@ -18,9 +18,11 @@ import { COMPAT, encodeSuperblock, hasCompat, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE
 export class Transaction {
   journal: Journal | null = null;
   closed = false;
-  /** The closed transaction being written out, if any (see closeRunning). */
-  private committing: Promise<void> | null = null;
-  /** The last one started, kept once done: settled() reports its own error even after it ended. */
+  /**
+   * The write-out of the last transaction closed (see closeRunning): in
+   * flight until it settles, then kept, so settled() reports that commit's
+   * own error even after it ended.
+   */
   private lastCommit: Promise<void> | null = null;
   /** Metadata blocks freed in the running transaction (revoke records). */
   private readonly revoked = new Set<number>();
@@ -181,14 +183,13 @@ export class Transaction {
    * rejects with its error if it failed, or with EIO after an earlier failure.
    */
   async settled(): Promise<void> {
-    const p = this.committing ?? this.lastCommit;
-    if (p) await p;
+    if (this.lastCommit) await this.lastCommit;
     if (this.failed !== null) throw this.failedError();
   }
 
   /** Waits for a commit in flight to end, whatever its outcome (close() before releasing the image). */
   async idle(): Promise<void> {
-    if (this.committing) await this.committing.catch(() => undefined);
+    if (this.lastCommit) await this.lastCommit.catch(() => undefined);
   }
 
   /**
@@ -208,7 +209,7 @@ export class Transaction {
    */
   async closeRunning(logFailure: boolean): Promise<void> {
     const t0 = performance.now();
-    if (this.committing) await this.committing.catch(() => undefined);
+    if (this.lastCommit) await this.lastCommit.catch(() => undefined);
     if (this.failed !== null) throw this.failedError();
     let writeOut: () => Promise<void>;
     try {
@@ -221,20 +222,13 @@ export class Transaction {
     const stats = this.c.stats;
     stats.commitHoldMs += held;
     if (held > stats.commitHoldMaxMs) stats.commitHoldMaxMs = held;
-    const p: Promise<void> = writeOut().then(
-      () => {
-        if (this.committing === p) this.committing = null;
-      },
-      (err: unknown) => {
-        this.latch(err);
-        if (logFailure) this.log(err);
-        if (this.committing === p) this.committing = null;
-        throw err;
-      },
-    );
+    const p: Promise<void> = writeOut().catch((err: unknown) => {
+      this.latch(err);
+      if (logFailure) this.log(err);
+      throw err;
+    });
     // Awaited by settled() when someone waits; a failure nobody waits for is latched (and logged) above.
     p.catch(() => undefined);
-    this.committing = p;
     this.lastCommit = p;
   }
 
