@@ -83,19 +83,19 @@ export class BlockCache {
    */
   async prefetch(block: number, count: number): Promise<void> {
     if (this.has(block) || count <= 1) return;
+    const wanted: number[] = [];
+    for (let i = 0; i < count; i++) if (!this.has(block + i) && !this.inflight.has(block + i)) wanted.push(i);
+    if (wanted.length === 0) return;
     // The frozen copies as the read is issued: one thawed before it returns may have been
     // written home after the read took the image's older bytes. Copied: thaw() recycles
     // their chunk, which the next commit's freeze may fill before the read returns.
     let frozen: Map<number, Buffer> | null = null;
     if (this.committing.size > 0) {
-      for (let i = 0; i < count; i++) {
+      for (const i of wanted) {
         const copy = this.committing.get(block + i);
         if (copy) (frozen ??= new Map()).set(block + i, Buffer.from(copy));
       }
     }
-    const wanted: number[] = [];
-    for (let i = 0; i < count; i++) if (!this.has(block + i) && !this.inflight.has(block + i)) wanted.push(i);
-    if (wanted.length === 0) return;
     const bytes = this.store.read(block * this.blockSize, count * this.blockSize);
     const claimed: Promise<Buffer>[] = [];
     for (const i of wanted) {
