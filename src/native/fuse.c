@@ -9,11 +9,15 @@
  * request handle. JS replies whenever it likes (reply* below).
  *
  * Invariants:
- * - A request handle (struct sreq) is answered at most once: the reply clears
- *   handle->req, a second reply throws. A handle JS drops unanswered is
- *   answered EIO by its finalizer, so the kernel never waits forever.
- * - The session struct outlives every handle (refcount): a reply after
- *   unmount is dropped, never a use-after-free.
+ * - A request handle is a number naming a slot of the in-flight table (one
+ *   per JS thread: struct table) and that slot's generation, so it is
+ *   answered at most once: the reply frees the slot and bumps its
+ *   generation, and a second reply (or any stale or made-up number) throws.
+ *   No GC object per request: fuse.ts answers every request whose handler
+ *   settles (EIO when it settles without answering).
+ * - A slot never outlives its session's struct: js_unmount detaches the
+ *   session's slots (s = NULL), so a reply after unmount is dropped, never
+ *   a use-after-free.
  */
 #include <node_api.h>
 #include <uv.h>
@@ -52,7 +56,7 @@ struct session {
   struct fuse_buf buf;
   double entry_timeout, attr_timeout, negative_timeout;
   unsigned max_write, want_set, want_clear;
-  int refs;      /* 1 for the mount + 1 per live request handle */
+  int refs;      /* 1 for the mount + 1 for the JS session object + 1 while the poll handle closes */
   int polling;
   int closed;    /* fuse_session_destroy done: replies are dropped */
   /* killpriv_io (below): the request being processed, the INIT to amend. */
@@ -62,9 +66,23 @@ struct session {
   uint32_t init_flags;
 };
 
-struct sreq {
+/* A request in flight; a free slot has req NULL and links to the next free one. */
+struct slot {
   fuse_req_t req;
-  struct session *s;
+  struct session *s; /* NULL once the session is unmounted */
+  uint32_t gen;
+  uint32_t next_free;
+};
+
+/* handle = slot + gen * SLOTS_MAX: both below 2^53, exact in a double. */
+#define SLOT_BITS 22
+#define SLOTS_MAX (1u << SLOT_BITS)
+#define GEN_MASK ((1u << 30) - 1)
+#define NO_SLOT UINT32_MAX
+
+struct table {
+  struct slot *slots;
+  uint32_t len, free_head;
 };
 
 static void session_unref(struct session *s) {
@@ -81,18 +99,58 @@ static void session_unref(struct session *s) {
 
 /* ---- requests to JS ---------------------------------------------------- */
 
-static void sreq_finalize(napi_env env, void *data, void *hint) {
-  (void)env; (void)hint;
-  struct sreq *r = data;
-  if (r->req) {
-    if (!r->s->closed) {
-      fprintf(stderr, "sifuse: a FUSE request was dropped unanswered; replied EIO\n");
-      fuse_reply_err(r->req, EIO);
-    }
-    r->req = NULL;
+static struct table *table_of(napi_env env) {
+  void *t = NULL;
+  napi_get_instance_data(env, &t);
+  return t;
+}
+
+/* A slot for `req` (growing the table by doubling), or NO_SLOT when out of memory. */
+static uint32_t slot_new(struct table *t, struct session *s, fuse_req_t req) {
+  if (t->free_head == NO_SLOT) {
+    uint32_t len = t->len ? t->len * 2 : 64;
+    if (len > SLOTS_MAX) return NO_SLOT;
+    struct slot *grown = realloc(t->slots, len * sizeof *grown);
+    if (!grown) return NO_SLOT;
+    for (uint32_t i = t->len; i < len; i++) grown[i] = (struct slot){NULL, NULL, 0, i + 1 < len ? i + 1 : NO_SLOT};
+    t->slots = grown;
+    t->free_head = t->len;
+    t->len = len;
   }
-  session_unref(r->s);
-  free(r);
+  uint32_t i = t->free_head;
+  struct slot *sl = &t->slots[i];
+  t->free_head = sl->next_free;
+  sl->req = req;
+  sl->s = s;
+  return i;
+}
+
+static double slot_handle(const struct table *t, uint32_t i) {
+  return (double)i + (double)t->slots[i].gen * SLOTS_MAX;
+}
+
+/* The live slot `handle` names, or NULL (answered already, or not a request handle). */
+static struct slot *slot_of(struct table *t, double handle) {
+  if (!(handle >= 0 && handle < (double)SLOTS_MAX * (GEN_MASK + 1.0)) || handle != (double)(uint64_t)handle) return NULL;
+  uint64_t h = (uint64_t)handle;
+  uint32_t i = (uint32_t)(h & (SLOTS_MAX - 1)), gen = (uint32_t)(h >> SLOT_BITS);
+  if (i >= t->len || !t->slots[i].req || t->slots[i].gen != gen) return NULL;
+  return &t->slots[i];
+}
+
+static void slot_free(struct table *t, struct slot *sl) {
+  sl->req = NULL;
+  sl->s = NULL;
+  sl->gen = (sl->gen + 1) & GEN_MASK;
+  sl->next_free = t->free_head;
+  t->free_head = (uint32_t)(sl - t->slots);
+}
+
+static void table_finalize(napi_env env, void *data, void *hint) {
+  (void)env; (void)hint;
+  struct table *t = data;
+  free(t->slots);
+  free(t);
 }
 
 static napi_value num(napi_env env, double v) {
@@ -123,19 +181,19 @@ static void call_js(struct session *s, fuse_req_t req, int op, size_t argc, napi
   napi_open_handle_scope(env, &scope);
   napi_value argv[12];
   napi_value fn, recv, result;
-  struct sreq *r = NULL;
+  struct table *t = table_of(env);
+  uint32_t slot = NO_SLOT;
+  double handle = -1;
   argv[0] = num(env, op);
   if (req) {
-    r = malloc(sizeof *r);
-    if (!r) {
+    slot = slot_new(t, s, req);
+    if (slot == NO_SLOT) {
       fuse_reply_err(req, ENOMEM);
       napi_close_handle_scope(env, scope);
       return;
     }
-    r->req = req;
-    r->s = s;
-    s->refs++;
-    napi_create_external(env, r, sreq_finalize, NULL, &argv[1]);
+    handle = slot_handle(t, slot);
+    argv[1] = num(env, handle);
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     argv[2] = num(env, ctx->uid);
     argv[3] = num(env, ctx->gid);
@@ -150,9 +208,11 @@ static void call_js(struct session *s, fuse_req_t req, int op, size_t argc, napi
   if (napi_call_function(env, recv, fn, 5 + argc, argv, &result) != napi_ok) {
     napi_value err;
     napi_get_and_clear_last_exception(env, &err);
-    if (r && r->req) {
-      fuse_reply_err(r->req, EIO);
-      r->req = NULL;
+    /* Unless JS answered it before throwing (then the slot may name a newer request). */
+    struct slot *sl = slot == NO_SLOT ? NULL : slot_of(t, handle);
+    if (sl) {
+      if (sl->s) fuse_reply_err(sl->req, EIO);
+      slot_free(t, sl);
     }
     napi_fatal_exception(env, err);
   }
@@ -529,23 +589,36 @@ static struct session *get_session(napi_env env, napi_value v) {
 }
 
 /* The reply half of a request handle; throws if already answered. */
-static fuse_req_t take_req(napi_env env, napi_value v, int *dropped) {
-  struct sreq *r = NULL;
-  *dropped = 0;
-  if (napi_get_value_external(env, v, (void **)&r) != napi_ok || !r) {
+/* The live slot of handle `v`, or NULL with an exception pending. */
+static struct slot *live_slot(napi_env env, struct table *t, napi_value v) {
+  double handle;
+  if (napi_get_value_double(env, v, &handle) != napi_ok) {
     napi_throw_type_error(env, NULL, "not a FUSE request");
     return NULL;
   }
-  if (!r->req) {
-    napi_throw_error(env, NULL, "FUSE request answered twice");
-    return NULL;
-  }
-  fuse_req_t req = r->req;
-  r->req = NULL;
-  if (r->s->closed) {
+  struct slot *sl = slot_of(t, handle);
+  if (!sl) napi_throw_error(env, NULL, "FUSE request answered twice");
+  return sl;
+}
+
+/*
+ * The reply half of a request handle, its slot freed; throws if already
+ * answered. *sp: the request's session (valid for the rest of this call).
+ * NULL with *dropped set when the session is unmounted (nothing to answer).
+ */
+static fuse_req_t take_req(napi_env env, napi_value v, int *dropped, struct session **sp) {
+  struct table *t = table_of(env);
+  *dropped = 0;
+  struct slot *sl = live_slot(env, t, v);
+  if (!sl) return NULL;
+  fuse_req_t req = sl->req;
+  struct session *s = sl->s;
+  slot_free(t, sl);
+  if (!s) {
     *dropped = 1;
     return NULL;
   }
+  *sp = s;
   return req;
 }
 
@@ -607,7 +680,8 @@ static void fill_fi(double fh, double flags, struct fuse_file_info *fi) {
   napi_value argv[n];                                      \
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL)); \
   int dropped;                                             \
-  fuse_req_t req = take_req(env, argv[0], &dropped);       \
+  struct session *rs = NULL;                               \
+  fuse_req_t req = take_req(env, argv[0], &dropped, &rs);  \
   if (!req) return NULL
 
 static napi_value reply_result(napi_env env, int res) {
@@ -626,11 +700,6 @@ static napi_value js_reply_none(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static struct session *req_session(napi_env env, napi_value v) {
-  struct sreq *r = NULL;
-  napi_get_value_external(env, v, (void **)&r);
-  return r->s;
-}
 
 static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
   REPLY_PROLOGUE(2);
@@ -641,7 +710,7 @@ static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
     return NULL;
   }
   struct fuse_entry_param e;
-  fill_entry(d, &e, req_session(env, argv[0]));
+  fill_entry(d, &e, rs);
   return reply_result(env, fuse_reply_entry(req, &e));
 }
 
@@ -655,7 +724,7 @@ static napi_value js_reply_create(napi_env env, napi_callback_info info) {
   }
   struct fuse_entry_param e;
   struct fuse_file_info fi;
-  fill_entry(d, &e, req_session(env, argv[0]));
+  fill_entry(d, &e, rs);
   fill_fi(getnum(env, argv[2]), getnum(env, argv[3]), &fi);
   return reply_result(env, fuse_reply_create(req, &e, &fi));
 }
@@ -669,7 +738,7 @@ static napi_value js_reply_attr(napi_env env, napi_callback_info info) {
     return NULL;
   }
   struct fuse_entry_param e;
-  struct session *s = req_session(env, argv[0]);
+  struct session *s = rs;
   fill_entry(d, &e, s);
   return reply_result(env, fuse_reply_attr(req, &e.attr, s->attr_timeout));
 }
@@ -718,9 +787,8 @@ static napi_value js_reply_fd(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  struct sreq *r = NULL;
-  double fd = -1, pos = -1, len = 0;
-  if (argc != 4 || napi_get_value_external(env, argv[0], (void **)&r) != napi_ok || !r ||
+  double handle = -1, fd = -1, pos = -1, len = 0;
+  if (argc != 4 || napi_get_value_double(env, argv[0], &handle) != napi_ok ||
       napi_get_value_double(env, argv[1], &fd) != napi_ok || napi_get_value_double(env, argv[2], &pos) != napi_ok ||
       napi_get_value_double(env, argv[3], &len) != napi_ok || !(fd >= 0 && fd <= INT32_MAX && fd == (int)fd) ||
       !(pos >= 0 && pos <= 9007199254740991.0 && pos == (double)(int64_t)pos) ||
@@ -731,11 +799,13 @@ static napi_value js_reply_fd(napi_env env, napi_callback_info info) {
   napi_value yes, no;
   CHECK(napi_get_boolean(env, true, &yes));
   CHECK(napi_get_boolean(env, false, &no));
-  if (r->req && !r->s->closed &&
+  struct slot *sl = slot_of(table_of(env), handle);
+  if (sl && sl->s &&
       !(byte_cached((int)fd, (off_t)pos) && byte_cached((int)fd, (off_t)pos + (off_t)len - 1)))
     return no;
   int dropped;
-  fuse_req_t req = take_req(env, argv[0], &dropped);
+  struct session *rs = NULL;
+  fuse_req_t req = take_req(env, argv[0], &dropped, &rs);
   if (!req) return dropped ? yes : NULL;
   struct fuse_bufvec bv = FUSE_BUFVEC_INIT((size_t)len);
   bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
@@ -807,7 +877,7 @@ static napi_value js_reply_statfs(napi_env env, napi_callback_info info) {
  */
 static napi_value js_reply_dirplus(napi_env env, napi_callback_info info) {
   REPLY_PROLOGUE(5);
-  struct session *s = req_session(env, argv[0]);
+  struct session *s = rs;
   size_t size = (size_t)getnum(env, argv[1]);
   double first = getnum(env, argv[2]);
   uint32_t count = 0;
@@ -990,6 +1060,10 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
   if (!s || s->closed) return NULL;
   stop_polling(s);
   s->closed = 1;
+  /* Requests still in flight: their replies are dropped from now on (take_req). */
+  struct table *t = table_of(env);
+  for (uint32_t i = 0; i < t->len; i++)
+    if (t->slots[i].s == s) t->slots[i].s = NULL;
   fuse_session_unmount(s->se);
   fuse_session_destroy(s->se);
   free(s->buf.mem);
@@ -1012,6 +1086,13 @@ static napi_value js_fd(napi_env env, napi_callback_info info) {
 }
 
 static napi_value init(napi_env env, napi_value exports) {
+  struct table *t = calloc(1, sizeof *t);
+  if (!t || napi_set_instance_data(env, t, table_finalize, NULL) != napi_ok) {
+    free(t);
+    napi_throw_error(env, NULL, "sifuse_fuse: out of memory");
+    return NULL;
+  }
+  t->free_head = NO_SLOT;
   struct { const char *name; napi_callback fn; } fns[] = {
     {"mount", js_mount}, {"pause", js_pause}, {"unmount", js_unmount}, {"fd", js_fd},
     {"replyErr", js_reply_err}, {"replyNone", js_reply_none}, {"replyEntry", js_reply_entry},

@@ -5,14 +5,16 @@
  * Every request reaches the handler as a `FuseRequest`, which answers exactly
  * once: a second answer throws, and a handler whose promise settles without
  * answering gets EIO (plus a log line), a rejected one -errno. So no request
- * can be left unanswered by an adapter bug (the addon also answers EIO for a
- * handle that is garbage-collected unanswered).
+ * can be left unanswered by an adapter bug. The addon's handle is a number
+ * (a slot of its in-flight table and a generation: no GC object per request),
+ * which it also refuses to answer twice.
  */
 import { loadAddon } from './load.js';
 import { FsError } from '../errors.js';
 import type { Stat, StatFs } from '../engine.js';
 
-type Handle = object;
+/** A request in flight, as the addon names it (see the invariants in fuse.c). */
+type Handle = number;
 type Session = object;
 type Dispatch = (
   op: number,
