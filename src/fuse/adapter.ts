@@ -356,13 +356,18 @@ export class FuseAdapter implements FuseHandlers {
 
   async read(r: FuseRequest, nodeid: number, size: number, offset: number): Promise<void> {
     const id = this.nodes.id(nodeid);
-    // Bytes stored plainly in a cached image go from its page cache to the
-    // reader's without passing through here. libfuse copies replies under
-    // two pages instead of splicing them (fuse_send_data_iov): those stay on
-    // the usual path.
-    if (this.fs.hostExtent && size >= SPLICE_MIN) {
+    // Bytes stored plainly in the image go from its page cache to the
+    // reader's without passing through here: spliced at once when cached
+    // (libfuse copies replies under two pages instead, SPLICE_MIN), else by a
+    // pool thread, so this thread neither waits for the disk nor comes back
+    // for the reply.
+    if (this.fs.hostExtent) {
       const x = await this.fs.hostExtent(id, offset, size);
-      if (x !== null && r.spliceFrom(x.fd, x.position, x.length)) return;
+      if (x !== null) {
+        if (size >= SPLICE_MIN && r.spliceFrom(x.fd, x.position, x.length)) return;
+        await r.fromFd(x.fd, x.position, x.length);
+        return;
+      }
     }
     r.buf(await this.fs.read(id, offset, size));
   }

@@ -43,6 +43,7 @@ interface Addon {
   replyBuf(r: Handle, b: Buffer): number;
   /** False (the request untouched) when the range's pages are not cached; see fuse.c js_reply_fd. */
   replyFd(r: Handle, fd: number, position: number, length: number): boolean;
+  replyFdAsync(r: Handle, fd: number, position: number, length: number): Promise<void>;
   replyReadlink(r: Handle, b: Buffer): number;
   replyWrite(r: Handle, n: number): number;
   replyXattr(r: Handle, n: number): number;
@@ -253,6 +254,15 @@ export class FuseRequest implements Caller {
     if (!native().replyFd(this.handle, fd, position, length)) return false;
     this.handle = null;
     return true;
+  }
+  /**
+   * Answers with `length` bytes at `position` of host file `fd`, read and
+   * written by a pool thread (spliced when libfuse can), whether cached or
+   * not; settles once the reply is written. `fd` may close meanwhile (the
+   * job reads a duplicate).
+   */
+  fromFd(fd: number, position: number, length: number): Promise<void> {
+    return native().replyFdAsync(this.take(), fd, position, length);
   }
   readlink(target: Buffer): void {
     native().replyReadlink(this.take(), target);
