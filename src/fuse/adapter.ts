@@ -32,8 +32,6 @@ import { FsError } from '../errors.js';
 import { encodeEntry, NEGATIVE_ENTRY, STAT_LEN, type FuseHandlers, type FuseRequest, type OpenFlags } from '../native/fuse.js';
 import { NodeTable } from './nodes.js';
 
-/** READs at least this big may be answered by splicing from the image (adapter read). */
-const SPLICE_MIN = 8192;
 // FUSE_SET_ATTR_* (fuse_lowlevel.h)
 const SET_MODE = 1 << 0;
 const SET_UID = 1 << 1;
@@ -357,14 +355,13 @@ export class FuseAdapter implements FuseHandlers {
   async read(r: FuseRequest, nodeid: number, size: number, offset: number): Promise<void> {
     const id = this.nodes.id(nodeid);
     // Bytes stored plainly in the image go from its page cache to the
-    // reader's without passing through here: spliced at once when cached
-    // (libfuse copies replies under two pages instead, SPLICE_MIN), else by a
-    // pool thread, so this thread neither waits for the disk nor comes back
-    // for the reply.
+    // reader's without passing through here, and by a pool thread: this one
+    // neither waits for the disk nor makes the kernel's copy (a cold 1 GiB
+    // dd: 11 interleaved runs, median 0.50 s against 0.60 with a splice here
+    // when the pages were cached).
     if (this.fs.hostExtent) {
       const x = await this.fs.hostExtent(id, offset, size);
       if (x !== null) {
-        if (size >= SPLICE_MIN && r.spliceFrom(x.fd, x.position, x.length)) return;
         await r.fromFd(x.fd, x.position, x.length);
         return;
       }

@@ -186,7 +186,7 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   conn->want |= s->want_set & conn->capable;
   conn->want &= ~s->want_clear;
   /* The receive buffer is fixed and reused: requests are never spliced in.
-   * Replies may be spliced out (js_reply_fd: bytes of an image file). */
+   * Replies may be spliced out (js_reply_fd_async: bytes of an image file). */
   conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_MOVE);
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   else conn->want &= ~FUSE_CAP_SPLICE_WRITE;
@@ -441,7 +441,7 @@ static ssize_t killpriv_read(int fd, void *buf, size_t len, void *userdata) {
   return n;
 }
 
-/* Spliced replies (js_reply_fd) carry data, never the INIT reply: passed on as they are. */
+/* Spliced replies (js_reply_fd_async) carry data, never the INIT reply: passed on as they are. */
 static ssize_t plain_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, size_t len, unsigned int flags,
                                  void *userdata) {
   (void)userdata;
@@ -709,67 +709,17 @@ static napi_value js_reply_buf(napi_env env, napi_callback_info info) {
   return reply_result(env, fuse_reply_buf(req, data, len));
 }
 
-/* Whether the page holding byte `pos` of `fd` is in the page cache (a 1-byte read that never waits for the disk). */
-static int byte_cached(int fd, off_t pos) {
-  char c;
-  struct iovec iov = {&c, 1};
-  ssize_t n;
-  do n = preadv2(fd, &iov, 1, pos, RWF_NOWAIT);
-  while (n < 0 && errno == EINTR);
-  return n == 1;
-}
-
-/*
- * replyFd(handle, fd, position, length) -> boolean: a READ answered with
- * `length` bytes at `position` of host file `fd` (a stored block of the
- * image), spliced file -> pipe -> /dev/fuse by libfuse (fuse_reply_data,
- * FUSE_CAP_SPLICE_WRITE), so the kernel copies them once, into the reader's
- * pages, instead of a pread into a buffer here and a write back. Only when
- * the range's first and last pages are cached (so the splice, on this
- * thread, does not wait for the disk): otherwise false, the request still
- * open for the usual reply. True once answered (or dropped after unmount).
- * The caller bounds the range inside the image.
- */
-static napi_value js_reply_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  struct sreq *r = NULL;
-  double fd = -1, pos = -1, len = 0;
-  if (argc != 4 || napi_get_value_external(env, argv[0], (void **)&r) != napi_ok || !r ||
-      napi_get_value_double(env, argv[1], &fd) != napi_ok || napi_get_value_double(env, argv[2], &pos) != napi_ok ||
-      napi_get_value_double(env, argv[3], &len) != napi_ok || !(fd >= 0 && fd <= INT32_MAX && fd == (int)fd) ||
-      !(pos >= 0 && pos <= 9007199254740991.0 && pos == (double)(int64_t)pos) ||
-      !(len >= 1 && len <= (1 << 24) && len == (double)(int64_t)len)) {
-    napi_throw_type_error(env, NULL, "replyFd needs (request, fd, position, length of 1 byte to 16 MiB)");
-    return NULL;
-  }
-  napi_value yes, no;
-  CHECK(napi_get_boolean(env, true, &yes));
-  CHECK(napi_get_boolean(env, false, &no));
-  if (r->req && !r->s->closed &&
-      !(byte_cached((int)fd, (off_t)pos) && byte_cached((int)fd, (off_t)pos + (off_t)len - 1)))
-    return no;
-  int dropped;
-  fuse_req_t req = take_req(env, argv[0], &dropped);
-  if (!req) return dropped ? yes : NULL;
-  struct fuse_bufvec bv = FUSE_BUFVEC_INIT((size_t)len);
-  bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-  bv.buf[0].fd = (int)fd;
-  bv.buf[0].pos = (off_t)pos;
-  fuse_reply_data(req, &bv, 0);
-  return yes;
-}
-
 /*
  * replyFdAsync(handle, fd, position, length) -> Promise<void>: a READ
- * answered with `length` bytes at `position` of host file `fd`, like
- * replyFd but from a libuv pool thread, cached or not (libfuse splices, or
- * copies replies under two pages), so the JS thread neither waits for the
- * disk nor comes back for the reply. The job reads a duplicate of `fd`, so
- * the caller may close its own at once; the promise settles (on the JS
- * thread) after the reply is written. A read error is answered as its errno
- * by libfuse. The caller bounds the range inside the image.
+ * answered with `length` bytes at `position` of host file `fd` (a stored
+ * block of the image) by a libuv pool thread: libfuse's fuse_reply_data
+ * splices them file -> pipe -> /dev/fuse (FUSE_CAP_SPLICE_WRITE; replies
+ * under two pages it copies), so the kernel copies them once, into the
+ * reader's pages, and the JS thread neither waits for the disk nor makes
+ * that copy. The job reads a duplicate of `fd`, so the caller may close its
+ * own at once; the promise settles (on the JS thread) after the reply is
+ * written. libfuse answers a read error with its errno. The caller bounds
+ * the range inside the image.
  */
 struct fd_job {
   napi_async_work work;
@@ -1158,7 +1108,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"mount", js_mount}, {"pause", js_pause}, {"unmount", js_unmount}, {"fd", js_fd},
     {"replyErr", js_reply_err}, {"replyNone", js_reply_none}, {"replyEntry", js_reply_entry},
     {"replyCreate", js_reply_create}, {"replyAttr", js_reply_attr}, {"replyOpen", js_reply_open},
-    {"replyBuf", js_reply_buf}, {"replyFd", js_reply_fd}, {"replyFdAsync", js_reply_fd_async}, {"replyReadlink", js_reply_readlink}, {"replyWrite", js_reply_write},
+    {"replyBuf", js_reply_buf}, {"replyFdAsync", js_reply_fd_async}, {"replyReadlink", js_reply_readlink}, {"replyWrite", js_reply_write},
     {"replyXattr", js_reply_xattr}, {"replyLseek", js_reply_lseek}, {"replyStatfs", js_reply_statfs},
     {"replyDirplus", js_reply_dirplus}, {"notifyInvalEntry", js_notify_inval_entry},
     {"notifyInvalInode", js_notify_inval_inode},

@@ -41,8 +41,7 @@ interface Addon {
   replyAttr(r: Handle, st: Float64Array): number;
   replyOpen(r: Handle, fh: number, flags: number): number;
   replyBuf(r: Handle, b: Buffer): number;
-  /** False (the request untouched) when the range's pages are not cached; see fuse.c js_reply_fd. */
-  replyFd(r: Handle, fd: number, position: number, length: number): boolean;
+  /** Settles once a pool thread has written the reply; see fuse.c js_reply_fd_async. */
   replyFdAsync(r: Handle, fd: number, position: number, length: number): Promise<void>;
   replyReadlink(r: Handle, b: Buffer): number;
   replyWrite(r: Handle, n: number): number;
@@ -243,17 +242,6 @@ export class FuseRequest implements Caller {
   /** The bytes go to /dev/fuse straight from `data` (no copy). */
   buf(data: Buffer): void {
     native().replyBuf(this.take(), data);
-  }
-  /**
-   * Answers with `length` bytes at `position` of host file `fd`, spliced by
-   * the kernel with no copy through this process, when they are in the page
-   * cache; false, the request still open, when they are not.
-   */
-  spliceFrom(fd: number, position: number, length: number): boolean {
-    if (this.handle === null) throw new Error(`FUSE ${this.op} request answered twice`);
-    if (!native().replyFd(this.handle, fd, position, length)) return false;
-    this.handle = null;
-    return true;
   }
   /**
    * Answers with `length` bytes at `position` of host file `fd`, read and
