@@ -3,12 +3,16 @@
  * polled on the libuv loop; every request is handed to JavaScript
  * (src/native/fuse.ts is the typed face, src/fuse the adapter).
  *
- * Threading: none. The fd is O_NONBLOCK and watched by a uv_poll_t on Node's
+ * Threading: the fd is O_NONBLOCK and watched by a uv_poll_t on Node's
  * loop; when readable, requests are received and processed on the JS thread
  * until EAGAIN, each low-level op calling the one JS dispatch function with a
  * request handle (and, where waking up is slow, for a few more batches that
  * come within microseconds: see the spin above on_readable). JS replies
- * whenever it likes (reply* below).
+ * whenever it likes (reply* below), on the JS thread, with one exception:
+ * replyFdAsync hands its request to a libuv pool thread, which writes the
+ * reply (libfuse's replies are thread-safe) and touches nothing else of the
+ * session. js_unmount waits for those jobs before the session goes (s->jobs,
+ * under s->lock).
  *
  * Invariants:
  * - A request handle is a number naming a slot of the in-flight table (one
@@ -20,6 +24,9 @@
  * - A slot never outlives its session's struct: js_unmount detaches the
  *   session's slots (s = NULL), so a reply after unmount is dropped, never
  *   a use-after-free.
+ * - No pool-thread reply outlives the libfuse session: each is counted in
+ *   s->jobs from when it is queued until it is written, and the session is
+ *   unmounted and destroyed only at zero.
  */
 #include <node_api.h>
 #include <uv.h>
@@ -27,6 +34,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -72,6 +80,10 @@ struct session {
    * ns, 0 before the first), and the mean wait for the next batch when sleeping. */
   int64_t batch_end;
   int64_t sleep_gap;
+  /* replyFdAsync jobs queued or running (see the threading note above). */
+  pthread_mutex_t lock;
+  pthread_cond_t idle;
+  int jobs;
 };
 
 /* A request in flight; a free slot has req NULL and links to the next free one. */
@@ -94,7 +106,11 @@ struct table {
 };
 
 static void session_unref(struct session *s) {
-  if (--s->refs == 0) free(s);
+  if (--s->refs == 0) {
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->idle);
+    free(s);
+  }
 }
 
 #define CHECK(call)                                                   \
@@ -238,7 +254,7 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   conn->want |= s->want_set & conn->capable;
   conn->want &= ~s->want_clear;
   /* The receive buffer is fixed and reused: requests are never spliced in.
-   * Replies may be spliced out (js_reply_fd: bytes of an image file). */
+   * Replies may be spliced out (js_reply_fd_async: bytes of an image file). */
   conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_MOVE);
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   else conn->want &= ~FUSE_CAP_SPLICE_WRITE;
@@ -493,7 +509,7 @@ static ssize_t killpriv_read(int fd, void *buf, size_t len, void *userdata) {
   return n;
 }
 
-/* Spliced replies (js_reply_fd) carry data, never the INIT reply: passed on as they are. */
+/* Spliced replies (js_reply_fd_async) carry data, never the INIT reply: passed on as they are. */
 static ssize_t plain_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, size_t len, unsigned int flags,
                                  void *userdata) {
   (void)userdata;
@@ -826,28 +842,54 @@ static napi_value js_reply_buf(napi_env env, napi_callback_info info) {
   return reply_result(env, fuse_reply_buf(req, data, len));
 }
 
-/* Whether the page holding byte `pos` of `fd` is in the page cache (a 1-byte read that never waits for the disk). */
-static int byte_cached(int fd, off_t pos) {
-  char c;
-  struct iovec iov = {&c, 1};
-  ssize_t n;
-  do n = preadv2(fd, &iov, 1, pos, RWF_NOWAIT);
-  while (n < 0 && errno == EINTR);
-  return n == 1;
+/*
+ * replyFdAsync(handle, fd, position, length) -> Promise<void>: a READ
+ * answered with `length` bytes at `position` of host file `fd` (a stored
+ * block of the image) by a libuv pool thread: libfuse's fuse_reply_data
+ * splices them file -> pipe -> /dev/fuse (FUSE_CAP_SPLICE_WRITE; replies
+ * under two pages it copies), so the kernel copies them once, into the
+ * reader's pages, and the JS thread neither waits for the disk nor makes
+ * that copy. The job reads a duplicate of `fd`, so the caller may close its
+ * own at once; the promise settles (on the JS thread) after the reply is
+ * written. libfuse answers a read error with its errno. The caller bounds
+ * the range inside the image.
+ */
+struct fd_job {
+  napi_async_work work;
+  napi_deferred done;
+  struct session *s;
+  fuse_req_t req;
+  int fd;
+  off_t pos;
+  size_t len;
+};
+
+static void fd_job_run(napi_env env, void *data) {
+  (void)env;
+  struct fd_job *j = data;
+  struct fuse_bufvec bv = FUSE_BUFVEC_INIT(j->len);
+  bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+  bv.buf[0].fd = j->fd;
+  bv.buf[0].pos = j->pos;
+  fuse_reply_data(j->req, &bv, 0);
+  close(j->fd);
+  pthread_mutex_lock(&j->s->lock);
+  if (--j->s->jobs == 0) pthread_cond_broadcast(&j->s->idle);
+  pthread_mutex_unlock(&j->s->lock);
 }
 
-/*
- * replyFd(handle, fd, position, length) -> boolean: a READ answered with
- * `length` bytes at `position` of host file `fd` (a stored block of the
- * image), spliced file -> pipe -> /dev/fuse by libfuse (fuse_reply_data,
- * FUSE_CAP_SPLICE_WRITE), so the kernel copies them once, into the reader's
- * pages, instead of a pread into a buffer here and a write back. Only when
- * the range's first and last pages are cached (so the splice, on this
- * thread, does not wait for the disk): otherwise false, the request still
- * open for the usual reply. True once answered (or dropped after unmount).
- * The caller bounds the range inside the image.
- */
-static napi_value js_reply_fd(napi_env env, napi_callback_info info) {
+static void fd_job_done(napi_env env, napi_status status, void *data) {
+  (void)status;
+  struct fd_job *j = data;
+  napi_value undef;
+  napi_get_undefined(env, &undef);
+  napi_resolve_deferred(env, j->done, undef);
+  napi_delete_async_work(env, j->work);
+  session_unref(j->s);
+  free(j);
+}
+
+static napi_value js_reply_fd_async(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
@@ -857,26 +899,60 @@ static napi_value js_reply_fd(napi_env env, napi_callback_info info) {
       napi_get_value_double(env, argv[3], &len) != napi_ok || !(fd >= 0 && fd <= INT32_MAX && fd == (int)fd) ||
       !(pos >= 0 && pos <= 9007199254740991.0 && pos == (double)(int64_t)pos) ||
       !(len >= 1 && len <= (1 << 24) && len == (double)(int64_t)len)) {
-    napi_throw_type_error(env, NULL, "replyFd needs (request, fd, position, length of 1 byte to 16 MiB)");
+    napi_throw_type_error(env, NULL, "replyFdAsync needs (request, fd, position, length of 1 byte to 16 MiB)");
     return NULL;
   }
-  napi_value yes, no;
-  CHECK(napi_get_boolean(env, true, &yes));
-  CHECK(napi_get_boolean(env, false, &no));
-  struct slot *sl = slot_of(table_of(env), handle);
-  if (sl && sl->s &&
-      !(byte_cached((int)fd, (off_t)pos) && byte_cached((int)fd, (off_t)pos + (off_t)len - 1)))
-    return no;
+  if (!slot_of(table_of(env), handle)) {
+    napi_throw_error(env, NULL, "FUSE request answered twice");
+    return NULL;
+  }
+  napi_value promise, name;
+  struct fd_job *j = calloc(1, sizeof *j);
+  if (!j) {
+    napi_throw_error(env, "ENOMEM", "replyFdAsync: out of memory");
+    return NULL;
+  }
+  if (napi_create_promise(env, &j->done, &promise) != napi_ok) {
+    free(j);
+    napi_throw_error(env, NULL, "sifuse_fuse: N-API call failed");
+    return NULL;
+  }
   int dropped;
-  struct session *rs = NULL;
-  fuse_req_t req = take_req(env, argv[0], &dropped, &rs);
-  if (!req) return dropped ? yes : NULL;
-  struct fuse_bufvec bv = FUSE_BUFVEC_INIT((size_t)len);
-  bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-  bv.buf[0].fd = (int)fd;
-  bv.buf[0].pos = (off_t)pos;
-  fuse_reply_data(req, &bv, 0);
-  return yes;
+  struct session *s = NULL;
+  fuse_req_t req = take_req(env, argv[0], &dropped, &s);
+  if (!req) {
+    napi_value undef;
+    napi_get_undefined(env, &undef);
+    napi_resolve_deferred(env, j->done, undef);
+    free(j);
+    return promise;
+  }
+  j->s = s;
+  j->req = req;
+  j->pos = (off_t)pos;
+  j->len = (size_t)len;
+  j->fd = fcntl((int)fd, F_DUPFD_CLOEXEC, 0);
+  if (j->fd < 0 || napi_create_string_utf8(env, "sifuse:replyFdAsync", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, fd_job_run, fd_job_done, j, &j->work) != napi_ok) {
+    int err = j->fd < 0 ? errno : EIO;
+    if (j->fd >= 0) close(j->fd);
+    fuse_reply_err(req, err);
+    napi_value undef;
+    napi_get_undefined(env, &undef);
+    napi_resolve_deferred(env, j->done, undef);
+    free(j);
+    return promise;
+  }
+  s->refs++;
+  pthread_mutex_lock(&s->lock);
+  s->jobs++;
+  pthread_mutex_unlock(&s->lock);
+  if (napi_queue_async_work(env, j->work) != napi_ok) {
+    /* Not queued: the reply is written here instead, and the job is done. */
+    fd_job_run(env, j);
+    fd_job_done(env, napi_ok, j);
+  }
+  return promise;
 }
 
 static napi_value js_reply_readlink(napi_env env, napi_callback_info info) {
@@ -1046,6 +1122,13 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   struct fuse_args fargs = FUSE_ARGS_INIT((int)nargs, cargv);
 
   struct session *s = calloc(1, sizeof *s);
+  if (!s) {
+    for (uint32_t i = 0; i < nargs; i++) free(cargv[i]);
+    napi_throw_error(env, "ENOMEM", "sifuse_fuse: out of memory");
+    return NULL;
+  }
+  pthread_mutex_init(&s->lock, NULL);
+  pthread_cond_init(&s->idle, NULL);
   last_log[0] = 0;
   log_to_stderr = 0;
   fuse_set_log_func(log_func);
@@ -1062,14 +1145,14 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   for (uint32_t i = 0; i < nargs; i++) free(cargv[i]);
   if (!s->se) {
     log_to_stderr = 1;
-    free(s);
+    session_unref(s); /* refs is 1: frees it */
     throw_mount_error(env, "EINVAL", "libfuse refused the mount options");
     return NULL;
   }
   if (fuse_session_mount(s->se, mnt) != 0) {
     log_to_stderr = 1;
     fuse_session_destroy(s->se);
-    free(s);
+    session_unref(s); /* refs is 1: frees it */
     throw_mount_error(env, "EMOUNT", "mounting failed");
     return NULL;
   }
@@ -1080,7 +1163,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   if (fuse_session_custom_io(s->se, &io, fd) != 0) {
     fuse_session_unmount(s->se);
     fuse_session_destroy(s->se);
-    free(s);
+    session_unref(s); /* refs is 1: frees it */
     throw_mount_error(env, "EMOUNT", "libfuse refused the session's I/O functions");
     return NULL;
   }
@@ -1128,6 +1211,10 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
   struct table *t = table_of(env);
   for (uint32_t i = 0; i < t->len; i++)
     if (t->slots[i].s == s) t->slots[i].s = NULL;
+  /* Pool-thread replies write to the session's fd, which unmounting closes. */
+  pthread_mutex_lock(&s->lock);
+  while (s->jobs > 0) pthread_cond_wait(&s->idle, &s->lock);
+  pthread_mutex_unlock(&s->lock);
   fuse_session_unmount(s->se);
   fuse_session_destroy(s->se);
   free(s->buf.mem);
@@ -1161,7 +1248,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"mount", js_mount}, {"pause", js_pause}, {"unmount", js_unmount}, {"fd", js_fd},
     {"replyErr", js_reply_err}, {"replyNone", js_reply_none}, {"replyEntry", js_reply_entry},
     {"replyCreate", js_reply_create}, {"replyAttr", js_reply_attr}, {"replyOpen", js_reply_open},
-    {"replyBuf", js_reply_buf}, {"replyFd", js_reply_fd}, {"replyReadlink", js_reply_readlink}, {"replyWrite", js_reply_write},
+    {"replyBuf", js_reply_buf}, {"replyFdAsync", js_reply_fd_async}, {"replyReadlink", js_reply_readlink}, {"replyWrite", js_reply_write},
     {"replyXattr", js_reply_xattr}, {"replyLseek", js_reply_lseek}, {"replyStatfs", js_reply_statfs},
     {"replyDirplus", js_reply_dirplus}, {"notifyInvalEntry", js_notify_inval_entry},
     {"notifyInvalInode", js_notify_inval_inode},

@@ -43,8 +43,8 @@ interface Addon {
   replyAttr(r: Handle, st: Float64Array): number;
   replyOpen(r: Handle, fh: number, flags: number): number;
   replyBuf(r: Handle, b: Buffer): number;
-  /** False (the request untouched) when the range's pages are not cached; see fuse.c js_reply_fd. */
-  replyFd(r: Handle, fd: number, position: number, length: number): boolean;
+  /** Settles once a pool thread has written the reply; see fuse.c js_reply_fd_async. */
+  replyFdAsync(r: Handle, fd: number, position: number, length: number): Promise<void>;
   replyReadlink(r: Handle, b: Buffer): number;
   replyWrite(r: Handle, n: number): number;
   replyXattr(r: Handle, n: number): number;
@@ -246,15 +246,13 @@ export class FuseRequest implements Caller {
     native().replyBuf(this.take(), data);
   }
   /**
-   * Answers with `length` bytes at `position` of host file `fd`, spliced by
-   * the kernel with no copy through this process, when they are in the page
-   * cache; false, the request still open, when they are not.
+   * Answers with `length` bytes at `position` of host file `fd`, read and
+   * written by a pool thread (spliced when libfuse can), whether cached or
+   * not; settles once the reply is written. `fd` may close meanwhile (the
+   * job reads a duplicate).
    */
-  spliceFrom(fd: number, position: number, length: number): boolean {
-    if (this.handle === null) throw new Error(`FUSE ${this.op} request answered twice`);
-    if (!native().replyFd(this.handle, fd, position, length)) return false;
-    this.handle = null;
-    return true;
+  fromFd(fd: number, position: number, length: number): Promise<void> {
+    return native().replyFdAsync(this.take(), fd, position, length);
   }
   readlink(target: Buffer): void {
     native().replyReadlink(this.take(), target);

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import {
@@ -19,6 +19,7 @@ import {
   treeManifest,
 } from '../tools/helpers.js';
 import { skipBecause } from '../tools/skip.js';
+import { pidFile } from '../../src/commands/mount.js';
 import { cleanup, fuseAvailable, isMounted, logTail, mount, umount } from './helpers.js';
 
 const why = fuseAvailable();
@@ -118,6 +119,50 @@ describe('sifuse mount, read-only', () => {
       const u = await umount(mnt);
       expect(u.exitCode).toBe(0);
     }
+  }, 120_000);
+
+  it('a connection aborted while pool threads answer stored-block READs ends the daemon cleanly', async (ctx) => {
+    if (why) skipBecause(ctx, why);
+    const conns = '/sys/fs/fuse/connections';
+    if (process.getuid?.() !== 0) skipBecause(ctx, 'aborting a FUSE connection (fusectl) needs root');
+    if (!existsSync(conns)) await execa('mount', ['-t', 'fusectl', 'none', conns], { reject: false });
+    if (!readFileSync('/proc/self/mounts', 'utf8').includes(` ${conns} fusectl`))
+      skipBecause(ctx, 'fusectl is not mounted at /sys/fs/fuse/connections');
+    const src = join(dir, 'abort');
+    mkdirSync(src);
+    writeFileSync(join(src, 'big'), randomBytes(16 << 20));
+    await mksquashfs(src, join(dir, 'abort.sqfs'));
+    const mnt = join(dir, 'mnt-abort');
+    const log = join(dir, 'abort.log');
+    mkdirSync(mnt);
+    await mount([join(dir, 'abort.sqfs'), mnt], log);
+    const pid = Number(readFileSync(pidFile(mnt), 'utf8'));
+    // O_DIRECT: every 4 KiB read is its own READ, answered from the image by
+    // a pool thread. Each reader reads the file over and over until a read
+    // fails (the abort), so the abort comes while READs are in flight.
+    const file = join(mnt, 'big');
+    const readers = [0, 1, 2, 3].map(() =>
+      execa('sh', ['-c', `while dd if='${file}' of=/dev/null bs=4k iflag=direct status=none; do :; done`], {
+        reject: false,
+        timeout: 60_000,
+      }),
+    );
+    await new Promise((r) => setTimeout(r, 500));
+    const dev = statSync(mnt).dev;
+    writeFileSync(join(conns, String((dev & 0xff) | ((dev >> 12) & 0xfff00)), 'abort'), '1');
+    for (const r of await Promise.all(readers)) expect(r.timedOut, 'a reader still ran after the abort').toBe(false);
+    await execa('fusermount3', ['-uz', mnt], { reject: false });
+    let gone = false;
+    for (let i = 0; i < 600 && !gone; i++) {
+      try {
+        process.kill(pid, 0);
+        await new Promise((r) => setTimeout(r, 50));
+      } catch {
+        gone = true;
+      }
+    }
+    expect(gone, `daemon ${pid} still running after the abort`).toBe(true);
+    expect(readFileSync(log, 'utf8'), 'the daemon logged').toBe('');
   }, 120_000);
 
   it('refuses a non-image and an unknown fuse-overlayfs option with one line', async (ctx) => {
