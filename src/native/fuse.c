@@ -673,7 +673,6 @@ static struct session *get_session(napi_env env, napi_value v) {
   return p;
 }
 
-/* The reply half of a request handle; throws if already answered. */
 /* The live slot of handle `v`, or NULL with an exception pending. */
 static struct slot *live_slot(napi_env env, struct table *t, napi_value v) {
   double handle;
@@ -785,7 +784,6 @@ static napi_value js_reply_none(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-
 static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
   REPLY_PROLOGUE(2);
   size_t n;
@@ -883,34 +881,35 @@ static void fd_job_run(napi_env env, void *data) {
   pthread_mutex_unlock(&j->s->lock);
 }
 
-static void fd_job_done(napi_env env, napi_status status, void *data) {
-  (void)status;
-  struct fd_job *j = data;
+/* Settles replyFdAsync's promise and frees the job (its work and session reference, if it got them). */
+static void fd_job_settle(napi_env env, struct fd_job *j) {
   napi_value undef;
   napi_get_undefined(env, &undef);
   napi_resolve_deferred(env, j->done, undef);
-  napi_delete_async_work(env, j->work);
-  session_unref(j->s);
+  if (j->work) napi_delete_async_work(env, j->work);
+  if (j->s) session_unref(j->s);
   free(j);
+}
+
+static void fd_job_done(napi_env env, napi_status status, void *data) {
+  (void)status;
+  fd_job_settle(env, data);
 }
 
 static napi_value js_reply_fd_async(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  double handle = -1, fd = -1, pos = -1, len = 0;
-  if (argc != 4 || napi_get_value_double(env, argv[0], &handle) != napi_ok ||
-      napi_get_value_double(env, argv[1], &fd) != napi_ok || napi_get_value_double(env, argv[2], &pos) != napi_ok ||
-      napi_get_value_double(env, argv[3], &len) != napi_ok || !(fd >= 0 && fd <= INT32_MAX && fd == (int)fd) ||
-      !(pos >= 0 && pos <= 9007199254740991.0 && pos == (double)(int64_t)pos) ||
+  double fd = -1, pos = -1, len = 0;
+  if (argc != 4 || napi_get_value_double(env, argv[1], &fd) != napi_ok ||
+      napi_get_value_double(env, argv[2], &pos) != napi_ok || napi_get_value_double(env, argv[3], &len) != napi_ok ||
+      !(fd >= 0 && fd <= INT32_MAX && fd == (int)fd) || !(pos >= 0 && pos <= 9007199254740991.0 && pos == (double)(int64_t)pos) ||
       !(len >= 1 && len <= (1 << 24) && len == (double)(int64_t)len)) {
     napi_throw_type_error(env, NULL, "replyFdAsync needs (request, fd, position, length of 1 byte to 16 MiB)");
     return NULL;
   }
-  if (!slot_of(table_of(env), handle)) {
-    napi_throw_error(env, NULL, "FUSE request answered twice");
-    return NULL;
-  }
+  /* Answered twice throws here, before anything is made (take_req below cannot fail then). */
+  if (!live_slot(env, table_of(env), argv[0])) return NULL;
   napi_value promise, name;
   struct fd_job *j = calloc(1, sizeof *j);
   if (!j) {
@@ -925,14 +924,10 @@ static napi_value js_reply_fd_async(napi_env env, napi_callback_info info) {
   int dropped;
   struct session *s = NULL;
   fuse_req_t req = take_req(env, argv[0], &dropped, &s);
-  if (!req) {
-    napi_value undef;
-    napi_get_undefined(env, &undef);
-    napi_resolve_deferred(env, j->done, undef);
-    free(j);
+  if (!req) { /* the session is unmounted: nothing to answer */
+    fd_job_settle(env, j);
     return promise;
   }
-  j->s = s;
   j->req = req;
   j->pos = (off_t)pos;
   j->len = (size_t)len;
@@ -942,12 +937,11 @@ static napi_value js_reply_fd_async(napi_env env, napi_callback_info info) {
     int err = j->fd < 0 ? errno : EIO;
     if (j->fd >= 0) close(j->fd);
     fuse_reply_err(req, err);
-    napi_value undef;
-    napi_get_undefined(env, &undef);
-    napi_resolve_deferred(env, j->done, undef);
-    free(j);
+    j->work = NULL;
+    fd_job_settle(env, j);
     return promise;
   }
+  j->s = s;
   s->refs++;
   pthread_mutex_lock(&s->lock);
   s->jobs++;
