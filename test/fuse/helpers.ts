@@ -35,6 +35,19 @@ export async function umount(mnt: string): Promise<SifuseResult> {
   return r;
 }
 
+/** Resolves once process `pid` is gone; throws after 30 s. */
+export async function waitGone(pid: number): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`daemon ${pid} did not exit`);
+}
+
 export function logTail(log: string): string {
   return existsSync(log) ? readFileSync(log, 'utf8').split('\n').slice(-20).join('\n') : '';
 }

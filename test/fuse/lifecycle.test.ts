@@ -13,7 +13,7 @@ import { execa } from 'execa';
 import { hasTool, isRoot, makeTempDir, removeTempDir, runSifuse } from '../tools/helpers.js';
 import { pidFile } from '../../src/commands/mount.js';
 import { skipBecause } from '../tools/skip.js';
-import { cleanup, fuseAvailable, isMounted, logTail, mount, sh, umount } from './helpers.js';
+import { cleanup, fuseAvailable, isMounted, logTail, mount, sh, umount, waitGone } from './helpers.js';
 
 let why = fuseAvailable();
 let dir: string;
@@ -23,18 +23,6 @@ async function newImage(name: string, owner = '0:0'): Promise<string> {
   await execa('truncate', ['-s', '64M', image]);
   await execa('mkfs.ext3', ['-q', '-F', '-b', '4096', '-E', `root_owner=${owner}`, image]);
   return image;
-}
-
-async function waitGone(pid: number): Promise<void> {
-  for (let i = 0; i < 600; i++) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`daemon ${pid} did not exit`);
 }
 
 async function fsckClean(image: string): Promise<void> {

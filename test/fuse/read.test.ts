@@ -20,7 +20,7 @@ import {
 } from '../tools/helpers.js';
 import { skipBecause } from '../tools/skip.js';
 import { pidFile } from '../../src/commands/mount.js';
-import { cleanup, fuseAvailable, isMounted, logTail, mount, umount } from './helpers.js';
+import { cleanup, fuseAvailable, isMounted, logTail, mount, umount, waitGone } from './helpers.js';
 
 const why = fuseAvailable();
 let dir: string;
@@ -152,16 +152,7 @@ describe('sifuse mount, read-only', () => {
     writeFileSync(join(conns, String((dev & 0xff) | ((dev >> 12) & 0xfff00)), 'abort'), '1');
     for (const r of await Promise.all(readers)) expect(r.timedOut, 'a reader still ran after the abort').toBe(false);
     await execa('fusermount3', ['-uz', mnt], { reject: false });
-    let gone = false;
-    for (let i = 0; i < 600 && !gone; i++) {
-      try {
-        process.kill(pid, 0);
-        await new Promise((r) => setTimeout(r, 50));
-      } catch {
-        gone = true;
-      }
-    }
-    expect(gone, `daemon ${pid} still running after the abort`).toBe(true);
+    await waitGone(pid);
     expect(readFileSync(log, 'utf8'), 'the daemon logged').toBe('');
   }, 120_000);
 
