@@ -17,7 +17,7 @@ import { openExt3 } from '../../src/ext3/index.js';
 import { S_IFREG } from '../../src/engine.js';
 import { b, mkfs } from './core-helpers.js';
 import { recoveredFiles } from './crash-helpers.js';
-import { CrashStore, prng, tempDir } from './journal-helpers.js';
+import { GateStore, prng, tempDir } from './journal-helpers.js';
 
 let dir: string;
 let base: Buffer;
@@ -34,59 +34,6 @@ afterAll(() => {
 });
 
 const FILE = { mode: S_IFREG | 0o644, uid: 0, gid: 0 };
-
-/** Holds the n-th sync from arming (a slow disk), or the writes issued after the n-th sync. */
-class GateStore extends CrashStore {
-  private holdSyncAt = -1;
-  private holdWritesAfter = -1;
-  private gate: Promise<void> = Promise.resolve();
-  private open: () => void = () => undefined;
-  private reached: () => void = () => undefined;
-  /** Resolves once something is held. */
-  held: Promise<void> = Promise.resolve();
-
-  private arm(): void {
-    this.gate = new Promise((r) => (this.open = r));
-    this.held = new Promise((r) => (this.reached = r));
-  }
-
-  holdSync(n: number): void {
-    this.arm();
-    this.holdSyncAt = this.syncs + n;
-  }
-
-  holdWritesAfterSyncs(n: number): void {
-    this.arm();
-    this.holdWritesAfter = this.syncs + n;
-  }
-
-  release(): void {
-    this.holdSyncAt = -1;
-    this.holdWritesAfter = -1;
-    this.open();
-  }
-
-  override async write(position: number, data: Uint8Array): Promise<void> {
-    if (this.holdWritesAfter >= 0 && this.syncs >= this.holdWritesAfter) {
-      // The first such write lands, the rest wait: the cut falls inside the run.
-      this.holdWritesAfter = -1;
-      await super.write(position, data);
-      this.reached();
-      await this.gate;
-      return;
-    }
-    await super.write(position, data);
-  }
-
-  override async sync(): Promise<void> {
-    if (this.holdSyncAt >= 0 && this.syncs + 1 === this.holdSyncAt) {
-      this.holdSyncAt = -1;
-      this.reached();
-      await this.gate;
-    }
-    await super.sync();
-  }
-}
 
 type State = Map<string, Buffer>;
 
@@ -137,7 +84,7 @@ describe('power cuts inside an overlapping background commit', () => {
 
       // The transaction the held commit carries: "old" unlinked, "keep" grown.
       if (where === 'commit block unsynced') store.holdSync(2);
-      else store.holdWritesAfterSyncs(2);
+      else store.holdWrites(2, true);
       await e.unlink(e.rootId, b('old'));
       const more = Buffer.alloc(70 * 1024, 'K');
       await e.write(k, keep0.length, more);

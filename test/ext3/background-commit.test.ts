@@ -17,7 +17,7 @@ import { openExt3 } from '../../src/ext3/index.js';
 import { S_IFREG } from '../../src/engine.js';
 import { b, mkfs } from './core-helpers.js';
 import { recoveredFiles } from './crash-helpers.js';
-import { CrashStore, tempDir } from './journal-helpers.js';
+import { GateStore, tempDir } from './journal-helpers.js';
 
 let dir: string;
 /** 16 MiB, 1 KiB blocks, ext3 with a 1 MiB journal. */
@@ -36,56 +36,9 @@ afterAll(() => {
 
 const FILE = { mode: S_IFREG | 0o644, uid: 0, gid: 0 };
 
-/** A CrashStore whose next sync, once armed, waits until release() (a slow disk). */
-class HeldStore extends CrashStore {
-  private armed = false;
-  private gate: Promise<void> | null = null;
-  private open: (() => void) | null = null;
-  private heldNow: (() => void) | null = null;
-  /** Resolves when an armed sync has started waiting. */
-  held: Promise<void> = Promise.resolve();
-
-  arm(): void {
-    this.armed = true;
-    this.gate = new Promise((r) => (this.open = r));
-    this.held = new Promise((r) => (this.heldNow = r));
-  }
-
-  release(): void {
-    this.open?.();
-  }
-
-  private writeGate: Promise<void> | null = null;
-  private openWrites: (() => void) | null = null;
-
-  /** From now on writes wait until releaseWrites() (a slow disk under a background data flush). */
-  holdWrites(): void {
-    this.writeGate = new Promise((r) => (this.openWrites = r));
-  }
-
-  releaseWrites(): void {
-    this.writeGate = null;
-    this.openWrites?.();
-  }
-
-  override async write(position: number, data: Uint8Array): Promise<void> {
-    if (this.writeGate) await this.writeGate;
-    await super.write(position, data);
-  }
-
-  override async sync(): Promise<void> {
-    if (this.armed) {
-      this.armed = false;
-      this.heldNow?.();
-      await this.gate;
-    }
-    await super.sync();
-  }
-}
-
 describe('background journal commit', () => {
   it('operations arriving while a commit waits on the disk complete, and a power cut then recovers the state before it', async () => {
-    const store = new HeldStore(base, '<held-store>');
+    const store = new GateStore(base, '<held-store>');
     const e = await openExt3(store, { writable: true, commitIntervalMs: 5 });
     const old = Buffer.alloc(200 * 1024, 'F');
     const f = await e.mknod(e.rootId, b('old'), FILE);
@@ -93,7 +46,7 @@ describe('background journal commit', () => {
     await e.sync();
 
     // The next commit (the timer's, 5 ms after the unlink) is held at its first fdatasync.
-    store.arm();
+    store.holdSync();
     await e.unlink(e.rootId, b('old'));
     await store.held;
 
@@ -134,12 +87,12 @@ describe('background journal commit', () => {
   }, 30_000);
 
   it('a commit failing in the background fails the next sync with EIO and leaves a recoverable image', async () => {
-    const store = new HeldStore(base, '<held-fail-store>');
+    const store = new GateStore(base, '<held-fail-store>');
     const e = await openExt3(store, { writable: true, commitIntervalMs: 5 });
     const f = await e.mknod(e.rootId, b('kept'), FILE);
     await e.write(f, 0, b('kept\n'));
     await e.sync();
-    store.arm();
+    store.holdSync();
     const g = await e.mknod(e.rootId, b('lost'), FILE);
     await store.held;
     await e.write(g, 0, b('lost\n'));
@@ -161,7 +114,7 @@ describe('background journal commit', () => {
   }, 30_000);
 
   it('a write past the pending-data cap returns while its data is still being written, and later writes into those blocks are kept', async () => {
-    const store = new HeldStore(base, '<held-writes-store>');
+    const store = new GateStore(base, '<held-writes-store>');
     const e = await openExt3(store, { writable: true });
     const f = await e.mknod(e.rootId, b('big'), FILE);
     await e.sync();
@@ -176,7 +129,7 @@ describe('background journal commit', () => {
       want.write('BBBB', at, 'latin1');
     }
     expect((await e.read(f, 0, want.length)).equals(want)).toBe(true);
-    store.releaseWrites();
+    store.release();
     await e.sync();
     const r = await recoveredFiles(dir, store.crashImage('none'));
     expect(r.fsck, r.out).toBe(0);

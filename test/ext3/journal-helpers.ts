@@ -104,6 +104,71 @@ export class CrashStore implements ByteStore {
   }
 }
 
+/**
+ * A CrashStore whose disk can be held (a slow disk) until release():
+ * holdSync(n) holds the n-th sync from now; holdWrites(afterSyncs) holds
+ * every write issued once `afterSyncs` more syncs have completed, or, with
+ * `landFirst`, lets the first of them land and holds only it (the engine
+ * issues those writes one after another, so a cut falls inside the run).
+ * `held` resolves once something waits.
+ */
+export class GateStore extends CrashStore {
+  private holdSyncAt = -1;
+  private holdWritesFrom = -1;
+  private landFirst = false;
+  private gate: Promise<void> = Promise.resolve();
+  private open: () => void = () => undefined;
+  private reached: () => void = () => undefined;
+  held: Promise<void> = Promise.resolve();
+
+  private arm(): void {
+    this.gate = new Promise((r) => (this.open = r));
+    this.held = new Promise((r) => (this.reached = r));
+  }
+
+  holdSync(n = 1): void {
+    this.arm();
+    this.holdSyncAt = this.syncs + n;
+  }
+
+  holdWrites(afterSyncs = 0, landFirst = false): void {
+    this.arm();
+    this.holdWritesFrom = this.syncs + afterSyncs;
+    this.landFirst = landFirst;
+  }
+
+  release(): void {
+    this.holdSyncAt = -1;
+    this.holdWritesFrom = -1;
+    this.open();
+  }
+
+  override async write(position: number, data: Uint8Array): Promise<void> {
+    if (this.holdWritesFrom >= 0 && this.syncs >= this.holdWritesFrom) {
+      const gate = this.gate;
+      if (this.landFirst) {
+        this.holdWritesFrom = -1;
+        await super.write(position, data);
+        this.reached();
+        await gate;
+        return;
+      }
+      this.reached();
+      await gate;
+    }
+    await super.write(position, data);
+  }
+
+  override async sync(): Promise<void> {
+    if (this.holdSyncAt >= 0 && this.syncs + 1 === this.holdSyncAt) {
+      this.holdSyncAt = -1;
+      this.reached();
+      await this.gate;
+    }
+    await super.sync();
+  }
+}
+
 /** A small deterministic PRNG (mulberry32) so failures reproduce. */
 export function prng(seed: number): () => number {
   let a = seed >>> 0;
