@@ -69,7 +69,6 @@ struct job {
   enum outcome outcome;
   int err;
   size_t produced;
-  char msg[96];
 };
 
 static __thread struct libdeflate_decompressor *thread_z;
@@ -111,7 +110,6 @@ static void inflate_into(struct job *j, uint8_t *in, size_t in_len) {
       break;
     default:
       j->outcome = Z_BAD;
-      snprintf(j->msg, sizeof j->msg, "%s", "invalid zlib stream (corrupt, truncated or bad checksum)");
       break;
   }
 }
@@ -179,7 +177,7 @@ static void complete(napi_env env, napi_status status, void *data) {
         result = error_value(env, "EOF", "the file ends inside the block", 0);
         break;
       case Z_BAD:
-        result = error_value(env, "EZDATA", j->msg, 0);
+        result = error_value(env, "EZDATA", "invalid zlib stream (corrupt, truncated or bad checksum)", 0);
         break;
       case Z_TOO_BIG:
         result = error_value(env, "ETOOBIG", "the block expands past its buffer", 0);
