@@ -69,7 +69,7 @@ export class BlockMap {
     inodeNumber: number,
   ) {
     const n = sizes.length;
-    this.checkpoints = new Float64Array((n >> BlockMap.SHIFT) + 1);
+    this.checkpoints = new Float64Array(BlockMap.bytesFor(n) / Float64Array.BYTES_PER_ELEMENT);
     let pos = start;
     for (let i = 0; i < n; i++) {
       if ((i & ((1 << BlockMap.SHIFT) - 1)) === 0) this.checkpoints[i >> BlockMap.SHIFT] = pos;
@@ -90,8 +90,9 @@ export class BlockMap {
     return pos;
   }
 
-  get byteLength(): number {
-    return this.checkpoints.byteLength;
+  /** The bytes the map of a file of `blocks` blocks holds (its checkpoints), before it is made. */
+  static bytesFor(blocks: number): number {
+    return ((blocks >> BlockMap.SHIFT) + 1) * Float64Array.BYTES_PER_ELEMENT;
   }
 }
 

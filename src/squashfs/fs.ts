@@ -17,7 +17,7 @@ import { decompressorFor, type Decompressor } from './compress/index.js';
 import { decodeCompressorOptions, type CompressorOptions } from './compress/options.js';
 import { lookupInListing, readListing, type DirLimits } from './dir.js';
 import { ExportTable } from './export-table.js';
-import { FileReader, mapBlocks, type BlockMap } from './file.js';
+import { BlockMap, FileReader, mapBlocks } from './file.js';
 import { FragmentTable } from './fragment-table.js';
 import { IdTable } from './id-table.js';
 import { inodeCost, readInode, SQUASHFS_INVALID_XATTR, type Inode, type InodeLimits } from './inode.js';
@@ -261,8 +261,8 @@ export class SquashfsFs implements ReadableFs {
   }
 
   private cacheEntry(inode: Inode): CachedInode {
-    // The cost counts the block map the first read adds (BlockMap: one f64 per 16 blocks).
-    const mapBytes = inode.kind === 'f' ? ((inode.blockSizes.length >> 4) + 1) * 8 : 0;
+    // The cost counts the block map the first read adds.
+    const mapBytes = inode.kind === 'f' ? BlockMap.bytesFor(inode.blockSizes.length) : 0;
     return new CachedInode(inode, inodeCost(inode) + mapBytes, this.superblock.inodeTableStart);
   }
 
