@@ -201,11 +201,8 @@ export class Allocator {
       const gd = groups[g]!;
       if (gd.bg_free_blocks_count === 0) continue;
       const base = this.groupFirstBlock(g);
-      const skip = sealed
-        ? (bit: number) => freed.has(base + bit) || sealed.has(base + bit)
-        : freed.size
-          ? (bit: number) => freed.has(base + bit)
-          : undefined;
+      const skip =
+        freed.size > 0 || sealed ? (bit: number) => freed.has(base + bit) || (sealed?.has(base + bit) ?? false) : undefined;
       const bm = await this.ctx.readMeta(gd.bg_block_bitmap);
       const n = this.blocksInGroup(g);
       const hint = this.blockHint[g]!;
