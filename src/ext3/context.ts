@@ -14,6 +14,7 @@
  *   orphans.ts       the orphan list, freeing inodes and their blocks
  *   xattr-store.ts   in-inode and block xattr storage, ACL rewriting
  */
+import { isFileProblem } from '../errors.js';
 import type { ByteStore } from '../io/byte-source.js';
 import { Allocator } from './alloc.js';
 import { BlockCache } from './block-cache.js';
@@ -146,6 +147,12 @@ export class Ext3Context {
 
   addBlocks(inode: { i_blocks: number }, n: number): void {
     inode.i_blocks = Math.max(0, inode.i_blocks + n * this.sectorsPerBlock);
+  }
+
+  /** `err`, naming this image when it is a CorruptError, UnsupportedError, UsageError or InternalError naming none. */
+  named(err: unknown): unknown {
+    if (isFileProblem(err) && err.file === undefined) err.file = this.name;
+    return err;
   }
 
   stamp(

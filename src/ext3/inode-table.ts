@@ -124,9 +124,18 @@ export class InodeTable {
   async live(id: InodeId): Promise<Inode> {
     if (!Number.isSafeInteger(id) || id < 1 || id > this.c.sb.s_inodes_count) throw withErrno('ENOENT', `inode ${id}`);
     const inode = await this.iget(id);
-    if (inode.i_mode === 0 || (inode.i_links_count === 0 && !this.c.refs.has(id))) {
-      throw withErrno('ENOENT', `inode ${id}`);
-    }
+    if (!this.isLive(id, inode)) throw withErrno('ENOENT', `inode ${id}`);
     return inode;
+  }
+
+  /** What live(id) resolves to when the inode is decoded in memory already; undefined otherwise (and where live throws). */
+  liveNow(id: InodeId): Inode | undefined {
+    if (!Number.isSafeInteger(id) || id < 1 || id > this.c.sb.s_inodes_count) return undefined;
+    const inode = this.inodes.get(id);
+    return inode !== undefined && this.isLive(id, inode) ? inode : undefined;
+  }
+
+  private isLive(id: InodeId, inode: Inode): boolean {
+    return inode.i_mode !== 0 && (inode.i_links_count !== 0 || this.c.refs.has(id));
   }
 }

@@ -81,16 +81,21 @@ export class Transaction {
     if (this.closed) return Promise.reject(withErrno('EIO', `${this.c.name} is closed`));
     if (this.failed !== null) return Promise.reject(this.failedError());
     const result = this.queue.then(async () => {
-      if (this.failed !== null) throw this.failedError();
       try {
-        return await fn();
+        if (this.failed !== null) throw this.failedError();
+        try {
+          return await fn();
+        } catch (err) {
+          // Bad bytes found (or an engine bug) half way through a change: what it already did
+          // must never be committed, or the change would not be atomic. Abort, as jbd2 does.
+          if (err instanceof CorruptError || err instanceof InternalError) this.latch(err);
+          throw err;
+        } finally {
+          if (this.failed === null) await this.afterMutation();
+        }
       } catch (err) {
-        // Bad bytes found (or an engine bug) half way through a change: what it already did
-        // must never be committed, or the change would not be atomic. Abort, as jbd2 does.
-        if (err instanceof CorruptError || err instanceof InternalError) this.latch(err);
-        throw err;
-      } finally {
-        if (this.failed === null) await this.afterMutation();
+        // Every failure names the image here (Ext3Fs names its own errors: NAMES_OWN_ERRORS).
+        throw this.c.named(err);
       }
     });
     this.queue = result.catch(() => undefined);
