@@ -119,6 +119,13 @@ export class Ext3Context {
       readMeta: (b) => this.cache.read(b),
       writeMeta: (b) => this.cache.write(b),
       groupChanged: (g) => this.tx.groupChanged(g),
+      hasMeta: (b) => this.cache.has(b),
+      warmGroup: (g, ino) => {
+        // Warming only: a failed read here is the later (awaited) read's to report.
+        const bb = this.groups[g]!.bg_block_bitmap;
+        if (!this.cache.has(bb)) this.cache.read(bb).catch(() => undefined);
+        this.itable.warm(ino);
+      },
     });
     this.io = {
       blockSize: this.blockSize,

@@ -80,6 +80,12 @@ export class InodeTable {
     return inode;
   }
 
+  /** Starts reading the inode-table blocks around `ino` (not awaited; iget/iput read them anyway). */
+  warm(ino: number): void {
+    if (!Number.isSafeInteger(ino) || ino < 1 || ino > this.c.sb.s_inodes_count) return;
+    this.prefetch(ino, this.location(ino).block).catch(() => undefined);
+  }
+
   private async prefetch(ino: number, block: number): Promise<void> {
     if (this.c.cache.has(block)) return;
     const tableEnd = this.c.groups[inodeGroup(this.c.sb, ino)]!.bg_inode_table + this.tableBlocks;
