@@ -347,6 +347,11 @@ export class Ext3Fs implements WritableFs {
   ref(id: InodeId, count = 1): Promise<void> {
     if (!Number.isSafeInteger(count) || count < 0) return Promise.reject(withErrno('EINVAL', `ref count ${count}`));
     if (count === 0) return Promise.resolve();
+    // An inode in memory and nothing queued before this ref: taken now, as the queued take would.
+    if (this.writable && this.c.tx.queueEmpty && this.c.itable.liveNow(id) !== undefined) {
+      this.c.refs.set(id, (this.c.refs.get(id) ?? 0) + count);
+      return Promise.resolve();
+    }
     const take = async (): Promise<void> => {
       try {
         await this.c.itable.live(id);
