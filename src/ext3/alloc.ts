@@ -216,7 +216,13 @@ export class Allocator {
       const hint = this.blockHint[g]!;
       const start = k === 0 ? goal - base : 0;
       let bit = findZeroBit(bm, Math.max(start, hint), n, skip);
-      if (bit < 0 && start > hint) bit = findZeroBit(bm, hint, start, skip);
+      // Every bit from the hint up to the one found is set when the search that found it
+      // began at the hint and passed over no free bit (no skip).
+      let fromHint = start <= hint;
+      if (bit < 0 && start > hint) {
+        bit = findZeroBit(bm, hint, start, skip);
+        fromHint = true;
+      }
       if (bit < 0) continue;
       const w = await this.ctx.writeMeta(gd.bg_block_bitmap);
       let count = 0;
@@ -231,7 +237,9 @@ export class Allocator {
         (w[(bit + count) >>> 3]! & (1 << ((bit + count) & 7))) === 0 &&
         !(skip && skip(bit + count))
       );
-      if (bit === hint) this.blockHint[g] = nextZeroFrom(w, hint, n);
+      // Past the run when nothing free lies before it: a file's first block (goal: the group's
+      // start) then never rescans the blocks its neighbours took after their goals.
+      if (bit === hint || (fromHint && !skip)) this.blockHint[g] = nextZeroFrom(w, bit + count, n);
       gd.bg_free_blocks_count -= count;
       sb.s_free_blocks_count -= count;
       const io = this.ctx.groupChanged(g);
