@@ -20,6 +20,7 @@ const MODULES = {
   'ext3-smallfiles': 'ext3-smallfiles.mjs',
   'ext3-ops': 'ext3-ops.mjs',
   'fuse-read': 'fuse-read.mjs',
+  'fuse-floor': 'fuse-floor.mjs',
 };
 
 const args = process.argv.slice(2);

@@ -16,6 +16,7 @@ import { spawn, execFile } from 'node:child_process';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { isFileProblem, FsError, UsageError } from '../errors.js';
 import { clearDeadMount, serve } from '../fuse/serve.js';
+import { sys } from '../native/sys.js';
 import { runtimeDir } from '../runtime/runtime-dir.js';
 import { openStack, parseOverlayfsOptions, type StackRequest } from '../fuse/stack.js';
 
@@ -30,12 +31,21 @@ interface MountFlags {
   o: string[];
   log?: string;
   readyFd?: string;
+  closeFds?: string;
 }
 
 const DEFAULT_TMPFS_MIB = 64;
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    fs.closeSync(fd);
+  } catch {
+    // Not open (any more): nothing to release.
+  }
 }
 
 function oneLine(err: unknown): string {
@@ -108,6 +118,10 @@ async function foreground(positional: string[], flags: MountFlags): Promise<void
       }
     }
   };
+  // Descriptors bin/sifuse inherited above 9 (it cannot close those itself): not the daemon's to hold.
+  for (const fd of flags.closeFds ? flags.closeFds.split(',').map(Number) : []) {
+    if (fd > 2 && fd !== readyFd) closeQuietly(fd);
+  }
   let pidPath: string | null = null;
   try {
     const { req, mountpoint } = stackRequest(positional, flags);
@@ -142,8 +156,15 @@ async function foreground(positional: string[], flags: MountFlags): Promise<void
   }
 }
 
-/** Starts the daemon detached and waits for its first line on fd 3. */
+/**
+ * Starts the daemon detached and waits for its first line on fd 3. The
+ * daemon gets only its stdio and that pipe: descriptors this command
+ * inherited (a shell's `exec 7>file`, make's jobserver pipe) are marked
+ * close-on-exec first, so the long-lived daemon never holds them open (a
+ * caller reading such a pipe to its end would wait for the unmount).
+ */
 function background(argv: string[], flags: MountFlags): Promise<void> {
+  sys().cloexecFrom(3);
   const log = flags.log ? fs.openSync(flags.log, 'a') : 'ignore';
   const script = process.argv[1]!;
   const child = spawn(process.execPath, [...process.execArgv, script, 'mount', '-f', '--ready-fd', '3', ...argv], {
@@ -229,8 +250,10 @@ export function registerMountCommands(program: Command): void {
     .option('-o <options>', 'mount options (fuse-overlayfs: lowerdir=,upperdir=,workdir=)', collect, [])
     .option('--log <file>', 'where the background daemon writes its messages')
     .addOption(new Option('--ready-fd <fd>').hideHelp())
+    .addOption(new Option('--close-fds <fd,...>').hideHelp())
     .action(async (paths: string[], flags: MountFlags) => {
       if (flags.readyFd !== undefined && !/^\d+$/.test(flags.readyFd)) throw new InvalidArgumentError('--ready-fd');
+      if (flags.closeFds !== undefined && !/^\d+(,\d+)*$/.test(flags.closeFds)) throw new InvalidArgumentError('--close-fds');
       if (flags.foreground) {
         await foreground(paths, flags);
         return;

@@ -813,6 +813,35 @@ static napi_value js_syncfs(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+/*
+ * cloexecFrom(lowfd): marks every descriptor from lowfd up close-on-exec
+ * (close_range CLOSE_RANGE_CLOEXEC, Linux 5.11; before, each one listed in
+ * /proc/self/fd), so a child started next inherits only what it is given.
+ */
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+static napi_value js_cloexec_from(napi_env env, napi_callback_info info) {
+  args_t a;
+  int low;
+  if (!get_args(env, info, &a, 1, "cloexecFrom") || !arg_fd(&a, 0, &low)) return NULL;
+  if (syscall(SYS_close_range, (unsigned)low, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return undefined(env);
+  if (errno != ENOSYS && errno != EINVAL) return throw_errno(env, errno, "cloexecFrom");
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL) return throw_errno(env, errno, "cloexecFrom");
+  int own = dirfd(d);
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    char *end;
+    long fd = strtol(e->d_name, &end, 10);
+    if (*end != '\0' || end == e->d_name || fd < low || fd == own) continue;
+    int flags = fcntl((int)fd, F_GETFD);
+    if (flags >= 0) fcntl((int)fd, F_SETFD, flags | FD_CLOEXEC);
+  }
+  closedir(d);
+  return undefined(env);
+}
+
 /* ---- OFD byte-range locks (fcntl F_OFD_*; length 0 = to the end of file) ---- */
 
 static bool arg_range(args_t *a, size_t i, struct flock *fl) {
@@ -927,7 +956,7 @@ static napi_value init(napi_env env, napi_value exports) {
       FN("fremovexattr", js_fremovexattr), FN("getxattrat", js_getxattrat), FN("setxattrat", js_setxattrat),
       FN("listxattrat", js_listxattrat), FN("removexattrat", js_removexattrat), FN("lseek", js_lseek),
       FN("fallocate", js_fallocate), FN("syncfs", js_syncfs), FN("ofdLock", js_ofd_lock), FN("ofdUnlock", js_ofd_unlock),
-      FN("ofdGetLock", js_ofd_getlock),
+      FN("ofdGetLock", js_ofd_getlock), FN("cloexecFrom", js_cloexec_from),
   };
   if (napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns) != napi_ok) return NULL;
   napi_value constants;

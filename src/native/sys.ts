@@ -189,6 +189,8 @@ export interface SysAddon {
   fallocate(fd: number, mode: number, offset: number, length: number): void;
   /** syncfs(2): everything on the filesystem holding `fd` is durable (a real fd: O_PATH gives EBADF). */
   syncfs(fd: number): void;
+  /** Marks every descriptor from `lowfd` up close-on-exec: a child spawned next inherits only its stdio. */
+  cloexecFrom(lowfd: number): void;
   /**
    * An OFD byte-range lock (fcntl F_OFD_SETLK; F_OFD_SETLKW when `wait`):
    * shared or exclusive over [start, start+length), length 0 = to the end.

@@ -2,12 +2,24 @@
  * How a mount ends and who may make one: `fusermount3 -u`, SIGTERM and
  * SIGINT all end the daemon after it committed (e2fsck clean, data there on
  * the next mount); a second writer of the same image is refused naming it;
- * a mount point left dead by kill -9 is taken over by the next mount; and an
+ * a mount point left dead by kill -9 is taken over by the next mount; the
+ * daemon keeps none of the descriptors its caller passed down; and an
  * unprivileged user (made with useradd) mounts, writes and unmounts through
  * fusermount3.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { hasTool, isRoot, makeTempDir, removeTempDir, runSifuse } from '../tools/helpers.js';
@@ -106,6 +118,43 @@ describe('the end of a mount', () => {
     expect((await umount(mnt)).exitCode).toBe(0);
     await fsckClean(image);
   }, 120_000);
+
+  for (const path of ['bin/sifuse', 'the Node path'] as const) {
+    it(`${path}: the daemon holds none of the descriptors the caller passed down`, async (ctx) => {
+      if (why) skipBecause(ctx, why);
+      const tag = path === 'bin/sifuse' ? 'sh' : 'node';
+      const image = await newImage(`fds-${tag}.img`);
+      const mnt = join(dir, `fds-${tag}`);
+      mkdirSync(mnt);
+      // One dash can name (7) and one it cannot, which Node leaves open too (40): neither close-on-exec.
+      const held = [join(dir, `held7-${tag}`), join(dir, `held40-${tag}`)];
+      const fds = held.map((p) => openSync(p, 'w'));
+      const stdio: (number | 'ignore' | 'pipe')[] = ['ignore', 'pipe', 'pipe'];
+      for (let fd = 3; fd <= 40; fd++) stdio.push(fd === 7 ? fds[0]! : fd === 40 ? fds[1]! : 'ignore');
+      const env = { ...process.env, SIFUSE_MOUNT_VIA_NODE: path === 'bin/sifuse' ? '' : '1' };
+      const r = spawnSync(runSifuseBin(), ['mount', '--log', join(dir, `fds-${tag}.log`), image, mnt], {
+        stdio,
+        env,
+        timeout: 60_000,
+      });
+      for (const fd of fds) closeSync(fd);
+      expect(r.status, String(r.stderr)).toBe(0);
+      try {
+        const pid = Number(readFileSync(pidFile(mnt), 'utf8'));
+        const open = readdirSync(`/proc/${pid}/fd`).map((fd) => {
+          try {
+            return readlinkSync(`/proc/${pid}/fd/${fd}`);
+          } catch {
+            return '';
+          }
+        });
+        expect(open).toContain('/dev/fuse');
+        for (const p of held) expect(open).not.toContain(p);
+      } finally {
+        expect((await umount(mnt)).exitCode).toBe(0);
+      }
+    }, 120_000);
+  }
 
   it('an unprivileged user mounts an image writable through fusermount3, writes, unmounts', async (ctx) => {
     if (why) skipBecause(ctx, why);
