@@ -33,6 +33,23 @@ describe('FileRegion', () => {
     expect(bytes.subarray(30).every((b) => b === 0xaa)).toBe(true);
   });
 
+  it('writev writes its parts back to back, inside the region only', async () => {
+    const path = join(dir, 'v.bin');
+    writeFileSync(path, Buffer.alloc(3000, 0xaa));
+    const region = await FileRegion.open(path, { offset: 100, length: 2800, writable: true });
+    // More parts than one pwritev takes (IOV_MAX 1024), of uneven sizes, one empty.
+    const parts = Array.from({ length: 1300 }, (_, i) => Buffer.alloc(i % 3, i & 0xff));
+    const joined = Buffer.concat(parts);
+    await region.writev!(5, parts);
+    expect((await region.read(5, joined.length)).equals(joined)).toBe(true);
+    await expect(region.writev!(2790, [Buffer.alloc(6), Buffer.alloc(6)])).rejects.toBeInstanceOf(CorruptError);
+    await region.close();
+    const bytes = readFileSync(path);
+    expect(bytes.subarray(105, 105 + joined.length).equals(joined)).toBe(true);
+    expect(bytes.subarray(0, 105).every((b) => b === 0xaa)).toBe(true);
+    expect(bytes.subarray(105 + joined.length).every((b) => b === 0xaa)).toBe(true);
+  });
+
   it('refuses a region past the end of the file', async () => {
     const path = join(dir, 's.bin');
     writeFileSync(path, Buffer.alloc(10));

@@ -41,6 +41,14 @@ export interface AllocContext {
    * commit. Returns a promise only when it has I/O to wait for.
    */
   groupChanged(g: number): Promise<void> | undefined;
+  /**
+   * Optional: start reading (not awaited) the metadata a new directory in
+   * group `g` will want next, its inode `ino` likely: allocInode calls it
+   * just before it reads a group's inode bitmap that is not cached.
+   */
+  warmGroup?(g: number, ino: number): void;
+  /** Whether metadata block `block` is in memory (no read needed). */
+  hasMeta?(block: number): boolean;
 }
 
 /** First zero bit in [from, to) of `bm`, skipping those `skip` rejects, or -1. */
@@ -208,7 +216,13 @@ export class Allocator {
       const hint = this.blockHint[g]!;
       const start = k === 0 ? goal - base : 0;
       let bit = findZeroBit(bm, Math.max(start, hint), n, skip);
-      if (bit < 0 && start > hint) bit = findZeroBit(bm, hint, start, skip);
+      // Every bit from the hint up to the one found is set when the search that found it
+      // began at the hint and passed over no free bit (no skip).
+      let fromHint = start <= hint;
+      if (bit < 0 && start > hint) {
+        bit = findZeroBit(bm, hint, start, skip);
+        fromHint = true;
+      }
       if (bit < 0) continue;
       const w = await this.ctx.writeMeta(gd.bg_block_bitmap);
       let count = 0;
@@ -223,7 +237,9 @@ export class Allocator {
         (w[(bit + count) >>> 3]! & (1 << ((bit + count) & 7))) === 0 &&
         !(skip && skip(bit + count))
       );
-      if (bit === hint) this.blockHint[g] = nextZeroFrom(w, hint, n);
+      // Past the run when nothing free lies before it: a file's first block (goal: the group's
+      // start) then never rescans the blocks its neighbours took after their goals.
+      if (bit === hint || (fromHint && !skip)) this.blockHint[g] = nextZeroFrom(w, bit + count, n);
       gd.bg_free_blocks_count -= count;
       sb.s_free_blocks_count -= count;
       const io = this.ctx.groupChanged(g);
@@ -313,8 +329,13 @@ export class Allocator {
       const g = k < 0 ? best : (pg + k) % this.ngroups;
       const gd = groups[g]!;
       if (gd.bg_free_inodes_count === 0) continue;
-      const bm = await this.ctx.readMeta(gd.bg_inode_bitmap);
       const from = Math.max(g === 0 ? firstIno(sb) - 1 : 0, this.inodeHint[g]!);
+      // A directory spreading to a group not visited yet: its block bitmap and inode-table
+      // block are read beside its inode bitmap (one round trip to the image, not three).
+      if (isDir && this.ctx.warmGroup && this.ctx.hasMeta && !this.ctx.hasMeta(gd.bg_inode_bitmap)) {
+        this.ctx.warmGroup(g, g * ipg + from + 1);
+      }
+      const bm = await this.ctx.readMeta(gd.bg_inode_bitmap);
       const bit = findZeroBit(bm, from, ipg);
       if (bit < 0) continue;
       const w = await this.ctx.writeMeta(gd.bg_inode_bitmap);

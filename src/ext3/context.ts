@@ -14,6 +14,7 @@
  *   orphans.ts       the orphan list, freeing inodes and their blocks
  *   xattr-store.ts   in-inode and block xattr storage, ACL rewriting
  */
+import { isFileProblem } from '../errors.js';
 import type { ByteStore } from '../io/byte-source.js';
 import { Allocator } from './alloc.js';
 import { BlockCache } from './block-cache.js';
@@ -118,6 +119,13 @@ export class Ext3Context {
       readMeta: (b) => this.cache.read(b),
       writeMeta: (b) => this.cache.write(b),
       groupChanged: (g) => this.tx.groupChanged(g),
+      hasMeta: (b) => this.cache.has(b),
+      warmGroup: (g, ino) => {
+        // Warming only: a failed read here is the later (awaited) read's to report.
+        const bb = this.groups[g]!.bg_block_bitmap;
+        if (!this.cache.has(bb)) this.cache.read(bb).catch(() => undefined);
+        this.itable.warm(ino);
+      },
     });
     this.io = {
       blockSize: this.blockSize,
@@ -146,6 +154,12 @@ export class Ext3Context {
 
   addBlocks(inode: { i_blocks: number }, n: number): void {
     inode.i_blocks = Math.max(0, inode.i_blocks + n * this.sectorsPerBlock);
+  }
+
+  /** `err`, naming this image when it is a CorruptError, UnsupportedError, UsageError or InternalError naming none. */
+  named(err: unknown): unknown {
+    if (isFileProblem(err) && err.file === undefined) err.file = this.name;
+    return err;
   }
 
   stamp(

@@ -27,6 +27,8 @@ const MAX_PENDING_DATA = 8 * 1024 * 1024;
 const PENDING_SLAB = 128 * 1024;
 /** Groups with a slab of their own at once. */
 const MAX_SLABS = 64;
+/** Blocks one flush write takes at most (4 MiB of 4 KiB blocks). */
+const FLUSH_RUN_BLOCKS = 1024;
 /** Data writes in flight at once in a flush (libuv's default thread pool size). */
 const FLUSH_WRITERS = 4;
 /** Slabs kept for reuse after a flush (bytes held: this times PENDING_SLAB). */
@@ -367,9 +369,9 @@ export class FileData {
    * Hands the pending blocks to a background flush. With `wait` (a write
    * past the cap: the back-pressure on writers) it first waits for the
    * flushes under way; without (a commit closing its transaction) the new
-   * batch queues behind them. Each run of blocks adjacent both on disk and
-   * in one slab is one write of a view (no copy: a run crossing slabs is two
-   * writes, which costs less than joining them). Up to FLUSH_WRITERS writes
+   * batch queues behind them. Each run of blocks adjacent on disk is one
+   * write of views of the slabs (no copy; a run crossing slabs is one
+   * pwritev where the store has it). Up to FLUSH_WRITERS writes
    * are in flight at once (the thread pool's size), in block order; a batch
    * starts once the one before is written, so a block in two batches (changed
    * again meanwhile, writablePending) reaches the disk in order.
@@ -390,26 +392,36 @@ export class FileData {
     const slabs = this.slabsInUse.splice(0);
     this.slabs.clear();
     const blocks = [...batch.keys()].sort((a, b) => a - b);
-    const runs: { from: number; to: number; bytes: Buffer }[] = [];
+    // Runs of blocks adjacent on disk; each part a view of one stretch adjacent in a slab too.
+    const runs: { from: number; to: number; parts: Buffer[] }[] = [];
     let i = 0;
     while (i < blocks.length) {
-      const first = batch.get(blocks[i]!)!;
-      let end = first.byteOffset + first.length;
-      let j = i + 1;
-      while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && j - i < 1024) {
-        const next = batch.get(blocks[j]!)!;
-        if (next.buffer !== first.buffer || next.byteOffset !== end) break;
-        end += next.length;
-        j++;
-      }
-      runs.push({ from: i, to: j, bytes: Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset) });
-      i = j;
+      const start = i;
+      const parts: Buffer[] = [];
+      do {
+        const first = batch.get(blocks[i]!)!;
+        let end = first.byteOffset + first.length;
+        let j = i + 1;
+        while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && j - start < FLUSH_RUN_BLOCKS) {
+          const next = batch.get(blocks[j]!)!;
+          if (next.buffer !== first.buffer || next.byteOffset !== end) break;
+          end += next.length;
+          j++;
+        }
+        parts.push(Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset));
+        i = j;
+      } while (i < blocks.length && blocks[i] === blocks[i - 1]! + 1 && i - start < FLUSH_RUN_BLOCKS);
+      runs.push({ from: start, to: i, parts });
     }
+    const store = this.c.store;
     const write = async (): Promise<void> => {
       // After a failed batch nothing more is written (the commit waiting on it fails).
       if (this.flushError !== null) return;
       await eachLimited(runs, FLUSH_WRITERS, async (r) => {
-        await this.c.store.write(blocks[r.from]! * this.c.blockSize, r.bytes);
+        const at = blocks[r.from]! * this.c.blockSize;
+        if (r.parts.length === 1) await store.write(at, r.parts[0]!);
+        else if (store.writev) await store.writev(at, r.parts);
+        else for (let k = 0, pos = at; k < r.parts.length; pos += r.parts[k]!.length, k++) await store.write(pos, r.parts[k]!);
         // Dropped only once on disk, so an unqueued reader always finds the bytes somewhere.
         for (let k = r.from; k < r.to; k++) batch.delete(blocks[k]!);
       });

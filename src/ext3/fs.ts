@@ -41,7 +41,7 @@
  * and only then (synced, in that order) clears the flag and leaves s_state
  * valid.
  */
-import { CorruptError, withErrno } from '../errors.js';
+import { CorruptError, NAMES_OWN_ERRORS, withErrno } from '../errors.js';
 import type { ByteStore } from '../io/byte-source.js';
 import type { DataRange, DirEntry, InodeId, NewNode, RenameFlags, SetAttr, Stat, StatFs, WritableFs } from '../engine.js';
 import { makedev, S_IFLNK, S_IFMT } from '../engine.js';
@@ -52,6 +52,7 @@ import { isDirMode } from './directory.js';
 import { inodeTableBlocks } from './geometry.js';
 import { decodeGroupDesc, gdtBlockCount, validateGroupDesc } from './group-desc.js';
 import { decodeDevice, EXT2_ROOT_INO } from './inode.js';
+import type { Inode } from './inode.js';
 import type { Superblock } from './superblock.js';
 import { COMPAT, EXT2_VALID_FS, groupCount, groupHasSuper, hasCompat, INCOMPAT } from './superblock.js';
 import { decodeSlowSymlink, decodeFastSymlink, isFastSymlink } from './symlink.js';
@@ -127,55 +128,77 @@ export class Ext3Fs implements WritableFs {
 
   // ---------------------------------------------------------------- ReadableFs
 
-  async getattr(id: InodeId): Promise<Stat> {
-    const inode = await this.c.itable.live(id);
-    const type = inode.i_mode & S_IFMT;
-    let rdev = 0;
-    if (type === 0o020000 || type === 0o060000) {
-      const d = decodeDevice(inode.i_block);
-      rdev = makedev(d.major, d.minor);
-    }
-    return {
-      ino: id,
-      mode: inode.i_mode,
-      nlink: inode.i_links_count,
-      uid: inode.i_uid,
-      gid: inode.i_gid,
-      size: inode.i_size,
-      blocks: inode.i_blocks,
-      atime: inode.i_atime.sec,
-      atimeNsec: inode.i_atime.nsec,
-      mtime: inode.i_mtime.sec,
-      mtimeNsec: inode.i_mtime.nsec,
-      ctime: inode.i_ctime.sec,
-      ctimeNsec: inode.i_ctime.nsec,
-      rdev,
-      generation: inode.i_generation,
-    };
+  /**
+   * Every contract method names this image on its CorruptError,
+   * UnsupportedError, UsageError and InternalError (Ext3Context.named: in
+   * Transaction.run for every queued change, in each other method's own
+   * async frame), so the nameEngineErrors boundary adds no wrapper and no
+   * derived promise to each call.
+   */
+  get [NAMES_OWN_ERRORS](): string {
+    return this.name;
   }
 
-  lookup(dir: InodeId, name: Buffer): Promise<InodeId | null> {
-    return this.c.ns.shared(() => this.c.namei.lookup(dir, name));
+  async getattr(id: InodeId): Promise<Stat> {
+    try {
+      return statOf(id, await this.c.itable.live(id));
+    } catch (err) {
+      throw this.c.named(err);
+    }
+  }
+
+  /** ReadableFs.statNow: getattr's answer when the inode is decoded in memory (no I/O), else undefined. */
+  statNow(id: InodeId): Stat | undefined {
+    const inode = this.c.itable.liveNow(id);
+    return inode === undefined ? undefined : statOf(id, inode);
+  }
+
+  async lookup(dir: InodeId, name: Buffer): Promise<InodeId | null> {
+    try {
+      return await this.c.ns.shared(() => this.c.namei.lookup(dir, name));
+    } catch (err) {
+      throw this.c.named(err);
+    }
   }
 
   /** The directory's snapshot: the same frozen array until the directory changes. */
-  readdir(dir: InodeId): Promise<readonly DirEntry[]> {
-    return this.c.ns.shared(async () => {
-      const inode = await this.c.itable.live(dir);
-      if (!isDirMode(inode.i_mode)) throw withErrno('ENOTDIR');
-      return this.c.dirs.list(dir, inode);
-    });
+  async readdir(dir: InodeId): Promise<readonly DirEntry[]> {
+    try {
+      return await this.c.ns.shared(async () => {
+        const inode = await this.c.itable.live(dir);
+        if (!isDirMode(inode.i_mode)) throw withErrno('ENOTDIR');
+        return this.c.dirs.list(dir, inode);
+      });
+    } catch (err) {
+      throw this.c.named(err);
+    }
   }
 
-  read(id: InodeId, position: number, length: number): Promise<Buffer> {
-    return this.c.data.read(id, position, length);
+  async read(id: InodeId, position: number, length: number): Promise<Buffer> {
+    try {
+      return await this.c.data.read(id, position, length);
+    } catch (err) {
+      throw this.c.named(err);
+    }
   }
 
-  dataRanges(id: InodeId): Promise<DataRange[]> {
-    return this.c.data.dataRanges(id);
+  async dataRanges(id: InodeId): Promise<DataRange[]> {
+    try {
+      return await this.c.data.dataRanges(id);
+    } catch (err) {
+      throw this.c.named(err);
+    }
   }
 
   async readlink(id: InodeId): Promise<Buffer> {
+    try {
+      return await this.readlinkOf(id);
+    } catch (err) {
+      throw this.c.named(err);
+    }
+  }
+
+  private async readlinkOf(id: InodeId): Promise<Buffer> {
     const inode = await this.c.itable.live(id);
     if ((inode.i_mode & S_IFMT) !== S_IFLNK) throw withErrno('EINVAL', 'not a symlink');
     if (isFastSymlink(inode, this.blockSize)) return Buffer.from(decodeFastSymlink(inode));
@@ -185,16 +208,32 @@ export class Ext3Fs implements WritableFs {
     return decodeSlowSymlink(inode, await this.c.cache.read(pbn));
   }
 
-  listxattr(id: InodeId): Promise<Buffer[]> {
-    return this.c.xattrs.listxattr(id);
+  async listxattr(id: InodeId): Promise<Buffer[]> {
+    try {
+      return await this.c.xattrs.listxattr(id);
+    } catch (err) {
+      throw this.c.named(err);
+    }
   }
 
-  getxattr(id: InodeId, name: Buffer): Promise<Buffer | null> {
-    return this.c.xattrs.getxattr(id, name);
+  async getxattr(id: InodeId, name: Buffer): Promise<Buffer | null> {
+    try {
+      return await this.c.xattrs.getxattr(id, name);
+    } catch (err) {
+      throw this.c.named(err);
+    }
   }
 
   /** Like the kernel's ext3/4 statfs (bsddf): metadata overhead left out of f_blocks. */
   async statfs(): Promise<StatFs> {
+    try {
+      return await this.statfsNow();
+    } catch (err) {
+      throw this.c.named(err);
+    }
+  }
+
+  private async statfsNow(): Promise<StatFs> {
     const sb = this.sb;
     const bfree = sb.s_free_blocks_count;
     const bavail = Math.max(0, bfree - sb.s_r_blocks_count);
@@ -308,8 +347,17 @@ export class Ext3Fs implements WritableFs {
   ref(id: InodeId, count = 1): Promise<void> {
     if (!Number.isSafeInteger(count) || count < 0) return Promise.reject(withErrno('EINVAL', `ref count ${count}`));
     if (count === 0) return Promise.resolve();
+    // An inode in memory and nothing queued before this ref: taken now, as the queued take would.
+    if (this.writable && this.c.tx.queueEmpty && this.c.itable.liveNow(id) !== undefined) {
+      this.c.refs.set(id, (this.c.refs.get(id) ?? 0) + count);
+      return Promise.resolve();
+    }
     const take = async (): Promise<void> => {
-      await this.c.itable.live(id);
+      try {
+        await this.c.itable.live(id);
+      } catch (err) {
+        throw this.c.named(err);
+      }
       this.c.refs.set(id, (this.c.refs.get(id) ?? 0) + count);
     };
     return this.writable ? this.c.tx.run(take) : take();
@@ -329,6 +377,7 @@ export class Ext3Fs implements WritableFs {
         return;
       }
       c.refs.delete(id);
+      // Only a writable engine gets here, on the writer queue (Transaction.run names its errors).
       if (this.writable && c.orphans.has(id)) await c.orphans.release(id);
     };
     return this.writable ? c.tx.run(drop) : drop();
@@ -337,13 +386,16 @@ export class Ext3Fs implements WritableFs {
   fsync(id: InodeId, dataOnly: boolean): Promise<void> {
     void id;
     void dataOnly;
-    if (!this.writable) return Promise.resolve();
-    return this.c.tx.sync();
+    return this.sync();
   }
 
-  sync(): Promise<void> {
-    if (!this.writable) return Promise.resolve();
-    return this.c.tx.sync();
+  async sync(): Promise<void> {
+    if (!this.writable) return;
+    try {
+      await this.c.tx.sync();
+    } catch (err) {
+      throw this.c.named(err);
+    }
   }
 
   /**
@@ -351,6 +403,14 @@ export class Ext3Fs implements WritableFs {
    * clean, empties the journal and closes the image.
    */
   async close(): Promise<void> {
+    try {
+      await this.closeNow();
+    } catch (err) {
+      throw this.c.named(err);
+    }
+  }
+
+  private async closeNow(): Promise<void> {
     const c = this.c;
     if (c.tx.closed) return;
     let failure: unknown = null;
@@ -380,4 +440,31 @@ export class Ext3Fs implements WritableFs {
     await c.store.close();
     if (failure !== null) throw failure;
   }
+}
+
+/** The Stat of live inode `id`. */
+function statOf(id: InodeId, inode: Inode): Stat {
+  const type = inode.i_mode & S_IFMT;
+  let rdev = 0;
+  if (type === 0o020000 || type === 0o060000) {
+    const d = decodeDevice(inode.i_block);
+    rdev = makedev(d.major, d.minor);
+  }
+  return {
+    ino: id,
+    mode: inode.i_mode,
+    nlink: inode.i_links_count,
+    uid: inode.i_uid,
+    gid: inode.i_gid,
+    size: inode.i_size,
+    blocks: inode.i_blocks,
+    atime: inode.i_atime.sec,
+    atimeNsec: inode.i_atime.nsec,
+    mtime: inode.i_mtime.sec,
+    mtimeNsec: inode.i_mtime.nsec,
+    ctime: inode.i_ctime.sec,
+    ctimeNsec: inode.i_ctime.nsec,
+    rdev,
+    generation: inode.i_generation,
+  };
 }

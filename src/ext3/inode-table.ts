@@ -80,6 +80,12 @@ export class InodeTable {
     return inode;
   }
 
+  /** Starts reading the inode-table blocks around `ino` (not awaited; iget/iput read them anyway). */
+  warm(ino: number): void {
+    if (!Number.isSafeInteger(ino) || ino < 1 || ino > this.c.sb.s_inodes_count) return;
+    this.prefetch(ino, this.location(ino).block).catch(() => undefined);
+  }
+
   private async prefetch(ino: number, block: number): Promise<void> {
     if (this.c.cache.has(block)) return;
     const tableEnd = this.c.groups[inodeGroup(this.c.sb, ino)]!.bg_inode_table + this.tableBlocks;
@@ -124,9 +130,18 @@ export class InodeTable {
   async live(id: InodeId): Promise<Inode> {
     if (!Number.isSafeInteger(id) || id < 1 || id > this.c.sb.s_inodes_count) throw withErrno('ENOENT', `inode ${id}`);
     const inode = await this.iget(id);
-    if (inode.i_mode === 0 || (inode.i_links_count === 0 && !this.c.refs.has(id))) {
-      throw withErrno('ENOENT', `inode ${id}`);
-    }
+    if (!this.isLive(id, inode)) throw withErrno('ENOENT', `inode ${id}`);
     return inode;
+  }
+
+  /** What live(id) resolves to when the inode is decoded in memory already; undefined otherwise (and where live throws). */
+  liveNow(id: InodeId): Inode | undefined {
+    if (!Number.isSafeInteger(id) || id < 1 || id > this.c.sb.s_inodes_count) return undefined;
+    const inode = this.inodes.get(id);
+    return inode !== undefined && this.isLive(id, inode) ? inode : undefined;
+  }
+
+  private isLive(id: InodeId, inode: Inode): boolean {
+    return inode.i_mode !== 0 && (inode.i_links_count !== 0 || this.c.refs.has(id));
   }
 }

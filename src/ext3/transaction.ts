@@ -80,21 +80,41 @@ export class Transaction {
     if (!this.c.writable) return Promise.reject(withErrno('EROFS'));
     if (this.closed) return Promise.reject(withErrno('EIO', `${this.c.name} is closed`));
     if (this.failed !== null) return Promise.reject(this.failedError());
+    this.queued++;
     const result = this.queue.then(async () => {
-      if (this.failed !== null) throw this.failedError();
       try {
-        return await fn();
+        if (this.failed !== null) throw this.failedError();
+        try {
+          return await fn();
+        } catch (err) {
+          // Bad bytes found (or an engine bug) half way through a change: what it already did
+          // must never be committed, or the change would not be atomic. Abort, as jbd2 does.
+          if (err instanceof CorruptError || err instanceof InternalError) this.latch(err);
+          throw err;
+        } finally {
+          if (this.failed === null) await this.afterMutation();
+        }
       } catch (err) {
-        // Bad bytes found (or an engine bug) half way through a change: what it already did
-        // must never be committed, or the change would not be atomic. Abort, as jbd2 does.
-        if (err instanceof CorruptError || err instanceof InternalError) this.latch(err);
-        throw err;
+        // Every failure names the image here (Ext3Fs names its own errors: NAMES_OWN_ERRORS).
+        throw this.c.named(err);
       } finally {
-        if (this.failed === null) await this.afterMutation();
+        this.queued--;
       }
     });
     this.queue = result.catch(() => undefined);
     return result;
+  }
+
+  /** Jobs on the writer queue (run's and the commit timer's) that have not finished. */
+  private queued = 0;
+
+  /**
+   * Nothing on the writer queue, and changes are accepted: a job queued now
+   * would run next, before anything issued after it, so a step that needs
+   * no await may be taken at once instead (Ext3Fs.ref).
+   */
+  get queueEmpty(): boolean {
+    return this.queued === 0 && this.c.writable && !this.closed && this.failed === null;
   }
 
   private async afterMutation(): Promise<void> {
@@ -109,9 +129,12 @@ export class Transaction {
         if (this.closed) return;
         // No caller to tell: the failure is latched (the next call reports it) and logged.
         // (An earlier failure was already reported to its caller: nothing to commit, nothing to log.)
-        this.queue = this.queue.then(() =>
-          this.failed === null ? this.closeRunning(true).catch((err: unknown) => this.log(err)) : undefined,
-        );
+        this.queued++;
+        this.queue = this.queue
+          .then(() => (this.failed === null ? this.closeRunning(true).catch((err: unknown) => this.log(err)) : undefined))
+          .finally(() => {
+            this.queued--;
+          });
       }, this.commitIntervalMs);
       this.timer.unref();
     }

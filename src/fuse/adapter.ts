@@ -213,7 +213,7 @@ export class FuseAdapter implements FuseHandlers {
    * is plain unless its mode has a set-id bit.
    */
   private async replyEntry(r: FuseRequest, id: InodeId, made = false): Promise<void> {
-    const st = await this.fs.getattr(id);
+    const st = this.fs.statNow?.(id) ?? (await this.fs.getattr(id));
     const nodeid = await this.nodes.acquire(id);
     if (made && !(st.mode & (S_ISUID | S_ISGID))) this.markPlain(nodeid);
     r.entryWith(nodeid, st);
@@ -221,7 +221,7 @@ export class FuseAdapter implements FuseHandlers {
 
   /** The owner of a new node: the caller, with the group of a set-gid parent (and S_ISGID kept on directories). */
   private async newOwner(r: FuseRequest, dir: InodeId, mode: number): Promise<{ mode: number; uid: number; gid: number }> {
-    const parent = await this.fs.getattr(dir);
+    const parent = this.fs.statNow?.(dir) ?? (await this.fs.getattr(dir));
     if (parent.mode & S_ISGID) {
       return { mode: (mode & S_IFMT) === S_IFDIR ? mode | S_ISGID : mode, uid: r.uid, gid: parent.gid };
     }
@@ -284,7 +284,7 @@ export class FuseAdapter implements FuseHandlers {
       await fs.setattr(id, attr);
       if (attr.mode !== undefined && attr.mode & (S_ISUID | S_ISGID)) this.unplain(nodeid);
     }
-    r.attrWith(nodeid, await this.fs.getattr(id));
+    r.attrWith(nodeid, this.fs.statNow?.(id) ?? (await this.fs.getattr(id)));
   }
 
   async readlink(r: FuseRequest, nodeid: number): Promise<void> {
@@ -755,7 +755,7 @@ export class FuseAdapter implements FuseHandlers {
       created = false;
       if (flags & O_TRUNC) await fs.truncate(id, 0);
     }
-    const st = await this.fs.getattr(id);
+    const st = this.fs.statNow?.(id) ?? (await this.fs.getattr(id));
     const nodeid = await this.nodes.acquire(id);
     // A file made here has no xattrs: plain unless its mode has a set-id bit.
     if (created && !(st.mode & (S_ISUID | S_ISGID))) this.markPlain(nodeid);

@@ -48,6 +48,12 @@ export interface ByteStore extends ByteSource {
   readonly writable: boolean;
   /** Writes all of `data` at `position`; throws CorruptError outside the region. */
   write(position: number, data: Uint8Array): Promise<void>;
+  /**
+   * Writes `parts` back to back from `position`, as write(position, the
+   * parts joined) would, without joining them (one pwritev). Optional:
+   * callers fall back to one write() per part.
+   */
+  writev?(position: number, parts: readonly Uint8Array[]): Promise<void>;
   /** fdatasync: everything written so far is on stable storage. */
   sync(): Promise<void>;
 }

@@ -26,6 +26,15 @@ function writeAt(fd: number, buf: Uint8Array, off: number, len: number, pos: num
   });
 }
 
+function writevAt(fd: number, parts: readonly Uint8Array[], pos: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.writev(fd, parts as Uint8Array[], pos, (err, n) => (err ? reject(err) : resolve(n)));
+  });
+}
+
+/** Most parts one pwritev takes (Linux's IOV_MAX). */
+const IOV_MAX = 1024;
+
 /**
  * A byte range [offset, offset+length) of a host file. Every read and write is
  * bounds-checked against the region before it reaches the file, so no decoded
@@ -141,6 +150,34 @@ export class FileRegion implements ByteStore {
     let done = 0;
     while (done < data.length) {
       done += await writeAt(this.fd, data, done, data.length - done, this.offset + position + done);
+    }
+  }
+
+  async writev(position: number, parts: readonly Uint8Array[]): Promise<void> {
+    if (!this.writable) throw new UsageError('region is opened read-only', this.name);
+    let total = 0;
+    for (const p of parts) total += p.length;
+    this.check(position, total, 'write');
+    let at = position;
+    let i = 0;
+    while (i < parts.length) {
+      const batch = parts.slice(i, i + IOV_MAX);
+      let want = 0;
+      for (const p of batch) want += p.length;
+      const n = await writevAt(this.fd, batch, this.offset + at);
+      if (n === want) {
+        i += batch.length;
+        at += n;
+        continue;
+      }
+      // A short pwritev: the whole parts it took, then the rest of the part it stopped in.
+      let left = n;
+      while (left >= parts[i]!.length) left -= parts[i++]!.length;
+      at += n - left;
+      const rest = parts[i]!.subarray(left);
+      await this.write(at, rest);
+      at += rest.length;
+      i++;
     }
   }
 

@@ -364,10 +364,35 @@ export class Overlay implements WritableFs {
     } else if (layer === 0 && this.hasUpper && this.mayBeIndexed(n, st) && (await this.isIndexed(n, st))) {
       nlink = Math.max(0, st.nlink - 1) + (await this.lowerLinks(n.upper!));
     }
+    const ino = n.ino ?? (await this.inoOf(n, st, layer));
+    return this.shownStat(n, st, ino, nlink);
+  }
+
+  /**
+   * ReadableFs.statNow: getattr's answer when nothing needs an await (the
+   * node's ino known, its layer's Stat at hand, no merged directory link
+   * count, no hard-link index to consult); else undefined.
+   */
+  statNow(id: InodeId): Stat | undefined {
+    const n = this.nodes.get(id);
+    if (!n || n.ino === null) return undefined;
+    let st: Stat | undefined;
+    if (n.type === 'd') {
+      // Unresolved, or merged (its links come from the merged listing).
+      if (n.lowers === null || (n.upper !== null ? 1 : 0) + n.lowers.length > 1) return undefined;
+    }
+    if (n.upper !== null) {
+      st = this.stack[0]!.fs.statNow?.(n.upper);
+      if (st !== undefined && n.type !== 'd' && this.hasUpper && this.mayBeIndexed(n, st)) return undefined;
+    } else if (n.lower !== null) st = this.stack[n.lower.layer]!.fs.statNow?.(n.lower.id);
+    return st === undefined ? undefined : this.shownStat(n, st, n.ino, st.nlink);
+  }
+
+  /** The Stat getattr answers for node `n` from its layer's `st`, its st_ino and link count. */
+  private shownStat(n: Node, st: Stat, ino: number, nlink: number): Stat {
     // No name leads here (an open, unlinked file or removed directory); a lower object still has its links.
     if (n.dead) nlink = 0;
     const map = this.map;
-    const ino = n.ino ?? (await this.inoOf(n, st, layer));
     // The layer's own Stat when it says it all (an upper object made here, no id map): no copy.
     if (ino === st.ino && nlink === st.nlink && !map) return st;
     // One literal (not a spread of the layer's Stat): every Stat the overlay builds has one shape.
