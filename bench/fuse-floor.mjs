@@ -6,6 +6,9 @@
  * LOOKUP each, on
  *   tmpfs          no FUSE at all: the client's own cost per call
  *   null daemon    sifuse's transport answering at once (bench/lib/null-daemon.mjs)
+ *   ... one CPU    the same, client and daemon pinned to CPU 0 (taskset): no
+ *                  wake-up crosses CPUs, so the difference to the row above
+ *                  is what waking the other CPU costs on this machine
  *   sifuse         `sifuse mount` of the bench's minbase SquashFS (the adapter's
  *                  and the engine's real negative lookup)
  *   squashfuse_ll  the same image, a C libfuse3 server
@@ -42,9 +45,11 @@ async function waitMounted(dir, what) {
   throw new Error(`${what}: ${dir} did not become a mount`);
 }
 
-/** Starts the null daemon on `mnt`; resolves to its child process once it serves. */
-async function nullDaemon(mnt) {
-  const child = spawn(process.execPath, [join(here, 'lib', 'null-daemon.mjs'), mnt], { stdio: ['ignore', 'pipe', 'inherit'] });
+/** Starts the null daemon on `mnt` (on CPU 0 with `pinned`); resolves to its child process once it serves. */
+async function nullDaemon(mnt, pinned = false) {
+  const argv = [process.execPath, join(here, 'lib', 'null-daemon.mjs'), mnt];
+  if (pinned) argv.unshift('taskset', '-c', '0');
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`null daemon exited (${code}) before it served`)));
     child.stdout.once('data', resolve);
@@ -73,6 +78,17 @@ export async function run(options = {}) {
       unmount(nullMnt);
     });
     targets.push({ name: 'null daemon', dir: nullMnt });
+
+    if (have('taskset')) {
+      const m = join(work, 'null-pinned');
+      mkdirSync(m);
+      const pinned = await nullDaemon(m, true);
+      undo.push(() => {
+        pinned.kill('SIGTERM');
+        unmount(m);
+      });
+      targets.push({ name: 'null daemon, one CPU', dir: m, pin: true });
+    } else skipped.push('null daemon, one CPU: taskset is not installed');
 
     const sifMnt = join(work, 'sifuse');
     mkdirSync(sifMnt);
@@ -104,7 +120,8 @@ export async function run(options = {}) {
     const us = new Map(targets.map((t) => [t.name, []]));
     for (let r = 0; r < reps; r++) {
       for (const t of r % 2 ? [...targets].reverse() : targets) {
-        const out = must(process.execPath, [join(here, 'lib', 'lookup-loop.mjs'), t.dir, String(LOOKUPS), `r${r}`]);
+        const client = [process.execPath, join(here, 'lib', 'lookup-loop.mjs'), t.dir, String(LOOKUPS), `r${r}`];
+        const out = t.pin ? must('taskset', ['-c', '0', ...client]) : must(client[0], client.slice(1));
         us.get(t.name).push(Number(out.trim()));
       }
     }

@@ -14,26 +14,9 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const { FuseSession, fuseCap } = await import(pathToFileURL(join(root, 'dist', 'native', 'fuse.js')).href);
+const { FuseSession, NEGATIVE_ENTRY, fuseCap } = await import(pathToFileURL(join(root, 'dist', 'native', 'fuse.js')).href);
 const mnt = process.argv[2];
-const ROOT = {
-  nodeid: 1,
-  generation: 0,
-  ino: 1,
-  mode: 0o40755,
-  nlink: 2,
-  uid: 0,
-  gid: 0,
-  size: 0,
-  blocks: 0,
-  atime: 0,
-  atimeNsec: 0,
-  mtime: 0,
-  mtimeNsec: 0,
-  ctime: 0,
-  ctimeNsec: 0,
-  rdev: 0,
-};
+const ROOT = { ...NEGATIVE_ENTRY, nodeid: 1, ino: 1, mode: 0o40755, nlink: 2 };
 const ENOENT = 2;
 const ENOSYS = 38;
 let session = null;
