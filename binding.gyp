@@ -10,7 +10,7 @@
       "target_name": "sifuse_block",
       "sources": ["src/native/block.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
-      "libraries": ["-ldeflate"],
+      "libraries": ["-ldeflate", "-lzstd"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
     },
     {

@@ -1,9 +1,9 @@
 #!/bin/sh
 # Debian 12 packages sifuse's tests and benchmarks use. Run as root (or via sudo).
-#   fuse3 libfuse3-dev pkg-config build-essential libdeflate-dev
+#   fuse3 libfuse3-dev pkg-config build-essential libdeflate-dev libzstd-dev
 #                      fusermount3, and what node-gyp needs at `npm ci` to build
 #                      the project's own N-API addons (src/native, binding.gyp;
-#                      sifuse_block links libdeflate)
+#                      sifuse_block links libdeflate and libzstd)
 #   libfuse2           fuse2fs (a benchmark peer) links it
 #   squashfs-tools     mksquashfs/unsquashfs: test fixtures and `sifuse build`
 #   siftool            the SIF reference tool the tests compare against
@@ -19,7 +19,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 $SUDO apt-get update
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends \
-  fuse3 libfuse3-dev pkg-config build-essential libdeflate-dev libfuse2 squashfs-tools siftool e2fsprogs fuse2fs xfsprogs \
+  fuse3 libfuse3-dev pkg-config build-essential libdeflate-dev libzstd-dev libfuse2 squashfs-tools siftool e2fsprogs fuse2fs xfsprogs \
   squashfuse fuse-overlayfs bubblewrap debootstrap attr acl podman runc xz-utils python3 fio ca-certificates
 # Unprivileged mounts need /dev/fuse readable and writable by everyone (Debian's default is 0666).
 [ -e /dev/fuse ] && $SUDO chmod 666 /dev/fuse || true

@@ -10,6 +10,9 @@ import { CorruptError } from '../errors.js';
  * byte outside it: that is what keeps a hostile image from making the daemon
  * touch the rest of the SIF.
  */
+/** How readBlock's bytes are stored in the image: as they are, a zlib stream, or zstd frames. */
+export type BlockCodec = 'stored' | 'zlib' | 'zstd';
+
 export interface ByteSource {
   /** Bytes in the region. */
   readonly size: number;
@@ -28,13 +31,14 @@ export interface ByteSource {
   readInto?(into: Buffer, position: number, length: number): Promise<void>;
   /**
    * One image block off the main thread: the `length` bytes at `position`,
-   * written into `into` as they are (inflate false; into.length >= length) or
-   * zlib-inflated into it (inflate true; never more than into.length bytes).
-   * Resolves to the bytes written. A stream that is not zlib rejects with
-   * code EZDATA, one that expands past `into` with ETOOBIG (callers name the
-   * block). Optional: where absent, callers read() and decompress themselves.
+   * written into `into` as they are (codec 'stored'; into.length >= length)
+   * or decompressed into it (a zlib stream or zstd frames; never more than
+   * into.length bytes). Resolves to the bytes written. Input that does not
+   * decompress rejects with code EZDATA, a block that expands past `into`
+   * with ETOOBIG (callers name the block). Optional: where absent, callers
+   * read() and decompress themselves.
    */
-  readBlock?(into: Buffer, position: number, length: number, inflate: boolean): Promise<number>;
+  readBlock?(into: Buffer, position: number, length: number, codec: BlockCodec): Promise<number>;
   /**
    * Where [position, position+length) of the region is in the host file: its
    * descriptor and absolute offset, bounds-checked as read() is (CorruptError

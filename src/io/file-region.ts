@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import { CorruptError, UsageError } from '../errors.js';
-import { blockAddon } from '../native/block.js';
-import { checkRange, type ByteStore } from './byte-source.js';
+import { BLOCK_CODEC, blockAddon } from '../native/block.js';
+import { checkRange, type BlockCodec, type ByteStore } from './byte-source.js';
 
 /** The most bytes one sifuse_block job reads (block.c MAX_LENGTH). */
 const JOB_MAX = 16 << 20;
@@ -107,28 +107,29 @@ export class FileRegion implements ByteStore {
    */
   readonly readBlock = blockAddon() ? this.readBlockNative : undefined;
 
-  private async readBlockNative(into: Buffer, position: number, length: number, inflate: boolean): Promise<number> {
+  private async readBlockNative(into: Buffer, position: number, length: number, codec: BlockCodec): Promise<number> {
     this.check(position, length, 'read');
-    if (!inflate && into.length < length)
+    const stored = codec === 'stored';
+    if (stored && into.length < length)
       throw new RangeError(`readBlock: a ${into.length}-byte buffer cannot hold ${length} bytes`);
     if (this.fd < 0) throw new UsageError('region is closed', this.name);
-    if (!inflate && length > JOB_MAX) {
+    if (stored && length > JOB_MAX) {
       // The addon takes at most JOB_MAX bytes a job (block.c MAX_LENGTH); a longer stored span is several.
       for (let at = 0; at < length; at += JOB_MAX) {
         const n = Math.min(JOB_MAX, length - at);
-        await this.readBlockNative(into.subarray(at, at + n), position + at, n, false);
+        await this.readBlockNative(into.subarray(at, at + n), position + at, n, 'stored');
       }
       return length;
     }
     const addon = blockAddon()!;
     let done = 0;
     // Stored bytes already in the page cache are copied at once: no thread-pool round trip.
-    if (!inflate) done = addon.readCached(this.fd, this.offset + position, length, into);
+    if (stored) done = addon.readCached(this.fd, this.offset + position, length, into);
     if (done === length) return length;
     this.jobs++;
     try {
       const rest = done === 0 ? into : into.subarray(done);
-      return done + (await addon.readBlock(this.fd, this.offset + position + done, length - done, rest, inflate));
+      return done + (await addon.readBlock(this.fd, this.offset + position + done, length - done, rest, BLOCK_CODEC[codec]));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EOF') {
         throw new CorruptError(`file shrank: read of ${length} bytes at ${position} hit end of file`, this.name);

@@ -1,28 +1,32 @@
 /*
- * sifuse_block: one SquashFS block read from an image file, and inflated when
- * it is zlib-compressed, as one job on libuv's thread pool
+ * sifuse_block: one SquashFS block read from an image file, and decompressed
+ * when it is zlib- or zstd-compressed, as one job on libuv's thread pool
  * (src/native/block.ts is the typed face).
  *
- *   readBlock(fd, position, length, out, inflate) -> Promise<number>
+ *   readBlock(fd, position, length, out, codec) -> Promise<number>
  *
- * pread()s exactly `length` bytes at `position` of `fd`. With inflate false
- * they land in out[0, length) and the promise gives `length`; with inflate
- * true they land in a per-thread scratch buffer and are inflated (RFC 1950
- * zlib stream, what squashfs-tools' gzip compressor writes) into out, and the
- * promise gives the bytes produced. Inflating is libdeflate's (whole-buffer,
- * the block and its output both at hand): 2.4x zlib's inflate here (759 vs
- * 313 MB/s over 128 KiB level-9 blocks of the bench rootfs's binaries).
+ * pread()s exactly `length` bytes at `position` of `fd`. With codec 0
+ * (stored) they land in out[0, length) and the promise gives `length`; with
+ * codec 1 (zlib) or 2 (zstd) they land in a per-thread scratch buffer and are
+ * decompressed into out, and the promise gives the bytes produced. zlib is an
+ * RFC 1950 stream (what squashfs-tools' gzip compressor writes), inflated by
+ * libdeflate (whole-buffer, the block and its output both at hand): 2.4x
+ * zlib's inflate here (759 vs 313 MB/s over 128 KiB level-9 blocks of the
+ * bench rootfs's binaries). zstd is one or more zstd frames (squashfs-tools'
+ * zstd_wrapper writes one per block), decompressed by ZSTD_decompressDCtx.
  *
  * Invariants:
- * - Output never exceeds out.length: a stream that would expand further is
+ * - Output never exceeds out.length: a block that would expand further is
  *   refused (code ETOOBIG), so a decompression bomb costs one block.
  * - Garbage, a truncated stream or a bad checksum rejects with code EZDATA;
- *   bytes after the end of the stream are ignored (as zlib's inflate does);
+ *   bytes after the end of a zlib stream are ignored (as zlib's inflate
+ *   does), after the last zstd frame they are EZDATA (as libzstd says);
  *   a read past end of file with EOF; a failed pread with its errno name.
  *   No input can crash the process.
- * - Each pool thread owns one libdeflate decompressor and one input
- *   buffer of 1 MiB, created on its first job and kept for the life of the
- *   thread: no two jobs share them, and the cost is bounded by the pool size.
+ * - Each pool thread owns one libdeflate decompressor, one zstd context and
+ *   one input buffer of 1 MiB, created on its first job that needs them and
+ *   kept for the life of the thread: no two jobs share them, and the cost is
+ *   bounded by the pool size.
  * - `out` is held by a reference until the job completes; the caller keeps
  *   `fd` open until then (src/io/file-region.ts counts jobs in flight).
  * Bounds checks against the image region are the caller's (TypeScript).
@@ -39,6 +43,8 @@
  */
 #include <node_api.h>
 #include <libdeflate.h>
+#include <zstd.h>
+#include <zstd_errors.h>
 
 #include <errno.h>
 #include <malloc.h>
@@ -60,7 +66,7 @@ struct job {
   napi_deferred deferred;
   napi_ref out_ref;
   int fd;
-  int inflate;
+  int codec;
   int64_t position;
   uint32_t length;
   uint8_t *out;
@@ -71,7 +77,11 @@ struct job {
   size_t produced;
 };
 
+/* readBlock's codec argument. */
+enum { CODEC_STORED = 0, CODEC_ZLIB = 1, CODEC_ZSTD = 2 };
+
 static __thread struct libdeflate_decompressor *thread_z;
+static __thread ZSTD_DCtx *thread_zstd;
 static __thread uint8_t *thread_in;
 static __thread size_t thread_in_cap;
 
@@ -114,10 +124,34 @@ static void inflate_into(struct job *j, uint8_t *in, size_t in_len) {
   }
 }
 
+static void unzstd_into(struct job *j, uint8_t *in, size_t in_len) {
+  if (thread_zstd == NULL && (thread_zstd = ZSTD_createDCtx()) == NULL) {
+    j->outcome = Z_NOMEM;
+    return;
+  }
+  size_t r = ZSTD_decompressDCtx(thread_zstd, j->out, j->out_len, in, in_len);
+  if (!ZSTD_isError(r)) {
+    j->produced = r;
+    j->outcome = OK;
+    return;
+  }
+  switch (ZSTD_getErrorCode(r)) {
+    case ZSTD_error_dstSize_tooSmall:
+      j->outcome = Z_TOO_BIG;
+      break;
+    case ZSTD_error_memory_allocation:
+      j->outcome = Z_NOMEM;
+      break;
+    default:
+      j->outcome = Z_BAD;
+      break;
+  }
+}
+
 static void execute(napi_env env, void *data) {
   (void)env;
   struct job *j = data;
-  if (!j->inflate) {
+  if (j->codec == CODEC_STORED) {
     if (pread_all(j->fd, j->out, j->length, j->position, j) == 0) {
       j->produced = j->length;
       j->outcome = OK;
@@ -140,7 +174,10 @@ static void execute(napi_env env, void *data) {
     j->outcome = Z_NOMEM;
     return;
   }
-  if (pread_all(j->fd, in, j->length, j->position, j) == 0) inflate_into(j, in, j->length);
+  if (pread_all(j->fd, in, j->length, j->position, j) == 0) {
+    if (j->codec == CODEC_ZSTD) unzstd_into(j, in, j->length);
+    else inflate_into(j, in, j->length);
+  }
   if (in != thread_in) free(in);
 }
 
@@ -177,7 +214,10 @@ static void complete(napi_env env, napi_status status, void *data) {
         result = error_value(env, "EOF", "the file ends inside the block", 0);
         break;
       case Z_BAD:
-        result = error_value(env, "EZDATA", "invalid zlib stream (corrupt, truncated or bad checksum)", 0);
+        result = error_value(env, "EZDATA",
+                             j->codec == CODEC_ZSTD ? "invalid zstd frame (corrupt, truncated or bad checksum)"
+                                                    : "invalid zlib stream (corrupt, truncated or bad checksum)",
+                             0);
         break;
       case Z_TOO_BIG:
         result = error_value(env, "ETOOBIG", "the block expands past its buffer", 0);
@@ -225,18 +265,19 @@ static napi_value js_read_block(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 5)
-    return type_error(env, "needs (fd, position, length, out, inflate)");
-  int32_t fd;
+    return type_error(env, "needs (fd, position, length, out, codec)");
+  int32_t fd, codec;
   double position, length;
-  bool inflate, is_buffer = false;
+  bool is_buffer = false;
   void *out;
   size_t out_len;
   if (!get_range(env, argv, &fd, &position, &length)) return NULL;
   if (napi_is_buffer(env, argv[3], &is_buffer) != napi_ok || !is_buffer ||
       napi_get_buffer_info(env, argv[3], &out, &out_len) != napi_ok)
     return type_error(env, "out must be a Buffer");
-  if (napi_get_value_bool(env, argv[4], &inflate) != napi_ok) return type_error(env, "inflate must be a boolean");
-  if (!inflate && out_len < (size_t)length) return type_error(env, "out is shorter than length");
+  if (napi_get_value_int32(env, argv[4], &codec) != napi_ok || codec < CODEC_STORED || codec > CODEC_ZSTD)
+    return type_error(env, "codec must be 0 (stored), 1 (zlib) or 2 (zstd)");
+  if (codec == CODEC_STORED && out_len < (size_t)length) return type_error(env, "out is shorter than length");
   if (out_len > UINT32_MAX) return type_error(env, "out is too large");
 
   struct job *j = calloc(1, sizeof *j);
@@ -245,7 +286,7 @@ static napi_value js_read_block(napi_env env, napi_callback_info info) {
     return NULL;
   }
   j->fd = fd;
-  j->inflate = inflate;
+  j->codec = codec;
   j->position = (int64_t)position;
   j->length = (uint32_t)length;
   j->out = out;

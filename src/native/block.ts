@@ -1,11 +1,12 @@
 /**
  * The typed face of the sifuse_block addon (src/native/block.c): one SquashFS
- * block pread() from an image file, and zlib-inflated when asked, as one job
- * on libuv's thread pool. The main thread only queues the job and takes the
- * result, so cold blocks of concurrent reads inflate in parallel with the FUSE
- * loop, each pool thread with its one reused z_stream.
+ * block pread() from an image file, and zlib-inflated or zstd-decompressed
+ * when asked, as one job on libuv's thread pool. The main thread only queues
+ * the job and takes the result, so cold blocks of concurrent reads decompress
+ * in parallel with the FUSE loop, each pool thread with its own reused
+ * libdeflate decompressor and zstd context.
  *
- * Rejections carry `.code`: EZDATA (not a zlib stream, or truncated),
+ * Rejections carry `.code`: EZDATA (not a zlib stream or zstd frame, or truncated),
  * ETOOBIG (expands past `out.length`), EOF (the file ends inside the range),
  * ENOMEM, or the errno name of a failed pread.
  *
@@ -14,8 +15,11 @@
  */
 import { loadAddon } from './load.js';
 
+/** readBlock's codec argument (block.c CODEC_*). */
+export const BLOCK_CODEC = { stored: 0, zlib: 1, zstd: 2 } as const;
+
 interface BlockAddon {
-  readBlock(fd: number, position: number, length: number, out: Buffer, inflate: boolean): Promise<number>;
+  readBlock(fd: number, position: number, length: number, out: Buffer, codec: number): Promise<number>;
   /** The leading bytes of the range that are in the page cache, read at once (preadv2 RWF_NOWAIT); never blocks. */
   readCached(fd: number, position: number, length: number, out: Buffer): number;
 }

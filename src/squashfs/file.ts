@@ -1,5 +1,5 @@
 import type { HostExtent } from '../engine.js';
-import type { ByteSource } from '../io/byte-source.js';
+import type { BlockCodec, ByteSource } from '../io/byte-source.js';
 import { ScratchPool } from '../io/scratch-pool.js';
 import { CorruptError } from '../errors.js';
 import type { BlockCache } from './cache.js';
@@ -23,8 +23,9 @@ import { BLOCK_SIZE_MASK, BLOCK_UNCOMPRESSED, SQUASHFS_INVALID_FRAG, type FileIn
  * entries). A read fetches all blocks it spans concurrently. Sequential reads
  * trigger read-ahead of the next blocks, not awaited, so the next call finds
  * them decoded. Where the source offers readBlock (a file region with the
- * sifuse_block addon), a gzip block's read and inflate are one job on libuv's
- * pool, so read-ahead blocks inflate in parallel, off the main thread.
+ * sifuse_block addon), a gzip or zstd block's read and decompression are one
+ * job on libuv's pool, so read-ahead blocks decompress in parallel, off the
+ * main thread.
  * Complete stored (uncompressed) blocks bypass the cache: a read inside them
  * is one pread of exactly its bytes.
  */
@@ -38,13 +39,20 @@ const ZEROS = Buffer.alloc(1 << 20);
 /** Read-ahead blocks at least this big (compressed) decompress off the main thread. */
 const ASYNC_MIN_BYTES = 16 * 1024;
 
-/** A readBlock rejection as the error to report: zlib's codes become CorruptError naming the block. */
-function blockFailure(err: unknown, pos: number, limit: number): unknown {
+/** A readBlock rejection as the error to report: the decompressor's codes become CorruptError naming the block. */
+function blockFailure(err: unknown, pos: number, limit: number, codec: string): unknown {
   const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ETOOBIG') return new CorruptError(`data block at ${pos}: ${tooBig('gzip', null, limit).message}`);
+  if (code === 'ETOOBIG') return new CorruptError(`data block at ${pos}: ${tooBig(codec, null, limit).message}`);
   if (code === 'EZDATA')
-    return new CorruptError(`data block at ${pos}: gzip block does not decompress (${(err as Error).message})`);
+    return new CorruptError(`data block at ${pos}: ${codec} block does not decompress (${(err as Error).message})`);
   return err;
+}
+
+/** The sifuse_block codec of a compressor whose blocks decompress there, or null (they decompress here). */
+function blockCodecOf(compressor: string): BlockCodec | null {
+  if (compressor === 'gzip') return 'zlib';
+  if (compressor === 'zstd') return 'zstd';
+  return null;
 }
 
 export interface FileReaderOptions {
@@ -115,7 +123,11 @@ export class FileReader {
     private readonly options: FileReaderOptions,
   ) {
     this.scratch = new ScratchPool(blockSize);
+    this.blockCodec = blockCodecOf(decompressor.name);
   }
+
+  /** How this image's compressed blocks go to sifuse_block, or null when they decompress on this thread. */
+  private readonly blockCodec: BlockCodec | null;
 
   /** Bytes of block `i` of `file` when complete (the last block may be short). */
   private blockLength(file: FileInode, i: number): number {
@@ -192,17 +204,17 @@ export class FileReader {
     return n * 2 < out.length ? Buffer.from(out.subarray(0, n)) : out.subarray(0, n);
   }
 
-  /** Whether a block is read (and, compressed, inflated) by one sifuse_block job: gzip and stored blocks of a file region. */
+  /** Whether a block is read (and, compressed, decompressed) by one sifuse_block job: gzip, zstd and stored blocks of a file region. */
   private offThread(compressed: boolean): boolean {
-    return this.source.readBlock !== undefined && (!compressed || this.decompressor.name === 'gzip');
+    return this.source.readBlock !== undefined && (!compressed || this.blockCodec !== null);
   }
 
   /** One sifuse_block job into `out`: the bytes it holds, or the image's error naming the block. */
   private async readBlockInto(out: Buffer, pos: number, size: number, compressed: boolean): Promise<number> {
     try {
-      return await this.source.readBlock!(out, pos, size, compressed);
+      return await this.source.readBlock!(out, pos, size, compressed ? this.blockCodec! : 'stored');
     } catch (err) {
-      throw blockFailure(err, pos, out.length);
+      throw blockFailure(err, pos, out.length, this.decompressor.name);
     }
   }
 
@@ -416,12 +428,12 @@ export class FileReader {
   private async readStored(pos: number, length: number): Promise<Buffer> {
     if (!this.source.readBlock) return this.source.read(pos, length);
     const out = Buffer.allocUnsafe(length);
-    await this.source.readBlock(out, pos, length, false);
+    await this.source.readBlock(out, pos, length, 'stored');
     return out;
   }
 
   private async readStoredInto(out: Buffer, pos: number): Promise<void> {
-    if (this.source.readBlock) await this.source.readBlock(out, pos, out.length, false);
+    if (this.source.readBlock) await this.source.readBlock(out, pos, out.length, 'stored');
     else if (this.source.readInto) await this.source.readInto(out, pos, out.length);
     else (await this.source.read(pos, out.length)).copy(out);
   }
