@@ -1,5 +1,8 @@
 import { CorruptError } from '../errors.js';
 
+/** How readBlock's bytes are stored in the image: as they are, a zlib stream, or zstd frames. */
+export type BlockCodec = 'stored' | 'zlib' | 'zstd';
+
 /**
  * The positional byte I/O every engine reads and writes through.
  *
@@ -10,9 +13,6 @@ import { CorruptError } from '../errors.js';
  * byte outside it: that is what keeps a hostile image from making the daemon
  * touch the rest of the SIF.
  */
-/** How readBlock's bytes are stored in the image: as they are, a zlib stream, or zstd frames. */
-export type BlockCodec = 'stored' | 'zlib' | 'zstd';
-
 export interface ByteSource {
   /** Bytes in the region. */
   readonly size: number;

@@ -113,6 +113,8 @@ export class FileReader {
   private readonly nextPos = new Map<number, number>();
   /** Compressed blocks are read into these and decompressed from them (inline only). */
   private readonly scratch: ScratchPool;
+  /** How this image's compressed blocks go to sifuse_block, or null when they decompress on this thread. */
+  private readonly blockCodec: BlockCodec | null;
 
   constructor(
     private readonly source: ByteSource,
@@ -125,9 +127,6 @@ export class FileReader {
     this.scratch = new ScratchPool(blockSize);
     this.blockCodec = blockCodecOf(decompressor.name);
   }
-
-  /** How this image's compressed blocks go to sifuse_block, or null when they decompress on this thread. */
-  private readonly blockCodec: BlockCodec | null;
 
   /** Bytes of block `i` of `file` when complete (the last block may be short). */
   private blockLength(file: FileInode, i: number): number {

@@ -50,9 +50,9 @@ export interface SquashfsOptions {
   readAheadBlocks?: number;
   /**
    * Decompress read-ahead blocks on libuv's thread pool through the libraries'
-   * async calls (xz, lzma, lz4; gzip and zstd where the source has no
-   * readBlock). Default false. gzip and zstd blocks of a file region always
-   * read and decompress there, as one sifuse_block job each (file.ts).
+   * async calls (xz, lzma, lz4; gzip where the source has no readBlock).
+   * Default false. gzip and zstd blocks of a file region always read and
+   * decompress there, as one sifuse_block job each (file.ts).
    */
   poolReadAhead?: boolean;
   /**
