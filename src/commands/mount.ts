@@ -111,11 +111,7 @@ async function foreground(positional: string[], flags: MountFlags): Promise<void
     } catch {
       return false;
     } finally {
-      try {
-        fs.closeSync(readyFd);
-      } catch {
-        // Already closed.
-      }
+      closeQuietly(readyFd);
     }
   };
   // Descriptors bin/sifuse inherited above 9 (it cannot close those itself): not the daemon's to hold.
