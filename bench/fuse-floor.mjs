@@ -9,8 +9,8 @@
  *   ... one CPU    the same, client and daemon pinned to CPU 0 (taskset): no
  *                  wake-up crosses CPUs, so the difference to the row above
  *                  is what waking the other CPU costs on this machine
- *   sifuse         `sifuse mount` of the bench's minbase SquashFS (the adapter's
- *                  and the engine's real negative lookup)
+ *   sifuse         `sifuse mount` of the bench's minbase SIF (the adapter's and
+ *                  the engine's real negative lookup)
  *   squashfuse_ll  the same image, a C libfuse3 server
  *   kernel         the kernel's squashfs (root only), for scale
  * interleaved, median of --reps, microseconds per call and the round trip
@@ -20,30 +20,17 @@
  *
  *   node bench/fuse-floor.mjs [--reps 5]
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { have, isMounted, isRoot, sifuseBin, unmount } from './lib/peers.mjs';
+import { sifOffset } from './lib/images.mjs';
+import { have, readPeers, sh, unmount, waitMounted } from './lib/peers.mjs';
 import { median } from './lib/stats.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const cache = process.env.SIFUSE_CACHE || '/var/tmp/sifuse-cache';
 const LOOKUPS = 20000;
-
-function must(cmd, args) {
-  const r = spawnSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (exit ${r.status}): ${String(r.stderr).trim()}`);
-  return String(r.stdout);
-}
-
-async function waitMounted(dir, what) {
-  for (let i = 0; i < 300; i++) {
-    if (isMounted(dir)) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`${what}: ${dir} did not become a mount`);
-}
 
 /** Starts the null daemon on `mnt` (on CPU 0 with `pinned`); resolves to its child process once it serves. */
 async function nullDaemon(mnt, pinned = false) {
@@ -60,8 +47,8 @@ async function nullDaemon(mnt, pinned = false) {
 
 export async function run(options = {}) {
   const reps = options.reps ?? 5;
-  const sqfs = join(cache, 'bench-bookworm-minbase.sqfs');
-  if (!existsSync(sqfs)) throw new Error(`${sqfs} is missing: run \`npm run bench -- mounts\` once (builds it)`);
+  const sif = join(cache, 'bench-bookworm-minbase.sif');
+  if (!existsSync(sif)) throw new Error(`${sif} is missing: run \`npm run bench -- mounts\` once (builds it)`);
   const work = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'sifuse-floor-'));
   const targets = [];
   const skipped = [];
@@ -70,58 +57,44 @@ export async function run(options = {}) {
     mkdirSync(join(work, 'tmpfs'));
     targets.push({ name: 'tmpfs', dir: join(work, 'tmpfs') });
 
-    const nullMnt = join(work, 'null');
-    mkdirSync(nullMnt);
-    const child = await nullDaemon(nullMnt);
-    undo.push(() => {
-      child.kill('SIGTERM');
-      unmount(nullMnt);
-    });
-    targets.push({ name: 'null daemon', dir: nullMnt });
-
-    if (have('taskset')) {
-      const m = join(work, 'null-pinned');
+    for (const pinned of [false, true]) {
+      if (pinned && !have('taskset')) {
+        skipped.push('null daemon, one CPU: taskset is not installed');
+        continue;
+      }
+      const m = join(work, pinned ? 'null-pinned' : 'null');
       mkdirSync(m);
-      const pinned = await nullDaemon(m, true);
+      const child = await nullDaemon(m, pinned);
       undo.push(() => {
-        pinned.kill('SIGTERM');
+        child.kill('SIGTERM');
         unmount(m);
       });
-      targets.push({ name: 'null daemon, one CPU', dir: m, pin: true });
-    } else skipped.push('null daemon, one CPU: taskset is not installed');
+      targets.push({ name: pinned ? 'null daemon, one CPU' : 'null daemon', dir: m, pin: pinned });
+    }
 
-    const sifMnt = join(work, 'sifuse');
-    mkdirSync(sifMnt);
-    must(sifuseBin, ['mount', sqfs, sifMnt]);
-    undo.push(() => {
-      spawnSync(sifuseBin, ['umount', sifMnt], { stdio: 'ignore', timeout: 60_000 });
-      unmount(sifMnt);
-    });
-    await waitMounted(sifMnt, 'sifuse mount');
-    targets.push({ name: 'sifuse', dir: sifMnt });
-
-    if (have('squashfuse_ll')) {
-      const m = join(work, 'sqll');
-      mkdirSync(m);
-      must('squashfuse_ll', [sqfs, m]);
-      undo.push(() => unmount(m));
-      await waitMounted(m, 'squashfuse_ll');
-      targets.push({ name: 'squashfuse_ll', dir: m });
-    } else skipped.push('squashfuse_ll: not installed');
-
-    if (isRoot) {
-      const m = join(work, 'kernel');
-      mkdirSync(m);
-      must('mount', ['-t', 'squashfs', '-o', 'loop,ro', sqfs, m]);
-      undo.push(() => unmount(m));
-      targets.push({ name: 'kernel squashfs', dir: m });
-    } else skipped.push('kernel squashfs: not root (loop mount)');
+    // The image on three of the mounts bench's read peers, mounted as they mount it there.
+    const peers = new Map(readPeers().map((p) => [p.name, p]));
+    for (const [name, label] of [
+      ['sifuse', 'sifuse'],
+      ['squashfuse_ll', 'squashfuse_ll'],
+      ['kernel', 'kernel squashfs'],
+    ]) {
+      const peer = peers.get(name);
+      const why = peer.why();
+      if (why) {
+        skipped.push(`${label}: ${why}`);
+        continue;
+      }
+      const m = await peer.mount({ sif, offset: sifOffset(sif) });
+      undo.push(() => m.umount());
+      targets.push({ name: label, dir: m.mnt });
+    }
 
     const us = new Map(targets.map((t) => [t.name, []]));
     for (let r = 0; r < reps; r++) {
       for (const t of r % 2 ? [...targets].reverse() : targets) {
         const client = [process.execPath, join(here, 'lib', 'lookup-loop.mjs'), t.dir, String(LOOKUPS), `r${r}`];
-        const out = t.pin ? must('taskset', ['-c', '0', ...client]) : must(client[0], client.slice(1));
+        const out = t.pin ? sh('taskset', ['-c', '0', ...client]) : sh(client[0], client.slice(1));
         us.get(t.name).push(Number(out.trim()));
       }
     }
@@ -141,7 +114,7 @@ export async function run(options = {}) {
   } finally {
     for (const f of undo.reverse()) {
       try {
-        f();
+        await f();
       } catch {
         // Each undo step is best effort; the next still runs.
       }

@@ -22,7 +22,8 @@ export function have(tool) {
   return spawnSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status === 0;
 }
 
-function sh(cmd, args, what) {
+/** Runs `cmd` (60 s at most) and returns its stdout; throws naming `what` and stderr's last line when it fails. */
+export function sh(cmd, args, what) {
   const r = spawnSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
   if (r.status !== 0) {
     throw new Error(
@@ -53,7 +54,7 @@ export function unmount(dir) {
 }
 
 /** Waits (bounded) until `dir` is a mountpoint: some daemons return before the mount is there. */
-async function waitMounted(dir, what) {
+export async function waitMounted(dir, what) {
   for (let i = 0; i < 200; i++) {
     if (isMounted(dir)) return;
     await new Promise((r) => setTimeout(r, 10));
